@@ -1,0 +1,24 @@
+# One command to set up and run the quickstart study, one to set up and run the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install quickstart test test-fast bench
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+quickstart: install  ## pre-train baseline vs MTO on digits over Ray Tune, log to MLflow, write the report
+	$(BIN)/python -m ablations.run studies/quickstart.yaml
+
+test: install  ## the whole suite, slow end-to-end tests included (what CI runs)
+	$(BIN)/python -m pytest
+
+test-fast: install  ## unit tests only
+	$(BIN)/python -m pytest -m "not slow"
+
+bench: install
+	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done

@@ -1,0 +1,293 @@
+"""Typed configuration of one trial.
+
+These plain dataclasses are the single definition of a trial's settings. The method library
+checks each value in ``__post_init__`` (so a notebook user gets the same errors as a study
+file), and the suite validates study files against the very same classes with pydantic
+(``ablations.study``), which is why each class carries ``__pydantic_config__`` as a plain dict:
+``mto`` itself never imports pydantic.
+
+Every default here is a starting point sized for the embedded digits data set on a CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional, Union
+
+# A layer-depth schedule: "all", "none", "linear", "early:k", "exp:g", a list of layer
+# indices (ints) or a list of per-layer weights (floats, one per layer 0..L).
+LayerSchedule = Union[str, list[int], list[float]]
+
+_STRICT = {"extra": "forbid"}
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid. The message names the field, the value and what is allowed."""
+
+    def __init__(self, path: str, value: Any, allowed: str):
+        self.path, self.value, self.allowed = path, value, allowed
+        super().__init__(f"{path}={value!r} is invalid: {allowed}")
+
+
+def _check(ok: bool, path: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(path, value, allowed)
+
+
+def _check_choice(path: str, value: Any, choices: tuple[str, ...]) -> None:
+    _check(value in choices, path, value, f"expected one of {', '.join(choices)}")
+
+
+DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
+PRESETS = ("tiny", "vit_tiny", "vit_small", "vit_base")
+METHODS = ("simmim", "mae", "bootmae", "conmim")
+AFFINITIES = ("cosine", "attention")
+RECALIBRATIONS = ("none", "soft", "hard")
+LAMBDA_SCHEDULES = ("constant", "linear_warmup", "cosine_decay")
+
+
+@dataclass
+class DataConfig:
+    """Where images come from and how they are augmented (on the device)."""
+
+    __pydantic_config__ = _STRICT
+    name: str = "digits"
+    path: Optional[str] = None  # required for every data set but digits
+    image_size: int = 16
+    crop_min_scale: float = 0.5  # RandomResizedCrop scale range (crop_min_scale, 1)
+    hflip: bool = False  # digits are not mirror-symmetric; turn on for natural images
+    max_train: Optional[int] = None  # keep only the first N training images (quick runs)
+
+    def __post_init__(self) -> None:
+        _check_choice("data.name", self.name, DATASETS)
+        _check(self.name == "digits" or bool(self.path), "data.path", self.path,
+               f"a local folder is required for data.name={self.name!r} (nothing is downloaded)")
+        _check(self.image_size >= 4, "data.image_size", self.image_size, "an integer >= 4")
+        _check(0 < self.crop_min_scale <= 1, "data.crop_min_scale", self.crop_min_scale, "a number in (0, 1]")
+        _check(self.max_train is None or self.max_train > 0, "data.max_train", self.max_train, "a positive integer or null")
+
+
+@dataclass
+class ModelConfig:
+    """A timm VisionTransformer chosen by preset, with size overrides."""
+
+    __pydantic_config__ = _STRICT
+    preset: str = "tiny"
+    patch_size: int = 2
+    embed_dim: Optional[int] = None  # None: the preset's
+    depth: Optional[int] = None
+    num_heads: Optional[int] = None
+    drop_path: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_choice("model.preset", self.preset, PRESETS)
+        _check(self.patch_size >= 1, "model.patch_size", self.patch_size, "an integer >= 1")
+        for name in ("embed_dim", "depth", "num_heads"):
+            v = getattr(self, name)
+            _check(v is None or v >= 1, f"model.{name}", v, "a positive integer or null")
+        _check(0 <= self.drop_path < 1, "model.drop_path", self.drop_path, "a number in [0, 1)")
+
+
+@dataclass
+class MIMConfig:
+    """The masked image modeling method MTO is plugged into."""
+
+    __pydantic_config__ = _STRICT
+    method: str = "simmim"
+    mask_ratio: float = 0.6
+    mask_patch_size: Optional[int] = None  # SimMIM block size in pixels; None: 2 model patches
+    norm_pix_loss: bool = True  # MAE family: regress per-patch normalised pixels
+    decoder_dim: int = 64  # MAE family decoder width
+    decoder_depth: int = 2
+    decoder_heads: int = 4
+    momentum: float = 0.996  # BootMAE / ConMIM: EMA rate of the momentum encoder
+    feature_weight: float = 1.0  # BootMAE: weight of the feature-regression target
+    contrast_temperature: float = 0.1  # ConMIM: InfoNCE temperature
+
+    def __post_init__(self) -> None:
+        _check_choice("mim.method", self.method, METHODS)
+        _check(0 < self.mask_ratio < 1, "mim.mask_ratio", self.mask_ratio, "a number strictly between 0 and 1")
+        _check(self.mask_patch_size is None or self.mask_patch_size >= 1, "mim.mask_patch_size",
+               self.mask_patch_size, "a positive integer (pixels) or null")
+        for name in ("decoder_dim", "decoder_depth", "decoder_heads"):
+            _check(getattr(self, name) >= 1, f"mim.{name}", getattr(self, name), "a positive integer")
+        _check(0 <= self.momentum < 1, "mim.momentum", self.momentum, "a number in [0, 1)")
+        _check(self.feature_weight >= 0, "mim.feature_weight", self.feature_weight, "a number >= 0")
+        _check(self.contrast_temperature > 0, "mim.contrast_temperature", self.contrast_temperature, "a number > 0")
+
+
+@dataclass
+class MTOConfig:
+    """Masked Token Optimization: DESIGN.md section 1.1. All weights 0 = the plain MIM method."""
+
+    __pydantic_config__ = _STRICT
+    lambda_spa: float = 0.0  # weight of L_spa; used only with recalibration: soft
+    lambda_e: float = 0.0  # weight of L_e (entropy maximisation)
+    lambda_r: float = 0.0  # weight of L_r (rank loss)
+    tau: float = 0.1  # temperature of the cosine similarity
+    affinity: str = "cosine"
+    recalibration: str = "none"
+    layers_spa: LayerSchedule = "all"
+    layers_e: LayerSchedule = "early:2"
+    layers_r: LayerSchedule = "all"
+    margin: float = 0.0  # L_r margin
+    lambda_schedule: str = "constant"  # epoch schedule shared by the three lambdas
+    lambda_warmup_epochs: int = 0  # for linear_warmup
+
+    def __post_init__(self) -> None:
+        for name in ("lambda_spa", "lambda_e", "lambda_r"):
+            v = getattr(self, name)
+            _check(v >= 0, f"mto.{name}", v, "a number >= 0")
+        _check(self.tau > 0, "mto.tau", self.tau, "a number > 0")
+        _check_choice("mto.affinity", self.affinity, AFFINITIES)
+        _check_choice("mto.recalibration", self.recalibration, RECALIBRATIONS)
+        _check_choice("mto.lambda_schedule", self.lambda_schedule, LAMBDA_SCHEDULES)
+        _check(self.lambda_spa == 0 or self.recalibration == "soft", "mto.lambda_spa", self.lambda_spa,
+               "L_spa is the soft recalibration: set mto.recalibration: soft, or lambda_spa: 0")
+        _check(self.lambda_warmup_epochs >= 0, "mto.lambda_warmup_epochs", self.lambda_warmup_epochs, "an integer >= 0")
+        # Deferred import: schedules.py imports ConfigError from here.
+        from mto.schedules import check_layer_schedule
+
+        for name in ("layers_spa", "layers_e", "layers_r"):
+            check_layer_schedule(f"mto.{name}", getattr(self, name))
+
+    @property
+    def active(self) -> bool:
+        """True when MTO changes anything: a loss weight or the hard attention mask."""
+        return self.lambda_e > 0 or self.lambda_r > 0 or self.lambda_spa > 0 or self.recalibration == "hard"
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation: AdamW with warm-up and cosine decay, as in the MAE recipe."""
+
+    __pydantic_config__ = _STRICT
+    epochs: int = 30
+    batch_size: int = 128
+    base_lr: float = 1e-3  # lr = base_lr * batch_size / 256
+    min_lr: float = 1e-5
+    weight_decay: float = 0.05
+    warmup_epochs: int = 2
+    grad_clip: Optional[float] = None
+    seed: int = 0
+    device: str = "auto"  # auto: cuda when present, else cpu
+    precision: str = "auto"  # auto: bf16 autocast on cuda, fp32 on cpu
+    num_threads: Optional[int] = None  # CPU threads; None: torch's default
+    compile: bool = False  # torch.compile the model (GPU)
+    checkpoint_every: int = 1  # epochs between checkpoints offered to the caller
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, "train.epochs", self.epochs, "an integer >= 1")
+        _check(self.batch_size >= 2, "train.batch_size", self.batch_size, "an integer >= 2")
+        _check(self.base_lr > 0, "train.base_lr", self.base_lr, "a number > 0")
+        _check(self.min_lr >= 0, "train.min_lr", self.min_lr, "a number >= 0")
+        _check(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "a number >= 0")
+        _check(0 <= self.warmup_epochs, "train.warmup_epochs", self.warmup_epochs, "an integer >= 0")
+        _check(self.grad_clip is None or self.grad_clip > 0, "train.grad_clip", self.grad_clip, "a number > 0 or null")
+        _check_choice("train.device", self.device, ("auto", "cpu", "cuda"))
+        _check_choice("train.precision", self.precision, ("auto", "bf16", "fp32"))
+        _check(self.num_threads is None or self.num_threads >= 1, "train.num_threads", self.num_threads, "a positive integer or null")
+        _check(self.checkpoint_every >= 1, "train.checkpoint_every", self.checkpoint_every, "an integer >= 1")
+
+
+@dataclass
+class EvalConfig:
+    """Frozen-feature probes and the per-layer measurements logged while pre-training."""
+
+    __pydantic_config__ = _STRICT
+    every: int = 5  # evaluate every N epochs, and always at the last epoch
+    linear: bool = True
+    knn: bool = True
+    knn_k: int = 20
+    knn_temperature: float = 0.07
+    probe_steps: int = 100  # L-BFGS iterations of the linear probe
+    probe_weight_decay: float = 1e-4
+    max_probe_train: Optional[int] = None  # cap on the probe's training images
+    hetero_batch: int = 64  # images of the fixed batch for heterogeneity per layer
+    hetero_tau: float = 0.1  # cosine temperature of the logged heterogeneity (same for every arm)
+    affinity_epochs: list[int] = field(default_factory=list)  # epochs whose affinity maps are kept
+
+    def __post_init__(self) -> None:
+        _check(self.every >= 1, "eval.every", self.every, "an integer >= 1")
+        _check(self.knn_k >= 1, "eval.knn_k", self.knn_k, "an integer >= 1")
+        _check(self.knn_temperature > 0, "eval.knn_temperature", self.knn_temperature, "a number > 0")
+        _check(self.probe_steps >= 1, "eval.probe_steps", self.probe_steps, "an integer >= 1")
+        _check(self.probe_weight_decay >= 0, "eval.probe_weight_decay", self.probe_weight_decay, "a number >= 0")
+        _check(self.hetero_tau > 0, "eval.hetero_tau", self.hetero_tau, "a number > 0")
+        _check(self.hetero_batch >= 1, "eval.hetero_batch", self.hetero_batch, "an integer >= 1")
+        _check(all(e >= 1 for e in self.affinity_epochs), "eval.affinity_epochs", self.affinity_epochs,
+               "a list of epochs >= 1")
+
+
+@dataclass
+class TrialConfig:
+    """Everything one pre-training trial needs."""
+
+    __pydantic_config__ = _STRICT
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    mim: MIMConfig = field(default_factory=MIMConfig)
+    mto: MTOConfig = field(default_factory=MTOConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        size, patch = self.data.image_size, self.model.patch_size
+        _check(size % patch == 0, "model.patch_size", patch,
+               f"must divide data.image_size={size}")
+        mps = self.mim.mask_patch_size
+        if mps is not None:
+            _check(mps % patch == 0 and size % mps == 0, "mim.mask_patch_size", mps,
+                   f"a multiple of model.patch_size={patch} that divides data.image_size={size}")
+        _check(self.mim.method in ("simmim", "conmim") or self.mim.mask_patch_size is None,
+               "mim.mask_patch_size", mps, "only for SimMIM/ConMIM block masking; null for MAE/BootMAE")
+        _check(self.mto.affinity == "cosine" or self._first_weighted_layer() != 0, "mto.affinity",
+               self.mto.affinity, "attention affinity is undefined at layer 0: start layers_e/layers_r at 1 or use cosine")
+
+    @property
+    def num_mto_layers(self) -> int:
+        """L, the number of blocks MTO sees: the encoder's (SimMIM, ConMIM) or the decoder's (MAE, BootMAE)."""
+        if self.mim.method in ("mae", "bootmae"):
+            return self.mim.decoder_depth
+        from mto.models import preset_depth  # deferred: models imports this module
+
+        return self.model.depth or preset_depth(self.model.preset)
+
+    def _first_weighted_layer(self) -> Optional[int]:
+        """The shallowest layer that L_e or L_r uses (None when both are off)."""
+        from mto.schedules import layer_weights
+
+        layers = []
+        for lam, sched in ((self.mto.lambda_e, self.mto.layers_e), (self.mto.lambda_r, self.mto.layers_r)):
+            if lam > 0:
+                layers += [i for i, w in enumerate(layer_weights(sched, self.num_mto_layers)) if w > 0]
+        return min(layers) if layers else None
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A config as nested plain dicts (for YAML, JSON and MLflow params)."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type, data: dict[str, Any], _path: str = "") -> Any:
+    """Build a config dataclass from nested dicts, refusing unknown keys.
+
+    The suite validates with pydantic instead; this is the dependency-free path for notebooks
+    and the GPU machine. Values are not coerced: pass the right types.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(_path or cls.__name__, data, "a mapping")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{_path}{unknown[0]}", data[unknown[0]], f"unknown key; allowed: {', '.join(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        ftype = fields[name].type
+        sub = _SECTIONS.get(ftype if isinstance(ftype, str) else getattr(ftype, "__name__", ""))
+        kwargs[name] = from_dict(sub, value, f"{_path}{name}.") if sub and isinstance(value, dict) else value
+    return cls(**kwargs)
+
+
+_SECTIONS = {c.__name__: c for c in (DataConfig, ModelConfig, MIMConfig, MTOConfig, TrainConfig, EvalConfig)}

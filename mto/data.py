@@ -1,0 +1,177 @@
+"""Data sets held as tensors (on the GPU when there is one), with augmentation done on the device.
+
+- ``digits``: scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes),
+  upsampled; nothing is downloaded. Fixed stratified 80/20 train/test split.
+- ``cifar10`` / ``cifar100``: the standard python-pickle folders, read with torchvision.
+- ``imagefolder``: any ``train/`` + ``val/`` (or ``test/``) tree of class folders, read with
+  torchvision, resized (shorter side) and centre-cropped to ``image_size`` once at load time.
+
+Everything is decoded once into a uint8 tensor; small data sets then stay on the device and
+each batch is cropped, flipped and normalised there, so the loader never starves the model.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mto.config import ConfigError, DataConfig
+
+_CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+
+
+@dataclass
+class ImageData:
+    """A labelled image data set as uint8 tensors ``[N, C, H, W]`` with int64 labels."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+    mean: torch.Tensor  # [C], of the training images scaled to [0, 1]
+    std: torch.Tensor
+
+    @property
+    def in_chans(self) -> int:
+        return self.train_x.shape[1]
+
+    def to(self, device: torch.device | str) -> ImageData:
+        return ImageData(*(t.to(device) for t in (self.train_x, self.train_y, self.test_x, self.test_y)),
+                         self.num_classes, self.mean.to(device), self.std.to(device))
+
+
+def check_data(cfg: DataConfig) -> None:
+    """Raise ConfigError if the data set cannot be read (checked before any training starts)."""
+    if cfg.name == "digits":
+        return
+    path = cfg.path or ""
+    if not os.path.isdir(path):
+        raise ConfigError("data.path", cfg.path, f"an existing folder with the {cfg.name} data set")
+    if cfg.name in _CIFAR_FOLDERS:
+        folder = _CIFAR_FOLDERS[cfg.name]
+        if not (os.path.basename(os.path.normpath(path)) == folder or os.path.isdir(os.path.join(path, folder))):
+            raise ConfigError("data.path", cfg.path, f"a folder containing {folder}/ (the python version of {cfg.name})")
+    else:
+        _imagefolder_splits(path)
+
+
+def load_data(cfg: DataConfig) -> ImageData:
+    """Read the configured data set into CPU uint8 tensors."""
+    check_data(cfg)
+    if cfg.name == "digits":
+        data = _digits(cfg.image_size)
+    elif cfg.name in _CIFAR_FOLDERS:
+        data = _cifar(cfg)
+    else:
+        data = _imagefolder(cfg)
+    if cfg.max_train is not None:
+        data.train_x, data.train_y = data.train_x[: cfg.max_train], data.train_y[: cfg.max_train]
+    return data
+
+
+def _with_stats(train_x, train_y, test_x, test_y, num_classes) -> ImageData:
+    scaled = train_x.float() / 255.0
+    mean = scaled.mean(dim=(0, 2, 3))
+    std = scaled.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    return ImageData(train_x, train_y.long(), test_x, test_y.long(), num_classes, mean, std)
+
+
+def _resize_uint8(x: torch.Tensor, size: int) -> torch.Tensor:
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    y = F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return y.round().clamp(0, 255).to(torch.uint8)
+
+
+def _digits(size: int) -> ImageData:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = torch.from_numpy(digits.images / 16.0 * 255.0).float()[:, None]  # [1797, 1, 8, 8]
+    images = _resize_uint8(images, size)
+    labels = torch.from_numpy(digits.target)
+    idx_train, idx_test = train_test_split(np.arange(len(labels)), test_size=0.2, stratify=digits.target,
+                                           random_state=0)
+    return _with_stats(images[idx_train], labels[idx_train], images[idx_test], labels[idx_test], 10)
+
+
+def _cifar(cfg: DataConfig) -> ImageData:
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    root = os.path.normpath(cfg.path)
+    if os.path.basename(root) == _CIFAR_FOLDERS[cfg.name]:
+        root = os.path.dirname(root)
+    reader = CIFAR10 if cfg.name == "cifar10" else CIFAR100
+    splits = []
+    for train in (True, False):
+        try:
+            ds = reader(root, train=train, download=False)
+        except RuntimeError as err:  # torchvision's md5 check failed; its hint to download does not apply
+            raise ConfigError("data.path", cfg.path, f"an intact {_CIFAR_FOLDERS[cfg.name]}/ folder ({err})") from err
+        x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+        splits += [_resize_uint8(x, cfg.image_size), torch.as_tensor(ds.targets)]
+    return _with_stats(*splits, 10 if cfg.name == "cifar10" else 100)
+
+
+def _imagefolder_splits(path: str) -> tuple[str, str]:
+    train = os.path.join(path, "train")
+    tests = [os.path.join(path, s) for s in ("val", "test") if os.path.isdir(os.path.join(path, s))]
+    if not os.path.isdir(train) or not tests:
+        raise ConfigError("data.path", path, "an ImageFolder root with train/ and val/ (or test/) class folders")
+    return train, tests[0]
+
+
+def _imagefolder(cfg: DataConfig) -> ImageData:
+    from torchvision import transforms
+    from torchvision.datasets import ImageFolder
+
+    tf = transforms.Compose([transforms.Resize(cfg.image_size), transforms.CenterCrop(cfg.image_size),
+                             transforms.PILToTensor()])
+    train_dir, test_dir = _imagefolder_splits(cfg.path)
+    train, test = ImageFolder(train_dir, transform=tf), ImageFolder(test_dir, transform=tf)
+    if train.classes != test.classes:
+        raise ConfigError("data.path", cfg.path, "train/ and val/ must hold the same class folders")
+    splits = []
+    for ds in (train, test):
+        loader = torch.utils.data.DataLoader(ds, batch_size=256, num_workers=min(8, os.cpu_count() or 1))
+        xs, ys = zip(*loader)
+        x = torch.cat(xs)
+        splits += [x.expand(-1, 3, -1, -1).contiguous() if x.shape[1] == 1 else x[:, :3], torch.cat(ys)]
+    return _with_stats(*splits, len(train.classes))
+
+
+def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[B, C, H, W]`` -> float, scaled to [0, 1] and standardised per channel."""
+    return (x.float() / 255.0 - mean[:, None, None]) / std[:, None, None]
+
+
+def crop_params(n: int, *, min_scale: float, hflip: bool, generator: torch.Generator) -> torch.Tensor:
+    """Per-image RandomResizedCrop + flip parameters ``[n, 5]``: width, height, centre x, centre y, flip sign.
+
+    Widths and heights are fractions of the image side (areas in ``[min_scale, 1]``, aspect
+    ratios in ``[3/4, 4/3]`` as in torchvision); centres in ``[-1, 1]`` coordinates.
+    Drawn on the CPU so the same seed gives the same crops on any device.
+    """
+    area = torch.empty(n).uniform_(min_scale, 1.0, generator=generator)
+    log_ratio = torch.empty(n).uniform_(np.log(3 / 4), np.log(4 / 3), generator=generator)
+    w = (area * log_ratio.exp()).sqrt().clamp(max=1.0)
+    h = (area / log_ratio.exp()).sqrt().clamp(max=1.0)
+    cx = (torch.rand(n, generator=generator) * 2 - 1) * (1 - w)
+    cy = (torch.rand(n, generator=generator) * 2 - 1) * (1 - h)
+    flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if hflip else torch.ones(n)
+    return torch.stack([w, h, cx, cy, flip], dim=1)
+
+
+def augment(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """Apply ``crop_params`` to a float batch ``[B, C, H, W]`` on its device (one ``grid_sample``)."""
+    w, h, cx, cy, flip = params.to(x.dtype).unbind(1)
+    zero = torch.zeros_like(w)
+    theta = torch.stack([torch.stack([w * flip, zero, cx], 1), torch.stack([zero, h, cy], 1)], 1)  # [B, 2, 3]
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)

@@ -1,0 +1,119 @@
+"""timm Vision Transformers by preset name, and the shared base of the MIM models."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import timm
+import torch
+from timm.layers import trunc_normal_
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+from mto.attention import LayerCapture, check_supported, run_blocks
+from mto.config import MTOConfig, ModelConfig
+from mto.objective import MTOObjective
+
+# preset -> (timm model name, embed_dim, depth, num_heads). "tiny" is our CPU size (DESIGN.md 7).
+PRESETS: dict[str, tuple[str, int, int, int]] = {
+    "tiny": ("vit_tiny_patch16_224", 64, 4, 4),
+    "vit_tiny": ("vit_tiny_patch16_224", 192, 12, 3),
+    "vit_small": ("vit_small_patch16_224", 384, 12, 6),
+    "vit_base": ("vit_base_patch16_224", 768, 12, 12),
+}
+
+
+def preset_depth(preset: str) -> int:
+    return PRESETS[preset][2]
+
+
+def create_vit(cfg: ModelConfig, *, img_size: int, in_chans: int) -> VisionTransformer:
+    """A randomly initialised timm ``VisionTransformer`` (no head) for the preset and sizes.
+
+    Nothing is downloaded: ``pretrained=False`` always.
+    """
+    name, dim, depth, heads = PRESETS[cfg.preset]
+    dim, depth, heads = cfg.embed_dim or dim, cfg.depth or depth, cfg.num_heads or heads
+    if dim % heads:
+        raise ValueError(f"model.embed_dim={dim} must be divisible by model.num_heads={heads}")
+    model = timm.create_model(name, pretrained=False, img_size=img_size, patch_size=cfg.patch_size,
+                              in_chans=in_chans, num_classes=0, embed_dim=dim, depth=depth, num_heads=heads,
+                              drop_path_rate=cfg.drop_path)
+    check_supported(model.blocks)
+    return model
+
+
+def patchify(images: torch.Tensor, patch: int) -> torch.Tensor:
+    """``[B, C, H, W]`` -> ``[B, N, patch*patch*C]`` in raster order (the MAE layout)."""
+    b, c, h, w = images.shape
+    x = images.reshape(b, c, h // patch, patch, w // patch, patch)
+    return torch.einsum("bchpwq->bhwpqc", x).reshape(b, (h // patch) * (w // patch), patch * patch * c)
+
+
+def encode_patches(vit: VisionTransformer, images: torch.Tensor) -> torch.Tensor:
+    """Mean-pooled patch tokens of the final (normed) layer, ``[B, D]``: the probes' features."""
+    x = vit.forward_features(images)
+    return x[:, vit.num_prefix_tokens:].mean(dim=1)
+
+
+class MaskedImageModel(nn.Module, ABC):
+    """A MIM method with MTO plugged into the stack of blocks where mask tokens live.
+
+    Subclasses define ``sample_mask``, ``reconstruct`` (the MIM loss plus the MTO stack's
+    capture) and ``stack_tokens``; this base adds the MTO losses, so with all lambdas 0 and
+    no hard mask the loss is exactly the plain method's.
+    """
+
+    num_prefix: int  # prefix tokens in the MTO stack
+
+    def __init__(self, encoder: VisionTransformer, mto: MTOConfig, num_mto_layers: int):
+        super().__init__()
+        self.encoder = encoder
+        self.objective = MTOObjective(mto, num_mto_layers)
+        self.patch_size = encoder.patch_embed.patch_size[0]
+        self.grid = encoder.patch_embed.grid_size[0]
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid * self.grid
+
+    @abstractmethod
+    def sample_mask(self, batch: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+        """``[B, N]`` bool mask, True = masked."""
+
+    @abstractmethod
+    def reconstruct(self, images: torch.Tensor, mask: torch.Tensor, *, token_layers: frozenset[int],
+                    prob_layers: frozenset[int]) -> tuple[dict[str, torch.Tensor], LayerCapture]:
+        """The method's own losses (``loss_mim`` and any parts) and the MTO stack's capture."""
+
+    def forward(self, images: torch.Tensor, mask: torch.Tensor, lambda_factor: float = 1.0) -> dict[str, torch.Tensor]:
+        """All losses of one step: ``loss`` (to minimise), ``loss_mim``, ``loss_spa``, ``loss_e``, ``loss_r``."""
+        obj = self.objective
+        parts, capture = self.reconstruct(images, mask, token_layers=obj.token_layers, prob_layers=obj.prob_layers)
+        mto = obj.losses(capture, mask, self.num_prefix, lambda_factor)
+        loss_mto = mto.pop("loss_mto")
+        # Inactive MTO adds nothing at all, so the loss is bit-for-bit the plain method's.
+        loss = parts["loss_mim"] + loss_mto if obj.cfg.active else parts["loss_mim"]
+        return {"loss": loss, **parts, **mto}
+
+    def stack_tokens(self, images: torch.Tensor, mask: torch.Tensor) -> LayerCapture:
+        """Patch tokens of every layer 0..L of the MTO stack (for heterogeneity profiles and affinity maps)."""
+        everything = frozenset(range(self.objective.num_layers + 1))
+        return self.reconstruct(images, mask, token_layers=everything, prob_layers=frozenset())[1]
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Frozen features for the probes: the encoder on the whole image, ``[B, D]``."""
+        return encode_patches(self.encoder, images)
+
+    def run_stack(self, blocks: nn.ModuleList, x: torch.Tensor, mask: torch.Tensor, token_layers: frozenset[int],
+                  prob_layers: frozenset[int]) -> tuple[torch.Tensor, LayerCapture]:
+        """Run the MTO stack with the hard recalibration mask (if any) and the requested captures."""
+        return run_blocks(blocks, x, num_prefix=self.num_prefix, attn_mask=self.objective.attn_mask(mask, self.num_prefix),
+                          token_layers=token_layers, prob_layers=prob_layers)
+
+
+def new_mask_token(dim: int) -> nn.Parameter:
+    token = nn.Parameter(torch.zeros(1, 1, dim))
+    trunc_normal_(token, std=0.02)
+    return token
+

@@ -1,0 +1,81 @@
+"""MTO as a plug-in objective on one stack of ViT blocks (DESIGN.md 1.1).
+
+``MTOObjective`` decides, from the config, which layers must be captured during the forward
+pass (tokens for cosine heterogeneity, attention probabilities for L_spa or attention
+affinity), supplies the hard recalibration mask, and turns a capture into the three losses.
+It holds no parameters: the MIM model owns the mask token it optimises.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mto.attention import LayerCapture
+from mto.config import MTOConfig
+from mto.heterogeneity import attention_logits, heterogeneity, similarity
+from mto.losses import entropy_loss, rank_loss, spa_loss
+from mto.recalibration import hard_attention_mask, visible_to_masked_mass
+from mto.schedules import layer_weights
+
+LOSS_NAMES = ("loss_spa", "loss_e", "loss_r")
+
+
+class MTOObjective:
+    """The MTO losses for a stack of ``num_layers`` blocks (layers 0..L).
+
+    Args:
+        cfg: the MTO settings.
+        num_layers: L, blocks in the stack MTO acts on.
+    """
+
+    def __init__(self, cfg: MTOConfig, num_layers: int):
+        self.cfg = cfg
+        self.num_layers = num_layers
+        off = [0.0] * (num_layers + 1)
+        self.w_e = layer_weights(cfg.layers_e, num_layers) if cfg.lambda_e > 0 else off
+        self.w_r = layer_weights(cfg.layers_r, num_layers) if cfg.lambda_r > 0 else off
+        use_spa = cfg.recalibration == "soft" and cfg.lambda_spa > 0
+        self.w_spa = layer_weights(cfg.layers_spa, num_layers) if use_spa else off
+        hetero = {l for l in range(num_layers + 1) if self.w_e[l] > 0 or self.w_r[l] > 0}
+        spa = {l for l in range(1, num_layers + 1) if self.w_spa[l] > 0}
+        if cfg.affinity == "cosine":
+            self.token_layers, self.prob_layers = frozenset(hetero), frozenset(spa)
+        else:
+            self.token_layers, self.prob_layers = frozenset(), frozenset(hetero | spa)
+
+    def attn_mask(self, mask: torch.Tensor, num_prefix: int) -> torch.Tensor | None:
+        """The hard recalibration mask ``[B, 1, T, T]``, or None when recalibration is not hard."""
+        return hard_attention_mask(mask, num_prefix) if self.cfg.recalibration == "hard" else None
+
+    def layer_heterogeneity(self, capture: LayerCapture, mask: torch.Tensor, num_prefix: int) -> dict[int, torch.Tensor]:
+        """``h^l`` for every captured layer, with the configured affinity."""
+        if self.cfg.affinity == "cosine":
+            return {l: heterogeneity(similarity(x, self.cfg.tau), mask) for l, x in capture.tokens.items()}
+        return {l: heterogeneity(attention_logits(p[:, :, num_prefix:, num_prefix:]), mask)
+                for l, p in capture.probs.items()}
+
+    def losses(self, capture: LayerCapture, mask: torch.Tensor, num_prefix: int, factor: float = 1.0
+               ) -> dict[str, torch.Tensor]:
+        """``loss_spa``, ``loss_e``, ``loss_r`` (unweighted) and ``loss_mto``, their lambda-weighted sum.
+
+        Args:
+            capture: what ``run_blocks`` kept for ``token_layers`` / ``prob_layers``.
+            mask: ``[B, N]`` bool, True = masked.
+            factor: the epoch schedule's multiplier of every lambda.
+        """
+        cfg, zero = self.cfg, mask.new_zeros((), dtype=torch.float32)
+        out = {name: zero for name in LOSS_NAMES}
+        if self.token_layers or self.prob_layers:
+            h = self.layer_heterogeneity(capture, mask, num_prefix)
+            h_all = [h.get(l, zero) for l in range(self.num_layers + 1)]
+            if cfg.lambda_e > 0:
+                out["loss_e"] = entropy_loss(h_all, self.w_e)
+            if cfg.lambda_r > 0:
+                out["loss_r"] = rank_loss(h_all, self.w_r, cfg.margin)
+            if any(w > 0 for w in self.w_spa):
+                mass = [zero] + [visible_to_masked_mass(capture.probs[l], mask, num_prefix) if l in capture.probs
+                                 else zero for l in range(1, self.num_layers + 1)]
+                out["loss_spa"] = spa_loss(mass, self.w_spa)
+        out["loss_mto"] = factor * (cfg.lambda_spa * out["loss_spa"] + cfg.lambda_e * out["loss_e"]
+                                    + cfg.lambda_r * out["loss_r"])
+        return out

@@ -1,0 +1,52 @@
+"""Frozen-feature probes: a deterministic linear probe and cosine kNN, fitted on the features' device."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
+                 num_classes: int, *, steps: int = 100, weight_decay: float = 1e-4) -> float:
+    """Top-1 accuracy of multinomial logistic regression on standardised features.
+
+    Full-batch L-BFGS from a zero start: no randomness, so the same features always give the
+    same accuracy. Standardisation uses training statistics only (like MAE's BatchNorm probe).
+
+    Args:
+        train_x, test_x: ``[N, D]`` features. train_y, test_y: ``[N]`` labels.
+        steps: L-BFGS iterations. weight_decay: L2 penalty on the weights.
+    """
+    train_x, test_x = train_x.float(), test_x.float()
+    mean, std = train_x.mean(dim=0), train_x.std(dim=0).clamp_min(1e-6)
+    xtr, xte = (train_x - mean) / std, (test_x - mean) / std
+    weight = torch.zeros(xtr.shape[1], num_classes, device=xtr.device, requires_grad=True)
+    bias = torch.zeros(num_classes, device=xtr.device, requires_grad=True)
+    opt = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=steps, history_size=10, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(xtr @ weight + bias, train_y) + 0.5 * weight_decay * weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    with torch.no_grad():
+        return (xte @ weight + bias).argmax(dim=1).eq(test_y).float().mean().item()
+
+
+@torch.no_grad()
+def knn_top1(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
+             num_classes: int, *, k: int = 20, temperature: float = 0.07, chunk: int = 1024) -> float:
+    """Top-1 accuracy of weighted cosine kNN (the DINO / InstDisc protocol: votes ``exp(sim / T)``)."""
+    train = F.normalize(train_x.float(), dim=1)
+    test = F.normalize(test_x.float(), dim=1)
+    k = min(k, train.shape[0])
+    correct = torch.zeros((), device=test.device)
+    for start in range(0, test.shape[0], chunk):
+        sim, idx = (test[start:start + chunk] @ train.T).topk(k, dim=1)
+        votes = torch.zeros(sim.shape[0], num_classes, device=test.device)
+        votes.scatter_add_(1, train_y[idx], (sim / temperature).exp())
+        correct += votes.argmax(dim=1).eq(test_y[start:start + chunk]).sum()
+    return (correct / test.shape[0]).item()

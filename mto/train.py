@@ -1,0 +1,247 @@
+"""One trial: pre-train a MIM model (with or without MTO) and evaluate it after every epoch.
+
+``run_trial(config, report)`` is the whole experiment for one configuration and seed. It knows
+nothing of Ray or MLflow: it calls ``report(EpochReport)`` once per epoch, so the same trial runs
+under Ray Tune, in a plain loop, in a notebook or in a test.
+
+Randomness (shuffling, crops, masks) is drawn on the CPU from one seeded generator and moved to
+the device once per epoch, so a seed gives the same batches on any device and a CPU run is
+exactly reproducible; the GPU differs only by floating-point precision (bf16 autocast).
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+
+from mto.config import ConfigError, TrialConfig
+from mto.data import ImageData, augment, crop_params, load_data, normalize
+from mto.heterogeneity import affinity_map, similarity, token_heterogeneity
+from mto.masking import masked_first
+from mto.methods import build_model
+from mto.models import MaskedImageModel
+from mto.probes import knn_top1, linear_probe
+from mto.schedules import lambda_factor, learning_rate
+
+LOSS_KEYS = ("loss", "loss_mim", "loss_spa", "loss_e", "loss_r")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class EpochReport:
+    """What a trial reports after each epoch (1-based).
+
+    ``metrics`` uses the names of DESIGN.md section 6. ``arrays`` holds the affinity maps
+    (``affinity``: ``[L+1, N, N]``, masked tokens first; ``num_masked``) at ``eval.affinity_epochs``.
+    ``checkpoint`` is the state to save when a checkpoint is due (pass it back as ``resume``).
+    """
+
+    epoch: int
+    epochs: int
+    metrics: dict[str, float]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    checkpoint: Optional[dict[str, Any]] = None
+
+    def __str__(self) -> str:
+        keys = ("train/loss", "eval/linear_top1", "eval/knn_top1", "perf/epoch_s")
+        shown = "  ".join(f"{k}={self.metrics[k]:.4f}" for k in keys if k in self.metrics)
+        return f"epoch {self.epoch}/{self.epochs}  {shown}"
+
+
+@dataclass
+class TrialResult:
+    history: list[dict[str, float]]  # one dict of metrics per epoch, with "epoch"
+    affinity: dict[int, np.ndarray]  # epoch -> [L+1, N, N]
+
+    def curve(self, metric: str) -> tuple[list[int], list[float]]:
+        """(epochs, values) of a metric over the epochs where it was measured."""
+        points = [(int(h["epoch"]), h[metric]) for h in self.history if metric in h]
+        return [e for e, _ in points], [v for _, v in points]
+
+
+Report = Callable[[EpochReport], None]
+
+
+def resolve_device(cfg: TrialConfig) -> torch.device:
+    """``train.device``: auto picks CUDA when present."""
+    want = cfg.train.device
+    if want == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device", want, "auto or cpu: no CUDA device is available here")
+    return torch.device("cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+def _autocast(device: torch.device, precision: str):
+    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+
+class Trainer:
+    """The state of one trial: data on the device, model, optimiser, generator, history."""
+
+    def __init__(self, cfg: TrialConfig, data: Optional[ImageData] = None):
+        self.cfg = cfg
+        self.device = resolve_device(cfg)
+        if cfg.train.num_threads:
+            torch.set_num_threads(cfg.train.num_threads)
+        data = data or load_data(cfg.data)
+        n = data.train_x.shape[0]
+        if cfg.train.batch_size > n:
+            raise ConfigError("train.batch_size", cfg.train.batch_size, f"at most the {n} training images")
+        self.data = data.to(self.device)
+        torch.manual_seed(cfg.train.seed)  # weights are initialised on the CPU: same start on any device
+        self.model: MaskedImageModel = build_model(cfg, data.in_chans).to(self.device)
+        self.step_model = torch.compile(self.model) if cfg.train.compile else self.model
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=0.0, betas=(0.9, 0.95),
+                                           weight_decay=cfg.train.weight_decay)
+        self.generator = torch.Generator().manual_seed(cfg.train.seed)
+        self.steps_per_epoch = n // cfg.train.batch_size
+        self.peak_lr = cfg.train.base_lr * cfg.train.batch_size / 256
+        self.autocast = _autocast(self.device, cfg.train.precision)
+        self.epoch = 0
+        self.history: list[dict[str, float]] = []
+        self.eval_images, self.eval_mask = self._fixed_eval_batch()
+
+    def _fixed_eval_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch (test images, one fixed mask) on which heterogeneity and affinity are measured."""
+        g = torch.Generator().manual_seed(10_000 + self.cfg.train.seed)
+        n = min(self.cfg.eval.hetero_batch, self.data.test_x.shape[0])
+        mask = self.model.sample_mask(n, g, torch.device("cpu")).to(self.device)
+        return self._normalize(self.data.test_x[:n]), mask
+
+    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return normalize(x, self.data.mean, self.data.std)
+
+    # ---- training -------------------------------------------------------------------------
+    def train_epoch(self) -> dict[str, float]:
+        """One pass over the training set; returns mean losses and throughput."""
+        cfg, b, steps = self.cfg, self.cfg.train.batch_size, self.steps_per_epoch
+        n = steps * b
+        order = torch.randperm(self.data.train_x.shape[0], generator=self.generator)[:n]
+        crops = crop_params(n, min_scale=cfg.data.crop_min_scale, hflip=cfg.data.hflip, generator=self.generator)
+        masks = self.model.sample_mask(n, self.generator, torch.device("cpu"))
+        order, crops, masks = (t.to(self.device, non_blocking=True) for t in (order, crops, masks))
+        self.model.train()
+        sums = torch.zeros(len(LOSS_KEYS), device=self.device)
+        start = time.perf_counter()
+        for step in range(steps):
+            done = self.epoch + step / steps  # fractional epochs completed
+            lr = learning_rate(self.epoch * steps + step, cfg.train.epochs * steps, cfg.train.warmup_epochs * steps,
+                               self.peak_lr, cfg.train.min_lr)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            sl = slice(step * b, (step + 1) * b)
+            images = augment(self._normalize(self.data.train_x[order[sl]]), crops[sl])
+            factor = lambda_factor(cfg.mto.lambda_schedule, done, cfg.train.epochs, cfg.mto.lambda_warmup_epochs)
+            with self.autocast:
+                out = self.step_model(images, masks[sl], factor)
+            out["loss"].backward()
+            if cfg.train.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            sums += torch.stack([out[k].detach().float() for k in LOSS_KEYS])
+        means = (sums / steps).tolist()  # the epoch's one host sync
+        elapsed = time.perf_counter() - start
+        if not all(np.isfinite(means)):
+            raise NonFiniteLossError(f"non-finite training loss at epoch {self.epoch + 1}: "
+                                     + ", ".join(f"{k}={v}" for k, v in zip(LOSS_KEYS, means)))
+        metrics = {f"train/{k}": v for k, v in zip(LOSS_KEYS, means)}
+        metrics.update({"train/lr": lr, "perf/img_per_s": n / elapsed, "perf/epoch_s": elapsed})
+        return metrics
+
+    # ---- evaluation -----------------------------------------------------------------------
+    @torch.no_grad()
+    def features(self, images: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+        self.model.eval()
+        out = []
+        for start in range(0, images.shape[0], chunk):
+            with self.autocast:
+                out.append(self.model.features(self._normalize(images[start:start + chunk])).float())
+        return torch.cat(out)
+
+    def probe(self) -> dict[str, float]:
+        """Linear-probe and kNN top-1 on frozen features of the train and test splits."""
+        cfg, d = self.cfg.eval, self.data
+        cap = cfg.max_probe_train or d.train_x.shape[0]
+        train_f, test_f = self.features(d.train_x[:cap]), self.features(d.test_x)
+        train_y = d.train_y[:cap]
+        metrics = {}
+        if cfg.linear:
+            metrics["eval/linear_top1"] = linear_probe(train_f, train_y, test_f, d.test_y, d.num_classes,
+                                                       steps=cfg.probe_steps, weight_decay=cfg.probe_weight_decay)
+        if cfg.knn:
+            metrics["eval/knn_top1"] = knn_top1(train_f, train_y, test_f, d.test_y, d.num_classes,
+                                                k=cfg.knn_k, temperature=cfg.knn_temperature)
+        return metrics
+
+    @torch.no_grad()
+    def layer_profile(self, with_affinity: bool) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+        """Heterogeneity of every layer of the MTO stack on the fixed batch (cosine, ``eval.hetero_tau``),
+        and optionally the affinity maps of its first image, masked tokens first."""
+        self.model.eval()
+        tau = self.cfg.eval.hetero_tau
+        with self.autocast:
+            tokens = self.model.stack_tokens(self.eval_images, self.eval_mask).tokens
+        metrics = {f"hetero/l{l:02d}": token_heterogeneity(x, self.eval_mask, tau).item() for l, x in tokens.items()}
+        arrays = {}
+        if with_affinity:
+            order = masked_first(self.eval_mask[0])
+            maps = [affinity_map(similarity(tokens[l][:1], tau))[0][order][:, order] for l in sorted(tokens)]
+            arrays = {"affinity": torch.stack(maps).cpu().numpy(),
+                      "num_masked": np.array(int(self.eval_mask[0].sum()))}
+        return metrics, arrays
+
+    # ---- checkpoints ----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "generator": self.generator.get_state(), "history": list(self.history)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.epoch, self.history = int(state["epoch"]), list(state["history"])
+
+
+def run_trial(config: TrialConfig, report: Optional[Report] = None, *, resume: Optional[dict[str, Any]] = None,
+              data: Optional[ImageData] = None) -> TrialResult:
+    """Pre-train and evaluate one configuration; call ``report`` after every epoch.
+
+    Args:
+        config: the trial's settings.
+        report: called with an ``EpochReport`` after each epoch (``print`` works).
+        resume: a checkpoint from an earlier ``EpochReport``; training continues after its epoch
+            and reproduces the uninterrupted run exactly on the CPU.
+        data: an already loaded data set (else it is loaded from ``config.data``).
+
+    Raises:
+        ConfigError: a setting is invalid for this machine or data set (before any training).
+        NonFiniteLossError: the loss became NaN or infinite.
+    """
+    trainer = Trainer(config, data)
+    if resume is not None:
+        trainer.load_state_dict(resume)
+    cfg, affinity = config, {}
+    while trainer.epoch < cfg.train.epochs:
+        metrics = trainer.train_epoch()
+        trainer.epoch += 1
+        e = trainer.epoch
+        profile, arrays = trainer.layer_profile(with_affinity=e in cfg.eval.affinity_epochs)
+        metrics.update(profile)
+        if e % cfg.eval.every == 0 or e == cfg.train.epochs:
+            metrics.update(trainer.probe())
+        trainer.history.append({"epoch": float(e), **metrics})
+        if "affinity" in arrays:
+            affinity[e] = arrays["affinity"]
+        if report is not None:
+            due = e % cfg.train.checkpoint_every == 0 or e == cfg.train.epochs
+            report(EpochReport(e, cfg.train.epochs, metrics, arrays, trainer.state_dict() if due else None))
+    return TrialResult(trainer.history, affinity)

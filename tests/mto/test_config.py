@@ -1,0 +1,48 @@
+import pytest
+
+from mto.config import (ConfigError, DataConfig, EvalConfig, MIMConfig, ModelConfig, MTOConfig, TrainConfig,
+                        TrialConfig, from_dict, to_dict)
+from mto.data import check_data
+
+
+@pytest.mark.parametrize("build, field, value", [
+    (lambda: MIMConfig(mask_ratio=1.0), "mim.mask_ratio", 1.0),
+    (lambda: MIMConfig(mask_ratio=0), "mim.mask_ratio", 0),
+    (lambda: MIMConfig(method="beit"), "mim.method", "beit"),
+    (lambda: MTOConfig(layers_e="deep:3"), "mto.layers_e", "deep:3"),
+    (lambda: MTOConfig(lambda_schedule="step"), "mto.lambda_schedule", "step"),
+    (lambda: MTOConfig(lambda_spa=0.1), "mto.lambda_spa", 0.1),
+    (lambda: TrialConfig(data=DataConfig(image_size=30), model=ModelConfig(patch_size=4)), "model.patch_size", 4),
+    (lambda: TrialConfig(mim=MIMConfig(mask_patch_size=3)), "mim.mask_patch_size", 3),
+    (lambda: TrialConfig(mim=MIMConfig(method="mae", mask_patch_size=4)), "mim.mask_patch_size", 4),
+    (lambda: DataConfig(name="cifar10"), "data.path", None),
+    (lambda: TrainConfig(device="tpu"), "train.device", "tpu"),
+    (lambda: EvalConfig(every=0), "eval.every", 0),
+    (lambda: TrialConfig(mto=MTOConfig(lambda_e=1, affinity="attention", layers_e="early:2")), "mto.affinity", "attention"),
+])
+def test_invalid_values_name_field_value_and_what_is_allowed(build, field, value):
+    with pytest.raises(ConfigError) as err:
+        build()
+    assert err.value.path == field and err.value.value == value
+    assert str(err.value).startswith(f"{field}={value!r} is invalid: ")
+
+
+def test_missing_data_folder_is_refused_before_training(tmp_path):
+    with pytest.raises(ConfigError, match="data.path"):
+        check_data(DataConfig(name="cifar10", path=str(tmp_path / "nowhere")))
+    with pytest.raises(ConfigError, match="cifar-10-batches-py"):
+        check_data(DataConfig(name="cifar10", path=str(tmp_path)))
+    with pytest.raises(ConfigError, match="train/ and val/"):
+        check_data(DataConfig(name="imagefolder", path=str(tmp_path)))
+
+
+def test_from_dict_round_trips_and_refuses_unknown_keys():
+    cfg = TrialConfig(mto=MTOConfig(lambda_e=0.1, layers_e=[0, 1]), train=TrainConfig(epochs=7))
+    assert from_dict(TrialConfig, to_dict(cfg)) == cfg
+    with pytest.raises(ConfigError, match="mto.lamda_e"):
+        from_dict(TrialConfig, {"mto": {"lamda_e": 1}})
+
+
+def test_mto_stack_depth_is_encoder_for_simmim_and_decoder_for_mae():
+    assert TrialConfig(model=ModelConfig(depth=5)).num_mto_layers == 5
+    assert TrialConfig(mim=MIMConfig(method="mae", decoder_depth=3)).num_mto_layers == 3
