@@ -51,7 +51,7 @@ def check_data(cfg: DataConfig) -> None:
         return
     path = cfg.path or ""
     if not os.path.isdir(path):
-        raise ConfigError("data.path", cfg.path, f"an existing folder with the {cfg.name} data set")
+        raise ConfigError("data.path", cfg.path, f"an existing folder with the {cfg.name} data set (nothing is downloaded)")
     if cfg.name in _CIFAR_FOLDERS:
         folder = _CIFAR_FOLDERS[cfg.name]
         if not (os.path.basename(os.path.normpath(path)) == folder or os.path.isdir(os.path.join(path, folder))):

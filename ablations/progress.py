@@ -1,0 +1,116 @@
+"""Live progress of a study with rich: one row per trial (status, epoch of total, latest metric,
+elapsed and ETA), then a closing summary."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from rich.console import Console
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+
+
+@dataclass
+class Row:
+    name: str
+    epochs: int
+    status: str = "pending"
+    epoch: int = 0
+    metric: Optional[float] = None
+    started: float = field(default_factory=time.monotonic)
+    first_epoch: int = 0  # epochs already done when this process picked the trial up (resume)
+    reason: str = ""
+
+    def eta(self) -> Optional[float]:
+        done = self.epoch - self.first_epoch
+        if self.status != "running" or done <= 0:
+            return None
+        return (time.monotonic() - self.started) / done * (self.epochs - self.epoch)
+
+
+def _clock(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "-"
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class TrialBoard:
+    """The table of trials; live on a terminal, otherwise one line per finished trial."""
+
+    def __init__(self, title: str, epochs: dict[str, int], metric: str, console: Optional[Console] = None):
+        self.title, self.metric, self.epochs = title, metric, epochs
+        self.rows: dict[str, Row] = {}
+        self.started = time.monotonic()
+        self._console = console
+        self._live: Optional[Live] = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_console"], state["_live"] = None, None
+        return state
+
+    @property
+    def console(self) -> Console:
+        if self._console is None:
+            self._console = Console(file=sys.stderr)
+        return self._console
+
+    def __enter__(self) -> TrialBoard:
+        if self.console.is_terminal:
+            self._live = Live(self.render(), console=self.console, refresh_per_second=2, transient=False)
+            self._live.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._live is not None:
+            self._live.update(self.render())
+            self._live.stop()
+            self._live = None
+
+    def _refresh(self) -> None:
+        if self._live is not None:
+            self._live.update(self.render())
+
+    def start(self, trial_id: str, name: str) -> None:
+        row = self.rows.get(trial_id)
+        if row is None:
+            row = self.rows[trial_id] = Row(name, self.epochs.get(name, self.epochs.get("*", 0)))
+        row.status, row.started, row.first_epoch = "running", time.monotonic(), row.epoch
+        self._refresh()
+
+    def update(self, trial_id: str, epoch: int, metric: Optional[float]) -> None:
+        row = self.rows[trial_id]
+        if row.first_epoch == 0 and row.epoch == 0 and epoch > 1:
+            row.first_epoch = epoch - 1  # resumed from a checkpoint
+        row.epoch = epoch
+        if metric is not None:
+            row.metric = float(metric)
+        self._refresh()
+
+    def finish(self, trial_id: str, status: str, reason: str = "") -> None:
+        row = self.rows[trial_id]
+        row.status, row.reason = status, reason
+        if self._live is None:
+            shown = f"{row.metric:.4f}" if row.metric is not None else "-"
+            line = f"[{status}] {row.name}  epoch {row.epoch}/{row.epochs}  {self.metric}={shown}"
+            self.console.print(escape(line + (f"  {reason}" if reason else "")), highlight=False, soft_wrap=True)
+        self._refresh()
+
+    def render(self) -> Table:
+        done = sum(r.status in ("done", "FAILED") for r in self.rows.values())
+        table = Table(title=f"{self.title}: {done}/{max(len(self.rows), done)} trials finished, "
+                            f"elapsed {_clock(time.monotonic() - self.started)}", title_justify="left")
+        for col in ("trial", "status", "epoch", self.metric, "elapsed", "ETA"):
+            table.add_column(col, justify="right" if col not in ("trial", "status") else "left")
+        for row in self.rows.values():
+            style = {"FAILED": "red", "done": "green", "running": "cyan"}.get(row.status, "")
+            metric = f"{row.metric:.4f}" if row.metric is not None else "-"
+            table.add_row(row.name, f"[{style}]{row.status}[/]" if style else row.status, f"{row.epoch}/{row.epochs}",
+                          metric, _clock(time.monotonic() - row.started), _clock(row.eta()))
+        return table

@@ -1,0 +1,102 @@
+"""``python -m ablations.run STUDY.yaml``: validate a study, run its trials on Ray Tune, track them in MLflow.
+
+Exit status: 0 every trial finished; 1 some trial failed (the others finished); 2 the study file,
+the data or the tracking store is unusable (nothing was started); 130 interrupted (``--resume``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from ablations.study import Study, StudyError, load_study
+from ablations.tracking import TrackingError, ui_command
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m ablations.run", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 2)[2])
+    p.add_argument("study", help="the study file (YAML), e.g. studies/quickstart.yaml")
+    p.add_argument("--dry-run", action="store_true", help="validate, print the trials and exit; starts nothing")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="edit the study before validation, e.g. --set base.train.epochs=2 (repeatable; values are YAML)")
+    p.add_argument("--resume", action="store_true", help="continue the latest interrupted invocation of this study")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (overrides tracking.uri of the study)")
+    p.add_argument("--address", help="join an existing Ray cluster (e.g. auto or ray://host:10001)")
+    p.add_argument("--no-report", action="store_true", help="skip the ablation report at the end")
+    return p.parse_args(argv)
+
+
+def trial_table(study: Study) -> Table:
+    spec = study.spec
+    grid_keys = sorted({k for t in study.trials for k in t.grid})
+    table = Table(title=f"study {study.name}: {len(study.trials)} trials"
+                        + (f" + {spec.search.num_samples} Optuna samples of arm {study.search_arm}"
+                           if spec.search.kind == "optuna" else ""), title_justify="left")
+    for col in ["trial", "arm", "seed", *grid_keys, "method", "epochs", "lambda spa/e/r", "recal."]:
+        table.add_column(col)
+    for t in study.trials:
+        c = t.config
+        table.add_row(t.name, t.arm + (" (reference)" if t.arm == spec.reference else ""), str(t.seed),
+                      *[str(t.grid.get(k, "")) for k in grid_keys], c.mim.method, str(c.train.epochs),
+                      f"{c.mto.lambda_spa:g}/{c.mto.lambda_e:g}/{c.mto.lambda_r:g}", c.mto.recalibration)
+    return table
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    out, err = Console(), Console(stderr=True)
+    try:
+        study = load_study(args.study, args.sets)
+    except StudyError as e:
+        for problem in e.problems:
+            err.print(f"[red]error[/] {escape(e.source)}: {escape(problem)}", highlight=False, soft_wrap=True)
+        return EXIT_INVALID
+    if args.dry_run:
+        out.print(trial_table(study))
+        if study.spec.search.kind == "optuna":
+            for path, d in study.spec.search.space.items():
+                out.print(f"  search {path}: {d.model_dump(exclude_none=True)}", highlight=False, soft_wrap=True)
+        return EXIT_OK
+
+    from ablations.runner import run_study  # deferred: imports Ray
+
+    try:
+        outcome = run_study(study, resume=args.resume, tracking_uri=args.tracking_uri, address=args.address,
+                            sets=args.sets)
+    except (StudyError, TrackingError) as e:
+        for problem in getattr(e, "problems", [str(e)]):
+            err.print(f"[red]error[/] {escape(args.study)}: {escape(problem)}", highlight=False, soft_wrap=True)
+        return EXIT_INVALID
+    err.print(f"\nstudy {study.name}: {len(outcome.finished)} finished, {len(outcome.failed)} failed"
+              + (", interrupted" if outcome.interrupted else ""), highlight=False, soft_wrap=True)
+    for name, reason in sorted(outcome.failed.items()):
+        err.print(f"  [red]FAILED[/] {escape(name)}: {escape(reason)}", highlight=False, soft_wrap=True)
+    if outcome.interrupted:
+        again = " ".join(["python -m ablations.run", args.study, *[f"--set {s}" for s in args.sets], "--resume"])
+        err.print(f"interrupted; state saved in {outcome.folder}\nresume with: {again}", highlight=False, soft_wrap=True)
+    elif not args.no_report and outcome.finished:
+        from ablations.report import build_report  # deferred: imports pandas, scipy, matplotlib
+
+        try:
+            report = build_report(outcome.tracking_uri, parent_run_id=outcome.parent_run_id)
+            out.print(report.terminal_table())
+            err.print(f"report: {report.folder}", highlight=False, soft_wrap=True)
+        except Exception as e:  # noqa: BLE001 - the runs are safe in MLflow; the report can be rebuilt
+            err.print(f"[yellow]the report could not be built ({e}); rebuild it with python -m ablations.report "
+                      f"--run {outcome.parent_run_id}[/]", highlight=False, soft_wrap=True)
+    err.print(f"MLflow parent run {outcome.parent_run_id}\nbrowse: {ui_command(outcome.tracking_uri)}", highlight=False, soft_wrap=True)
+    if outcome.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED if outcome.failed else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

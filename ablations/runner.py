@@ -1,0 +1,232 @@
+"""Running a study on Ray Tune: one invocation = one MLflow parent run and one state folder.
+
+Layout under ``storage``::
+
+    <storage>/<study>/<YYYYmmdd-HHMMSS>/     one invocation (``--resume`` picks the latest)
+        ablation.json                        parent run id, tracking URI, the study as run
+        arms/                                Ray Tune experiment: variants x grid x seeds
+        search/                              Ray Tune experiment: the Optuna search (kind: optuna)
+
+Ray's experiment state (with each trial's last checkpoint) is what ``--resume`` restores:
+finished trials are not run again, unfinished ones restart from their last checkpoint, and the
+driver reopens the same MLflow runs, skipping epochs it already logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from ablations.callbacks import SESSIONS, DriverSession, StudyCallback
+from ablations.progress import TrialBoard
+from ablations.study import Study, StudyError, _short
+from ablations.tracking import FAILURE, TRIAL, StudyTracker, check_tracking, dump_json, resolve_tracking_uri
+from ablations.trainable import OBJECTIVE, trial_function
+
+STATE_FILE = "ablation.json"
+
+
+@dataclass
+class StudyOutcome:
+    parent_run_id: str
+    tracking_uri: str
+    folder: Path
+    finished: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # trial name -> reason
+    interrupted: bool = False
+
+
+def _ray_environment() -> None:
+    # Set before Ray Tune reads them. Save experiment state every second (a killed driver loses
+    # at most that much), keep Ray's own console output and loggers out of the way (MLflow is
+    # the record), and let trials report the search objective only once it is measured.
+    for key, value in {"TUNE_GLOBAL_CHECKPOINT_S": "1", "RAY_AIR_NEW_OUTPUT": "0",
+                       "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
+                       "TUNE_MAX_PENDING_TRIALS_PG": "8", "RAY_DEDUP_LOGS": "0"}.items():
+        os.environ.setdefault(key, value)
+
+
+def invocation_folder(study: Study, resume: bool) -> Path:
+    root = Path(study.spec.storage).resolve() / study.name
+    if resume:
+        found = sorted(p for p in root.glob("*") if (p / STATE_FILE).is_file()) if root.is_dir() else []
+        if not found:
+            raise StudyError(study.source, [f"--resume: no earlier invocation of study {study.name!r} under {root}"])
+        return found[-1]
+    folder = root / time.strftime("%Y%m%d-%H%M%S")
+    while folder.exists():
+        time.sleep(1)
+        folder = root / time.strftime("%Y%m%d-%H%M%S")
+    return folder
+
+
+def _init_ray(address: Optional[str]) -> None:
+    import ray
+
+    # Trial failures are reported by this suite (console summary, MLflow tag); Ray's own
+    # tracebacks on the console would only bury them.
+    for name in ("ray.tune", "ray.train", "ray.air"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = dict(include_dashboard=False, configure_logging=True, logging_level="ERROR",
+                                  log_to_driver=False)
+    ray.init(address=address, **kwargs) if address else ray.init(**kwargs)
+
+
+def _check_gpus(study: Study) -> None:
+    import ray
+
+    want = study.spec.resources.gpu
+    have = ray.cluster_resources().get("GPU", 0)
+    if want > 0 and have < want:
+        raise StudyError(study.source, [f"resources.gpu={want}: the Ray cluster has {have:g} GPUs; "
+                                        "set resources.gpu: 0 to run on CPUs"])
+
+
+def _trial_name(trial: Any) -> str:
+    """Ray trial names: the study's trial name, or ``<arm>-s<seed>-o<n>`` plus the sample for Optuna."""
+    params = trial.config
+    if "seed" not in params:
+        return params["trial"]
+    sample = "".join(f"-{k.split('.')[-1]}={_short(round(v, 4) if isinstance(v, float) else v)}"
+                     for k, v in sorted(params.items()) if k not in ("trial", "seed"))
+    return f"{params['trial']}-s{params['seed']}-o{int(trial.trial_id.split('_')[-1])}{sample}"
+
+
+def _dirname(trial: Any) -> str:
+    return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in _trial_name(trial))[:120]
+
+
+def _search_space(study: Study) -> dict[str, Any]:
+    from ray import tune
+
+    space: dict[str, Any] = {"trial": study.search_arm, "seed": study.spec.seeds[0]}
+    for path, d in study.spec.search.space.items():
+        if d.loguniform:
+            space[path] = tune.loguniform(*d.loguniform)
+        elif d.uniform:
+            space[path] = tune.uniform(*d.uniform)
+        elif d.int:
+            space[path] = tune.randint(d.int[0], d.int[1] + 1)
+        else:
+            space[path] = tune.choice(d.choice)
+    return space
+
+
+def _phases(study: Study) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(name, param space, TuneConfig kwargs) of each Ray Tune experiment of the study."""
+    from ray import tune
+
+    common = dict(max_concurrent_trials=study.spec.max_concurrent, trial_name_creator=_trial_name,
+                  trial_dirname_creator=_dirname)
+    phases = [("arms", {"trial": tune.grid_search([t.name for t in study.trials])}, common)]
+    search = study.spec.search
+    if search.kind == "optuna":
+        import optuna
+        from ray.tune.schedulers import ASHAScheduler
+        from ray.tune.search.optuna import OptunaSearch
+
+        searcher = OptunaSearch(metric=OBJECTIVE, mode=search.mode, sampler=optuna.samplers.TPESampler(seed=0))
+        kwargs = dict(common, search_alg=searcher, num_samples=search.num_samples)
+        if search.asha:
+            epochs = study.search_config(study.search_arm, study.spec.seeds[0], {}).train.epochs
+            kwargs["scheduler"] = ASHAScheduler(time_attr="epoch", metric=OBJECTIVE, mode=search.mode, max_t=epochs,
+                                                grace_period=search.asha.grace_period,
+                                                reduction_factor=search.asha.reduction_factor)
+        phases.append(("search", _search_space(study), kwargs))
+    return phases
+
+
+def _tuner(study: Study, folder: Path, phase: str, space: dict, kwargs: dict, key: str):
+    from ray import tune
+
+    spec = study.spec
+    threads = max(1, math.ceil(spec.resources.cpu))
+    resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    trainable = tune.with_resources(tune.with_parameters(trial_function, study=study, threads=threads), resources)
+    path = folder / phase
+    if tune.Tuner.can_restore(str(path)):
+        return tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=False)
+    run_config = tune.RunConfig(
+        name=phase, storage_path=str(folder), callbacks=[StudyCallback(key)], verbose=0,
+        failure_config=tune.FailureConfig(max_failures=spec.retries),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
+    return tune.Tuner(trainable, param_space=space, tune_config=tune.TuneConfig(**kwargs), run_config=run_config)
+
+
+def run_study(study: Study, *, resume: bool = False, tracking_uri: Optional[str] = None,
+              address: Optional[str] = None, sets: Optional[list[str]] = None) -> StudyOutcome:
+    """Run (or resume) every trial of ``study`` on Ray Tune, tracked in MLflow.
+
+    Raises:
+        StudyError: the study cannot start here (nothing to resume, too few GPUs, changed study).
+        TrackingError: the tracking store is unreachable (checked before Ray starts).
+    """
+    folder = invocation_folder(study, resume)
+    state: dict[str, Any] = {}
+    if resume:
+        state = json.loads((folder / STATE_FILE).read_text())
+        if state["study"] != study.raw:
+            raise StudyError(study.source, [f"--resume: the study differs from the interrupted invocation in {folder}; "
+                                            "resume it with the same file and --set values, or start afresh"])
+    uri = resolve_tracking_uri(tracking_uri or state.get("tracking_uri") or study.spec.tracking.uri)
+    check_tracking(uri)
+    _ray_environment()
+    _init_ray(address)
+    _check_gpus(study)
+
+    tracker = StudyTracker(uri, study.spec.tracking.experiment or study.name)
+    files = {"study.yaml": Path(study.source).read_text() if Path(study.source).is_file() else "",
+             "resolved_trials.json": dump_json({t.name: {"arm": t.arm, "seed": t.seed, "grid": t.grid,
+                                                         "config": t.config} for t in study.trials})}
+    parent = tracker.start_study(study.name, study.spec.description, files, resume_id=state.get("parent_run_id"))
+    folder.mkdir(parents=True, exist_ok=True)
+    state.update(parent_run_id=parent, tracking_uri=uri, study=study.raw, source=study.source, sets=sets or [])
+    (folder / STATE_FILE).write_text(dump_json(state))
+
+    metric = study.spec.target.metric
+    epochs = {t.name: t.config.train.epochs for t in study.trials}
+    if study.spec.search.kind == "optuna":
+        epochs["*"] = study.search_config(study.search_arm, study.spec.seeds[0], {}).train.epochs
+    board = TrialBoard(study.name, epochs, metric)
+    key = str(folder)
+    SESSIONS[key] = DriverSession(study, tracker, board, metric)
+    interrupted = False
+    try:
+        with board:
+            for phase, space, kwargs in _phases(study):
+                grid = _tuner(study, folder, phase, space, kwargs, key).fit()
+                if grid.num_terminated + grid.num_errors < len(grid):  # Ctrl-C: Ray saved its state and returned
+                    interrupted = True
+                    break
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        SESSIONS.pop(key, None)
+        outcome = _close(tracker, study, folder, interrupted)
+    return outcome
+
+
+def _close(tracker: StudyTracker, study: Study, folder: Path, interrupted: bool) -> StudyOutcome:
+    """Read the trials' final states back from MLflow, mark runs left open as KILLED (resumable) and
+    end the parent run as FINISHED, FAILED (some trial failed) or KILLED (interrupted)."""
+    outcome = StudyOutcome(tracker.parent_id, tracker.uri, folder)
+    for run in tracker.children():
+        name = run.data.tags.get(TRIAL, run.info.run_name)
+        if run.info.status == "FINISHED":
+            outcome.finished.append(name)
+        elif run.info.status == "FAILED":
+            outcome.failed[name] = run.data.tags.get(FAILURE, "unknown error")
+        else:
+            tracker.client.set_terminated(run.info.run_id, "KILLED")
+    expected = len(study.trials) + (study.spec.search.num_samples if study.spec.search.kind == "optuna" else 0)
+    outcome.interrupted = interrupted or len(outcome.finished) + len(outcome.failed) < expected
+    tracker.end_study("KILLED" if outcome.interrupted else ("FAILED" if outcome.failed else "FINISHED"))
+    return outcome
