@@ -91,13 +91,13 @@ def _check_gpus(study: Study) -> None:
 
 
 def _trial_name(trial: Any) -> str:
-    """Ray trial names: the study's trial name, or ``<arm>-s<seed>-o<n>`` plus the sample for Optuna."""
+    """Ray trial names: the study's trial name, or ``<arm>-s<seed>-o<trial id>`` plus the sample for Optuna."""
     params = trial.config
     if "seed" not in params:
         return params["trial"]
     sample = "".join(f"-{k.split('.')[-1]}={_short(round(v, 4) if isinstance(v, float) else v)}"
                      for k, v in sorted(params.items()) if k not in ("trial", "seed"))
-    return f"{params['trial']}-s{params['seed']}-o{int(trial.trial_id.split('_')[-1])}{sample}"
+    return f"{params['trial']}-s{params['seed']}-o{trial.trial_id.split('_')[-1]}{sample}"
 
 
 def _dirname(trial: Any) -> str:

@@ -271,9 +271,9 @@ def apply_set(raw: dict[str, Any], item: str, source: str = "--set") -> None:
     parts = key.split(".")
     node = raw
     for i, part in enumerate(parts[:-1]):
-        rest = ".".join(parts[i + 1:])
-        if isinstance(node, dict) and rest in node and not isinstance(node.get(part), dict):
-            node[rest] = value  # a dot-path key inside variants or grid
+        rest = ".".join(parts[i:])
+        if rest in node:  # a dot-path key inside variants or grid
+            node[rest] = value
             return
         node = node.setdefault(part, {})
         if not isinstance(node, dict):

@@ -29,6 +29,9 @@ class ConfigError(ValueError):
         self.path, self.value, self.allowed = path, value, allowed
         super().__init__(f"{path}={value!r} is invalid: {allowed}")
 
+    def __reduce__(self):  # picklable, so it crosses process boundaries (Ray workers) intact
+        return type(self), (self.path, self.value, self.allowed)
+
 
 def _check(ok: bool, path: str, value: Any, allowed: str) -> None:
     if not ok:

@@ -46,3 +46,11 @@ def test_from_dict_round_trips_and_refuses_unknown_keys():
 def test_mto_stack_depth_is_encoder_for_simmim_and_decoder_for_mae():
     assert TrialConfig(model=ModelConfig(depth=5)).num_mto_layers == 5
     assert TrialConfig(mim=MIMConfig(method="mae", decoder_depth=3)).num_mto_layers == 3
+
+
+def test_config_error_survives_pickling():
+    import pickle
+
+    err = pickle.loads(pickle.dumps(ConfigError("train.epochs", 0, "an integer >= 1")))
+    assert (err.path, err.value, err.allowed) == ("train.epochs", 0, "an integer >= 1")
+    assert str(err) == "train.epochs=0 is invalid: an integer >= 1"

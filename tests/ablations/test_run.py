@@ -1,0 +1,111 @@
+"""End to end on a real local Ray cluster and a real MLflow store: ``python -m ablations.run``."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from mlflow import MlflowClient
+
+from .conftest import ROOT, TINY_BASE, run_cli, write_study
+from .helpers import steps, study_runs
+
+pytestmark = pytest.mark.slow
+
+
+def test_study_logs_one_parent_and_a_nested_run_per_trial_and_survives_failing_trials(tmp_path):
+    path = write_study(tmp_path, variants={
+        "simmim": {}, "mto": {"mto.lambda_e": 0.1, "mto.lambda_r": 0.1},
+        "diverges": {"train.base_lr": 1.0e30},  # NaN loss in epoch 1
+        "crashes": {"data.max_train": 10},  # batch 64 > 10 images: raises inside the trial
+    })
+    proc = run_cli(str(path), "--no-report", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    parents, children = study_runs(uri)
+    assert len(parents) == 1 and sorted(children) == ["crashes-s0", "diverges-s0", "mto-s0", "simmim-s0"]
+    parent = parents[0]
+    assert parent.info.status == "FAILED"
+    assert {a.path for a in MlflowClient(uri).list_artifacts(parent.info.run_id)} >= {"study.yaml", "resolved_trials.json"}
+    for name in ("simmim-s0", "mto-s0"):
+        run = children[name]
+        tags = run.data.tags
+        assert run.info.status == "FINISHED" and run.info.run_name == name
+        assert tags["mlflow.parentRunId"] == parent.info.run_id and tags["ablation.arm"] == name[:-3]
+        assert tags["ablation.seed"] == "0" and "code.version" in tags and "versions.torch" in tags
+        assert run.data.params["train.epochs"] == "3" and "mto.lambda_e" in run.data.params
+        for metric in ("train/loss", "train/loss_mim", "eval/linear_top1", "eval/knn_top1", "hetero/l00", "hetero/l02",
+                       "perf/img_per_s"):
+            assert steps(uri, run, metric) == [1, 2, 3], metric
+        assert [a.path for a in MlflowClient(uri).list_artifacts(run.info.run_id, "affinity")] == [
+            "affinity/affinity_e0003.npz"]
+    assert children["mto-s0"].data.params["mto.lambda_e"] == "0.1"
+    assert children["simmim-s0"].data.params["mto.lambda_e"] == "0.0"
+    for name, reason in [("diverges-s0", "NonFiniteLossError: non-finite training loss at epoch 1"),
+                         ("crashes-s0", "ConfigError: train.batch_size=64 is invalid")]:
+        assert children[name].info.status == "FAILED"
+        assert children[name].data.tags["ablation.failure"].startswith(reason)
+        assert f"FAILED {name}: {reason}" in proc.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "driver-killed"])
+def test_interrupted_study_resumes_without_redoing_or_duplicating_trials(tmp_path, sig):
+    long_epochs = 12
+    path = write_study(tmp_path, max_concurrent=1, variants={
+        "short": {"train.epochs": 2},
+        "long": {"data.max_train": None, "train.epochs": long_epochs, "eval.every": 4, "eval.affinity_epochs": []},
+    })
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    driver = subprocess.Popen([sys.executable, "-m", "ablations.run", str(path), "--no-report"], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while True:  # wait until "short" has finished and "long" is part-way
+        assert driver.poll() is None and time.monotonic() < deadline, driver.stdout.read() if driver.poll() else "timeout"
+        time.sleep(0.3)
+        try:
+            _, children = study_runs(uri)
+        except Exception:  # noqa: BLE001 - the store or experiment may not exist yet
+            continue
+        if children.get("short-s0") and children["short-s0"].info.status == "FINISHED" and "long-s0" in children:
+            if 3 <= len(steps(uri, children["long-s0"], "train/loss")) < long_epochs - 2:
+                break
+    short_end = children["short-s0"].info.end_time
+    os.killpg(driver.pid, sig)  # Ctrl-C reaches the whole foreground group; a kill takes the local cluster too
+    output = driver.communicate(timeout=120)[0]
+    if sig == signal.SIGINT:
+        assert driver.returncode == 130, output
+        assert "resume with: python -m ablations.run" in output
+        parents, children = study_runs(uri)
+        assert parents[0].info.status == "KILLED" and children["long-s0"].info.status == "KILLED"
+
+    resumed = run_cli(str(path), "--resume", "--no-report", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    parents, children = study_runs(uri)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert sorted(children) == ["long-s0", "short-s0"]
+    assert all(r.info.status == "FINISHED" for r in children.values())
+    assert children["short-s0"].info.end_time == short_end  # not run again
+    assert steps(uri, children["long-s0"], "train/loss") == list(range(1, long_epochs + 1))  # each epoch once
+    assert steps(uri, children["long-s0"], "eval/linear_top1") == [4, 8, 12]
+    assert int(children["long-s0"].data.tags["ablation.resumed_from_epoch"]) >= 2  # from its checkpoint
+
+
+def test_optuna_search_runs_after_the_arms_and_logs_each_sample(tmp_path):
+    path = write_study(tmp_path, search={
+        "kind": "optuna", "arm": "mto", "num_samples": 3, "metric": "eval/linear_top1", "mode": "max",
+        "space": {"mto.lambda_e": {"loguniform": [0.01, 1.0]}, "mto.layers_e": {"choice": ["early:1", "early:2"]}},
+        "asha": {"grace_period": 1, "reduction_factor": 2}})
+    proc = run_cli(str(path), "--no-report", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    _, children = study_runs(uri)
+    samples = [r for n, r in children.items() if "-o" in n]
+    assert {"simmim-s0", "mto-s0"} <= set(children) and len(samples) == 3
+    for run in samples:
+        lam = float(run.data.tags["ablation.grid.mto.lambda_e"])
+        assert 0.01 <= lam <= 1.0 and float(run.data.params["mto.lambda_e"]) == pytest.approx(lam)
+        assert run.data.params["mto.layers_e"] in ("early:1", "early:2") and run.data.tags["ablation.arm"] == "mto"
+        assert run.info.status == "FINISHED" and steps(uri, run, "train/loss")[0] == 1
