@@ -16,7 +16,7 @@ from typing import Any
 from ray import tune
 
 from ablations.progress import TrialBoard
-from ablations.study import Study
+from ablations.study import Study, TrialSpec
 from ablations.tracking import RESUMED_TAG, StudyTracker
 from ablations.trainable import AFFINITY_KEY, RESUMED_FROM, resolve_config
 
@@ -24,14 +24,14 @@ _EXCEPTION_LINE = re.compile(r"^(?:\w+\.)*(\w+(?:Error|Exception|Interrupt|Exit)
 SESSIONS: dict[str, DriverSession] = {}
 
 
-def trial_identity(study: Study, params: dict[str, Any], ray_name: str) -> tuple[str, str, int, dict[str, Any], Any]:
-    """(name, arm, seed, grid point, config) of a Ray trial: a grid trial by name, or an Optuna sample."""
+def trial_identity(study: Study, params: dict[str, Any], ray_name: str) -> TrialSpec:
+    """The TrialSpec of a Ray trial: a grid trial by name, or an Optuna sample (named as Ray names it)."""
     name = params["trial"]
     if any(t.name == name for t in study.trials):
-        spec = study.trial(name)
-        return spec.name, spec.arm, spec.seed, spec.grid, spec.config
+        return study.trial(name)
     sample = {k: v for k, v in params.items() if k not in ("trial", "seed")}
-    return ray_name, name, int(params["seed"]), sample, resolve_config(params, study)
+    return TrialSpec(ray_name, name, int(params["seed"]), sample, resolve_config(params, study),
+                     study.sample_reference())
 
 
 def failure_reason(trial: Any) -> str:
@@ -67,9 +67,9 @@ class DriverSession:
 
     def run_of(self, trial: Any) -> str:
         if trial.trial_id not in self.run_ids:
-            name, arm, seed, grid, config = trial_identity(self.study, trial.config, str(trial))
-            self.names[trial.trial_id] = name
-            self.run_ids[trial.trial_id] = self.tracker.trial_run(name, arm, seed, grid, config)
+            spec = trial_identity(self.study, trial.config, str(trial))
+            self.names[trial.trial_id] = spec.name
+            self.run_ids[trial.trial_id] = self.tracker.trial_run(spec)
         return self.run_ids[trial.trial_id]
 
     def on_start(self, trial: Any) -> None:

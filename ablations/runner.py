@@ -26,8 +26,10 @@ from typing import Any, Optional
 from ablations.callbacks import SESSIONS, DriverSession, StudyCallback
 from ablations.progress import TrialBoard
 from ablations.study import Study, StudyError, _short
-from ablations.tracking import FAILURE, TRIAL, StudyTracker, check_tracking, dump_json, resolve_tracking_uri
+from ablations.tracking import (FAILURE, REFERENCE_ARM, TARGET_FRACTION, TARGET_METRIC, TRIAL, StudyTracker,
+                                check_tracking, dump_json, resolve_tracking_uri)
 from ablations.trainable import OBJECTIVE, trial_function
+from mto.config import to_dict
 
 STATE_FILE = "ablation.json"
 
@@ -185,8 +187,12 @@ def run_study(study: Study, *, resume: bool = False, tracking_uri: Optional[str]
     tracker = StudyTracker(uri, study.spec.tracking.experiment or study.name)
     files = {"study.yaml": Path(study.source).read_text() if Path(study.source).is_file() else "",
              "resolved_trials.json": dump_json({t.name: {"arm": t.arm, "seed": t.seed, "grid": t.grid,
-                                                         "config": t.config} for t in study.trials})}
-    parent = tracker.start_study(study.name, study.spec.description, files, resume_id=state.get("parent_run_id"))
+                                                         "reference": t.reference, "config": to_dict(t.config)}
+                                                for t in study.trials})}
+    target = {TARGET_METRIC: study.spec.target.metric, TARGET_FRACTION: str(study.spec.target.fraction),
+              REFERENCE_ARM: study.spec.reference}
+    parent = tracker.start_study(study.name, study.spec.description, files, target,
+                                 resume_id=state.get("parent_run_id"))
     folder.mkdir(parents=True, exist_ok=True)
     state.update(parent_run_id=parent, tracking_uri=uri, study=study.raw, source=study.source, sets=sets or [])
     (folder / STATE_FILE).write_text(dump_json(state))

@@ -149,6 +149,7 @@ class TrialSpec:
     seed: int
     grid: dict[str, Any]
     config: TrialConfig = field(compare=False)
+    reference: str = ""  # the trial it is compared with: its reference arm, same seed and study-grid point
 
 
 @dataclass
@@ -164,6 +165,11 @@ class Study:
 
     def trial(self, name: str) -> TrialSpec:
         return next(t for t in self.trials if t.name == name)
+
+    def sample_reference(self) -> str:
+        """The trial an Optuna sample is compared with: the searched arm's reference, first seed."""
+        ref = self.spec.reference_for(self.search_arm)
+        return trial_name(ref, self.spec.seeds[0], {}, {})
 
     @property
     def search_arm(self) -> str:
@@ -315,7 +321,14 @@ def validate_study(raw: dict[str, Any], source: str, lines: Optional[dict[tuple,
                     problem(f"variants.{arm}.{path}", f"{value!r}: an arm's grid needs a non-empty list of values")
             else:
                 _check_dot_path(f"variants.{arm}.{path}", path, problem)
+    for arm in {spec.reference, *spec.target.reference_of.values()} & set(spec.variants):
+        if "grid" in spec.variants[arm] or any(k.startswith("grid.") for k in spec.variants[arm]):
+            problem(f"variants.{arm}.grid", "a reference arm cannot have its own grid (which point would the "
+                                            "others be compared with?); use the study-level grid")
     if spec.search.kind == "optuna":
+        if spec.grid:
+            problem("grid", "an Optuna study takes no study-level grid (its samples could not be paired with a "
+                            "reference point); put grids on arms")
         if not spec.search.space:
             problem("search.space", "optuna search needs at least one dimension (dot path -> distribution)")
         for path in spec.search.space:
@@ -345,28 +358,32 @@ def validate_study(raw: dict[str, Any], source: str, lines: Optional[dict[tuple,
 
 
 def _expand(spec: StudySpec, source: str, lines: dict) -> list[TrialSpec]:
-    """Arms x (study grid x arm grid) x seeds, each validated into a TrialConfig."""
+    """Arms x (study grid x arm grid) x seeds, each validated into a TrialConfig and paired with its reference."""
     problems, trials, names = [], [], set()
     base = to_dict(spec.base)
+    axes_of, fixed_of = {}, {}
     for arm, overrides in spec.variants.items():
         flat = _flatten(overrides)
-        arm_grid = {k[5:]: v for k, v in flat.items() if k.startswith("grid.")}
-        fixed = {k: v for k, v in flat.items() if not k.startswith("grid.")}
-        axes = {**spec.grid, **arm_grid}
+        axes_of[arm] = {**spec.grid, **{k[5:]: v for k, v in flat.items() if k.startswith("grid.")}}
+        fixed_of[arm] = {k: v for k, v in flat.items() if not k.startswith("grid.")}
+    for arm in spec.variants:
+        axes = axes_of[arm]
         keys = list(axes)
+        ref = spec.reference_for(arm)
         for values in itertools.product(*(axes[k] for k in keys)):
             point = dict(zip(keys, values))
             for seed in spec.seeds:
                 name = trial_name(arm, seed, point, axes)
+                ref_name = trial_name(ref, seed, {k: point[k] for k in spec.grid}, axes_of[ref])
                 try:
-                    cfg = _validate_trial(apply_overrides(base, {**fixed, **point, "train.seed": seed}))
+                    cfg = _validate_trial(apply_overrides(base, {**fixed_of[arm], **point, "train.seed": seed}))
                 except ConfigError as err:
                     problems.append(f"variants.{arm} (trial {name}): {err}")
                     continue
                 if name in names:
                     problems.append(f"variants.{arm}: trial {name} appears twice (duplicate grid values?)")
                 names.add(name)
-                trials.append(TrialSpec(name, arm, seed, point, cfg))
+                trials.append(TrialSpec(name, arm, seed, point, cfg, ref_name))
     if problems:
         raise StudyError(source, problems)
     return trials

@@ -25,11 +25,14 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+from ablations.study import TrialSpec
 from mto.config import TrialConfig, to_dict
 
 ROLE, ARM, SEED, TRIAL, STUDY, FAILURE = ("ablation.role", "ablation.arm", "ablation.seed", "ablation.trial",
                                           "ablation.study", "ablation.failure")
 GRID_PREFIX = "ablation.grid."
+REFERENCE_TRIAL = "ablation.reference_trial"  # the trial a trial is compared with (same seed)
+TARGET_METRIC, TARGET_FRACTION, REFERENCE_ARM = "ablation.target.metric", "ablation.target.fraction", "ablation.reference"
 RESUMED_TAG = "ablation.resumed_from_epoch"
 PACKAGES = ("torch", "timm", "numpy", "scikit-learn", "ray", "mlflow", "optuna", "pydantic")
 
@@ -143,7 +146,8 @@ class StudyTracker:
         return self._env
 
     # ---- the study's parent run ---------------------------------------------------------------
-    def start_study(self, name: str, description: str, files: dict[str, str], resume_id: Optional[str] = None) -> str:
+    def start_study(self, name: str, description: str, files: dict[str, str], target: dict[str, str],
+                    resume_id: Optional[str] = None) -> str:
         """Create the parent run (or reopen ``resume_id``) and attach the study files as artifacts."""
         exp = self.client.get_experiment_by_name(self.experiment)
         if exp is None:
@@ -158,7 +162,7 @@ class StudyTracker:
             self.client.update_run(resume_id, status="RUNNING")
             self._load_children()
             return resume_id
-        tags = {ROLE: "study", STUDY: name, "mlflow.note.content": description, **self.env}
+        tags = {ROLE: "study", STUDY: name, "mlflow.note.content": description, **target, **self.env}
         run = self.client.create_run(self.experiment_id, run_name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}", tags=tags)
         self.parent_id = run.info.run_id
         for fname, text in files.items():
@@ -182,18 +186,20 @@ class StudyTracker:
                                        max_results=50_000)
 
     # ---- trial runs ---------------------------------------------------------------------------
-    def trial_run(self, name: str, arm: str, seed: int, grid: dict[str, Any], config: TrialConfig) -> str:
+    def trial_run(self, trial: TrialSpec) -> str:
         """The child run of a trial: reopened if it exists, else created with params and tags."""
+        name = trial.name
         if name in self._runs:
             run_id = self._runs[name]
             if self.client.get_run(run_id).info.status != "FINISHED":
                 self.client.update_run(run_id, status="RUNNING")
             return run_id
-        tags = {MLFLOW_PARENT_RUN_ID: self.parent_id, ROLE: "trial", ARM: arm, SEED: str(seed), TRIAL: name,
-                STUDY: self.experiment, **{GRID_PREFIX + k: str(v) for k, v in grid.items()}, **self.env}
+        tags = {MLFLOW_PARENT_RUN_ID: self.parent_id, ROLE: "trial", ARM: trial.arm, SEED: str(trial.seed),
+                TRIAL: name, REFERENCE_TRIAL: trial.reference, STUDY: self.experiment,
+                **{GRID_PREFIX + k: str(v) for k, v in trial.grid.items()}, **self.env}
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         run_id = run.info.run_id
-        params = [Param(k, v[:6000]) for k, v in flatten_config(config).items()]
+        params = [Param(k, v[:6000]) for k, v in flatten_config(trial.config).items()]
         for i in range(0, len(params), 100):
             self.client.log_batch(run_id, params=params[i:i + 100])
         self._runs[name] = run_id
@@ -229,4 +235,4 @@ class StudyTracker:
 
 
 def dump_json(data: Any) -> str:
-    return json.dumps(data, indent=2, sort_keys=True, default=str)
+    return json.dumps(data, indent=2, default=str)  # insertion order: trials stay in the study's order

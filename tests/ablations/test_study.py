@@ -111,6 +111,16 @@ def test_expansion_crosses_arms_study_grid_arm_grid_and_seeds(tmp_path):
     assert (t.arm, t.seed, t.config.mim.mask_ratio, t.config.mto.tau, t.config.train.seed) == ("mto", 1, 0.7, 0.2, 1)
     assert t.config.mto.lambda_e == 0.1 and study.trial("simmim-s0-mask_ratio=0.5").config.mto.lambda_e == 0
     assert study.spec.reference == "simmim"
+    assert t.reference == "simmim-s1-mask_ratio=0.7" and study.trial(t.reference).reference == t.reference
+
+
+def test_each_arm_is_paired_with_its_own_reference(tmp_path):
+    path = write_study(tmp_path, variants={"a": {}, "a+mto": {"mto.lambda_e": 0.1}, "b": {"mim.mask_ratio": 0.5},
+                                           "b+mto": {"mim.mask_ratio": 0.5, "mto.lambda_e": 0.1}},
+                       target={"reference": "a", "reference_of": {"b+mto": "b"}})
+    study = load_study(path)
+    assert {t.name: t.reference for t in study.trials} == {"a-s0": "a-s0", "a+mto-s0": "a-s0", "b-s0": "a-s0",
+                                                             "b+mto-s0": "b-s0"}
 
 
 def test_set_overrides_nested_and_dot_path_keys():

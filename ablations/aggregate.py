@@ -1,0 +1,130 @@
+"""From trial curves to ablation numbers: per-trial summaries, then per-arm means with 95% CIs over seeds.
+
+Only complete trials enter; failed, unfinished and early-stopped ones are listed separately by the
+report, never averaged in. Comparisons with the reference are paired by seed: each trial is
+compared with the reference trial of the same seed (and study-grid point); when that one is
+missing, with the mean of the reference's other seeds (marked unpaired).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from ablations.metrics import Curve, Interval, auc, epoch_reduction, epochs_to_target, mean_ci, rauc, speedup
+from ablations.results import StudyRecord, TrialRecord, mean_curve, seed_siblings
+
+
+@dataclass
+class TrialSummary:
+    trial: TrialRecord
+    paired: bool  # compared with the same seed's reference trial
+    target: float  # the metric value to reach: reference final x fraction
+    final: float
+    best: float
+    auc: float
+    rauc: float
+    epochs_to_target: Optional[float]  # None = censored (never reached)
+    reference_epochs: Optional[float]  # the reference's own epochs-to-target
+    speedup: Optional[float]
+    reduction: Optional[float]
+    delta_final: float  # final - reference final
+
+
+def reference_curve(trial: TrialRecord, trials: dict[str, TrialRecord]) -> tuple[Optional[Curve], bool]:
+    """The curve ``trial`` is compared with, and whether it is the same seed's (paired)."""
+    ref = trials.get(trial.reference)
+    if ref is not None and ref.complete:
+        return ref.curve, True
+    pattern = seed_siblings(trial.reference, trial.seed)
+    others = [t.curve for n, t in trials.items() if pattern.match(n) and t.complete]
+    return (mean_curve(others), False) if others else (None, False)
+
+
+def summarize_trial(trial: TrialRecord, reference: Optional[Curve], paired: bool, fraction: float) -> TrialSummary:
+    curve = trial.curve
+    final, best = float(curve[1][-1]), float(curve[1].max())
+    if reference is None:
+        nan = math.nan
+        return TrialSummary(trial, False, nan, final, best, auc(curve), nan, None, None, None, None, nan)
+    ref_final = float(reference[1][-1])
+    target = fraction * ref_final
+    ett, ref_ett = epochs_to_target(curve, target), epochs_to_target(reference, target)
+    return TrialSummary(trial, paired, target, final, best, auc(curve), rauc(curve, reference), ett, ref_ett,
+                        speedup(ref_ett, ett), epoch_reduction(ref_ett, ett), final - ref_final)
+
+
+def summarize(record: StudyRecord) -> list[TrialSummary]:
+    """One summary per complete trial, in the study's order."""
+    trials = record.by_name()
+    rank = {n: i for i, n in enumerate(record.order)}
+    out = []
+    for t in sorted((t for t in record.trials if t.complete), key=lambda t: (rank.get(t.name, len(rank)), t.name)):
+        out.append(summarize_trial(t, *reference_curve(t, trials), record.fraction))
+    return out
+
+
+@dataclass
+class GroupRow:
+    """One arm at one grid point, aggregated over its seeds."""
+
+    arm: str
+    grid: dict[str, str]
+    is_reference: bool
+    epochs: int
+    final: Interval
+    best: Interval
+    auc: Interval
+    rauc: Interval
+    epochs_to_target: Optional[Interval]  # None when some seed never reached the target
+    reached: int  # seeds that reached the target
+    speedup: Interval  # over seeds where both reached
+    reduction: Interval
+    delta_final: Interval
+    summaries: list[TrialSummary]
+
+    @property
+    def n(self) -> int:
+        return len(self.summaries)
+
+    @property
+    def label(self) -> str:
+        return self.arm + "".join(f" {k.split('.')[-1]}={v}" for k, v in self.grid.items())
+
+
+def aggregate(summaries: list[TrialSummary]) -> list[GroupRow]:
+    """Group trials that differ only by seed; mean and 95% bootstrap CI of each number."""
+    groups: dict[tuple, list[TrialSummary]] = {}
+    for s in summaries:
+        groups.setdefault(s.trial.group, []).append(s)
+    rows = []
+    for (arm, grid), items in groups.items():
+        etts = [s.epochs_to_target for s in items]
+        rows.append(GroupRow(
+            arm, dict(grid), all(s.trial.name == s.trial.reference for s in items),
+            max(s.trial.epochs for s in items),
+            mean_ci([s.final for s in items]), mean_ci([s.best for s in items]), mean_ci([s.auc for s in items]),
+            mean_ci([s.rauc for s in items]),
+            mean_ci(etts) if all(e is not None for e in etts) else None, sum(e is not None for e in etts),
+            mean_ci([s.speedup for s in items if s.speedup is not None]),
+            mean_ci([s.reduction for s in items if s.reduction is not None]),
+            mean_ci([s.delta_final for s in items]), items))
+    return rows
+
+
+def shown_rows(rows: list[GroupRow]) -> list[GroupRow]:
+    """The rows worth a figure: every reference row, and each other arm's best grid point by mean RAUC."""
+    best: dict[str, GroupRow] = {}
+    for r in rows:
+        if r.is_reference:
+            best[f"ref:{r.label}"] = r
+        elif r.arm not in best or _key(r) > _key(best[r.arm]):
+            best[r.arm] = r
+    return list(best.values())
+
+
+def _key(r: GroupRow) -> float:
+    return -math.inf if np.isnan(r.rauc.mean) else r.rauc.mean

@@ -1,0 +1,137 @@
+"""The report's figures (matplotlib, PNG).
+
+- learning curves per arm: mean over seeds with a 95% band, and the target line;
+- heterogeneity versus depth per arm at chosen epochs (like the paper's Figure 1);
+- affinity maps per layer, masked tokens first, min-max normalised (like its Figure 2);
+- epochs-to-target per arm with 95% CIs, censored arms drawn as ``> E``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ablations.aggregate import GroupRow  # noqa: E402
+from ablations.metrics import band  # noqa: E402
+
+DPI = 120
+
+
+def _scale(metric: str) -> tuple[float, str]:
+    return (100.0, " (%)") if metric.endswith("top1") or "acc" in metric else (1.0, "")
+
+
+def learning_curves(rows: list[GroupRow], metric: str, path: Path) -> Path:
+    """Mean curve with a 95% t-band over seeds per row; dashed target lines of the reference rows."""
+    scale, unit = _scale(metric)
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for i, row in enumerate(rows):
+        curves = [s.trial.curve for s in row.summaries]
+        epochs = curves[0][0]
+        values = np.stack([np.interp(epochs, c[0], c[1]) for c in curves]) * scale
+        mean, lo, hi = band(values)
+        color = f"C{i % 10}"
+        ax.plot(epochs, mean, color=color, lw=2 if row.is_reference else 1.5, label=f"{row.label} (n={row.n})")
+        if row.n > 1:
+            ax.fill_between(epochs, lo, hi, color=color, alpha=0.2, lw=0)
+        if row.is_reference:
+            target = np.nanmean([s.target for s in row.summaries]) * scale
+            ax.axhline(target, color=color, ls="--", lw=1, label=f"target ({row.arm})")
+    ax.set_xlabel("pre-training epoch")
+    ax.set_ylabel(metric + unit)
+    ax.set_title("Learning curves: mean and 95% interval over seeds")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def heterogeneity_depth(profiles: dict[str, dict[int, np.ndarray]], path: Path) -> Path:
+    """``profiles[label][epoch]`` = mean heterogeneity per layer; one panel per epoch, one line per row."""
+    epochs = sorted({e for p in profiles.values() for e in p})
+    fig, axes = plt.subplots(1, len(epochs), figsize=(3.6 * len(epochs), 3.4), squeeze=False, sharey=True)
+    for ax, epoch in zip(axes[0], epochs):
+        for i, (label, by_epoch) in enumerate(profiles.items()):
+            if epoch in by_epoch:
+                h = by_epoch[epoch]
+                ax.plot(np.arange(len(h)), h, marker="o", color=f"C{i % 10}", label=label)
+        ax.set_title(f"epoch {epoch}")
+        ax.set_xlabel("layer (0 = initial embedding)")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("heterogeneity h (normalised entropy)")
+    axes[0][-1].legend(fontsize=8)
+    fig.suptitle("Heterogeneity of masked vs visible tokens across depth")
+    return _save(fig, path)
+
+
+def affinity_maps(maps: dict[str, tuple[np.ndarray, int, int]], path: Path) -> Path:
+    """``maps[label] = (affinity [L+1, N, N] masked-first, masked count, epoch)``; rows = labels, columns = layers."""
+    layers = max(m[0].shape[0] for m in maps.values())
+    fig, axes = plt.subplots(len(maps), layers, figsize=(1.9 * layers, 2.0 * len(maps) + 0.4), squeeze=False)
+    for r, (label, (aff, masked, epoch)) in enumerate(maps.items()):
+        for l in range(layers):
+            ax = axes[r][l]
+            ax.set_xticks([]), ax.set_yticks([])
+            if l >= aff.shape[0]:
+                ax.axis("off")
+                continue
+            a = aff[l].copy()
+            np.fill_diagonal(a, np.nan)  # self-affinity would dominate every map: hide it
+            lo, hi = np.nanmin(a), np.nanmax(a)
+            a = (a - lo) / (hi - lo + 1e-12)  # min-max normalised per map
+            ax.imshow(np.nan_to_num(a, nan=0.0), cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+            ax.axhline(masked - 0.5, color="w", lw=0.6), ax.axvline(masked - 0.5, color="w", lw=0.6)
+            if r == 0:
+                ax.set_title(f"layer {l}", fontsize=9)
+            if l == 0:
+                ax.set_ylabel(f"{label}\n(epoch {epoch})", fontsize=8)
+    fig.suptitle("Affinity maps: masked tokens first (top-left block); diagonal hidden; min-max normalised",
+                 fontsize=10)
+    return _save(fig, path)
+
+
+def epochs_to_target(rows: list[GroupRow], path: Path, limit: int = 40) -> Path:
+    """Mean epochs-to-target with 95% CI per row; rows where some seed never reached it drawn as ``> E``."""
+    rows = rows[:limit]
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.2))
+    for y, row in enumerate(rows):
+        iv = row.epochs_to_target
+        color = "C0" if row.is_reference else "C1"
+        if iv is None:
+            ax.annotate("", xy=(row.epochs * 1.04, y), xytext=(row.epochs, y),
+                        arrowprops=dict(arrowstyle="->", color="gray"))
+            ax.text(row.epochs * 1.05, y, f"> {row.epochs} ({row.reached}/{row.n})", va="center", fontsize=8,
+                    color="gray")
+        else:
+            err = None if math.isnan(iv.low) else [[iv.mean - iv.low], [iv.high - iv.mean]]
+            ax.errorbar(iv.mean, y, xerr=err, fmt="o", color=color, capsize=3)
+    ax.set_yticks(range(len(rows)), [r.label for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(r.epochs for r in rows) * 1.25)
+    ax.set_xlabel("epochs to reach the target (mean, 95% CI over seeds)")
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def chosen_epochs(available: list[int], wanted: Optional[list[int]]) -> list[int]:
+    """The epochs to show: the wanted ones that exist, else first, middle and last."""
+    if wanted:
+        return [e for e in wanted if e in available] or available[-1:]
+    if len(available) <= 3:
+        return available
+    return [available[0], available[len(available) // 2], available[-1]]

@@ -1,0 +1,260 @@
+"""``python -m ablations.report``: turn a study's MLflow runs into ablation tables and figures.
+
+Pick the study by its file, its experiment name or its parent run id (the latest invocation by
+default). Writes Markdown, CSV, LaTeX and a self-contained HTML page with the figures, logs
+``summary/*`` metrics on every trial run and the files as artifacts of the study's parent run,
+and prints the main table. Exit status 2 when the study, its reference or its metric is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from ablations import plots
+from ablations.aggregate import GroupRow, TrialSummary, aggregate, shown_rows, summarize
+from ablations.results import ReportError, StudyRecord, TrialRecord, history, load_study
+from ablations.tables import AblationTable, ablation_table, trials_frame
+from ablations.tracking import resolve_tracking_uri
+
+FORMATS = ("md", "csv", "tex", "html")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+DEFINITIONS = """\
+- **Final**, **Best**: the target metric at the last epoch, and its best value over the run.
+- **AUC**: trapezoidal area under the metric-vs-epoch curve over the evaluated epochs, divided by
+  the span (a mean accuracy over training).
+- **RAUC**: AUC of the arm / AUC of its reference over the same epochs, paired by seed (our
+  definition); above 1 = learns faster or better.
+- **Epochs to target**: first epoch at which the metric reaches the target (the same seed's
+  reference final value x fraction), linearly interpolated between evaluations; `> E` = some seed
+  never reached it (censored, never averaged as a number).
+- **Speed-up**: reference epochs-to-target / arm epochs-to-target, per seed where both reached it.
+  **Epoch reduction** = 1 - arm / reference (the paper's "about 50% fewer epochs").
+- **Δ final**: arm final - reference final, paired by seed.
+- Cells: mean [95% bootstrap confidence interval] over seeds (scipy.stats.bootstrap, percentile);
+  Seeds = the number of complete seeds. Bold = best in its column.
+"""
+
+
+@dataclass
+class Report:
+    record: StudyRecord
+    summaries: list[TrialSummary]
+    rows: list[GroupRow]
+    table: AblationTable
+    left_out: list[TrialRecord]
+    folder: Path
+    files: list[Path] = field(default_factory=list)
+
+    def terminal_table(self) -> Table:
+        """The main table for a terminal: the headline columns, each interval on its own line."""
+        t = Table(title=f"{self.record.experiment}: {self.record.metric}, target = reference final x "
+                        f"{self.record.fraction:g}; mean [95% CI] over seeds", title_justify="left")
+        keep = [i for i, h in enumerate(self.table.headers) if not h.startswith(("Best", "Epoch reduction", "Δ"))]
+        for i in keep:
+            t.add_column(self.table.headers[i], justify="left" if i == 0 else "right")
+        for row, bold in zip(self.table.cells, self.table.bold):
+            cells = [row[i].replace(" [", "\n[").replace(" (", "\n(") for i in keep]
+            t.add_row(*[f"[bold]{escape(c)}[/]" if bold[i] else escape(c) for c, i in zip(cells, keep)])
+        if self.left_out:
+            t.caption = f"left out: {len(self.left_out)} trial(s), see the report"
+        return t
+
+
+def build_report(uri: str, *, parent_run_id: Optional[str] = None, experiment: Optional[str] = None,
+                 out: Optional[Path] = None, formats: tuple[str, ...] = FORMATS, metric: Optional[str] = None,
+                 fraction: Optional[float] = None, epochs: Optional[list[int]] = None, log: bool = True) -> Report:
+    """Build (and by default log to MLflow) the report of one study invocation.
+
+    Raises:
+        ReportError: no such study or run, no complete reference trial, or the metric is missing.
+    """
+    uri = resolve_tracking_uri(uri)
+    record = load_study(uri, run_id=parent_run_id, experiment=experiment, metric=metric, fraction=fraction)
+    summaries = summarize(record)
+    if not summaries:
+        raise ReportError("no trial is complete yet: nothing to aggregate")
+    rows = aggregate(summaries)
+    report = Report(record, summaries, rows, ablation_table(rows, record.metric),
+                    [t for t in record.trials if not t.complete],
+                    Path(out or Path("reports") / record.experiment / record.parent_name))
+    report.folder.mkdir(parents=True, exist_ok=True)
+    client = MlflowClient(uri)
+    figures = _figures(client, report, epochs)
+    _write(report, figures, formats)
+    if log:
+        _log(client, report)
+    return report
+
+
+def _figures(client: MlflowClient, report: Report, epochs: Optional[list[int]]) -> list[Path]:
+    folder, shown = report.folder, shown_rows(report.rows)
+    figures = [plots.learning_curves(shown, report.record.metric, folder / "learning_curves.png"),
+               plots.epochs_to_target(report.rows, folder / "epochs_to_target.png")]
+    profiles = _heterogeneity_profiles(client, shown, epochs)
+    if profiles:
+        figures.append(plots.heterogeneity_depth(profiles, folder / "heterogeneity_depth.png"))
+    maps = _affinity(client, shown)
+    if maps:
+        figures.append(plots.affinity_maps(maps, folder / "affinity_maps.png"))
+    return figures
+
+
+def _heterogeneity_profiles(client: MlflowClient, rows: list[GroupRow], wanted: Optional[list[int]]
+                            ) -> dict[str, dict[int, np.ndarray]]:
+    """Mean over seeds of ``hetero/lNN`` at the chosen epochs, per shown row."""
+    out: dict[str, dict[int, np.ndarray]] = {}
+    for row in rows:
+        per_trial = []
+        for s in row.summaries:
+            keys = sorted(k for k in client.get_run(s.trial.run_id).data.metrics if k.startswith("hetero/l"))
+            curves = [history(client, s.trial.run_id, k) for k in keys]
+            if curves and all(c is not None for c in curves):
+                per_trial.append(curves)
+        if not per_trial:
+            continue
+        available = [int(e) for e in per_trial[0][0][0]]
+        out[row.label] = {e: np.mean([[np.interp(e, c[0], c[1]) for c in curves] for curves in per_trial], axis=0)
+                          for e in plots.chosen_epochs(available, wanted)}
+    return out
+
+
+def _affinity(client: MlflowClient, rows: list[GroupRow]) -> dict[str, tuple[np.ndarray, int, int]]:
+    """The latest affinity maps of each shown row's first seed."""
+    maps = {}
+    for row in rows:
+        run_id = row.summaries[0].trial.run_id
+        files = sorted(f.path for f in client.list_artifacts(run_id, "affinity") if f.path.endswith(".npz"))
+        if not files:
+            continue
+        with np.load(client.download_artifacts(run_id, files[-1])) as z:
+            epoch = int(Path(files[-1]).stem.rsplit("_e", 1)[-1])
+            maps[f"{row.label} s{row.summaries[0].trial.seed}"] = (z["affinity"], int(z["num_masked"]), epoch)
+    return maps
+
+
+def _left_out_lines(report: Report) -> list[str]:
+    return [f"- {t.name}: {t.why_left_out()}" for t in sorted(report.left_out, key=lambda t: t.name)]
+
+
+def _write(report: Report, figures: list[Path], formats: tuple[str, ...]) -> None:
+    r, folder = report.record, report.folder
+    title = f"Ablation report: {r.experiment} ({r.parent_name})"
+    subtitle = (f"Metric `{r.metric}`; target = reference final x {r.fraction:g}; reference arm "
+                f"`{r.reference_arm}`; {len(report.summaries)} complete trials; parent run `{r.parent_run_id}`.")
+    left = _left_out_lines(report)
+    if "md" in formats:
+        md = [f"# {title}", "", subtitle, "", report.table.markdown(), "## Columns", "", DEFINITIONS]
+        if left:
+            md += ["## Left out of the aggregates", "", *left, ""]
+        md += [f"![{p.stem}]({p.name})" for p in figures]
+        report.files.append(_put(folder / "ablation.md", "\n".join(md) + "\n"))
+    if "csv" in formats:
+        report.table.frame.to_csv(folder / "ablation.csv", index=False)
+        trials_frame(report.summaries).to_csv(folder / "trials.csv", index=False)
+        report.files += [folder / "ablation.csv", folder / "trials.csv"]
+    if "tex" in formats:
+        report.files.append(_put(folder / "ablation.tex", report.table.latex(
+            f"{r.experiment}: {r.metric}, mean [95% CI] over seeds; target = reference final x {r.fraction:g}.")))
+    if "html" in formats:
+        imgs = "".join(f'<figure><img alt="{p.stem}" src="data:image/png;base64,'
+                       f'{base64.b64encode(p.read_bytes()).decode()}"><figcaption>{p.stem.replace("_", " ")}'
+                       f"</figcaption></figure>" for p in figures)
+        left_html = ("<h2>Left out of the aggregates</h2><ul>" + "".join(f"<li>{html.escape(l[2:])}</li>" for l in left)
+                     + "</ul>") if left else ""
+        defs = "".join(f"<li>{html.escape(d[2:])}</li>" for d in DEFINITIONS.replace("\n  ", " ").splitlines())
+        page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
+                "body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;font-size:13px}"
+                "td,th{border-bottom:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child"
+                "{text-align:left}thead th{border-bottom:2px solid #333}img{max-width:100%}figure{margin:1em 0}"
+                f"</style></head><body><h1>{html.escape(title)}</h1><p>{html.escape(subtitle)}</p>"
+                f"{report.table.html()}<h2>Columns</h2><ul>{defs}</ul>{left_html}<h2>Figures</h2>{imgs}"
+                f"<p><small>generated {time.strftime('%Y-%m-%d %H:%M')}</small></p></body></html>")
+        report.files.append(_put(folder / "report.html", page))
+    report.files += figures
+
+
+def _put(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def _log(client: MlflowClient, report: Report) -> None:
+    """``summary/*`` on each trial run; the report's files on the parent run under ``report/``."""
+    now = int(time.time() * 1000)
+    for s in report.summaries:
+        values = {"summary/auc": s.auc, "summary/rauc": s.rauc, "summary/final": s.final, "summary/best": s.best,
+                  "summary/epochs_to_target": s.epochs_to_target, "summary/speedup": s.speedup}
+        metrics = [Metric(k, float(v), now, 0) for k, v in values.items() if v is not None and not np.isnan(v)]
+        client.log_batch(s.trial.run_id, metrics=metrics)
+    for path in report.files:
+        client.log_artifact(report.record.parent_run_id, str(path), "report")
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m ablations.report", description=__doc__.splitlines()[0])
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("study", nargs="?", help="the study file (its name is the MLflow experiment)")
+    which.add_argument("--experiment", help="the MLflow experiment (study name)")
+    which.add_argument("--run", help="the study's parent run id (a specific invocation)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the study's, else sqlite:///mlflow.db)")
+    p.add_argument("--out", type=Path, help="output folder (default reports/<study>/<parent run name>)")
+    p.add_argument("--format", default=",".join(FORMATS), help=f"comma-separated subset of {','.join(FORMATS)}")
+    p.add_argument("--metric", help="target metric (default: the study's target.metric)")
+    p.add_argument("--fraction", type=float, help="target = reference final x fraction (default: the study's)")
+    p.add_argument("--epochs", help="epochs for the heterogeneity-vs-depth figure, e.g. 1,10,30")
+    p.add_argument("--no-log", action="store_true", help="write files only; log nothing to MLflow")
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    err = Console(stderr=True)
+    uri, experiment = args.tracking_uri, args.experiment
+    if args.study:
+        from ablations.study import StudyError
+        from ablations.study import load_study as load_study_file
+
+        try:
+            spec = load_study_file(args.study, check_paths=False).spec
+        except StudyError as e:
+            for problem in e.problems:
+                err.print(f"[red]error[/] {escape(e.source)}: {escape(problem)}", soft_wrap=True)
+            return 2
+        experiment, uri = spec.tracking.experiment or spec.name, uri or spec.tracking.uri
+    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    if not formats or set(formats) - set(FORMATS):
+        err.print(f"[red]error[/] --format {args.format!r}: choose from {', '.join(FORMATS)}")
+        return 2
+    try:
+        report = build_report(uri or "sqlite:///mlflow.db", parent_run_id=args.run, experiment=experiment,
+                              out=args.out, formats=formats, metric=args.metric, fraction=args.fraction,
+                              epochs=[int(e) for e in args.epochs.split(",")] if args.epochs else None,
+                              log=not args.no_log)
+    except ReportError as e:
+        err.print(f"[red]error[/] {escape(str(e))}", soft_wrap=True)
+        return 2
+    Console().print(report.terminal_table())
+    for line in _left_out_lines(report):
+        err.print(escape(line), soft_wrap=True, highlight=False)
+    err.print(f"wrote {report.folder}/ ({', '.join(p.name for p in report.files)})", soft_wrap=True, highlight=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

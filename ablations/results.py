@@ -1,0 +1,159 @@
+"""A study's runs read back from MLflow (through its client): the input of every report.
+
+Only what the driver logged is used: tags (arm, seed, grid point, paired reference trial,
+status, failure reason), the ``train.epochs`` param, and metric histories.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from mlflow import MlflowClient
+from mlflow.entities import Run
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from ablations.metrics import Curve, as_curve
+from ablations.tracking import (ARM, FAILURE, GRID_PREFIX, REFERENCE_ARM, REFERENCE_TRIAL, ROLE, SEED, STUDY,
+                                TARGET_FRACTION, TARGET_METRIC, TRIAL)
+
+
+class ReportError(RuntimeError):
+    """The report cannot be built (missing experiment, run, reference arm or metric)."""
+
+
+@dataclass
+class TrialRecord:
+    run_id: str
+    name: str
+    arm: str
+    seed: int
+    grid: dict[str, str]
+    reference: str  # the paired reference trial's name
+    status: str  # MLflow run status
+    failure: str
+    epochs: int  # planned epochs
+    curve: Optional[Curve] = None  # the target metric over evaluated epochs
+
+    @property
+    def complete(self) -> bool:
+        """Finished and evaluated at its last planned epoch (ASHA-stopped trials are not)."""
+        return self.status == "FINISHED" and self.curve is not None and int(self.curve[0][-1]) == self.epochs
+
+    @property
+    def group(self) -> tuple[str, tuple[tuple[str, str], ...]]:
+        """(arm, grid point): the trials that differ only by seed."""
+        return self.arm, tuple(sorted(self.grid.items()))
+
+    def why_left_out(self) -> str:
+        if self.status == "FAILED":
+            return f"failed: {self.failure or 'unknown error'}"
+        if self.status == "FINISHED" and self.curve is not None:
+            return f"stopped early at epoch {int(self.curve[0][-1])} of {self.epochs}"
+        if self.status == "FINISHED":
+            return "finished without any evaluation of the target metric"
+        return f"unfinished ({self.status}); resume the study with --resume"
+
+
+@dataclass
+class StudyRecord:
+    uri: str
+    experiment: str
+    parent_run_id: str
+    parent_name: str
+    metric: str
+    fraction: float
+    reference_arm: str
+    trials: list[TrialRecord] = field(default_factory=list)
+    order: list[str] = field(default_factory=list)  # trial names in the study's order
+
+    def by_name(self) -> dict[str, TrialRecord]:
+        return {t.name: t for t in self.trials}
+
+
+def find_parent(client: MlflowClient, *, run_id: Optional[str] = None, experiment: Optional[str] = None) -> Run:
+    """The study's parent run: by id, or the latest one of the experiment."""
+    if run_id:
+        try:
+            run = client.get_run(run_id)
+        except Exception as err:  # noqa: BLE001 - MLflow raises its own exception types per store
+            raise ReportError(f"no run {run_id!r} in {client.tracking_uri}") from err
+        if run.data.tags.get(ROLE) != "study":
+            raise ReportError(f"run {run_id} is not a study's parent run (tag {ROLE} is not 'study')")
+        return run
+    exp = client.get_experiment_by_name(experiment or "")
+    if exp is None:
+        known = [e.name for e in client.search_experiments()]
+        raise ReportError(f"no experiment {experiment!r} in {client.tracking_uri}; experiments: {', '.join(known) or 'none'}")
+    runs = client.search_runs([exp.experiment_id], f"tags.`{ROLE}` = 'study'", order_by=["attributes.start_time DESC"],
+                              max_results=1)
+    if not runs:
+        raise ReportError(f"experiment {experiment!r} has no study runs (tag {ROLE} = 'study')")
+    return runs[0]
+
+
+def load_study(uri: str, *, run_id: Optional[str] = None, experiment: Optional[str] = None,
+               metric: Optional[str] = None, fraction: Optional[float] = None, threads: int = 8) -> StudyRecord:
+    """Read a study invocation's trials and their target-metric histories."""
+    client = MlflowClient(uri)
+    parent = find_parent(client, run_id=run_id, experiment=experiment)
+    tags = parent.data.tags
+    record = StudyRecord(uri, tags.get(STUDY, ""), parent.info.run_id, parent.info.run_name or "",
+                         metric or tags.get(TARGET_METRIC, "eval/linear_top1"),
+                         fraction if fraction is not None else float(tags.get(TARGET_FRACTION, 1.0)),
+                         tags.get(REFERENCE_ARM, ""))
+    children = client.search_runs([parent.info.experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent.info.run_id}'",
+                                  max_results=50_000)
+    if not children:
+        raise ReportError(f"study run {parent.info.run_id} has no trial runs yet")
+    with ThreadPoolExecutor(threads) as pool:
+        curves = list(pool.map(lambda r: history(client, r.info.run_id, record.metric), children))
+    for run, curve in zip(children, curves):
+        t = run.data.tags
+        record.trials.append(TrialRecord(
+            run.info.run_id, t.get(TRIAL, run.info.run_name), t.get(ARM, "?"), int(t.get(SEED, 0)),
+            {k[len(GRID_PREFIX):]: v for k, v in t.items() if k.startswith(GRID_PREFIX)},
+            t.get(REFERENCE_TRIAL, ""), run.info.status, t.get(FAILURE, ""),
+            int(run.data.params.get("train.epochs", 0)), curve))
+    if not any(t.curve is not None for t in record.trials):
+        raise ReportError(f"no trial of study run {parent.info.run_id} has the metric {record.metric!r}")
+    if record.reference_arm and not any(t.arm == record.reference_arm and t.complete for t in record.trials):
+        raise ReportError(f"the reference arm {record.reference_arm!r} has no complete trial to compare with")
+    record.order = _study_order(client, parent.info.run_id) or sorted(t.name for t in record.trials)
+    return record
+
+
+def history(client: MlflowClient, run_id: str, metric: str) -> Optional[Curve]:
+    """A metric's (epochs, values) for one run, or None when it was never logged."""
+    points = client.get_metric_history(run_id, metric)
+    if not points:
+        return None
+    by_step = {m.step: m.value for m in points}  # a re-logged step keeps its last value
+    steps = sorted(by_step)
+    return as_curve(steps, [by_step[s] for s in steps])
+
+
+def _study_order(client: MlflowClient, parent_id: str) -> list[str]:
+    """Trial names in the order of the study file (from the parent's resolved_trials.json)."""
+    try:
+        folder = client.download_artifacts(parent_id, "resolved_trials.json")
+        return list(json.loads(Path(folder).read_text()))
+    except Exception:  # noqa: BLE001 - an older or hand-made parent: fall back to name order
+        return []
+
+
+def seed_siblings(name: str, seed: int) -> re.Pattern:
+    """Pattern matching a trial name with any seed in place of ``seed`` (same arm and grid point)."""
+    head, _, tail = name.partition(f"-s{seed}")
+    return re.compile(re.escape(head) + r"-s\d+" + re.escape(tail) + "$")
+
+
+def mean_curve(curves: list[Curve]) -> Curve:
+    """Point-wise mean of curves on the first curve's epochs (others interpolated)."""
+    epochs = curves[0][0]
+    return epochs, np.mean([np.interp(epochs, c[0], c[1]) for c in curves], axis=0)

@@ -1,0 +1,143 @@
+"""Ablation tables as a paper prints them: Markdown, CSV, LaTeX (booktabs) and HTML.
+
+Cells show ``mean [95% CI]`` over seeds; a column's best value is bold (highest, or lowest for
+epochs-to-target). Epochs-to-target is a number only when every seed reached the target; else
+it reads ``> E`` with how many seeds reached it.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import pandas as pd
+
+from ablations.aggregate import GroupRow, TrialSummary
+from ablations.metrics import Interval
+
+
+@dataclass
+class Column:
+    key: str  # CSV column stem
+    header: str
+    value: Callable[[GroupRow], Optional[Interval]]
+    scale: float = 1.0
+    digits: int = 1
+    higher_is_better: Optional[bool] = True  # None: never bold
+    suffix: str = ""
+    relative: bool = False  # a comparison with the reference: "ref" on reference rows, never bold there
+
+
+def columns(metric: str) -> list[Column]:
+    pct = metric.endswith("top1") or "acc" in metric
+    unit, scale = (" (%)", 100.0) if pct else ("", 1.0)
+    name = metric.split("/")[-1].replace("_", " ")
+    return [
+        Column("final", f"Final {name}{unit}", lambda r: r.final, scale, 1 if pct else 3),
+        Column("best", f"Best{unit}", lambda r: r.best, scale, 1 if pct else 3),
+        Column("auc", f"AUC{unit}", lambda r: r.auc, scale, 1 if pct else 3),
+        Column("rauc", "RAUC", lambda r: r.rauc, 1.0, 3, relative=True),
+        Column("epochs_to_target", "Epochs to target", lambda r: r.epochs_to_target, 1.0, 1, higher_is_better=False),
+        Column("speedup", "Speed-up", lambda r: r.speedup, 1.0, 2, suffix="x", relative=True),
+        Column("epoch_reduction", "Epoch reduction (%)", lambda r: r.reduction, 100.0, 1, relative=True),
+        Column("delta_final", f"Δ final{' (pp)' if pct else ''}", lambda r: r.delta_final, scale, 1 if pct else 3,
+               relative=True),
+    ]
+
+
+def _cell(iv: Optional[Interval], col: Column, row: GroupRow) -> str:
+    if col.relative and row.is_reference:
+        return "ref"
+    if col.key == "epochs_to_target" and iv is None:
+        return f"> {row.epochs} ({row.reached}/{row.n} reached)"
+    if iv is None or iv.n == 0 or math.isnan(iv.mean):
+        return "–"
+    m = f"{iv.mean * col.scale:.{col.digits}f}{col.suffix}"
+    if iv.n < 2 or math.isnan(iv.low):
+        return f"{m} (n=1)" if col.key in ("speedup", "epoch_reduction") and iv.n == 1 else m
+    return f"{m} [{iv.low * col.scale:.{col.digits}f}, {iv.high * col.scale:.{col.digits}f}]"
+
+
+@dataclass
+class AblationTable:
+    headers: list[str]
+    cells: list[list[str]]
+    bold: list[list[bool]]
+    frame: pd.DataFrame  # numeric, for CSV
+
+    def markdown(self) -> str:
+        lines = ["| " + " | ".join(self.headers) + " |", "|" + "|".join("---" for _ in self.headers) + "|"]
+        for row, bold in zip(self.cells, self.bold):
+            lines.append("| " + " | ".join(f"**{c}**" if b else c for c, b in zip(row, bold)) + " |")
+        return "\n".join(lines) + "\n"
+
+    def latex(self, caption: str = "") -> str:
+        esc = _latex_escape
+        out = ["\\begin{table}[t]", "\\centering", f"\\caption{{{esc(caption)}}}" if caption else "",
+               "\\begin{tabular}{l" + "r" * (len(self.headers) - 1) + "}", "\\toprule",
+               " & ".join(esc(h) for h in self.headers) + " \\\\", "\\midrule"]
+        for row, bold in zip(self.cells, self.bold):
+            out.append(" & ".join(f"\\textbf{{{esc(c)}}}" if b else esc(c) for c, b in zip(row, bold)) + " \\\\")
+        out += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
+        return "\n".join(line for line in out if line) + "\n"
+
+    def html(self) -> str:
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in self.headers)
+        body = "".join("<tr>" + "".join(f"<td><b>{html.escape(c)}</b></td>" if b else f"<td>{html.escape(c)}</td>"
+                                        for c, b in zip(row, bold)) + "</tr>" for row, bold in zip(self.cells, self.bold))
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _counts(c: Column, r: GroupRow) -> bool:
+    """Whether the row's value competes for bold in this column."""
+    iv = c.value(r)
+    return iv is not None and iv.n > 0 and not math.isnan(iv.mean) and not (c.relative and r.is_reference)
+
+
+def _latex_escape(s: str) -> str:
+    for a, b in (("\\", "\\textbackslash{}"), ("&", "\\&"), ("%", "\\%"), ("#", "\\#"), ("_", "\\_"), ("$", "\\$"),
+                 ("{", "\\{"), ("}", "\\}"), ("Δ", "$\\Delta$"), (">", "$>$")):
+        s = s.replace(a, b)
+    return s
+
+
+def ablation_table(rows: list[GroupRow], metric: str) -> AblationTable:
+    """The main table: one row per arm and grid point."""
+    cols = columns(metric)
+    axes = sorted({k for r in rows for k in r.grid})
+    headers = ["Arm", *[a.split(".")[-1] for a in axes], "Seeds", *[c.header for c in cols]]
+    cells, bold, records = [], [], []
+    best = {}
+    for c in cols:
+        means = [c.value(r).mean for r in rows if _counts(c, r)]
+        if c.higher_is_better is not None and len(means) > 1:
+            best[c.key] = max(means) if c.higher_is_better else min(means)
+    for r in rows:
+        arm = r.arm + (" (reference)" if r.is_reference else "")
+        row = [arm, *[r.grid.get(a, "") for a in axes], str(r.n)]
+        flags = [False] * len(row)
+        rec: dict = {"arm": r.arm, **{a: r.grid.get(a, "") for a in axes}, "reference": r.is_reference, "seeds": r.n}
+        for c in cols:
+            iv = c.value(r)
+            row.append(_cell(iv, c, r))
+            flags.append(c.key in best and _counts(c, r) and iv.mean == best[c.key])
+            rec.update({f"{c.key}_mean": iv.mean if iv else math.nan, f"{c.key}_ci_low": iv.low if iv else math.nan,
+                        f"{c.key}_ci_high": iv.high if iv else math.nan})
+        rec["epochs_to_target_reached"] = r.reached
+        rec["epochs"] = r.epochs
+        cells.append(row)
+        bold.append(flags)
+        records.append(rec)
+    return AblationTable(headers, cells, bold, pd.DataFrame.from_records(records))
+
+
+def trials_frame(summaries: list[TrialSummary]) -> pd.DataFrame:
+    """Every complete trial's own numbers (the seeds behind each table row)."""
+    return pd.DataFrame.from_records([{
+        "trial": s.trial.name, "arm": s.trial.arm, "seed": s.trial.seed, **s.trial.grid,
+        "reference_trial": s.trial.reference, "paired": s.paired, "epochs": s.trial.epochs, "target": s.target,
+        "final": s.final, "best": s.best, "auc": s.auc, "rauc": s.rauc, "epochs_to_target": s.epochs_to_target,
+        "reference_epochs_to_target": s.reference_epochs, "speedup": s.speedup, "epoch_reduction": s.reduction,
+        "delta_final": s.delta_final, "run_id": s.trial.run_id} for s in summaries])

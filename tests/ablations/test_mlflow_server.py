@@ -1,0 +1,73 @@
+"""The study's runs read back over HTTP from a real ``mlflow server`` (what the UI shows)."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from .conftest import run_cli, write_study
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _api(base: str, path: str, body: dict | None = None) -> dict:
+    req = urllib.request.Request(base + path, data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = _free_port()
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    server = subprocess.Popen([str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port),
+                               "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
+                               "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(base + "/health", timeout=2).read()
+            break
+        except OSError:
+            assert server.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
+            time.sleep(0.5)
+    yield base
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def test_study_runs_are_served_over_the_rest_api(tmp_path, mlflow_server):
+    path = write_study(tmp_path, seeds=[0, 1])
+    proc = run_cli(str(path), "--no-report", "--tracking-uri", mlflow_server, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"open {mlflow_server} in a browser" in proc.stderr
+    exp = _api(mlflow_server, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=tiny")["experiment"]
+    runs = _api(mlflow_server, "/api/2.0/mlflow/runs/search", {"experiment_ids": [exp["experiment_id"]],
+                                                               "max_results": 100})["runs"]
+    tags = [{t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in runs]
+    parent = [r for r, t in zip(runs, tags) if t.get("ablation.role") == "study"]
+    children = {t["ablation.trial"]: r for r, t in zip(runs, tags) if t.get("ablation.role") == "trial"}
+    assert len(parent) == 1 and sorted(children) == ["mto-s0", "mto-s1", "simmim-s0", "simmim-s1"]
+    parent_id = parent[0]["info"]["run_id"]
+    for name, run in children.items():
+        t = {x["key"]: x["value"] for x in run["data"]["tags"]}
+        assert t["mlflow.parentRunId"] == parent_id and run["info"]["status"] == "FINISHED"
+        hist = _api(mlflow_server, f"/api/2.0/mlflow/metrics/get-history?run_id={run['info']['run_id']}"
+                                   "&metric_key=eval/linear_top1")["metrics"]
+        assert sorted(m["step"] for m in hist) == [1, 2, 3] and all(0 <= m["value"] <= 1 for m in hist)
+        files = _api(mlflow_server, f"/api/2.0/mlflow/artifacts/list?run_id={run['info']['run_id']}&path=affinity")
+        assert [f["path"] for f in files["files"]] == ["affinity/affinity_e0003.npz"]

@@ -1,0 +1,112 @@
+"""The report on a real MLflow store: known curves give known tables; bad selections exit 2."""
+
+import math
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from ablations.report import build_report, main
+from ablations.study import TrialSpec
+from ablations.tracking import REFERENCE_ARM, TARGET_FRACTION, TARGET_METRIC, StudyTracker
+from mto.config import TrialConfig
+
+# arm -> seed -> linear-probe curve at epochs 2, 4, 6, 8
+CURVES = {
+    "base": {0: [0.40, 0.50, 0.60, 0.70], 1: [0.42, 0.52, 0.62, 0.72]},
+    "fast": {0: [0.50, 0.70, 0.72, 0.74], 1: [0.50, 0.72, 0.74, 0.76]},
+    "slow": {0: [0.30, 0.40, 0.50, 0.60], 1: [0.32, 0.42, 0.52, 0.62]},
+}
+EPOCHS = [2, 4, 6, 8]
+
+
+@pytest.fixture
+def store(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracker = StudyTracker(uri, "known")
+    tracker.start_study("known", "curves with known answers", {"resolved_trials.json": "{}"},
+                        {TARGET_METRIC: "eval/linear_top1", TARGET_FRACTION: "1.0", REFERENCE_ARM: "base"})
+    cfg = TrialConfig()
+    cfg.train.epochs = 8
+    for arm, seeds in CURVES.items():
+        for seed, values in seeds.items():
+            run = tracker.trial_run(TrialSpec(f"{arm}-s{seed}", arm, seed, {}, cfg, f"base-s{seed}"))
+            for e, v in zip(EPOCHS, values):
+                tracker.log_epoch(run, e, {"eval/linear_top1": v, "hetero/l00": 0.9, "hetero/l01": 0.8})
+            tracker.end_trial(run, "FINISHED")
+    broken = tracker.trial_run(TrialSpec("broken-s0", "broken", 0, {}, cfg, "base-s0"))
+    tracker.log_epoch(broken, 2, {"eval/linear_top1": 0.1})
+    tracker.end_trial(broken, "FAILED", "NonFiniteLossError: non-finite training loss at epoch 3")
+    tracker.end_study("FAILED")
+    return uri, tracker.parent_id
+
+
+def test_known_curves_give_known_numbers(store, tmp_path):
+    uri, parent = store
+    report = build_report(uri, parent_run_id=parent, out=tmp_path / "rep")
+    trials = pd.read_csv(tmp_path / "rep" / "trials.csv").set_index("trial")
+    assert "broken-s0" not in trials.index and [t.name for t in report.left_out] == ["broken-s0"]
+    fast0 = trials.loc["fast-s0"]
+    assert fast0.final == pytest.approx(0.74) and fast0.target == pytest.approx(0.70)
+    # fast-s0 crosses 0.70 exactly at epoch 4; base-s0 reaches its own final at epoch 8
+    assert fast0.epochs_to_target == pytest.approx(4.0) and fast0.reference_epochs_to_target == pytest.approx(8.0)
+    assert fast0.speedup == pytest.approx(2.0) and fast0.epoch_reduction == pytest.approx(0.5)
+    assert fast0.rauc == pytest.approx(((0.5 + 0.7) + (0.7 + 0.72) + (0.72 + 0.74)) / ((0.4 + 0.5) + (0.5 + 0.6) + (0.6 + 0.7)))
+    assert fast0.auc == pytest.approx(((0.5 + 0.7) + (0.7 + 0.72) + (0.72 + 0.74)) / 6)  # trapezoids of width 2 over 6
+    assert math.isnan(trials.loc["slow-s0"].epochs_to_target)  # 0.60 < 0.70: censored
+    assert trials.loc["base-s1"].delta_final == pytest.approx(0.0) and trials.loc["slow-s1"].delta_final == pytest.approx(-0.1)
+    table = pd.read_csv(tmp_path / "rep" / "ablation.csv").set_index("arm")
+    assert table.loc["fast"].final_mean == pytest.approx(0.75) and table.loc["fast"].seeds == 2
+    assert table.loc["fast"].speedup_mean == pytest.approx(trials.loc[["fast-s0", "fast-s1"]].speedup.mean())
+    assert table.loc["slow"].epochs_to_target_reached == 0 and math.isnan(table.loc["slow"].epochs_to_target_mean)
+    assert table.loc["base"].reference and not table.loc["fast"].reference
+
+
+def test_tables_show_censoring_bold_bests_and_escape_latex(store, tmp_path):
+    uri, parent = store
+    build_report(uri, parent_run_id=parent, out=tmp_path / "rep")
+    md = (tmp_path / "rep" / "ablation.md").read_text()
+    assert "> 8 (0/2 reached)" in md and "| base (reference) | 2 |" in md
+    assert "**75.0 [74.0, 76.0]**" in md  # the best final, bold
+    assert "broken-s0: failed: NonFiniteLossError" in md
+    tex = (tmp_path / "rep" / "ablation.tex").read_text()
+    assert "\\toprule" in tex and "\\bottomrule" in tex and "\\textbf{75.0 [74.0, 76.0]}" in tex
+    assert "linear\\_top1" in tex and "(\\%)" in tex and "$>$ 8" in tex
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 3 and "src=\"http" not in page  # self-contained
+
+
+def test_summary_metrics_and_report_files_land_in_mlflow(store, tmp_path):
+    uri, parent = store
+    build_report(uri, parent_run_id=parent, out=tmp_path / "rep")
+    client = MlflowClient(uri)
+    runs = {r.data.tags["ablation.trial"]: r for r in client.search_runs(
+        [client.get_run(parent).info.experiment_id], "tags.`ablation.role` = 'trial'")}
+    fast = runs["fast-s0"].data.metrics
+    assert fast["summary/epochs_to_target"] == pytest.approx(4.0) and fast["summary/final"] == pytest.approx(0.74)
+    assert "summary/epochs_to_target" not in runs["slow-s0"].data.metrics  # censored: absent, not a number
+    files = {f.path for f in client.list_artifacts(parent, "report")}
+    assert {"report/ablation.md", "report/ablation.csv", "report/ablation.tex", "report/report.html",
+            "report/learning_curves.png", "report/epochs_to_target.png", "report/heterogeneity_depth.png"} <= files
+
+
+def test_report_cli_finds_the_latest_study_by_experiment(store, tmp_path, capsys, monkeypatch):
+    uri, _ = store
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["--experiment", "known", "--tracking-uri", uri, "--out", str(tmp_path / "cli"), "--format", "md,csv"]) == 0
+    out = capsys.readouterr()
+    assert "fast" in out.out and "RAUC" in out.out and "broken-s0: failed" in out.err
+    assert sorted(p.name for p in (tmp_path / "cli").glob("*.md")) == ["ablation.md"]
+    assert not (tmp_path / "cli" / "ablation.tex").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--experiment", "nope"], "no experiment 'nope'"),
+    (["--run", "0123456789abcdef"], "no run '0123456789abcdef'"),
+    (["--experiment", "known", "--metric", "eval/missing"], "has the metric 'eval/missing'"),
+    (["--experiment", "known", "--format", "pdf"], "--format 'pdf'"),
+])
+def test_report_refuses_missing_studies_and_metrics_with_exit_2(store, capsys, args, message):
+    uri, _ = store
+    assert main([*args, "--tracking-uri", uri, "--no-log"]) == 2
+    assert message in " ".join(capsys.readouterr().err.split())
