@@ -4,9 +4,16 @@ For a masked token ``i`` the distribution ``p_i = softmax_{j in V}(S_ij)`` says 
 affinity spreads over the visible tokens; its entropy, normalised by ``log |V|``, is 1 when the
 mask token singles out no visible token (singular, the property MTO enforces) and 0 when it
 copies one visible token.
+
+``heterogeneity`` is the definition on full ``N x N`` affinity logits. Training uses the
+equivalent ``split`` form: with the same number of masked tokens ``M`` in every sample (both
+masking schemes guarantee it), the masked rows and visible columns are gathered once, so only
+the ``M x |V|`` block is ever computed, for all layers in one batched pass.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -71,7 +78,52 @@ def heterogeneity(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return per_sample.mean()
 
 
-def token_heterogeneity(x: torch.Tensor, mask: torch.Tensor, tau: float) -> torch.Tensor:
-    """Heterogeneity of one layer's tokens ``[B, N, D]`` under cosine affinity."""
-    return heterogeneity(similarity(x, tau), mask)
+# ---- the split form used in training ---------------------------------------------------------
+def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x[..., b, index[b], :]`` for tokens ``x`` ``[..., B, N, D]`` and per-sample ``index`` ``[B, K]``.
 
+    One ``index_select`` over the flattened batch (its backward is an ``index_add``).
+    """
+    b, k = index.shape
+    flat = (index + torch.arange(b, device=index.device)[:, None] * x.shape[-2]).reshape(-1)
+    rows = x.reshape(*x.shape[:-3], b * x.shape[-2], x.shape[-1]).index_select(-2, flat)
+    return rows.view(*x.shape[:-3], b, k, x.shape[-1])
+
+
+def split_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Normalised entropy of each row's softmax over its last axis (the visible tokens)."""
+    logp = logits.float().log_softmax(dim=-1)
+    return -(logp.exp() * logp).sum(dim=-1) / math.log(max(logits.shape[-1], 2))
+
+
+def split_heterogeneity(x: torch.Tensor, order: torch.Tensor, num_masked: int, tau: float) -> torch.Tensor:
+    """Cosine heterogeneity of a stack of layers at once.
+
+    Args:
+        x: ``[K, B, N, D]`` tokens of K layers.
+        order: ``masked_first_order(mask)``; num_masked: M, the same in every sample.
+    Returns:
+        ``[K]``: ``h`` of each layer (equal to ``heterogeneity(similarity(x[k], tau), mask)``).
+    """
+    x = x.float()
+    xm, xv = gather_tokens(x, order[:, :num_masked]), gather_tokens(x, order[:, num_masked:])
+    # Cosine = dot / (|a| |b|), with the norms applied on the small M x |V| block rather than by
+    # normalising every token first: the same value at about half the cost.
+    norm_m = torch.linalg.vector_norm(xm, dim=-1).clamp_min(1e-6)
+    norm_v = torch.linalg.vector_norm(xv, dim=-1).clamp_min(1e-6)
+    logits = (xm @ xv.transpose(-2, -1)) / (norm_m[..., :, None] * norm_v[..., None, :] * tau)
+    return split_entropy(logits).mean(dim=(-2, -1))
+
+
+def split_attention_heterogeneity(probs: torch.Tensor, order: torch.Tensor, num_masked: int) -> torch.Tensor:
+    """Attention-affinity heterogeneity of a stack of layers: ``probs`` ``[K, B, N, N]`` head-averaged, patches only."""
+    rows = gather_tokens(probs, order[:, :num_masked])  # masked queries
+    block = gather_tokens(rows.transpose(-2, -1), order[:, num_masked:]).transpose(-2, -1)  # x visible keys
+    p = block / block.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+    entropy = -(p * p.clamp_min(1e-12).log()).sum(dim=-1) / math.log(max(block.shape[-1], 2))
+    return entropy.mean(dim=(-2, -1))
+
+
+def token_heterogeneity(x: torch.Tensor, mask: torch.Tensor, tau: float) -> torch.Tensor:
+    """Heterogeneity of one layer's tokens ``[B, N, D]`` under cosine affinity (a scalar)."""
+    return heterogeneity(similarity(x, tau), mask)

@@ -32,7 +32,8 @@ class MAE(MaskedImageModel):
         super().__init__(encoder, mto, num_mto_layers=mim.decoder_depth)
         self.num_prefix = encoder.num_prefix_tokens  # the decoder keeps the encoder's prefix tokens
         self.mask_ratio = mim.mask_ratio
-        self.num_keep = self.num_patches - num_masked(self.num_patches, mim.mask_ratio)
+        self.num_masked = num_masked(self.num_patches, mim.mask_ratio)
+        self.num_keep = self.num_patches - self.num_masked
         self.norm_pix_loss = mim.norm_pix_loss
         in_chans = encoder.patch_embed.proj.in_channels
         dim = mim.decoder_dim

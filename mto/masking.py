@@ -51,10 +51,9 @@ def block_masking(batch: int, grid: int, block: int, ratio: float, *, generator:
     return blocks.reshape(batch, grid * grid)
 
 
-def masked_first(mask_row: torch.Tensor) -> torch.Tensor:
-    """Token order that puts the masked tokens first (stable), for affinity-map figures.
+def masked_first_order(mask: torch.Tensor) -> torch.Tensor:
+    """``[B, N]`` token indices per sample with the masked tokens first (each group in raster order).
 
-    Args:
-        mask_row: ``[N]`` bool, one sample's mask.
+    Used to gather the masked/visible blocks in training and to order affinity maps for figures.
     """
-    return torch.argsort((~mask_row).to(torch.int8), stable=True)
+    return torch.argsort((~mask).to(torch.int8), dim=-1, stable=True)

@@ -65,6 +65,7 @@ class MaskedImageModel(nn.Module, ABC):
     """
 
     num_prefix: int  # prefix tokens in the MTO stack
+    num_masked: int  # masked patches per sample: the same in every sample, by construction of the masks
 
     def __init__(self, encoder: VisionTransformer, mto: MTOConfig, num_mto_layers: int):
         super().__init__()
@@ -90,7 +91,7 @@ class MaskedImageModel(nn.Module, ABC):
         """All losses of one step: ``loss`` (to minimise), ``loss_mim``, ``loss_spa``, ``loss_e``, ``loss_r``."""
         obj = self.objective
         parts, capture = self.reconstruct(images, mask, token_layers=obj.token_layers, prob_layers=obj.prob_layers)
-        mto = obj.losses(capture, mask, self.num_prefix, lambda_factor)
+        mto = obj.losses(capture, mask, self.num_prefix, self.num_masked, lambda_factor)
         loss_mto = mto.pop("loss_mto")
         # Inactive MTO adds nothing at all, so the loss is bit-for-bit the plain method's.
         loss = parts["loss_mim"] + loss_mto if obj.cfg.active else parts["loss_mim"]

@@ -12,7 +12,8 @@ import torch
 
 from mto.attention import LayerCapture
 from mto.config import MTOConfig
-from mto.heterogeneity import attention_logits, heterogeneity, similarity
+from mto.heterogeneity import split_attention_heterogeneity, split_heterogeneity
+from mto.masking import masked_first_order
 from mto.losses import entropy_loss, rank_loss, spa_loss
 from mto.recalibration import hard_attention_mask, visible_to_masked_mass
 from mto.schedules import layer_weights
@@ -36,46 +37,54 @@ class MTOObjective:
         self.w_r = layer_weights(cfg.layers_r, num_layers) if cfg.lambda_r > 0 else off
         use_spa = cfg.recalibration == "soft" and cfg.lambda_spa > 0
         self.w_spa = layer_weights(cfg.layers_spa, num_layers) if use_spa else off
-        hetero = {l for l in range(num_layers + 1) if self.w_e[l] > 0 or self.w_r[l] > 0}
-        spa = {l for l in range(1, num_layers + 1) if self.w_spa[l] > 0}
+        self.hetero_layers = frozenset(l for l in range(num_layers + 1) if self.w_e[l] > 0 or self.w_r[l] > 0)
+        self.spa_layers = frozenset(l for l in range(1, num_layers + 1) if self.w_spa[l] > 0)
         if cfg.affinity == "cosine":
-            self.token_layers, self.prob_layers = frozenset(hetero), frozenset(spa)
+            self.token_layers, self.prob_layers = self.hetero_layers, self.spa_layers
         else:
-            self.token_layers, self.prob_layers = frozenset(), frozenset(hetero | spa)
+            self.token_layers, self.prob_layers = frozenset(), self.hetero_layers | self.spa_layers
 
     def attn_mask(self, mask: torch.Tensor, num_prefix: int) -> torch.Tensor | None:
         """The hard recalibration mask ``[B, 1, T, T]``, or None when recalibration is not hard."""
         return hard_attention_mask(mask, num_prefix) if self.cfg.recalibration == "hard" else None
 
-    def layer_heterogeneity(self, capture: LayerCapture, mask: torch.Tensor, num_prefix: int) -> dict[int, torch.Tensor]:
-        """``h^l`` for every captured layer, with the configured affinity."""
+    def layer_heterogeneity(self, capture: LayerCapture, mask: torch.Tensor, num_prefix: int,
+                            num_masked: int) -> dict[int, torch.Tensor]:
+        """``h^l`` of every captured layer with the configured affinity, all layers in one batched pass."""
+        order = masked_first_order(mask)
         if self.cfg.affinity == "cosine":
-            return {l: heterogeneity(similarity(x, self.cfg.tau), mask) for l, x in capture.tokens.items()}
-        return {l: heterogeneity(attention_logits(p[:, :, num_prefix:, num_prefix:]), mask)
-                for l, p in capture.probs.items()}
+            layers = sorted(capture.tokens)
+            h = split_heterogeneity(torch.stack([capture.tokens[l] for l in layers]), order, num_masked, self.cfg.tau)
+        else:
+            layers = sorted(self.hetero_layers)
+            probs = torch.stack([capture.probs[l].float().mean(dim=1)[:, num_prefix:, num_prefix:] for l in layers])
+            h = split_attention_heterogeneity(probs, order, num_masked)
+        return dict(zip(layers, h.unbind(0)))
 
-    def losses(self, capture: LayerCapture, mask: torch.Tensor, num_prefix: int, factor: float = 1.0
-               ) -> dict[str, torch.Tensor]:
+    def losses(self, capture: LayerCapture, mask: torch.Tensor, num_prefix: int, num_masked: int,
+               factor: float = 1.0) -> dict[str, torch.Tensor]:
         """``loss_spa``, ``loss_e``, ``loss_r`` (unweighted) and ``loss_mto``, their lambda-weighted sum.
 
         Args:
             capture: what ``run_blocks`` kept for ``token_layers`` / ``prob_layers``.
-            mask: ``[B, N]`` bool, True = masked.
+            mask: ``[B, N]`` bool, True = masked; num_masked: masked tokens per sample (the same in each).
             factor: the epoch schedule's multiplier of every lambda.
         """
         cfg, zero = self.cfg, mask.new_zeros((), dtype=torch.float32)
         out = {name: zero for name in LOSS_NAMES}
-        if self.token_layers or self.prob_layers:
-            h = self.layer_heterogeneity(capture, mask, num_prefix)
+        if self.hetero_layers:
+            h = self.layer_heterogeneity(capture, mask, num_prefix, num_masked)
             h_all = [h.get(l, zero) for l in range(self.num_layers + 1)]
             if cfg.lambda_e > 0:
                 out["loss_e"] = entropy_loss(h_all, self.w_e)
             if cfg.lambda_r > 0:
                 out["loss_r"] = rank_loss(h_all, self.w_r, cfg.margin)
-            if any(w > 0 for w in self.w_spa):
-                mass = [zero] + [visible_to_masked_mass(capture.probs[l], mask, num_prefix) if l in capture.probs
-                                 else zero for l in range(1, self.num_layers + 1)]
-                out["loss_spa"] = spa_loss(mass, self.w_spa)
+        if self.spa_layers:
+            layers = sorted(self.spa_layers)
+            mass = visible_to_masked_mass(torch.stack([capture.probs[l].float().mean(dim=1) for l in layers]), mask,
+                                          num_prefix)
+            per_layer = dict(zip(layers, mass.unbind(0)))
+            out["loss_spa"] = spa_loss([per_layer.get(l, zero) for l in range(self.num_layers + 1)], self.w_spa)
         out["loss_mto"] = factor * (cfg.lambda_spa * out["loss_spa"] + cfg.lambda_e * out["loss_e"]
                                     + cfg.lambda_r * out["loss_r"])
         return out

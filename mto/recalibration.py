@@ -31,15 +31,13 @@ def visible_to_masked_mass(probs: torch.Tensor, mask: torch.Tensor, num_prefix: 
     """``mean_{i in V} sum_{j in M} P_ij``: attention mass visible patch queries put on masked keys.
 
     Args:
-        probs: ``[B, H, T, T]`` attention probabilities (or ``[B, T, T]``).
+        probs: ``[..., B, T, T]`` head-averaged attention probabilities (any leading axes, e.g. layers).
         mask: ``[B, N]`` bool over patches, True = masked.
         num_prefix: prefix tokens in front of the patches.
     Returns:
-        scalar, averaged over heads, visible queries and the batch.
+        ``[...]``: averaged over visible queries and the batch.
     """
-    if probs.dim() == 4:
-        probs = probs.float().mean(dim=1)
-    patch = probs.float()[:, num_prefix:, num_prefix:]
-    mass = (patch * mask[:, None, :].float()).sum(dim=-1)  # [B, N] mass on masked keys
+    patch = probs.float()[..., num_prefix:, num_prefix:]
+    mass = (patch * mask[:, None, :].float()).sum(dim=-1)  # [..., B, N]: each query's mass on masked keys
     visible = (~mask).float()
-    return ((mass * visible).sum(dim=1) / visible.sum(dim=1).clamp_min(1.0)).mean()
+    return ((mass * visible).sum(dim=-1) / visible.sum(dim=-1).clamp_min(1.0)).mean(dim=-1)

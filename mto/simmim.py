@@ -8,6 +8,8 @@ pixels only.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
@@ -34,6 +36,8 @@ class SimMIM(MaskedImageModel):
         self.mask_ratio = mim.mask_ratio
         block_px = mim.mask_patch_size or self.patch_size * (2 if self.grid % 2 == 0 else 1)
         self.mask_block = block_px // self.patch_size
+        blocks = (self.grid // self.mask_block) ** 2
+        self.num_masked = min(blocks, math.ceil(blocks * self.mask_ratio)) * self.mask_block**2
         self.mask_token = new_mask_token(encoder.embed_dim)
         self.in_chans = encoder.patch_embed.proj.in_channels
         self.decoder = nn.Sequential(

@@ -22,7 +22,7 @@ import torch
 from mto.config import ConfigError, TrialConfig
 from mto.data import ImageData, augment, crop_params, load_data, normalize
 from mto.heterogeneity import affinity_map, similarity, token_heterogeneity
-from mto.masking import masked_first
+from mto.masking import masked_first_order
 from mto.methods import build_model
 from mto.models import MaskedImageModel
 from mto.probes import knn_top1, linear_probe
@@ -193,7 +193,7 @@ class Trainer:
         metrics = {f"hetero/l{l:02d}": token_heterogeneity(x, self.eval_mask, tau).item() for l, x in tokens.items()}
         arrays = {}
         if with_affinity:
-            order = masked_first(self.eval_mask[0])
+            order = masked_first_order(self.eval_mask[0])
             maps = [affinity_map(similarity(tokens[l][:1], tau))[0][order][:, order] for l in sorted(tokens)]
             arrays = {"affinity": torch.stack(maps).cpu().numpy(),
                       "num_masked": np.array(int(self.eval_mask[0].sum()))}

@@ -2,7 +2,9 @@ import math
 
 import torch
 
-from mto.heterogeneity import attention_logits, heterogeneity, masked_row_entropy, similarity, token_heterogeneity
+from mto.heterogeneity import (attention_logits, heterogeneity, masked_row_entropy, similarity, split_attention_heterogeneity,
+                               split_heterogeneity, token_heterogeneity)
+from mto.masking import masked_first_order, random_masking
 
 
 def _mask(n=6, masked=(0, 1)):
@@ -70,3 +72,21 @@ def test_heterogeneity_has_finite_gradients_with_masked_columns():
     mask[:, :3] = True
     token_heterogeneity(x, mask, tau=0.1).backward()
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_split_form_equals_the_definition_for_a_stack_of_layers():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 4, 16, 8, generator=g)  # 3 layers, batch 4, 16 tokens
+    mask = random_masking(4, 16, 0.6, generator=g)
+    fast = split_heterogeneity(x, masked_first_order(mask), int(mask[0].sum()), tau=0.2)
+    slow = torch.stack([heterogeneity(similarity(x[k], 0.2), mask) for k in range(3)])
+    assert torch.allclose(fast, slow, atol=1e-6)
+
+
+def test_split_attention_form_equals_the_definition():
+    g = torch.Generator().manual_seed(1)
+    probs = torch.rand(2, 4, 16, 16, generator=g).softmax(-1)  # 2 layers, head-averaged
+    mask = random_masking(4, 16, 0.5, generator=g)
+    fast = split_attention_heterogeneity(probs, masked_first_order(mask), int(mask[0].sum()))
+    slow = torch.stack([heterogeneity(attention_logits(probs[k]), mask) for k in range(2)])
+    assert torch.allclose(fast, slow, atol=1e-5)

@@ -1,6 +1,6 @@
 import torch
 
-from mto.masking import block_masking, masked_first, num_masked, random_masking
+from mto.masking import block_masking, masked_first_order, num_masked, random_masking
 
 
 def test_random_masking_keeps_exactly_int_n_times_one_minus_r():
@@ -24,5 +24,5 @@ def test_block_masking_masks_whole_blocks_with_exact_counts():
 
 
 def test_masked_first_orders_masked_tokens_first_stably():
-    order = masked_first(torch.tensor([False, True, False, True]))
-    assert order.tolist() == [1, 3, 0, 2]
+    order = masked_first_order(torch.tensor([[False, True, False, True], [True, False, False, True]]))
+    assert order.tolist() == [[1, 3, 0, 2], [0, 3, 1, 2]]

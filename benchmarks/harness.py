@@ -1,0 +1,72 @@
+"""Shared timing harness for the benchmarks: ratios of things measured in one run.
+
+These machines are shared and noisy, so every figure is a ratio of two measurements taken in
+the same process, interleaved round by round (A B A B ...), each the median of several rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+from mto.config import DataConfig, MIMConfig, ModelConfig, MTOConfig, TrainConfig, TrialConfig
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def describe(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name()}"
+    return f"cpu: {torch.get_num_threads()} threads"
+
+
+def sized_config(method: str = "simmim", mto: MTOConfig | None = None, dev: torch.device | None = None,
+                 **mim) -> TrialConfig:
+    """The quickstart size on a CPU (tiny ViT, 16x16 digits, patch 2); ViT-Tiny/4 on 32x32 on a GPU."""
+    dev = dev or device()
+    mim_cfg = MIMConfig(method=method, **mim)
+    if dev.type == "cuda":
+        return TrialConfig(data=DataConfig(image_size=32), model=ModelConfig(preset="vit_tiny", patch_size=4),
+                           mim=mim_cfg, mto=mto or MTOConfig(), train=TrainConfig(batch_size=256))
+    return TrialConfig(mim=mim_cfg, mto=mto or MTOConfig(), train=TrainConfig(batch_size=128))
+
+
+def interleaved(candidates: dict[str, Callable[[], None]], *, rounds: int, dev: torch.device) -> dict[str, float]:
+    """Median seconds per call of each candidate, timed in shuffled order round after round."""
+    times: dict[str, list[float]] = {k: [] for k in candidates}
+    order = list(candidates)
+    rng = random.Random(0)
+    for fn in candidates.values():  # warm-up (allocator, kernels, caches)
+        fn()
+    for _ in range(rounds):
+        rng.shuffle(order)
+        for name in order:
+            sync(dev)
+            start = time.perf_counter()
+            candidates[name]()
+            sync(dev)
+            times[name].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def arguments(description: str) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds (median taken)")
+    p.add_argument("--steps", type=int, default=5, help="training steps per timed call")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args
