@@ -67,12 +67,18 @@ class LayerCapture:
 
 def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, *, num_prefix: int, attn_mask: torch.Tensor | None = None,
                token_layers: frozenset[int] = frozenset(), prob_layers: frozenset[int] = frozenset(),
-               ) -> tuple[torch.Tensor, LayerCapture]:
-    """Run ``blocks`` over ``x`` ``[B, T, D]``, capturing tokens/probabilities of the requested layers."""
+               inject: torch.Tensor | None = None) -> tuple[torch.Tensor, LayerCapture]:
+    """Run ``blocks`` over ``x`` ``[B, T, D]``, capturing tokens/probabilities of the requested layers.
+
+    ``inject`` (``[B, T, D]``), when given, is added to the input of every block after the first
+    (feature injection, as in BootMAE's decoders).
+    """
     capture = LayerCapture()
     if 0 in token_layers:
         capture.tokens[0] = x[:, num_prefix:]
     for l, blk in enumerate(blocks, start=1):
+        if inject is not None and l > 1:
+            x = x + inject
         if l in prob_layers:
             x, capture.probs[l] = block_forward(blk, x, attn_mask)
         else:

@@ -107,6 +107,7 @@ class MIMConfig:
     momentum: float = 0.996  # BootMAE / ConMIM: EMA rate of the momentum encoder
     feature_weight: float = 1.0  # BootMAE: weight of the feature-regression target
     contrast_temperature: float = 0.1  # ConMIM: InfoNCE temperature
+    perturb_std: float = 0.1  # ConMIM: Gaussian noise on the masked (online) view only
 
     def __post_init__(self) -> None:
         _check_choice("mim.method", self.method, METHODS)
@@ -118,6 +119,7 @@ class MIMConfig:
         _check(0 <= self.momentum < 1, "mim.momentum", self.momentum, "a number in [0, 1)")
         _check(self.feature_weight >= 0, "mim.feature_weight", self.feature_weight, "a number >= 0")
         _check(self.contrast_temperature > 0, "mim.contrast_temperature", self.contrast_temperature, "a number > 0")
+        _check(self.perturb_std >= 0, "mim.perturb_std", self.perturb_std, "a number >= 0")
 
 
 @dataclass

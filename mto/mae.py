@@ -19,6 +19,33 @@ from mto.masking import num_masked, random_masking
 from mto.models import MaskedImageModel, new_mask_token, patchify
 
 
+class MAEDecoder(nn.Module):
+    """MAE's light decoder: embed the encoded visible tokens, fill the gaps with the mask token,
+    add a fixed 2D sin-cos position embedding, run ``blocks``, predict ``out_dim`` per patch."""
+
+    def __init__(self, *, enc_dim: int, dim: int, depth: int, heads: int, grid: int, out_dim: int, num_prefix: int):
+        super().__init__()
+        self.num_prefix, self.num_patches = num_prefix, grid * grid
+        self.embed = nn.Linear(enc_dim, dim)
+        self.mask_token = new_mask_token(dim)
+        self.register_buffer("pos_embed", build_sincos2d_pos_embed([grid, grid], dim)[None], persistent=False)
+        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio=4.0, qkv_bias=True) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+        self.pred = nn.Linear(dim, out_dim)
+
+    def tokens(self, latent: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Layer 0: visible tokens scattered back among mask tokens, plus position. ``[B, prefix + N, dim]``."""
+        x = self.embed(latent)
+        prefix, vis = x[:, : self.num_prefix], x[:, self.num_prefix:]
+        full = self.mask_token.to(vis.dtype).expand(vis.shape[0], self.num_patches, -1)
+        full = full.scatter(1, keep[..., None].expand(-1, -1, vis.shape[-1]), vis)
+        return torch.cat([prefix, full + self.pos_embed.to(full.dtype)], dim=1)
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-patch predictions ``[B, N, out_dim]`` (prefix tokens dropped)."""
+        return self.pred(self.norm(x))[:, self.num_prefix:]
+
+
 class MAE(MaskedImageModel):
     """MAE with an optional MTO objective on the decoder blocks.
 
@@ -35,16 +62,16 @@ class MAE(MaskedImageModel):
         self.num_masked = num_masked(self.num_patches, mim.mask_ratio)
         self.num_keep = self.num_patches - self.num_masked
         self.norm_pix_loss = mim.norm_pix_loss
-        in_chans = encoder.patch_embed.proj.in_channels
-        dim = mim.decoder_dim
-        self.decoder_embed = nn.Linear(encoder.embed_dim, dim)
-        self.mask_token = new_mask_token(dim)
-        pos = build_sincos2d_pos_embed([self.grid, self.grid], dim)  # fixed, as in MAE: [N, dim]
-        self.register_buffer("decoder_pos_embed", pos[None], persistent=False)
-        self.decoder_blocks = nn.ModuleList(
-            Block(dim, mim.decoder_heads, mlp_ratio=4.0, qkv_bias=True) for _ in range(mim.decoder_depth))
-        self.decoder_norm = nn.LayerNorm(dim)
-        self.decoder_pred = nn.Linear(dim, self.patch_size**2 * in_chans)
+        self.in_chans = encoder.patch_embed.proj.in_channels
+        self.decoder = self.new_decoder(mim, self.patch_size**2 * self.in_chans)
+
+    @property
+    def mask_token(self) -> nn.Parameter:
+        return self.decoder.mask_token
+
+    def new_decoder(self, mim: MIMConfig, out_dim: int) -> MAEDecoder:
+        return MAEDecoder(enc_dim=self.encoder.embed_dim, dim=mim.decoder_dim, depth=mim.decoder_depth,
+                          heads=mim.decoder_heads, grid=self.grid, out_dim=out_dim, num_prefix=self.num_prefix)
 
     def sample_mask(self, batch: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
         return random_masking(batch, self.num_patches, self.mask_ratio, generator=generator, device=device)
@@ -69,28 +96,29 @@ class MAE(MaskedImageModel):
             x = blk(x)
         return enc.norm(x)
 
-    def decoder_input(self, latent: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        """Layer 0 of the MTO stack: visible tokens scattered back among mask tokens, plus position."""
-        x = self.decoder_embed(latent)
-        prefix, vis = x[:, : self.num_prefix], x[:, self.num_prefix:]
-        full = self.mask_token.to(vis.dtype).expand(vis.shape[0], self.num_patches, -1)
-        full = full.scatter(1, keep[..., None].expand(-1, -1, vis.shape[-1]), vis)
-        return torch.cat([prefix, full + self.decoder_pos_embed.to(full.dtype)], dim=1)
-
     def reconstruct(self, images: torch.Tensor, mask: torch.Tensor, *, token_layers: frozenset[int],
-                    prob_layers: frozenset[int]) -> tuple[dict[str, torch.Tensor], LayerCapture]:
+                    prob_layers: frozenset[int]) -> tuple[dict[str, torch.Tensor], list[LayerCapture]]:
         keep = self.keep_indices(mask)
-        x0 = self.decoder_input(self.forward_encoder(images, keep), keep)
-        x, capture = self.run_stack(self.decoder_blocks, x0, mask, token_layers, prob_layers)
-        pred = self.decoder_pred(self.decoder_norm(x))[:, self.num_prefix:]
-        return {"loss_mim": self.masked_mse(pred, images, mask)}, capture
+        latent = self.forward_encoder(images, keep)
+        x, capture = self.run_stack(self.decoder.blocks, self.decoder.tokens(latent, keep), mask, token_layers,
+                                    prob_layers)
+        return {"loss_mim": self.masked_mse(self.decoder.head(x), images, mask)}, [capture]
 
-    def masked_mse(self, pred: torch.Tensor, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Mean squared error per patch, averaged over masked patches only (the MAE loss)."""
+    def pixel_target(self, images: torch.Tensor) -> torch.Tensor:
+        """Per-patch pixels ``[B, N, p*p*C]``, normalised per patch when ``norm_pix_loss``."""
         target = patchify(images.float(), self.patch_size)
         if self.norm_pix_loss:
             mean, var = target.mean(dim=-1, keepdim=True), target.var(dim=-1, keepdim=True)
             target = (target - mean) / (var + 1e-6) ** 0.5
-        per_patch = ((pred.float() - target) ** 2).mean(dim=-1)
-        m = mask.float()
-        return (per_patch * m).sum() / m.sum()
+        return target
+
+    def masked_mse(self, pred: torch.Tensor, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Mean squared error per patch, averaged over masked patches only (the MAE loss)."""
+        return masked_mean_mse(pred, self.pixel_target(images), mask)
+
+
+def masked_mean_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``mean_{masked patches} mean_dim (pred - target)^2`` for ``[B, N, C]`` predictions and targets."""
+    per_patch = ((pred.float() - target.float()) ** 2).mean(dim=-1)
+    m = mask.float()
+    return (per_patch * m).sum() / m.sum()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from mto.bootmae import BootMAE
 from mto.config import TrialConfig
+from mto.conmim import ConMIM
 from mto.mae import MAE
 from mto.models import MaskedImageModel, create_vit
 from mto.simmim import SimMIM
 
-METHODS: dict[str, type[MaskedImageModel]] = {"simmim": SimMIM, "mae": MAE}
+METHODS: dict[str, type[MaskedImageModel]] = {"simmim": SimMIM, "mae": MAE, "bootmae": BootMAE, "conmim": ConMIM}
 
 
 def build_model(cfg: TrialConfig, in_chans: int) -> MaskedImageModel:

@@ -84,33 +84,38 @@ class MaskedImageModel(nn.Module, ABC):
 
     @abstractmethod
     def reconstruct(self, images: torch.Tensor, mask: torch.Tensor, *, token_layers: frozenset[int],
-                    prob_layers: frozenset[int]) -> tuple[dict[str, torch.Tensor], LayerCapture]:
-        """The method's own losses (``loss_mim`` and any parts) and the MTO stack's capture."""
+                    prob_layers: frozenset[int]) -> tuple[dict[str, torch.Tensor], list[LayerCapture]]:
+        """The method's own losses (``loss_mim`` and any parts) and the capture of each MTO stack
+        (one for most methods; BootMAE has two decoders)."""
 
     def forward(self, images: torch.Tensor, mask: torch.Tensor, lambda_factor: float = 1.0) -> dict[str, torch.Tensor]:
         """All losses of one step: ``loss`` (to minimise), ``loss_mim``, ``loss_spa``, ``loss_e``, ``loss_r``."""
         obj = self.objective
-        parts, capture = self.reconstruct(images, mask, token_layers=obj.token_layers, prob_layers=obj.prob_layers)
-        mto = obj.losses(capture, mask, self.num_prefix, self.num_masked, lambda_factor)
+        parts, captures = self.reconstruct(images, mask, token_layers=obj.token_layers, prob_layers=obj.prob_layers)
+        per_stack = [obj.losses(c, mask, self.num_prefix, self.num_masked, lambda_factor) for c in captures]
+        mto = {k: sum(s[k] for s in per_stack) / len(per_stack) for k in per_stack[0]}  # mean over stacks
         loss_mto = mto.pop("loss_mto")
         # Inactive MTO adds nothing at all, so the loss is bit-for-bit the plain method's.
         loss = parts["loss_mim"] + loss_mto if obj.cfg.active else parts["loss_mim"]
         return {"loss": loss, **parts, **mto}
 
+    def on_step_end(self) -> None:
+        """Called after each optimiser step (momentum encoders update here)."""
+
     def stack_tokens(self, images: torch.Tensor, mask: torch.Tensor) -> LayerCapture:
-        """Patch tokens of every layer 0..L of the MTO stack (for heterogeneity profiles and affinity maps)."""
+        """Patch tokens of every layer 0..L of the (first) MTO stack, for heterogeneity profiles and affinity maps."""
         everything = frozenset(range(self.objective.num_layers + 1))
-        return self.reconstruct(images, mask, token_layers=everything, prob_layers=frozenset())[1]
+        return self.reconstruct(images, mask, token_layers=everything, prob_layers=frozenset())[1][0]
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Frozen features for the probes: the encoder on the whole image, ``[B, D]``."""
         return encode_patches(self.encoder, images)
 
     def run_stack(self, blocks: nn.ModuleList, x: torch.Tensor, mask: torch.Tensor, token_layers: frozenset[int],
-                  prob_layers: frozenset[int]) -> tuple[torch.Tensor, LayerCapture]:
+                  prob_layers: frozenset[int], inject: torch.Tensor | None = None) -> tuple[torch.Tensor, LayerCapture]:
         """Run the MTO stack with the hard recalibration mask (if any) and the requested captures."""
         return run_blocks(blocks, x, num_prefix=self.num_prefix, attn_mask=self.objective.attn_mask(mask, self.num_prefix),
-                          token_layers=token_layers, prob_layers=prob_layers)
+                          token_layers=token_layers, prob_layers=prob_layers, inject=inject)
 
 
 def new_mask_token(dim: int) -> nn.Parameter:

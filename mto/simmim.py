@@ -57,12 +57,17 @@ class SimMIM(MaskedImageModel):
         return enc.norm_pre(enc.patch_drop(enc._pos_embed(x)))
 
     def reconstruct(self, images: torch.Tensor, mask: torch.Tensor, *, token_layers: frozenset[int],
-                    prob_layers: frozenset[int]) -> tuple[dict[str, torch.Tensor], LayerCapture]:
-        x, capture = self.run_stack(self.encoder.blocks, self.embed(images, mask), mask, token_layers, prob_layers)
-        z = self.encoder.norm(x)[:, self.num_prefix:]  # [B, N, D]
+                    prob_layers: frozenset[int]) -> tuple[dict[str, torch.Tensor], list[LayerCapture]]:
+        z, capture = self.encode_masked(images, mask, token_layers, prob_layers)
         b, n, d = z.shape
         pred = self.decoder(z.transpose(1, 2).reshape(b, d, self.grid, self.grid))  # [B, C, H, W]
-        return {"loss_mim": self.masked_l1(pred, images, mask)}, capture
+        return {"loss_mim": self.masked_l1(pred, images, mask)}, [capture]
+
+    def encode_masked(self, images: torch.Tensor, mask: torch.Tensor, token_layers: frozenset[int],
+                      prob_layers: frozenset[int]) -> tuple[torch.Tensor, LayerCapture]:
+        """The encoder (the MTO stack) on the masked view: final normed patch tokens ``[B, N, D]`` and the capture."""
+        x, capture = self.run_stack(self.encoder.blocks, self.embed(images, mask), mask, token_layers, prob_layers)
+        return self.encoder.norm(x)[:, self.num_prefix:], capture
 
     def masked_l1(self, pred: torch.Tensor, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """L1 over masked pixels only, averaged over them and the channels (the SimMIM loss)."""

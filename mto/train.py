@@ -28,7 +28,6 @@ from mto.models import MaskedImageModel
 from mto.probes import knn_top1, linear_probe
 from mto.schedules import lambda_factor, learning_rate
 
-LOSS_KEYS = ("loss", "loss_mim", "loss_spa", "loss_e", "loss_r")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -99,8 +98,8 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)  # weights are initialised on the CPU: same start on any device
         self.model: MaskedImageModel = build_model(cfg, data.in_chans).to(self.device)
         self.step_model = torch.compile(self.model) if cfg.train.compile else self.model
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=0.0, betas=(0.9, 0.95),
-                                           weight_decay=cfg.train.weight_decay)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]  # not the momentum encoders
+        self.optimizer = torch.optim.AdamW(trainable, lr=0.0, betas=(0.9, 0.95), weight_decay=cfg.train.weight_decay)
         self.generator = torch.Generator().manual_seed(cfg.train.seed)
         self.steps_per_epoch = n // cfg.train.batch_size
         self.peak_lr = cfg.train.base_lr * cfg.train.batch_size / 256
@@ -129,7 +128,7 @@ class Trainer:
         masks = self.model.sample_mask(n, self.generator, torch.device("cpu"))
         order, crops, masks = (t.to(self.device, non_blocking=True) for t in (order, crops, masks))
         self.model.train()
-        sums = torch.zeros(len(LOSS_KEYS), device=self.device)
+        sums, keys = None, []
         start = time.perf_counter()
         for step in range(steps):
             done = self.epoch + step / steps  # fractional epochs completed
@@ -147,13 +146,16 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-            sums += torch.stack([out[k].detach().float() for k in LOSS_KEYS])
+            self.model.on_step_end()
+            keys = keys or sorted(out)  # loss, loss_mim, loss_e, ... and a method's own parts
+            step_losses = torch.stack([out[k].detach().float() for k in keys])
+            sums = step_losses if sums is None else sums + step_losses
         means = (sums / steps).tolist()  # the epoch's one host sync
         elapsed = time.perf_counter() - start
         if not all(np.isfinite(means)):
             raise NonFiniteLossError(f"non-finite training loss at epoch {self.epoch + 1}: "
-                                     + ", ".join(f"{k}={v}" for k, v in zip(LOSS_KEYS, means)))
-        metrics = {f"train/{k}": v for k, v in zip(LOSS_KEYS, means)}
+                                     + ", ".join(f"{k}={v}" for k, v in zip(keys, means)))
+        metrics = {f"train/{k}": v for k, v in zip(keys, means)}
         metrics.update({"train/lr": lr, "perf/img_per_s": n / elapsed, "perf/epoch_s": elapsed})
         return metrics
 
@@ -202,12 +204,14 @@ class Trainer:
     # ---- checkpoints ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "generator": self.generator.get_state(), "history": list(self.history)}
+                "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
+                "history": list(self.history)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])  # ConMIM's perturbation noise
         self.epoch, self.history = int(state["epoch"]), list(state["history"])
 
 
