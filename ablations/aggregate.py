@@ -115,15 +115,15 @@ def aggregate(summaries: list[TrialSummary]) -> list[GroupRow]:
     return rows
 
 
-def shown_rows(rows: list[GroupRow]) -> list[GroupRow]:
-    """The rows worth a figure: every reference row, and each other arm's best grid point by mean RAUC."""
+def shown_rows(rows: list[GroupRow], limit: int = 6) -> list[GroupRow]:
+    """The rows worth a figure: every reference row, then the best grid point of each other arm
+    (by mean RAUC), best arms first, up to ``limit`` of those (more lines would be unreadable)."""
+    refs = [r for r in rows if r.is_reference]
     best: dict[str, GroupRow] = {}
     for r in rows:
-        if r.is_reference:
-            best[f"ref:{r.label}"] = r
-        elif r.arm not in best or _key(r) > _key(best[r.arm]):
+        if not r.is_reference and (r.arm not in best or _key(r) > _key(best[r.arm])):
             best[r.arm] = r
-    return list(best.values())
+    return refs + sorted(best.values(), key=_key, reverse=True)[:limit]
 
 
 def _key(r: GroupRow) -> float:

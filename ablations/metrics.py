@@ -99,7 +99,9 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95, seed: int = 0) ->
         return Interval(m, math.nan, math.nan, 1)
     if np.ptp(x) == 0:
         return Interval(m, m, m, int(x.size))
-    res = stats.bootstrap((x,), np.mean, confidence_level=confidence, method="percentile", n_resamples=9999,
+    # 2,000 resamples: ample for a percentile interval over a handful of seeds (5 seeds have only
+    # 3,125 distinct resamples), and it keeps a 1,000-trial report fast.
+    res = stats.bootstrap((x,), np.mean, confidence_level=confidence, method="percentile", n_resamples=2000,
                           rng=np.random.default_rng(seed))
     return Interval(m, float(res.confidence_interval.low), float(res.confidence_interval.high), int(x.size))
 

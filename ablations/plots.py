@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 from ablations.aggregate import GroupRow  # noqa: E402
 from ablations.metrics import band  # noqa: E402
 
-DPI = 120
+DPI = 100
 
 
 def _scale(metric: str) -> tuple[float, str]:

@@ -27,7 +27,7 @@ from rich.table import Table
 
 from ablations import plots
 from ablations.aggregate import GroupRow, TrialSummary, aggregate, shown_rows, summarize
-from ablations.results import ReportError, StudyRecord, TrialRecord, history, load_study
+from ablations.results import ReportError, StudyRecord, TrialRecord, histories, load_study
 from ablations.tables import AblationTable, ablation_table, trials_frame
 from ablations.tracking import resolve_tracking_uri
 
@@ -95,10 +95,14 @@ def build_report(uri: str, *, parent_run_id: Optional[str] = None, experiment: O
                     Path(out or Path("reports") / record.experiment / record.parent_name))
     report.folder.mkdir(parents=True, exist_ok=True)
     client = MlflowClient(uri)
+    pending = _log_summaries(client, report) if log else []  # written in the background meanwhile
     figures = _figures(client, report, epochs)
     _write(report, figures, formats)
+    for future in pending:
+        future.wait()
     if log:
-        _log(client, report)
+        for path in report.files:
+            client.log_artifact(record.parent_run_id, str(path), "report")
     return report
 
 
@@ -115,21 +119,20 @@ def _figures(client: MlflowClient, report: Report, epochs: Optional[list[int]]) 
     return figures
 
 
-def _heterogeneity_profiles(client: MlflowClient, rows: list[GroupRow], wanted: Optional[list[int]]
-                            ) -> dict[str, dict[int, np.ndarray]]:
-    """Mean over seeds of ``hetero/lNN`` at the chosen epochs, per shown row."""
+def _heterogeneity_profiles(client: MlflowClient, rows: list[GroupRow], wanted: Optional[list[int]],
+                            seeds: int = 3) -> dict[str, dict[int, np.ndarray]]:
+    """Mean over (up to ``seeds``) seeds of ``hetero/lNN`` at the chosen epochs, per shown row."""
+    trials = [s.trial for row in rows for s in row.summaries[:seeds]]
+    keys = sorted({k for t in trials for k in t.metric_keys if k.startswith("hetero/l")})
+    curves = {k: histories(client, [t.run_id for t in trials], k) for k in keys}
     out: dict[str, dict[int, np.ndarray]] = {}
     for row in rows:
-        per_trial = []
-        for s in row.summaries:
-            keys = sorted(k for k in client.get_run(s.trial.run_id).data.metrics if k.startswith("hetero/l"))
-            curves = [history(client, s.trial.run_id, k) for k in keys]
-            if curves and all(c is not None for c in curves):
-                per_trial.append(curves)
+        per_trial = [[curves[k][s.trial.run_id] for k in keys] for s in row.summaries[:seeds]
+                     if keys and all(s.trial.run_id in curves[k] for k in keys)]
         if not per_trial:
             continue
         available = [int(e) for e in per_trial[0][0][0]]
-        out[row.label] = {e: np.mean([[np.interp(e, c[0], c[1]) for c in curves] for curves in per_trial], axis=0)
+        out[row.label] = {e: np.mean([[np.interp(e, c[0], c[1]) for c in trial] for trial in per_trial], axis=0)
                           for e in plots.chosen_epochs(available, wanted)}
     return out
 
@@ -194,16 +197,16 @@ def _put(path: Path, text: str) -> Path:
     return path
 
 
-def _log(client: MlflowClient, report: Report) -> None:
-    """``summary/*`` on each trial run; the report's files on the parent run under ``report/``."""
+def _log_summaries(client: MlflowClient, report: Report) -> list:
+    """Queue ``summary/*`` metrics for each trial run (MLflow's asynchronous logging); returns the futures."""
     now = int(time.time() * 1000)
+    futures = []
     for s in report.summaries:
         values = {"summary/auc": s.auc, "summary/rauc": s.rauc, "summary/final": s.final, "summary/best": s.best,
                   "summary/epochs_to_target": s.epochs_to_target, "summary/speedup": s.speedup}
         metrics = [Metric(k, float(v), now, 0) for k, v in values.items() if v is not None and not np.isnan(v)]
-        client.log_batch(s.trial.run_id, metrics=metrics)
-    for path in report.files:
-        client.log_artifact(report.record.parent_run_id, str(path), "report")
+        futures.append(client.log_batch(s.trial.run_id, metrics=metrics, synchronous=False))
+    return futures
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:

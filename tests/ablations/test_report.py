@@ -110,3 +110,16 @@ def test_report_refuses_missing_studies_and_metrics_with_exit_2(store, capsys, a
     uri, _ = store
     assert main([*args, "--tracking-uri", uri, "--no-log"]) == 2
     assert message in " ".join(capsys.readouterr().err.split())
+
+
+def test_bulk_history_reading_equals_per_run_reading(store):
+    from ablations.results import histories
+
+    uri, parent = store
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_run(parent).info.experiment_id], "tags.`ablation.role` = 'trial'")
+    got = histories(client, [r.info.run_id for r in runs], "eval/linear_top1")
+    for r in runs:
+        points = sorted((m.step, m.value) for m in client.get_metric_history(r.info.run_id, "eval/linear_top1"))
+        assert got[r.info.run_id][0].tolist() == [s for s, _ in points]
+        assert got[r.info.run_id][1].tolist() == [v for _, v in points]
