@@ -86,7 +86,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         from ablations.report import build_report  # deferred: imports pandas, scipy, matplotlib
 
         try:
-            report = build_report(outcome.tracking_uri, parent_run_id=outcome.parent_run_id)
+            report = build_report(outcome.tracking_uri, parent_run_id=outcome.parent_run_id,
+                                  epochs=study.spec.report_epochs or None)
             out.print(report.terminal_table())
             err.print(f"report: {report.folder}", highlight=False, soft_wrap=True)
         except Exception as e:  # noqa: BLE001 - the runs are safe in MLflow; the report can be rebuilt

@@ -6,6 +6,8 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from ablations.study import load_study
+
 from .conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.slow
@@ -27,11 +29,12 @@ def test_quickstart_report_has_every_format_and_numbers_from_the_histories(tmp_p
     assert "RAUC" in proc.stdout and "simmim" in proc.stdout
 
     client = MlflowClient(uri)
+    metric = load_study(ROOT / "studies" / "quickstart.yaml").spec.target.metric
     trials = pd.read_csv(folder / "trials.csv").set_index("trial")
     assert sorted(trials.index) == ["simmim+mto-s0", "simmim+mto-s1", "simmim-s0", "simmim-s1"]
     curves = {}
     for name, row in trials.iterrows():
-        hist = sorted((m.step, m.value) for m in client.get_metric_history(row.run_id, "eval/linear_top1"))
+        hist = sorted((m.step, m.value) for m in client.get_metric_history(row.run_id, metric))
         curves[name] = (np.array([e for e, _ in hist], float), np.array([v for _, v in hist]))
         assert [e for e, _ in hist] == [1, 2, 3, 4]
     for name, row in trials.iterrows():
