@@ -25,7 +25,7 @@ from typing import Any, Optional
 
 from ablations.callbacks import SESSIONS, DriverSession, StudyCallback
 from ablations.progress import TrialBoard
-from ablations.study import Study, StudyError, _short
+from ablations.study import Study, StudyError, short_value
 from ablations.tracking import (FAILURE, REFERENCE_ARM, TARGET_FRACTION, TARGET_METRIC, TRIAL, StudyTracker,
                                 check_tracking, dump_json, resolve_tracking_uri)
 from ablations.trainable import OBJECTIVE, trial_function
@@ -97,7 +97,7 @@ def _trial_name(trial: Any) -> str:
     params = trial.config
     if "seed" not in params:
         return params["trial"]
-    sample = "".join(f"-{k.split('.')[-1]}={_short(round(v, 4) if isinstance(v, float) else v)}"
+    sample = "".join(f"-{k.split('.')[-1]}={short_value(round(v, 4) if isinstance(v, float) else v)}"
                      for k, v in sorted(params.items()) if k not in ("trial", "seed"))
     return f"{params['trial']}-s{params['seed']}-o{trial.trial_id.split('_')[-1]}{sample}"
 
@@ -175,7 +175,7 @@ def run_study(study: Study, *, resume: bool = False, tracking_uri: Optional[str]
     state: dict[str, Any] = {}
     if resume:
         state = json.loads((folder / STATE_FILE).read_text())
-        if state["study"] != study.raw:
+        if state["study"] != json.loads(dump_json(study.raw)):  # compared as stored (JSON)
             raise StudyError(study.source, [f"--resume: the study differs from the interrupted invocation in {folder}; "
                                             "resume it with the same file and --set values, or start afresh"])
     uri = resolve_tracking_uri(tracking_uri or state.get("tracking_uri") or study.spec.tracking.uri)

@@ -391,11 +391,11 @@ def _expand(spec: StudySpec, source: str, lines: dict) -> list[TrialSpec]:
 
 def trial_name(arm: str, seed: int, point: dict[str, Any], axes: dict[str, list]) -> str:
     """``<arm>-s<seed>`` plus ``-<leaf>=<value>`` for each grid axis with more than one value."""
-    extra = "".join(f"-{k.split('.')[-1]}={_short(v)}" for k, v in point.items() if len(axes[k]) > 1)
+    extra = "".join(f"-{k.split('.')[-1]}={short_value(v)}" for k, v in point.items() if len(axes[k]) > 1)
     return f"{arm}-s{seed}{extra}"
 
 
-def _short(v: Any) -> str:
+def short_value(v: Any) -> str:
     if isinstance(v, list):
         return "[" + ",".join(map(str, v)) + "]"
     return f"{v:g}" if isinstance(v, float) else str(v)

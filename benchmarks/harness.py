@@ -43,6 +43,28 @@ def sized_config(method: str = "simmim", mto: MTOConfig | None = None, dev: torc
     return TrialConfig(mim=mim_cfg, mto=mto or MTOConfig(), train=TrainConfig(batch_size=128))
 
 
+def training_steps(trainer, steps: int, loss_fn: Callable | None = None) -> Callable[[], None]:
+    """A closure running ``steps`` optimisation steps of ``trainer``'s model on one fixed batch.
+
+    ``loss_fn(model, images, mask)`` replaces the model's own loss (for hand-written references).
+    """
+    images = trainer._normalize(trainer.data.train_x[: trainer.cfg.train.batch_size])
+    mask = trainer.model.sample_mask(images.shape[0], torch.Generator().manual_seed(0), torch.device("cpu"))
+    mask = mask.to(trainer.device)
+    loss_fn = loss_fn or (lambda model, x, m: trainer.step_model(x, m)["loss"])
+
+    def run() -> None:
+        for _ in range(steps):
+            with trainer.autocast:
+                loss = loss_fn(trainer.model, images, mask)
+            loss.backward()
+            trainer.optimizer.step()
+            trainer.optimizer.zero_grad(set_to_none=True)
+            trainer.model.on_step_end()
+
+    return run
+
+
 def interleaved(candidates: dict[str, Callable[[], None]], *, rounds: int, dev: torch.device) -> dict[str, float]:
     """Median seconds per call of each candidate, timed in shuffled order round after round."""
     times: dict[str, list[float]] = {k: [] for k in candidates}

@@ -18,8 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from benchmarks.harness import arguments, describe, device, interleaved, sized_config  # noqa: E402
-from benchmarks.step_overhead import step_fn  # noqa: E402
+from benchmarks.harness import arguments, describe, device, interleaved, sized_config, training_steps  # noqa: E402
 from mto.mae import MAE  # noqa: E402
 from mto.models import patchify  # noqa: E402
 from mto.simmim import SimMIM  # noqa: E402
@@ -68,23 +67,6 @@ def mae_loss(m: MAE, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 REFERENCE = {"simmim": simmim_loss, "mae": mae_loss}
 
 
-def reference_fn(trainer: Trainer, steps: int):
-    images = trainer._normalize(trainer.data.train_x[: trainer.cfg.train.batch_size])
-    mask = trainer.model.sample_mask(images.shape[0], torch.Generator().manual_seed(0), torch.device("cpu"))
-    mask = mask.to(trainer.device)
-    loss_fn = REFERENCE[trainer.cfg.mim.method]
-
-    def run() -> None:
-        for _ in range(steps):
-            with trainer.autocast:
-                loss = loss_fn(trainer.model, images, mask)
-            loss.backward()
-            trainer.optimizer.step()
-            trainer.optimizer.zero_grad(set_to_none=True)
-
-    return run
-
-
 def main() -> None:
     args = arguments(__doc__.splitlines()[0])
     dev = device()
@@ -97,7 +79,8 @@ def main() -> None:
             mask = ours.model.sample_mask(8, torch.Generator().manual_seed(0), torch.device("cpu")).to(dev)
             a, b = ours.model(images, mask)["loss"], REFERENCE[method](ours.model, images, mask)
             assert torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-5), (method, a, b)
-        med = interleaved({"ours": step_fn(ours, args.steps), "reference": reference_fn(ref, args.steps)},
+        med = interleaved({"ours": training_steps(ours, args.steps),
+                           "reference": training_steps(ref, args.steps, REFERENCE[method])},
                           rounds=args.rounds, dev=dev)
         ratio = med["ours"] / med["reference"]
         worst = max(worst, ratio)

@@ -14,9 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
-
-from benchmarks.harness import arguments, describe, device, interleaved, sized_config  # noqa: E402
+from benchmarks.harness import arguments, describe, device, interleaved, sized_config, training_steps  # noqa: E402
 from mto.config import MTOConfig  # noqa: E402
 from mto.train import Trainer  # noqa: E402
 
@@ -28,24 +26,6 @@ VARIANTS = {
 METHODS = ("simmim", "mae", "bootmae", "conmim")
 
 
-def step_fn(trainer: Trainer, steps: int):
-    """A closure running ``steps`` optimisation steps of the trainer's model on one fixed batch."""
-    d = trainer.data
-    images = trainer._normalize(d.train_x[: trainer.cfg.train.batch_size])
-    mask = trainer.model.sample_mask(images.shape[0], torch.Generator().manual_seed(0), torch.device("cpu"))
-    mask = mask.to(trainer.device)
-
-    def run() -> None:
-        for _ in range(steps):
-            with trainer.autocast:
-                out = trainer.step_model(images, mask)
-            out["loss"].backward()
-            trainer.optimizer.step()
-            trainer.optimizer.zero_grad(set_to_none=True)
-
-    return run
-
-
 def main() -> None:
     args = arguments(__doc__.splitlines()[0])
     dev = device()
@@ -53,7 +33,7 @@ def main() -> None:
     worst = 0.0
     for method in METHODS:
         trainers = {v: Trainer(sized_config(method, mto, dev)) for v, mto in VARIANTS.items()}
-        med = interleaved({v: step_fn(t, args.steps) for v, t in trainers.items()}, rounds=args.rounds, dev=dev)
+        med = interleaved({v: training_steps(t, args.steps) for v, t in trainers.items()}, rounds=args.rounds, dev=dev)
         for v in ("soft", "hard"):
             ratio = med[v] / med["plain"]
             worst = max(worst, ratio)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional, Union
+from typing import Any, Optional, Union
 
 # A layer-depth schedule: "all", "none", "linear", "early:k", "exp:g", a list of layer
 # indices (ints) or a list of per-layer weights (floats, one per layer 0..L).

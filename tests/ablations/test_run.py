@@ -9,7 +9,7 @@ import time
 import pytest
 from mlflow import MlflowClient
 
-from .conftest import ROOT, TINY_BASE, run_cli, write_study
+from .conftest import ROOT, run_cli, write_study
 from .helpers import steps, study_runs
 
 pytestmark = pytest.mark.slow

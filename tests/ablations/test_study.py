@@ -1,6 +1,5 @@
 """Study files: validation at the edge (exit 2, one message per problem, nothing created) and expansion."""
 
-from pathlib import Path
 
 import pytest
 import yaml
