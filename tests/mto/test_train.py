@@ -74,3 +74,18 @@ def test_mto_variants_train(tiny_config, mim, mto):
     cfg = _with(tiny_config, train={"epochs": 1}, eval={"every": 1}, mim=mim, mto=mto)
     (h,) = run_trial(cfg).history
     assert np.isfinite(h["train/loss"]) and "eval/linear_top1" in h
+
+
+def test_probe_on_a_data_set_without_labels_is_refused_before_training(tiny_config, tmp_path):
+    from PIL import Image
+
+    for split in ("train", "val"):  # one class folder: images, but no labels to probe
+        (tmp_path / split / "all").mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (16, 16), (i * 60, 0, 0)).save(tmp_path / split / "all" / f"{i}.png")
+    cfg = _with(tiny_config, data={"name": "imagefolder", "path": str(tmp_path), "max_train": None},
+                train={"batch_size": 2})
+    with pytest.raises(ConfigError, match="eval.linear=True is invalid: the probes need labels"):
+        run_trial(cfg)
+    (h,) = run_trial(_with(cfg, eval={"linear": False, "knn": False}, train={"batch_size": 2, "epochs": 1})).history
+    assert "eval/linear_top1" not in h and np.isfinite(h["train/loss"])
