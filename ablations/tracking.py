@@ -206,10 +206,6 @@ class StudyTracker:
         self._last_epoch[run_id] = 0
         return run_id
 
-    def is_finished(self, name: str) -> bool:
-        run_id = self._runs.get(name)
-        return run_id is not None and self.client.get_run(run_id).info.status == "FINISHED"
-
     def log_epoch(self, run_id: str, epoch: int, metrics: dict[str, Any]) -> bool:
         """Log one epoch's metrics with ``step = epoch``; an epoch already logged is skipped (returns False)."""
         if epoch <= self._last_epoch.get(run_id, 0):
