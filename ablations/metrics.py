@@ -16,6 +16,11 @@ from scipy import stats
 Curve = tuple[np.ndarray, np.ndarray]  # (epochs, values), epochs increasing
 
 
+def is_accuracy(metric: str) -> bool:
+    """Whether a metric is an accuracy in [0, 1] (shown in % by tables and figures)."""
+    return metric.endswith("top1") or "acc" in metric
+
+
 def as_curve(epochs: Sequence[float], values: Sequence[float]) -> Curve:
     e, v = np.asarray(epochs, dtype=float), np.asarray(values, dtype=float)
     order = np.argsort(e, kind="stable")

@@ -20,13 +20,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ablations.aggregate import GroupRow  # noqa: E402
-from ablations.metrics import band  # noqa: E402
+from ablations.metrics import band, is_accuracy  # noqa: E402
 
 DPI = 100
 
 
 def _scale(metric: str) -> tuple[float, str]:
-    return (100.0, " (%)") if metric.endswith("top1") or "acc" in metric else (1.0, "")
+    return (100.0, " (%)") if is_accuracy(metric) else (1.0, "")
 
 
 def learning_curves(rows: list[GroupRow], metric: str, path: Path) -> Path:

@@ -179,7 +179,7 @@ class Study:
 
     def search_config(self, arm: str, seed: int, sample: dict[str, Any]) -> TrialConfig:
         """An arm's config with an Optuna sample applied (validated; raises ConfigError)."""
-        fixed = {k: v for k, v in _flatten(self.spec.variants[arm]).items() if not k.startswith("grid.")}
+        fixed, _ = arm_overrides(self.spec.variants[arm])
         return _validate_trial(apply_overrides(to_dict(self.spec.base), {**fixed, **sample, "train.seed": seed}))
 
 
@@ -341,7 +341,7 @@ def validate_study(raw: dict[str, Any], source: str, lines: Optional[dict[tuple,
     if problems:
         raise StudyError(source, problems)
 
-    trials = _expand(spec, source, lines)
+    trials = _expand(spec, source)
     if check_paths:
         checked = set()
         for t in trials:
@@ -357,15 +357,14 @@ def validate_study(raw: dict[str, Any], source: str, lines: Optional[dict[tuple,
     return Study(spec, source, trials, raw)
 
 
-def _expand(spec: StudySpec, source: str, lines: dict) -> list[TrialSpec]:
+def _expand(spec: StudySpec, source: str) -> list[TrialSpec]:
     """Arms x (study grid x arm grid) x seeds, each validated into a TrialConfig and paired with its reference."""
     problems, trials, names = [], [], set()
     base = to_dict(spec.base)
     axes_of, fixed_of = {}, {}
     for arm, overrides in spec.variants.items():
-        flat = _flatten(overrides)
-        axes_of[arm] = {**spec.grid, **{k[5:]: v for k, v in flat.items() if k.startswith("grid.")}}
-        fixed_of[arm] = {k: v for k, v in flat.items() if not k.startswith("grid.")}
+        fixed_of[arm], arm_grid = arm_overrides(overrides)
+        axes_of[arm] = {**spec.grid, **arm_grid}
     for arm in spec.variants:
         axes = axes_of[arm]
         keys = list(axes)
@@ -387,6 +386,13 @@ def _expand(spec: StudySpec, source: str, lines: dict) -> list[TrialSpec]:
     if problems:
         raise StudyError(source, problems)
     return trials
+
+
+def arm_overrides(variant: dict[str, Any]) -> tuple[dict[str, Any], dict[str, list]]:
+    """An arm's fixed dot-path settings and its own grid (``grid.<path>: [values]``)."""
+    flat = _flatten(variant)
+    fixed = {k: v for k, v in flat.items() if not k.startswith("grid.")}
+    return fixed, {k[len("grid."):]: v for k, v in flat.items() if k.startswith("grid.")}
 
 
 def trial_name(arm: str, seed: int, point: dict[str, Any], axes: dict[str, list]) -> str:

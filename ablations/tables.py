@@ -15,7 +15,7 @@ from typing import Callable, Optional
 import pandas as pd
 
 from ablations.aggregate import GroupRow, TrialSummary
-from ablations.metrics import Interval
+from ablations.metrics import Interval, is_accuracy
 
 
 @dataclass
@@ -31,7 +31,7 @@ class Column:
 
 
 def columns(metric: str) -> list[Column]:
-    pct = metric.endswith("top1") or "acc" in metric
+    pct = is_accuracy(metric)
     unit, scale = (" (%)", 100.0) if pct else ("", 1.0)
     name = metric.split("/")[-1].replace("_", " ")
     return [
