@@ -48,19 +48,11 @@ def training_steps(trainer, steps: int, loss_fn: Callable | None = None) -> Call
 
     ``loss_fn(model, images, mask)`` replaces the model's own loss (for hand-written references).
     """
-    images = trainer._normalize(trainer.data.train_x[: trainer.cfg.train.batch_size])
-    mask = trainer.model.sample_mask(images.shape[0], torch.Generator().manual_seed(0), torch.device("cpu"))
-    mask = mask.to(trainer.device)
-    loss_fn = loss_fn or (lambda model, x, m: trainer.step_model(x, m)["loss"])
+    images, mask = trainer.fixed_batch(trainer.cfg.train.batch_size)
 
     def run() -> None:
         for _ in range(steps):
-            with trainer.autocast:
-                loss = loss_fn(trainer.model, images, mask)
-            loss.backward()
-            trainer.optimizer.step()
-            trainer.optimizer.zero_grad(set_to_none=True)
-            trainer.model.on_step_end()
+            trainer.step(images, mask, loss_fn=loss_fn)
 
     return run
 

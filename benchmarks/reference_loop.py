@@ -75,8 +75,7 @@ def main() -> None:
     for method in REFERENCE:
         ours, ref = Trainer(sized_config(method, dev=dev)), Trainer(sized_config(method, dev=dev))
         with torch.no_grad():  # the same loss on the same batch and weights: the two paths agree
-            images = ours._normalize(ours.data.train_x[:8])
-            mask = ours.model.sample_mask(8, torch.Generator().manual_seed(0), torch.device("cpu")).to(dev)
+            images, mask = ours.fixed_batch(8)
             a, b = ours.model(images, mask)["loss"], REFERENCE[method](ours.model, images, mask)
             assert torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-5), (method, a, b)
         med = interleaved({"ours": training_steps(ours, args.steps),

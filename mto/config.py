@@ -13,41 +13,17 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
-# A layer-depth schedule: "all", "none", "linear", "early:k", "exp:g", a list of layer
-# indices (ints) or a list of per-layer weights (floats, one per layer 0..L).
-LayerSchedule = Union[str, list[int], list[float]]
+from mto.choices import (AFFINITIES, DATASETS, DECODER_METHODS, LAMBDA_SCHEDULES, METHODS, PRESETS, RECALIBRATIONS,
+                         preset_depth)
+from mto.errors import ConfigError, check as _check, check_choice as _check_choice
+from mto.schedules import LayerSchedule, check_layer_schedule, layer_weights
+
+__all__ = ["ConfigError", "DataConfig", "EvalConfig", "MIMConfig", "MTOConfig", "ModelConfig", "TrainConfig",
+           "TrialConfig", "from_dict", "to_dict"]
 
 _STRICT = {"extra": "forbid"}
-
-
-class ConfigError(ValueError):
-    """A configuration value is invalid. The message names the field, the value and what is allowed."""
-
-    def __init__(self, path: str, value: Any, allowed: str):
-        self.path, self.value, self.allowed = path, value, allowed
-        super().__init__(f"{path}={value!r} is invalid: {allowed}")
-
-    def __reduce__(self):  # picklable, so it crosses process boundaries (Ray workers) intact
-        return type(self), (self.path, self.value, self.allowed)
-
-
-def _check(ok: bool, path: str, value: Any, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(path, value, allowed)
-
-
-def _check_choice(path: str, value: Any, choices: tuple[str, ...]) -> None:
-    _check(value in choices, path, value, f"expected one of {', '.join(choices)}")
-
-
-DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
-PRESETS = ("tiny", "vit_tiny", "vit_small", "vit_base")
-METHODS = ("simmim", "mae", "bootmae", "conmim")
-AFFINITIES = ("cosine", "attention")
-RECALIBRATIONS = ("none", "soft", "hard")
-LAMBDA_SCHEDULES = ("constant", "linear_warmup", "cosine_decay")
 
 
 @dataclass
@@ -84,7 +60,7 @@ class ModelConfig:
     drop_path: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_choice("model.preset", self.preset, PRESETS)
+        _check_choice("model.preset", self.preset, tuple(PRESETS))
         _check(self.patch_size >= 1, "model.patch_size", self.patch_size, "an integer >= 1")
         for name in ("embed_dim", "depth", "num_heads"):
             v = getattr(self, name)
@@ -124,7 +100,7 @@ class MIMConfig:
 
 @dataclass
 class MTOConfig:
-    """Masked Token Optimization: DESIGN.md section 1.1. All weights 0 = the plain MIM method."""
+    """Masked Token Optimization: docs/method.md. All weights 0 = the plain MIM method."""
 
     __pydantic_config__ = _STRICT
     lambda_spa: float = 0.0  # weight of L_spa; used only with recalibration: soft
@@ -151,9 +127,6 @@ class MTOConfig:
         _check(self.lambda_spa == 0 or self.recalibration == "soft", "mto.lambda_spa", self.lambda_spa,
                "L_spa is the soft recalibration: set mto.recalibration: soft, or lambda_spa: 0")
         _check(self.lambda_warmup_epochs >= 0, "mto.lambda_warmup_epochs", self.lambda_warmup_epochs, "an integer >= 0")
-        # Deferred import: schedules.py imports ConfigError from here.
-        from mto.schedules import check_layer_schedule
-
         for name in ("layers_spa", "layers_e", "layers_r"):
             check_layer_schedule(f"mto.{name}", getattr(self, name))
 
@@ -253,16 +226,12 @@ class TrialConfig:
     @property
     def num_mto_layers(self) -> int:
         """L, the number of blocks MTO sees: the encoder's (SimMIM, ConMIM) or the decoder's (MAE, BootMAE)."""
-        if self.mim.method in ("mae", "bootmae"):
+        if self.mim.method in DECODER_METHODS:
             return self.mim.decoder_depth
-        from mto.models import preset_depth  # deferred: models imports this module
-
         return self.model.depth or preset_depth(self.model.preset)
 
     def _first_weighted_layer(self) -> Optional[int]:
         """The shallowest layer that L_e or L_r uses (None when both are off)."""
-        from mto.schedules import layer_weights
-
         layers = []
         for lam, sched in ((self.mto.lambda_e, self.mto.layers_e), (self.mto.lambda_r, self.mto.layers_r)):
             if lam > 0:

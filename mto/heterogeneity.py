@@ -1,4 +1,4 @@
-"""Heterogeneity between masked and visible tokens, measured with entropy (DESIGN.md 1.1).
+"""Heterogeneity between masked and visible tokens, measured with entropy (docs/method.md).
 
 For a masked token ``i`` the distribution ``p_i = softmax_{j in V}(S_ij)`` says how its
 affinity spreads over the visible tokens; its entropy, normalised by ``log |V|``, is 1 when the

@@ -1,4 +1,4 @@
-"""The three MTO losses as pure functions of per-layer values (DESIGN.md 1.1).
+"""The three MTO losses as pure functions of per-layer values (docs/method.md).
 
 Each takes the per-layer quantity and the layer weights ``w_l`` from ``mto.schedules``;
 layers with weight 0 do not contribute, and all-zero weights give a zero loss.

@@ -11,21 +11,9 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from mto.attention import LayerCapture, check_supported, run_blocks
+from mto.choices import PRESETS
 from mto.config import MTOConfig, ModelConfig
 from mto.objective import MTOObjective
-
-# preset -> (timm model name, embed_dim, depth, num_heads). "tiny" is our CPU size (DESIGN.md 7).
-PRESETS: dict[str, tuple[str, int, int, int]] = {
-    "tiny": ("vit_tiny_patch16_224", 64, 4, 4),
-    "vit_tiny": ("vit_tiny_patch16_224", 192, 12, 3),
-    "vit_small": ("vit_small_patch16_224", 384, 12, 6),
-    "vit_base": ("vit_base_patch16_224", 768, 12, 12),
-}
-
-
-def preset_depth(preset: str) -> int:
-    return PRESETS[preset][2]
-
 
 def create_vit(cfg: ModelConfig, *, img_size: int, in_chans: int) -> VisionTransformer:
     """A randomly initialised timm ``VisionTransformer`` (no head) for the preset and sizes.

@@ -1,4 +1,4 @@
-"""MTO as a plug-in objective on one stack of ViT blocks (DESIGN.md 1.1).
+"""MTO as a plug-in objective on one stack of ViT blocks (docs/method.md).
 
 ``MTOObjective`` decides, from the config, which layers must be captured during the forward
 pass (tokens for cosine heterogeneity, attention probabilities for L_spa or attention

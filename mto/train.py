@@ -29,7 +29,6 @@ from mto.probes import knn_top1, linear_probe
 from mto.schedules import lambda_factor, learning_rate
 
 
-
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite."""
 
@@ -38,7 +37,7 @@ class NonFiniteLossError(FloatingPointError):
 class EpochReport:
     """What a trial reports after each epoch (1-based).
 
-    ``metrics`` uses the names of DESIGN.md section 6. ``arrays`` holds the affinity maps
+    ``metrics`` uses the names listed in docs/method.md ("Logged metrics"). ``arrays`` holds the affinity maps
     (``affinity``: ``[L+1, N, N]``, masked tokens first; ``num_masked``) at ``eval.affinity_epochs``.
     ``checkpoint`` is the state to save when a checkpoint is due (pass it back as ``resume``).
     """
@@ -117,10 +116,34 @@ class Trainer:
         g = torch.Generator().manual_seed(10_000 + self.cfg.train.seed)
         n = min(self.cfg.eval.hetero_batch, self.data.test_x.shape[0])
         mask = self.model.sample_mask(n, g, torch.device("cpu")).to(self.device)
-        return self._normalize(self.data.test_x[:n]), mask
+        return self.normalize(self.data.test_x[:n]), mask
 
-    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 images of this data set -> standardised float images on the device."""
         return normalize(x, self.data.mean, self.data.std)
+
+    def fixed_batch(self, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``n`` training images (normalised) and a seeded mask: a batch for timing and checks."""
+        images = self.normalize(self.data.train_x[:n])
+        mask = self.model.sample_mask(n, torch.Generator().manual_seed(seed), torch.device("cpu"))
+        return images, mask.to(self.device)
+
+    def step(self, images: torch.Tensor, mask: torch.Tensor, factor: float = 1.0,
+             loss_fn: Optional[Callable[[MaskedImageModel, torch.Tensor, torch.Tensor], torch.Tensor]] = None
+             ) -> dict[str, torch.Tensor]:
+        """One optimisation step on a batch (learning rate as currently set); returns the step's losses.
+
+        ``loss_fn(model, images, mask)`` replaces the model's own loss (hand-written references in benchmarks).
+        """
+        with self.autocast:
+            out = {"loss": loss_fn(self.model, images, mask)} if loss_fn else self.step_model(images, mask, factor)
+        out["loss"].backward()
+        if self.cfg.train.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.model.on_step_end()
+        return out
 
     # ---- training -------------------------------------------------------------------------
     def train_epoch(self) -> dict[str, float]:
@@ -141,16 +164,9 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             sl = slice(step * b, (step + 1) * b)
-            images = augment(self._normalize(self.data.train_x[order[sl]]), crops[sl])
+            images = augment(self.normalize(self.data.train_x[order[sl]]), crops[sl])
             factor = lambda_factor(cfg.mto.lambda_schedule, done, cfg.train.epochs, cfg.mto.lambda_warmup_epochs)
-            with self.autocast:
-                out = self.step_model(images, masks[sl], factor)
-            out["loss"].backward()
-            if cfg.train.grad_clip:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.model.on_step_end()
+            out = self.step(images, masks[sl], factor)
             keys = keys or sorted(out)  # loss, loss_mim, loss_e, ... and a method's own parts
             step_losses = torch.stack([out[k].detach().float() for k in keys])
             sums = step_losses if sums is None else sums + step_losses
@@ -170,7 +186,7 @@ class Trainer:
         out = []
         for start in range(0, images.shape[0], chunk):
             with self.autocast:
-                out.append(self.model.features(self._normalize(images[start:start + chunk])).float())
+                out.append(self.model.features(self.normalize(images[start:start + chunk])).float())
         return torch.cat(out)
 
     def probe(self) -> dict[str, float]:
