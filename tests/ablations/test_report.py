@@ -6,9 +6,11 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from ablations.report import build_report, main
+from ablations.report import build_report
+from ablations.report.cli import main
 from ablations.study import TrialSpec
-from ablations.tracking import REFERENCE_ARM, TARGET_FRACTION, TARGET_METRIC, StudyTracker
+from ablations.contract import REFERENCE_ARM, TARGET_FRACTION, TARGET_METRIC
+from ablations.run.tracking import StudyTracker
 from mto.config import TrialConfig
 
 # arm -> seed -> linear-probe curve at epochs 2, 4, 6, 8
@@ -113,7 +115,7 @@ def test_report_refuses_missing_studies_and_metrics_with_exit_2(store, capsys, a
 
 
 def test_bulk_history_reading_equals_per_run_reading(store):
-    from ablations.results import histories
+    from ablations.report.reader import histories
 
     uri, parent = store
     client = MlflowClient(uri)

@@ -4,7 +4,7 @@
 import pytest
 import yaml
 
-from ablations.run import main
+from ablations.run.cli import main
 from ablations.study import StudyError, apply_set, load_study
 
 from .conftest import ROOT, TINY_BASE, write_study

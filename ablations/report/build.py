@@ -1,18 +1,15 @@
-"""``python -m ablations.report``: turn a study's MLflow runs into ablation tables and figures.
+"""A study invocation's report: tables (Markdown, CSV, LaTeX, HTML) and figures from its MLflow runs.
 
-Pick the study by its file, its experiment name or its parent run id (the latest invocation by
-default). Writes Markdown, CSV, LaTeX and a self-contained HTML page with the figures, logs
-``summary/*`` metrics on every trial run and the files as artifacts of the study's parent run,
-and prints the main table. Exit status 2 when the study, its reference or its metric is missing.
+``build_report`` reads the runs (``reader``), summarises each trial and aggregates over seeds
+(``aggregate``), writes the files, logs ``summary/*`` metrics on every trial run and attaches
+the files to the study's parent run.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,11 +22,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ablations import plots
-from ablations.aggregate import GroupRow, TrialSummary, aggregate, shown_rows, summarize
-from ablations.results import ReportError, StudyRecord, TrialRecord, histories, load_study
-from ablations.tables import AblationTable, ablation_table, trials_frame
-from ablations.tracking import resolve_tracking_uri
+from ablations.contract import AFFINITY_FOLDER, HETERO_PREFIX, REPORT_FOLDER, SUMMARY, resolve_tracking_uri
+from ablations.report import plots
+from ablations.report.aggregate import GroupRow, TrialSummary, aggregate, shown_rows, summarize
+from ablations.report.reader import ReportError, StudyRecord, TrialRecord, histories, load_study
+from ablations.report.tables import AblationTable, ablation_table, trials_frame
 
 FORMATS = ("md", "csv", "tex", "html")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -60,6 +57,10 @@ class Report:
     left_out: list[TrialRecord]
     folder: Path
     files: list[Path] = field(default_factory=list)
+
+    def left_out_lines(self) -> list[str]:
+        """One Markdown bullet per trial left out of the aggregates, with the reason."""
+        return [f"- {t.name}: {t.why_left_out()}" for t in sorted(self.left_out, key=lambda t: t.name)]
 
     def terminal_table(self) -> Table:
         """The main table for a terminal: the headline columns, each interval on its own line."""
@@ -102,7 +103,7 @@ def build_report(uri: str, *, parent_run_id: Optional[str] = None, experiment: O
         future.wait()
     if log:
         for path in report.files:
-            client.log_artifact(record.parent_run_id, str(path), "report")
+            client.log_artifact(record.parent_run_id, str(path), REPORT_FOLDER)
     return report
 
 
@@ -123,7 +124,7 @@ def _heterogeneity_profiles(client: MlflowClient, rows: list[GroupRow], wanted: 
                             seeds: int = 3) -> dict[str, dict[int, np.ndarray]]:
     """Mean over (up to ``seeds``) seeds of ``hetero/lNN`` at the chosen epochs, per shown row."""
     trials = [s.trial for row in rows for s in row.summaries[:seeds]]
-    keys = sorted({k for t in trials for k in t.metric_keys if k.startswith("hetero/l")})
+    keys = sorted({k for t in trials for k in t.metric_keys if k.startswith(HETERO_PREFIX)})
     curves = {k: histories(client, [t.run_id for t in trials], k) for k in keys}
     out: dict[str, dict[int, np.ndarray]] = {}
     for row in rows:
@@ -142,7 +143,7 @@ def _affinity(client: MlflowClient, rows: list[GroupRow]) -> dict[str, tuple[np.
     maps = {}
     for row in rows:
         run_id = row.summaries[0].trial.run_id
-        files = sorted(f.path for f in client.list_artifacts(run_id, "affinity") if f.path.endswith(".npz"))
+        files = sorted(f.path for f in client.list_artifacts(run_id, AFFINITY_FOLDER) if f.path.endswith(".npz"))
         if not files:
             continue
         with np.load(client.download_artifacts(run_id, files[-1])) as z:
@@ -151,16 +152,12 @@ def _affinity(client: MlflowClient, rows: list[GroupRow]) -> dict[str, tuple[np.
     return maps
 
 
-def _left_out_lines(report: Report) -> list[str]:
-    return [f"- {t.name}: {t.why_left_out()}" for t in sorted(report.left_out, key=lambda t: t.name)]
-
-
 def _write(report: Report, figures: list[Path], formats: tuple[str, ...]) -> None:
     r, folder = report.record, report.folder
     title = f"Ablation report: {r.experiment} ({r.parent_name})"
     subtitle = (f"Metric `{r.metric}`; target = reference final x {r.fraction:g}; reference arm "
                 f"`{r.reference_arm}`; {len(report.summaries)} complete trials; parent run `{r.parent_run_id}`.")
-    left = _left_out_lines(report)
+    left = report.left_out_lines()
     if "md" in formats:
         md = [f"# {title}", "", subtitle, "", report.table.markdown(), "## Columns", "", DEFINITIONS]
         if left:
@@ -202,62 +199,7 @@ def _log_summaries(client: MlflowClient, report: Report) -> list:
     now = int(time.time() * 1000)
     futures = []
     for s in report.summaries:
-        values = {"summary/auc": s.auc, "summary/rauc": s.rauc, "summary/final": s.final, "summary/best": s.best,
-                  "summary/epochs_to_target": s.epochs_to_target, "summary/speedup": s.speedup}
+        values = {SUMMARY[k]: getattr(s, k) for k in SUMMARY}
         metrics = [Metric(k, float(v), now, 0) for k, v in values.items() if v is not None and not np.isnan(v)]
         futures.append(client.log_batch(s.trial.run_id, metrics=metrics, synchronous=False))
     return futures
-
-
-def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m ablations.report", description=__doc__.splitlines()[0])
-    which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("study", nargs="?", help="the study file (its name is the MLflow experiment)")
-    which.add_argument("--experiment", help="the MLflow experiment (study name)")
-    which.add_argument("--run", help="the study's parent run id (a specific invocation)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the study's, else sqlite:///mlflow.db)")
-    p.add_argument("--out", type=Path, help="output folder (default reports/<study>/<parent run name>)")
-    p.add_argument("--format", default=",".join(FORMATS), help=f"comma-separated subset of {','.join(FORMATS)}")
-    p.add_argument("--metric", help="target metric (default: the study's target.metric)")
-    p.add_argument("--fraction", type=float, help="target = reference final x fraction (default: the study's)")
-    p.add_argument("--epochs", help="epochs for the heterogeneity-vs-depth figure, e.g. 1,10,30")
-    p.add_argument("--no-log", action="store_true", help="write files only; log nothing to MLflow")
-    return p.parse_args(argv)
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    args = parse_args(argv)
-    err = Console(stderr=True)
-    uri, experiment = args.tracking_uri, args.experiment
-    if args.study:
-        from ablations.study import StudyError
-        from ablations.study import load_study as load_study_file
-
-        try:
-            spec = load_study_file(args.study, check_paths=False).spec
-        except StudyError as e:
-            for problem in e.problems:
-                err.print(f"[red]error[/] {escape(e.source)}: {escape(problem)}", soft_wrap=True)
-            return 2
-        experiment, uri = spec.tracking.experiment or spec.name, uri or spec.tracking.uri
-    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
-    if not formats or set(formats) - set(FORMATS):
-        err.print(f"[red]error[/] --format {args.format!r}: choose from {', '.join(FORMATS)}")
-        return 2
-    try:
-        report = build_report(uri or "sqlite:///mlflow.db", parent_run_id=args.run, experiment=experiment,
-                              out=args.out, formats=formats, metric=args.metric, fraction=args.fraction,
-                              epochs=[int(e) for e in args.epochs.split(",")] if args.epochs else None,
-                              log=not args.no_log)
-    except ReportError as e:
-        err.print(f"[red]error[/] {escape(str(e))}", soft_wrap=True)
-        return 2
-    Console().print(report.terminal_table())
-    for line in _left_out_lines(report):
-        err.print(escape(line), soft_wrap=True, highlight=False)
-    err.print(f"wrote {report.folder}/ ({', '.join(p.name for p in report.files)})", soft_wrap=True, highlight=False)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,8 +14,8 @@ from typing import Callable, Optional
 
 import pandas as pd
 
-from ablations.aggregate import GroupRow, TrialSummary
-from ablations.metrics import Interval, is_accuracy
+from ablations.report.aggregate import GroupRow, TrialSummary
+from ablations.report.metrics import Interval, is_accuracy
 
 
 @dataclass

@@ -14,8 +14,9 @@ from typing import Optional
 
 import numpy as np
 
-from ablations.metrics import Curve, Interval, auc, epoch_reduction, epochs_to_target, mean_ci, rauc, speedup
-from ablations.results import StudyRecord, TrialRecord, mean_curve, seed_siblings
+from ablations.report.metrics import (Curve, Interval, auc, epoch_reduction, epochs_to_target, mean_ci, mean_curve,
+                                      rauc, speedup)
+from ablations.report.reader import StudyRecord, TrialRecord
 
 
 @dataclass
@@ -39,8 +40,11 @@ def reference_curve(trial: TrialRecord, trials: dict[str, TrialRecord]) -> tuple
     ref = trials.get(trial.reference)
     if ref is not None and ref.complete:
         return ref.curve, True
-    pattern = seed_siblings(trial.reference, trial.seed)
-    others = [t.curve for n, t in trials.items() if pattern.match(n) and t.complete]
+    # The reference's other seeds at the same study-grid point, found by tags: the reference arm,
+    # whose grid point is part of this trial's (a reference arm has no grid of its own).
+    point = set(trial.grid.items())
+    others = [t.curve for t in trials.values()
+              if t.arm == trial.reference_arm and t.complete and set(t.grid.items()) <= point]
     return (mean_curve(others), False) if others else (None, False)
 
 

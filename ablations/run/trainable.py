@@ -16,18 +16,16 @@ import numpy as np
 import torch
 from ray import tune
 
+from ablations.contract import AFFINITY_FILE, EPOCH, OBJECTIVE, RESUMED_FROM
 from ablations.study import Study
 from mto.train import EpochReport, run_trial
 
 STATE_FILE = "state.pt"
-OBJECTIVE = "objective"  # the search metric, carried forward between evaluations (for ASHA/Optuna)
-AFFINITY_KEY = "artifact/affinity"
-RESUMED_FROM = "resumed_from_epoch"  # set when the trial restarted from a checkpoint
 
 
 def trial_function(params: dict[str, Any], *, study: Study, threads: int) -> None:
     """Run one trial of ``study``; ``params`` is Ray's config (the trial name, or an Optuna sample)."""
-    config = resolve_config(params, study)
+    config = study.resolve(params).config
     if config.train.num_threads is None:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, num_threads=threads))
     resume = None
@@ -43,7 +41,7 @@ def trial_function(params: dict[str, Any], *, study: Study, threads: int) -> Non
     trial_dir = tune.get_context().get_trial_dir()
 
     def report(r: EpochReport) -> None:
-        metrics: dict[str, Any] = {**r.metrics, "epoch": r.epoch}
+        metrics: dict[str, Any] = {**r.metrics, EPOCH: r.epoch}
         if resume is not None:
             metrics[RESUMED_FROM] = int(resume["epoch"])
         if metric in r.metrics:
@@ -52,7 +50,7 @@ def trial_function(params: dict[str, Any], *, study: Study, threads: int) -> Non
         if "affinity" in r.arrays:
             path = os.path.join(trial_dir, f"affinity_e{r.epoch:04d}.npz")
             np.savez_compressed(path, **r.arrays)
-            metrics[AFFINITY_KEY] = path
+            metrics[AFFINITY_FILE] = path
         if r.checkpoint is None:
             tune.report(metrics)
             return
@@ -62,11 +60,3 @@ def trial_function(params: dict[str, Any], *, study: Study, threads: int) -> Non
 
     run_trial(config, report, resume=resume)
 
-
-def resolve_config(params: dict[str, Any], study: Study):
-    """The TrialConfig of a grid trial (by name) or of an Optuna sample (the searched arm + sample)."""
-    name = params["trial"]
-    if any(t.name == name for t in study.trials):
-        return study.trial(name).config
-    sample = {k: v for k, v in params.items() if k not in ("trial", "seed")}
-    return study.search_config(name, int(params["seed"]), sample)

@@ -19,8 +19,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ablations.aggregate import GroupRow  # noqa: E402
-from ablations.metrics import band, is_accuracy  # noqa: E402
+from ablations.report.aggregate import GroupRow  # noqa: E402
+from ablations.report.metrics import band, is_accuracy  # noqa: E402
 
 DPI = 100
 

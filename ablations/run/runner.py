@@ -23,12 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from ablations.callbacks import SESSIONS, DriverSession, StudyCallback
-from ablations.progress import TrialBoard
-from ablations.study import Study, StudyError, short_value
-from ablations.tracking import (FAILURE, REFERENCE_ARM, TARGET_FRACTION, TARGET_METRIC, TRIAL, StudyTracker,
-                                check_tracking, dump_json, resolve_tracking_uri)
-from ablations.trainable import OBJECTIVE, trial_function
+from ablations.contract import (EPOCH, FAILURE, OBJECTIVE, REFERENCE_ARM, RESOLVED_TRIALS, STUDY_FILE,
+                                TARGET_FRACTION, TARGET_METRIC, TRIAL, resolve_tracking_uri)
+from ablations.run.callbacks import SESSIONS, DriverSession, StudyCallback
+from ablations.run.progress import TrialBoard
+from ablations.run.trainable import trial_function
+from ablations.run.tracking import StudyTracker, check_tracking, dump_json
+from ablations.study import Study, StudyError
 from mto.config import to_dict
 
 STATE_FILE = "ablation.json"
@@ -92,18 +93,17 @@ def _check_gpus(study: Study) -> None:
                                         "set resources.gpu: 0 to run on CPUs"])
 
 
-def _trial_name(trial: Any) -> str:
-    """Ray trial names: the study's trial name, or ``<arm>-s<seed>-o<trial id>`` plus the sample for Optuna."""
-    params = trial.config
-    if "seed" not in params:
-        return params["trial"]
-    sample = "".join(f"-{k.split('.')[-1]}={short_value(round(v, 4) if isinstance(v, float) else v)}"
-                     for k, v in sorted(params.items()) if k not in ("trial", "seed"))
-    return f"{params['trial']}-s{params['seed']}-o{trial.trial_id.split('_')[-1]}{sample}"
+class TrialNamer:
+    """Ray's trial names and folder names, from ``Study.resolve`` (picklable: Ray stores it with the tuner)."""
 
+    def __init__(self, study: Study):
+        self.study = study
 
-def _dirname(trial: Any) -> str:
-    return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in _trial_name(trial))[:120]
+    def name(self, trial: Any) -> str:
+        return self.study.resolve(trial.config, trial.trial_id).name
+
+    def dirname(self, trial: Any) -> str:
+        return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in self.name(trial))[:120]
 
 
 def _search_space(study: Study) -> dict[str, Any]:
@@ -126,8 +126,9 @@ def _phases(study: Study) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     """(name, param space, TuneConfig kwargs) of each Ray Tune experiment of the study."""
     from ray import tune
 
-    common = dict(max_concurrent_trials=study.spec.max_concurrent, trial_name_creator=_trial_name,
-                  trial_dirname_creator=_dirname)
+    namer = TrialNamer(study)
+    common = dict(max_concurrent_trials=study.spec.max_concurrent, trial_name_creator=namer.name,
+                  trial_dirname_creator=namer.dirname)
     phases = [("arms", {"trial": tune.grid_search([t.name for t in study.trials])}, common)]
     search = study.spec.search
     if search.kind == "optuna":
@@ -139,7 +140,7 @@ def _phases(study: Study) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
         kwargs = dict(common, search_alg=searcher, num_samples=search.num_samples)
         if search.asha:
             epochs = study.search_config(study.search_arm, study.spec.seeds[0], {}).train.epochs
-            kwargs["scheduler"] = ASHAScheduler(time_attr="epoch", metric=OBJECTIVE, mode=search.mode, max_t=epochs,
+            kwargs["scheduler"] = ASHAScheduler(time_attr=EPOCH, metric=OBJECTIVE, mode=search.mode, max_t=epochs,
                                                 grace_period=search.asha.grace_period,
                                                 reduction_factor=search.asha.reduction_factor)
         phases.append(("search", _search_space(study), kwargs))
@@ -185,8 +186,8 @@ def run_study(study: Study, *, resume: bool = False, tracking_uri: Optional[str]
     _check_gpus(study)
 
     tracker = StudyTracker(uri, study.spec.tracking.experiment or study.name)
-    files = {"study.yaml": Path(study.source).read_text() if Path(study.source).is_file() else "",
-             "resolved_trials.json": dump_json({t.name: {"arm": t.arm, "seed": t.seed, "grid": t.grid,
+    files = {STUDY_FILE: Path(study.source).read_text() if Path(study.source).is_file() else "",
+             RESOLVED_TRIALS: dump_json({t.name: {"arm": t.arm, "seed": t.seed, "grid": t.grid,
                                                          "reference": t.reference, "config": to_dict(t.config)}
                                                 for t in study.trials})}
     target = {TARGET_METRIC: study.spec.target.metric, TARGET_FRACTION: str(study.spec.target.fraction),

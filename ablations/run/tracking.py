@@ -25,29 +25,16 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from ablations.study import TrialSpec
+from ablations.contract import (AFFINITY_FOLDER, ARM, FAILURE, GRID_PREFIX, REFERENCE_OF_TRIAL, REFERENCE_TRIAL, ROLE,
+                                SEED, STUDY, TRAIN_LOSS, TRIAL)
+from ablations.study import TrialSpec, flatten
 from mto.config import TrialConfig, to_dict
 
-ROLE, ARM, SEED, TRIAL, STUDY, FAILURE = ("ablation.role", "ablation.arm", "ablation.seed", "ablation.trial",
-                                          "ablation.study", "ablation.failure")
-GRID_PREFIX = "ablation.grid."
-REFERENCE_TRIAL = "ablation.reference_trial"  # the trial a trial is compared with (same seed)
-TARGET_METRIC, TARGET_FRACTION, REFERENCE_ARM = "ablation.target.metric", "ablation.target.fraction", "ablation.reference"
-RESUMED_TAG = "ablation.resumed_from_epoch"
 PACKAGES = ("torch", "timm", "numpy", "scikit-learn", "ray", "mlflow", "optuna", "pydantic")
 
 
 class TrackingError(RuntimeError):
     """The tracking store cannot be used (reported before any trial starts)."""
-
-
-def resolve_tracking_uri(uri: str) -> str:
-    """Make a relative SQLite or file store absolute, so every process and ``mlflow ui`` agree."""
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
-    if "://" not in uri:
-        return str(Path(uri).resolve())
-    return uri
 
 
 def check_tracking(uri: str, timeout: float = 5.0) -> None:
@@ -75,7 +62,7 @@ def ui_command(uri: str) -> str:
 
 def code_version() -> str:
     """``git describe`` of the project (``-dirty`` when it has uncommitted changes), else the package version."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     try:
         out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=root, capture_output=True,
                              text=True, timeout=10)
@@ -98,17 +85,7 @@ def environment_tags() -> dict[str, str]:
 
 def flatten_config(cfg: TrialConfig) -> dict[str, str]:
     """The resolved config as MLflow params by dot path (``mto.lambda_e`` -> ``"0.1"``)."""
-    out: dict[str, str] = {}
-
-    def walk(d: dict[str, Any], prefix: str) -> None:
-        for k, v in d.items():
-            if isinstance(v, dict):
-                walk(v, f"{prefix}{k}.")
-            else:
-                out[f"{prefix}{k}"] = str(v)
-
-    walk(to_dict(cfg), "")
-    return out
+    return {k: str(v) for k, v in flatten(to_dict(cfg)).items()}
 
 
 class StudyTracker:
@@ -177,7 +154,7 @@ class StudyTracker:
             name = run.data.tags.get(TRIAL)
             if name:
                 self._runs[name] = run.info.run_id
-                history = self.client.get_metric_history(run.info.run_id, "train/loss")
+                history = self.client.get_metric_history(run.info.run_id, TRAIN_LOSS)
                 self._last_epoch[run.info.run_id] = max((m.step for m in history), default=0)
 
     def children(self) -> list:
@@ -195,7 +172,7 @@ class StudyTracker:
                 self.client.update_run(run_id, status="RUNNING")
             return run_id
         tags = {MLFLOW_PARENT_RUN_ID: self.parent_id, ROLE: "trial", ARM: trial.arm, SEED: str(trial.seed),
-                TRIAL: name, REFERENCE_TRIAL: trial.reference, STUDY: self.experiment,
+                TRIAL: name, REFERENCE_TRIAL: trial.reference, REFERENCE_OF_TRIAL: trial.reference_arm, STUDY: self.experiment,
                 **{GRID_PREFIX + k: str(v) for k, v in trial.grid.items()}, **self.env}
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         run_id = run.info.run_id
@@ -218,8 +195,9 @@ class StudyTracker:
         self._last_epoch[run_id] = epoch
         return True
 
-    def log_file(self, run_id: str, path: str, artifact_path: Optional[str] = None) -> None:
-        self.client.log_artifact(run_id, path, artifact_path)
+    def log_affinity(self, run_id: str, path: str) -> None:
+        """Attach a trial's affinity maps (an ``.npz`` its worker wrote)."""
+        self.client.log_artifact(run_id, path, AFFINITY_FOLDER)
 
     def set_tag(self, run_id: str, key: str, value: str) -> None:
         self.client.set_tag(run_id, key, value)

@@ -15,23 +15,13 @@ from typing import Any
 
 from ray import tune
 
-from ablations.progress import TrialBoard
-from ablations.study import Study, TrialSpec
-from ablations.tracking import RESUMED_TAG, StudyTracker
-from ablations.trainable import AFFINITY_KEY, RESUMED_FROM, resolve_config
+from ablations.contract import AFFINITY_FILE, EPOCH, RESUMED, RESUMED_FROM, is_logged_metric
+from ablations.run.progress import TrialBoard
+from ablations.run.tracking import StudyTracker
+from ablations.study import Study
 
 _EXCEPTION_LINE = re.compile(r"^(?:\w+\.)*(\w+(?:Error|Exception|Interrupt|Exit))(?::\s*(.*))?$")
 SESSIONS: dict[str, DriverSession] = {}
-
-
-def trial_identity(study: Study, params: dict[str, Any], ray_name: str) -> TrialSpec:
-    """The TrialSpec of a Ray trial: a grid trial by name, or an Optuna sample (named as Ray names it)."""
-    name = params["trial"]
-    if any(t.name == name for t in study.trials):
-        return study.trial(name)
-    sample = {k: v for k, v in params.items() if k not in ("trial", "seed")}
-    return TrialSpec(ray_name, name, int(params["seed"]), sample, resolve_config(params, study),
-                     study.sample_reference())
 
 
 def failure_reason(trial: Any) -> str:
@@ -67,7 +57,7 @@ class DriverSession:
 
     def run_of(self, trial: Any) -> str:
         if trial.trial_id not in self.run_ids:
-            spec = trial_identity(self.study, trial.config, str(trial))
+            spec = self.study.resolve(trial.config, trial.trial_id)
             self.names[trial.trial_id] = spec.name
             self.run_ids[trial.trial_id] = self.tracker.trial_run(spec)
         return self.run_ids[trial.trial_id]
@@ -78,13 +68,13 @@ class DriverSession:
 
     def on_result(self, trial: Any, result: dict) -> None:
         run_id = self.run_of(trial)
-        epoch = int(result["epoch"])
-        metrics = {k: v for k, v in result.items() if "/" in k and not k.startswith(("artifact/", "config/"))}
-        if self.tracker.log_epoch(run_id, epoch, metrics) and result.get(AFFINITY_KEY):
-            self.tracker.log_file(run_id, result[AFFINITY_KEY], "affinity")
+        epoch = int(result[EPOCH])
+        metrics = {k: v for k, v in result.items() if is_logged_metric(k)}
+        if self.tracker.log_epoch(run_id, epoch, metrics) and result.get(AFFINITY_FILE):
+            self.tracker.log_affinity(run_id, result[AFFINITY_FILE])
         if RESUMED_FROM in result and trial.trial_id not in self.resumed:
             self.resumed.add(trial.trial_id)
-            self.tracker.set_tag(run_id, RESUMED_TAG, str(result[RESUMED_FROM]))
+            self.tracker.set_tag(run_id, RESUMED, str(result[RESUMED_FROM]))
         self.board.update(trial.trial_id, epoch, result.get(self.metric))
 
     def on_complete(self, trial: Any) -> None:

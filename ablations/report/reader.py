@@ -7,20 +7,19 @@ status, failure reason), the ``train.epochs`` param, and metric histories.
 from __future__ import annotations
 
 import json
-import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from ablations.metrics import Curve, as_curve
-from ablations.tracking import (ARM, FAILURE, GRID_PREFIX, REFERENCE_ARM, REFERENCE_TRIAL, ROLE, SEED, STUDY,
-                                TARGET_FRACTION, TARGET_METRIC, TRIAL)
+from ablations.contract import (ARM, DEFAULT_TARGET_METRIC, EPOCHS_PARAM, FAILURE, GRID_PREFIX, REFERENCE_ARM,
+                                REFERENCE_OF_TRIAL, REFERENCE_TRIAL, RESOLVED_TRIALS, ROLE, SEED, STUDY, TARGET_FRACTION,
+                                TARGET_METRIC, TRIAL)
+from ablations.report.metrics import Curve, as_curve
 
 
 class ReportError(RuntimeError):
@@ -35,6 +34,7 @@ class TrialRecord:
     seed: int
     grid: dict[str, str]
     reference: str  # the paired reference trial's name
+    reference_arm: str  # its arm
     status: str  # MLflow run status
     failure: str
     epochs: int  # planned epochs
@@ -105,7 +105,7 @@ def load_study(uri: str, *, run_id: Optional[str] = None, experiment: Optional[s
     parent = find_parent(client, run_id=run_id, experiment=experiment)
     tags = parent.data.tags
     record = StudyRecord(uri, tags.get(STUDY, ""), parent.info.run_id, parent.info.run_name or "",
-                         metric or tags.get(TARGET_METRIC, "eval/linear_top1"),
+                         metric or tags.get(TARGET_METRIC, DEFAULT_TARGET_METRIC),
                          fraction if fraction is not None else float(tags.get(TARGET_FRACTION, 1.0)),
                          tags.get(REFERENCE_ARM, ""))
     children = client.search_runs([parent.info.experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent.info.run_id}'",
@@ -119,8 +119,8 @@ def load_study(uri: str, *, run_id: Optional[str] = None, experiment: Optional[s
         record.trials.append(TrialRecord(
             run.info.run_id, t.get(TRIAL, run.info.run_name), t.get(ARM, "?"), int(t.get(SEED, 0)),
             {k[len(GRID_PREFIX):]: v for k, v in t.items() if k.startswith(GRID_PREFIX)},
-            t.get(REFERENCE_TRIAL, ""), run.info.status, t.get(FAILURE, ""),
-            int(run.data.params.get("train.epochs", 0)), curve, sorted(run.data.metrics)))
+            t.get(REFERENCE_TRIAL, ""), t.get(REFERENCE_OF_TRIAL, ""), run.info.status, t.get(FAILURE, ""),
+            int(run.data.params.get(EPOCHS_PARAM, 0)), curve, sorted(run.data.metrics)))
     if not any(t.curve is not None for t in record.trials):
         raise ReportError(f"no trial of study run {parent.info.run_id} has the metric {record.metric!r}")
     if record.reference_arm and not any(t.arm == record.reference_arm and t.complete for t in record.trials):
@@ -160,19 +160,7 @@ def _curve(points: list) -> Curve:
 def _study_order(client: MlflowClient, parent_id: str) -> list[str]:
     """Trial names in the order of the study file (from the parent's resolved_trials.json)."""
     try:
-        folder = client.download_artifacts(parent_id, "resolved_trials.json")
+        folder = client.download_artifacts(parent_id, RESOLVED_TRIALS)
         return list(json.loads(Path(folder).read_text()))
     except Exception:  # noqa: BLE001 - an older or hand-made parent: fall back to name order
         return []
-
-
-def seed_siblings(name: str, seed: int) -> re.Pattern:
-    """Pattern matching a trial name with any seed in place of ``seed`` (same arm and grid point)."""
-    head, _, tail = name.partition(f"-s{seed}")
-    return re.compile(re.escape(head) + r"-s\d+" + re.escape(tail) + "$")
-
-
-def mean_curve(curves: list[Curve]) -> Curve:
-    """Point-wise mean of curves on the first curve's epochs (others interpolated)."""
-    epochs = curves[0][0]
-    return epochs, np.mean([np.interp(epochs, c[0], c[1]) for c in curves], axis=0)

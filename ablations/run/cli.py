@@ -15,7 +15,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from ablations.study import Study, StudyError, load_study
-from ablations.tracking import TrackingError, ui_command
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -66,7 +65,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 out.print(f"  search {path}: {d.model_dump(exclude_none=True)}", highlight=False, soft_wrap=True)
         return EXIT_OK
 
-    from ablations.runner import run_study  # deferred: imports Ray
+    from ablations.run.runner import run_study  # deferred: Ray and MLflow load only once the study is valid
+    from ablations.run.tracking import TrackingError, ui_command
 
     try:
         outcome = run_study(study, resume=args.resume, tracking_uri=args.tracking_uri, address=args.address,
@@ -83,7 +83,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         again = " ".join(["python -m ablations.run", args.study, *[f"--set {s}" for s in args.sets], "--resume"])
         err.print(f"interrupted; state saved in {outcome.folder}\nresume with: {again}", highlight=False, soft_wrap=True)
     elif not args.no_report and outcome.finished:
-        from ablations.report import build_report  # deferred: imports pandas, scipy, matplotlib
+        # The CLI is the pipeline's composition root: the report reads what the run wrote, through
+        # MLflow alone (ablations.contract); nothing else of run/ and report/ meets.
+        from ablations.report import build_report
 
         try:
             report = build_report(outcome.tracking_uri, parent_run_id=outcome.parent_run_id,

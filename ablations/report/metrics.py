@@ -1,4 +1,4 @@
-"""Pre-training efficiency metrics on evaluation curves ``m(e)`` (DESIGN.md section 2).
+"""Pre-training efficiency metrics on evaluation curves ``m(e)`` (defined in docs/method.md, "Metrics").
 
 Each is a pure function of (epochs, values) arrays. A curve is what MLflow holds for one trial's
 target metric: values at the evaluated epochs only, in epoch order.
@@ -122,3 +122,9 @@ def band(values: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, np.n
         return mean, mean, mean
     half = stats.t.ppf(0.5 + confidence / 2, n - 1) * values.std(axis=0, ddof=1) / math.sqrt(n)
     return mean, mean - half, mean + half
+
+
+def mean_curve(curves: list[Curve]) -> Curve:
+    """Point-wise mean of curves on the first curve's epochs (others interpolated)."""
+    epochs = curves[0][0]
+    return epochs, np.mean([np.interp(epochs, c[0], c[1]) for c in curves], axis=0)

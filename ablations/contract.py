@@ -1,0 +1,71 @@
+"""The MLflow contract: every name the running side writes and the report side reads.
+
+Data flows one way (study -> Ray trials -> driver-side MLflow writes -> report). The two sides
+share no code but this module: tag keys, metric names, artifact names, the keys a Ray trial
+reports to the driver, and the rule that turns a tracking URI into the one every process uses.
+
+Layout in MLflow: the experiment is the study's name; one parent run per invocation of a study
+(``ROLE = "study"``) holds the study file and the report; one nested child run per trial
+(``ROLE = "trial"``, ``mlflow.parentRunId``) holds the trial's params (its config by dot path),
+its per-epoch metrics (``step`` = epoch) and its affinity maps.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# ---- tracking store ---------------------------------------------------------------------------
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # relative to the working directory
+
+
+def resolve_tracking_uri(uri: str) -> str:
+    """Make a relative SQLite or file store absolute, so every process and ``mlflow ui`` agree."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+    if "://" not in uri:
+        return str(Path(uri).resolve())
+    return uri
+
+
+# ---- tags -------------------------------------------------------------------------------------
+ROLE = "ablation.role"  # "study" on the parent run, "trial" on each child
+STUDY = "ablation.study"  # the study's name
+ARM = "ablation.arm"
+SEED = "ablation.seed"
+TRIAL = "ablation.trial"  # the trial's name, unique in its study
+GRID_PREFIX = "ablation.grid."  # one tag per grid axis: ablation.grid.<dot path> = value
+REFERENCE_TRIAL = "ablation.reference_trial"  # the trial a trial is compared with (same seed and study-grid point)
+REFERENCE_OF_TRIAL = "ablation.reference_arm_of_trial"  # that trial's arm (pairs by tags when it is missing)
+FAILURE = "ablation.failure"  # why a FAILED trial failed: "<ExceptionType>: <message>"
+RESUMED = "ablation.resumed_from_epoch"  # set on a trial restarted from a checkpoint
+# on the parent run: what the report compares
+TARGET_METRIC = "ablation.target.metric"
+TARGET_FRACTION = "ablation.target.fraction"
+REFERENCE_ARM = "ablation.reference"
+
+# ---- params and metrics -------------------------------------------------------------------------
+EPOCHS_PARAM = "train.epochs"  # the planned epochs of a trial (its config is logged by dot path)
+DEFAULT_TARGET_METRIC = "eval/linear_top1"  # mto's linear probe on the test split
+TRAIN_LOSS = "train/loss"  # logged every epoch: the driver resumes after the last epoch it holds
+HETERO_PREFIX = "hetero/l"  # hetero/l00 .. hetero/lNN: heterogeneity per layer
+SUMMARY = {  # written by the report on every trial run (step 0)
+    "auc": "summary/auc", "rauc": "summary/rauc", "final": "summary/final", "best": "summary/best",
+    "epochs_to_target": "summary/epochs_to_target", "speedup": "summary/speedup",
+}
+
+# ---- artifacts --------------------------------------------------------------------------------
+STUDY_FILE = "study.yaml"  # on the parent run: the study file as given
+RESOLVED_TRIALS = "resolved_trials.json"  # on the parent run: every trial's full config, in study order
+REPORT_FOLDER = "report"  # on the parent run: tables, report.html, figures
+AFFINITY_FOLDER = "affinity"  # on each trial run: affinity_eNNNN.npz
+
+# ---- what a Ray trial reports to the driver, beside its metrics ---------------------------------
+EPOCH = "epoch"
+OBJECTIVE = "objective"  # the search metric, carried forward between evaluations (for ASHA/Optuna)
+AFFINITY_FILE = "artifact/affinity"  # path of this epoch's affinity maps, for the driver to attach
+RESUMED_FROM = "resumed_from_epoch"  # set when the trial restarted from a checkpoint
+
+
+def is_logged_metric(key: str) -> bool:
+    """Whether a reported key is a metric to log (``train/...``, ``eval/...``), not a control key."""
+    return "/" in key and not key.startswith(("artifact/", "config/"))

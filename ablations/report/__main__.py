@@ -1,0 +1,5 @@
+import sys
+
+from ablations.report.cli import main
+
+sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from ablations.run.cli import main
+
+sys.exit(main())

@@ -1,0 +1,261 @@
+"""From a validated study to its trials: arms x (study grid x arm grid) x seeds, each a typed
+``TrialConfig`` paired with its reference trial; and ``Study.resolve``, the one place a Ray
+trial's identity (name, arm, seed, grid point or Optuna sample, config) comes from.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any, Optional
+
+from pydantic import TypeAdapter, ValidationError
+
+from ablations.study.messages import StudyError, describe, suggest
+from ablations.study.schema import StudySpec
+from mto.config import ConfigError, TrialConfig, to_dict
+from mto.data import check_data
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """One trial of a study: an arm, a seed and a point of the grid, with its resolved config."""
+
+    name: str
+    arm: str
+    seed: int
+    grid: dict[str, Any]
+    config: TrialConfig = field(compare=False)
+    reference: str = ""  # the trial it is compared with: its reference arm, same seed and study-grid point
+    reference_arm: str = ""  # that trial's arm
+
+
+@dataclass
+class Study:
+    spec: StudySpec
+    source: str
+    trials: list[TrialSpec]
+    raw: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def trial(self, name: str) -> TrialSpec:
+        return next(t for t in self.trials if t.name == name)
+
+    def resolve(self, params: dict[str, Any], trial_id: str = "") -> TrialSpec:
+        """The trial a Ray trial runs, from Ray's config and trial id: the one place trial identity comes from.
+
+        A grid trial's params are ``{"trial": name}``; an Optuna sample's are ``{"trial": arm,
+        "seed": seed, <dot path>: value ...}``, named ``<arm>-s<seed>-o<trial id><sample>`` and
+        compared with the searched arm's reference at the first seed.
+
+        Raises:
+            ConfigError: the sample makes an invalid config.
+        """
+        name = params["trial"]
+        if "seed" not in params:
+            return self.trial(name)
+        seed = int(params["seed"])
+        sample = {k: v for k, v in params.items() if k not in ("trial", "seed")}
+        shown = "".join(f"-{k.split('.')[-1]}={short_value(round(v, 4) if isinstance(v, float) else v)}"
+                        for k, v in sorted(sample.items()))
+        ref_arm = self.spec.reference_for(name)
+        return TrialSpec(f"{name}-s{seed}-o{trial_id.split('_')[-1]}{shown}", name, seed, sample,
+                         self.search_config(name, seed, sample), trial_name(ref_arm, self.spec.seeds[0], {}, {}),
+                         ref_arm)
+
+    @property
+    def search_arm(self) -> str:
+        """The arm an Optuna search varies: ``search.arm``, else the first arm that is not the reference."""
+        others = [a for a in self.spec.variants if a != self.spec.reference]
+        return self.spec.search.arm or (others[0] if others else self.spec.reference)
+
+    def search_config(self, arm: str, seed: int, sample: dict[str, Any]) -> TrialConfig:
+        """An arm's config with an Optuna sample applied (validated; raises ConfigError)."""
+        fixed, _ = arm_overrides(self.spec.variants[arm])
+        return _validate_trial(apply_overrides(to_dict(self.spec.base), {**fixed, **sample, "train.seed": seed}))
+
+
+def validate_study(raw: dict[str, Any], source: str, lines: Optional[dict[tuple, int]] = None, *,
+                   check_paths: bool = True) -> Study:
+    lines = lines or {}
+    try:
+        spec = StudySpec.model_validate(raw)
+    except ValidationError as err:
+        raise StudyError(source, [describe(e, lines) for e in err.errors()]) from None
+    problems: list[str] = []
+    arms = list(spec.variants)
+
+    def problem(path: str, msg: str) -> None:
+        line = lines.get(tuple(path.split(".")))
+        problems.append(f"{path}{f' (line {line})' if line else ''}: {msg}")
+
+    if spec.reference not in spec.variants:
+        problem("target.reference", f"unknown arm {spec.reference!r}; arms are {', '.join(arms)}"
+                + suggest(spec.reference, arms))
+    for arm, ref in spec.target.reference_of.items():
+        for where, name in ((f"target.reference_of.{arm}", arm), (f"target.reference_of.{arm}", ref)):
+            if name not in spec.variants:
+                problem(where, f"unknown arm {name!r}; arms are {', '.join(arms)}" + suggest(name, arms))
+    for path, values in spec.grid.items():
+        _check_dot_path(f"grid.{path}", path, problem)
+        if not values:
+            problem(f"grid.{path}", "an empty list: give at least one value")
+    for arm, overrides in spec.variants.items():
+        flat = flatten(overrides)
+        for path, value in flat.items():
+            if path.startswith("grid."):
+                _check_dot_path(f"variants.{arm}.{path}", path[5:], problem)
+                if not isinstance(value, list) or not value:
+                    problem(f"variants.{arm}.{path}", f"{value!r}: an arm's grid needs a non-empty list of values")
+            else:
+                _check_dot_path(f"variants.{arm}.{path}", path, problem)
+    for arm in {spec.reference, *spec.target.reference_of.values()} & set(spec.variants):
+        if "grid" in spec.variants[arm] or any(k.startswith("grid.") for k in spec.variants[arm]):
+            problem(f"variants.{arm}.grid", "a reference arm cannot have its own grid (which point would the "
+                                            "others be compared with?); use the study-level grid")
+    if spec.search.kind == "optuna":
+        if spec.grid:
+            problem("grid", "an Optuna study takes no study-level grid (its samples could not be paired with a "
+                            "reference point); put grids on arms")
+        if not spec.search.space:
+            problem("search.space", "optuna search needs at least one dimension (dot path -> distribution)")
+        for path in spec.search.space:
+            _check_dot_path(f"search.space.{path}", path, problem)
+        if spec.search.arm is not None and spec.search.arm not in spec.variants:
+            problem("search.arm", f"unknown arm {spec.search.arm!r}; arms are {', '.join(arms)}"
+                    + suggest(spec.search.arm, arms))
+    elif spec.search.space or spec.search.asha:
+        problem("search.kind", "space and asha are for kind: optuna; a grid study crosses variants, grid and seeds")
+    if problems:
+        raise StudyError(source, problems)
+
+    trials = _expand(spec, source)
+    if check_paths:
+        checked = set()
+        for t in trials:
+            key = (t.config.data.name, t.config.data.path)
+            if key not in checked:
+                checked.add(key)
+                try:
+                    check_data(t.config.data)
+                except ConfigError as err:
+                    problems.append(f"trial {t.name}: {err}")
+    if problems:
+        raise StudyError(source, problems)
+    return Study(spec, source, trials, raw)
+
+
+def _expand(spec: StudySpec, source: str) -> list[TrialSpec]:
+    """Arms x (study grid x arm grid) x seeds, each validated into a TrialConfig and paired with its reference."""
+    problems, trials, names = [], [], set()
+    base = to_dict(spec.base)
+    axes_of, fixed_of = {}, {}
+    for arm, overrides in spec.variants.items():
+        fixed_of[arm], arm_grid = arm_overrides(overrides)
+        axes_of[arm] = {**spec.grid, **arm_grid}
+    for arm in spec.variants:
+        axes = axes_of[arm]
+        keys = list(axes)
+        ref = spec.reference_for(arm)
+        for values in itertools.product(*(axes[k] for k in keys)):
+            point = dict(zip(keys, values))
+            for seed in spec.seeds:
+                name = trial_name(arm, seed, point, axes)
+                ref_name = trial_name(ref, seed, {k: point[k] for k in spec.grid}, axes_of[ref])
+                try:
+                    cfg = _validate_trial(apply_overrides(base, {**fixed_of[arm], **point, "train.seed": seed}))
+                except ConfigError as err:
+                    problems.append(f"variants.{arm} (trial {name}): {err}")
+                    continue
+                if name in names:
+                    problems.append(f"variants.{arm}: trial {name} appears twice (duplicate grid values?)")
+                names.add(name)
+                trials.append(TrialSpec(name, arm, seed, point, cfg, ref_name, ref))
+    if problems:
+        raise StudyError(source, problems)
+    return trials
+
+
+def arm_overrides(variant: dict[str, Any]) -> tuple[dict[str, Any], dict[str, list]]:
+    """An arm's fixed dot-path settings and its own grid (``grid.<path>: [values]``)."""
+    flat = flatten(variant)
+    fixed = {k: v for k, v in flat.items() if not k.startswith("grid.")}
+    return fixed, {k[len("grid."):]: v for k, v in flat.items() if k.startswith("grid.")}
+
+
+def trial_name(arm: str, seed: int, point: dict[str, Any], axes: dict[str, list]) -> str:
+    """``<arm>-s<seed>`` plus ``-<leaf>=<value>`` for each grid axis with more than one value."""
+    extra = "".join(f"-{k.split('.')[-1]}={short_value(v)}" for k, v in point.items() if len(axes[k]) > 1)
+    return f"{arm}-s{seed}{extra}"
+
+
+def short_value(v: Any) -> str:
+    if isinstance(v, list):
+        return "[" + ",".join(map(str, v)) + "]"
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+_TRIAL = TypeAdapter(TrialConfig)
+
+
+def _validate_trial(data: dict[str, Any]) -> TrialConfig:
+    """Validate nested dicts into a TrialConfig; the first problem is raised as a ConfigError."""
+    try:
+        return _TRIAL.validate_python(data)
+    except ValidationError as err:
+        e = err.errors()[0]
+        cause = e.get("ctx", {}).get("error")
+        if isinstance(cause, ConfigError):  # raised by the dataclass itself: it names its field
+            raise cause from None
+        raise ConfigError(".".join(str(p) for p in e["loc"]), e.get("input"), e["msg"]) from None
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        path = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, path + "."))
+        else:
+            out[path] = v
+    return out
+
+
+def apply_overrides(config: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of nested ``config`` with dot-path ``overrides`` set."""
+    out = copy.deepcopy(config)
+    for path, value in overrides.items():
+        node = out
+        *parents, leaf = path.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def config_paths(cls: type = TrialConfig, prefix: str = "") -> list[str]:
+    """Every settable dot path of a TrialConfig (``mto.lambda_e``, ``train.epochs`` ...)."""
+    out = []
+    for f in fields(cls):
+        t = f.default_factory() if callable(f.default_factory) else None  # type: ignore[misc]
+        if t is not None and is_dataclass(t):
+            out += config_paths(type(t), f"{prefix}{f.name}.")
+        else:
+            out.append(f"{prefix}{f.name}")
+    return out
+
+
+_PATHS = config_paths()
+
+
+def _check_dot_path(where: str, path: str, problem) -> None:
+    if path == "train.seed":
+        problem(where, "seeds come from the study's seeds list, not from train.seed")
+    elif path not in _PATHS:
+        problem(where, f"unknown setting {path!r}" + suggest(path, _PATHS))

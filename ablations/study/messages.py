@@ -1,0 +1,72 @@
+"""How a study's problems are worded: one line each, naming the field path (and line), the bad
+value and what is allowed."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import fields, is_dataclass
+from typing import Any, Optional, Union
+
+from pydantic import BaseModel
+
+from ablations.study.schema import StudySpec
+from mto.errors import ConfigError
+
+
+class StudyError(Exception):
+    """A study file is invalid. ``problems`` holds one message per problem."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source, self.problems = source, problems
+        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+
+
+
+def suggest(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(str(word), options, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def describe(e: dict[str, Any], lines: dict[tuple, int]) -> str:
+    """One line for one pydantic error: path (line): bad value -> what is allowed."""
+    loc = tuple(str(p) for p in e["loc"])
+    path = ".".join(loc) or "(top level)"
+    line = _nearest_line(loc, lines)
+    where = f"{path}{f' (line {line})' if line else ''}"
+    msg = e["msg"].removeprefix("Value error, ")
+    cause = e.get("ctx", {}).get("error")
+    if isinstance(cause, ConfigError) and loc[:1] == ("base",):  # mto's own check: it names the field
+        full = ("base",) + tuple(cause.path.split("."))
+        line = _nearest_line(full, lines)
+        return f"{'.'.join(full)}{f' (line {line})' if line else ''}: {cause.value!r} is invalid: {cause.allowed}"
+    if e["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+        allowed = _allowed_keys(loc[:-1])
+        return f"{where}: unknown key {loc[-1]!r}{suggest(loc[-1], allowed)} (allowed: {', '.join(allowed)})"
+    if e["type"] == "missing":
+        return f"{where}: required, missing"
+    return f"{where}: {e.get('input')!r} is invalid: {msg}"
+
+
+def _nearest_line(loc: tuple, lines: dict[tuple, int]) -> Optional[int]:
+    for n in range(len(loc), 0, -1):
+        if loc[:n] in lines:
+            return lines[loc[:n]]
+    return None
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    model: Any = StudySpec
+    for part in loc:
+        sub = None
+        if isinstance(model, type) and issubclass(model, BaseModel) and part in model.model_fields:
+            sub = model.model_fields[part].annotation
+        elif is_dataclass(model):
+            f = {f.name: f for f in fields(model)}.get(part)
+            sub = f.default_factory() if f is not None and callable(f.default_factory) else None  # type: ignore[misc]
+            sub = type(sub) if sub is not None and is_dataclass(sub) else None
+        if sub is None:
+            return []
+        model = getattr(sub, "__args__", (sub,))[0] if getattr(sub, "__origin__", None) is Union else sub
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return list(model.model_fields)
+    return [f.name for f in fields(model)] if is_dataclass(model) else []

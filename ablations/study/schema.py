@@ -1,0 +1,124 @@
+"""The study file's schema (pydantic): which keys exist, their types and their single-field rules.
+
+Rules that relate several fields (arms named in target, grids on reference arms, Optuna
+settings) are checked in ``ablations.study.expansion``; trial settings are the very dataclasses
+of ``mto.config``, validated by pydantic through their own ``__post_init__`` checks.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ablations.contract import DEFAULT_TARGET_METRIC, DEFAULT_TRACKING_URI
+from mto.config import TrialConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Distribution(_Strict):
+    """One search dimension: exactly one of the keys."""
+
+    loguniform: Optional[tuple[float, float]] = None
+    uniform: Optional[tuple[float, float]] = None
+    int: Optional[tuple[int, int]] = None
+    choice: Optional[list[Any]] = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Distribution:
+        set_ = [k for k in ("loguniform", "uniform", "int", "choice") if getattr(self, k) is not None]
+        if len(set_) != 1:
+            raise ValueError(f"give exactly one of loguniform, uniform, int, choice (got {set_ or 'none'})")
+        lo_hi = self.loguniform or self.uniform or self.int
+        if lo_hi is not None and not lo_hi[0] < lo_hi[1]:
+            raise ValueError(f"the range {list(lo_hi)} must have low < high")
+        if self.loguniform is not None and self.loguniform[0] <= 0:
+            raise ValueError("loguniform needs a positive low end")
+        if self.choice is not None and not self.choice:
+            raise ValueError("choice needs at least one value")
+        return self
+
+
+class ASHASpec(_Strict):
+    """Asynchronous successive halving (Ray Tune's ASHAScheduler) over epochs."""
+
+    grace_period: int = Field(2, ge=1)
+    reduction_factor: float = Field(2.0, gt=1)
+
+
+class SearchSpec(_Strict):
+    kind: Literal["grid", "optuna"] = "grid"
+    space: dict[str, Distribution] = {}  # optuna: dot path -> distribution
+    num_samples: int = Field(10, ge=1)
+    metric: str = DEFAULT_TARGET_METRIC
+    mode: Literal["max", "min"] = "max"
+    arm: Optional[str] = None  # optuna: the arm whose config is searched (default: first non-reference arm)
+    asha: Optional[ASHASpec] = None
+
+
+class ResourcesSpec(_Strict):
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0)  # fractional values pack several trials on one GPU
+
+    @field_validator("gpu")
+    @classmethod
+    def _fraction_or_whole(cls, v: float) -> float:
+        if v > 1 and v != int(v):
+            raise ValueError("a fraction of one GPU (0 < gpu <= 1) or a whole number of GPUs")
+        return v
+
+
+class TrackingSpec(_Strict):
+    uri: str = DEFAULT_TRACKING_URI  # relative sqlite paths are resolved against the working directory
+    experiment: Optional[str] = None  # default: the study's name
+
+
+class TargetSpec(_Strict):
+    metric: str = DEFAULT_TARGET_METRIC
+    reference: Optional[str] = None  # default: the first arm
+    reference_of: dict[str, str] = {}  # arm -> its own reference arm (e.g. mae+mto: mae)
+    fraction: float = Field(1.0, gt=0)
+
+
+class StudySpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    base: TrialConfig = Field(default_factory=TrialConfig)
+    variants: dict[str, dict[str, Any]] = Field(min_length=1)
+    grid: dict[str, list[Any]] = {}
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    search: SearchSpec = Field(default_factory=SearchSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    max_concurrent: Optional[int] = Field(None, ge=1)
+    retries: int = Field(0, ge=0)  # Ray restarts a crashed trial this many times (from its checkpoint)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    target: TargetSpec = Field(default_factory=TargetSpec)
+    storage: str = "ray_results"  # Ray Tune's storage folder (a study's state lives under it)
+    report_epochs: list[int] = []  # epochs for the heterogeneity-vs-depth figure (default: first, middle, last)
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"seeds must be distinct, got {v}")
+        return v
+
+    @field_validator("variants")
+    @classmethod
+    def _arm_names(cls, v: dict[str, Any]) -> dict[str, Any]:
+        bad = [a for a in v if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_+-]*", str(a))]
+        if bad:
+            raise ValueError(f"arm names may use letters, digits and _+- only: {bad}")
+        return v
+
+    @property
+    def reference(self) -> str:
+        return self.target.reference or next(iter(self.variants))
+
+    def reference_for(self, arm: str) -> str:
+        """The arm whose curves ``arm`` is compared with (RAUC, epochs-to-target)."""
+        return self.target.reference_of.get(arm, self.reference)

@@ -1,0 +1,113 @@
+"""The house rules, checked on the source itself (ast): the pipeline's direction, no import cycle,
+the method library's dependencies, and modules small enough to read."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("mto", "ablations", "benchmarks")
+MTO_ALLOWED = {"torch", "torchvision", "timm", "numpy", "sklearn", "mto"}
+COMPOSITION_ROOT = "ablations.run.cli"  # runs the study, then builds its report
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def sources() -> dict[str, Path]:
+    return {module_name(p): p for pkg in PACKAGES for p in sorted((ROOT / pkg).rglob("*.py"))}
+
+
+def imports(path: Path, modules: set[str]) -> set[str]:
+    """Every module ``path`` imports, at any depth of the code (deferred imports count too)."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for a in node.names:  # ``from pkg import module`` imports the module
+                out.add(f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module)
+    return out
+
+
+def graph() -> dict[str, set[str]]:
+    mods = sources()
+    names = set(mods)
+    return {m: {i for i in imports(p, names) if i in names and i != m} for m, p in mods.items()}
+
+
+def test_no_import_cycle_anywhere():
+    g = graph()
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> None:
+        state[m] = 1
+        stack.append(m)
+        for n in sorted(g[m]):
+            if m.startswith(n + "."):  # a module's own package: initialised before it, no cycle
+                continue
+            if state.get(n) == 1:
+                cycle = stack[stack.index(n):] + [n]
+                pytest.fail("import cycle: " + " -> ".join(cycle))
+            if n not in state:
+                visit(n)
+        stack.pop()
+        state[m] = 2
+
+    for m in sorted(g):
+        if m not in state:
+            visit(m)
+
+
+def test_report_and_run_meet_only_through_the_contract():
+    for m, deps in graph().items():
+        if m.startswith("ablations.report"):
+            assert not [d for d in deps if d.startswith("ablations.run")], f"{m} imports the run side"
+        if m.startswith("ablations.run") and m != COMPOSITION_ROOT:
+            assert not [d for d in deps if d.startswith("ablations.report")], f"{m} imports the report side"
+    g = graph()
+    assert "ablations.contract" in g["ablations.run.tracking"] and "ablations.contract" in g["ablations.report.reader"]
+
+
+def test_the_study_stage_knows_nothing_of_ray_mlflow_or_the_report():
+    mods = sources()
+    for m, p in mods.items():
+        if m.startswith("ablations.study"):
+            top = {i.split(".")[0] for i in imports(p, set(mods))}
+            assert not top & {"ray", "mlflow", "optuna"}, f"{m} imports {top & {'ray', 'mlflow', 'optuna'}}"
+            assert not [i for i in imports(p, set(mods)) if i.startswith(("ablations.run", "ablations.report"))]
+
+
+def test_mto_imports_only_torch_torchvision_timm_numpy_sklearn():
+    stdlib = set(sys.stdlib_module_names) | {"__future__"}
+    mods = sources()
+    for m, p in mods.items():
+        if m.startswith("mto"):
+            bad = {i.split(".")[0] for i in imports(p, set(mods))} - MTO_ALLOWED - stdlib
+            assert not bad, f"{m} imports {bad}"
+
+
+@pytest.mark.parametrize("path", [p for pkg in ("mto", "ablations") for p in sorted((ROOT / pkg).rglob("*.py"))],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_source_files_stay_readable(path):
+    lines = len(path.read_text().splitlines())
+    assert lines <= 300, f"{path.relative_to(ROOT)} has {lines} lines: split it by concept"
+
+
+def test_no_file_points_outside_the_repository():
+    """The method is documented in docs/method.md; no file may send a reader to a document we do not ship."""
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    outside = ("../" + "shared", "DESIGN" + ".md")  # spelt apart so this file does not match itself
+    for name in tracked:
+        p = ROOT / name
+        if p.suffix in {".py", ".md", ".yaml", ".toml", ".cfg", ""} and p.is_file():
+            text = p.read_text(errors="ignore")
+            assert not [o for o in outside if o in text], f"{name} points outside the repository"
