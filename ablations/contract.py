@@ -45,8 +45,11 @@ REFERENCE_ARM = "ablation.reference"
 
 # ---- params and metrics -------------------------------------------------------------------------
 EPOCHS_PARAM = "train.epochs"  # the planned epochs of a trial (its config is logged by dot path)
-DEFAULT_TARGET_METRIC = "eval/linear_top1"  # mto's linear probe on the test split
-TRAIN_LOSS = "train/loss"  # logged every epoch: the driver resumes after the last epoch it holds
+TEST_PREFIX, VAL_PREFIX = "eval/", "val/"  # probes scored on the test split / the validation split
+DEFAULT_TARGET_METRIC = "eval/linear_top1"  # what tables report: mto's linear probe on the test split
+DEFAULT_SEARCH_METRIC = "val/linear_top1"  # what Optuna and ASHA select on: the same probe on validation
+BUDGET_AXIS = "train.epochs"  # a grid over it (the study's budgets) = separately scheduled runs
+EPOCH_METRIC = "trial/epoch"  # logged every epoch (0 included): where a resumed driver picks up
 HETERO_PREFIX = "hetero/l"  # hetero/l00 .. hetero/lNN: heterogeneity per layer
 SUMMARY = {  # written by the report on every trial run (step 0)
     "auc": "summary/auc", "rauc": "summary/rauc", "final": "summary/final", "best": "summary/best",

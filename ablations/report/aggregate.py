@@ -12,7 +12,6 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-import numpy as np
 
 from ablations.report.metrics import (Curve, Interval, auc, epoch_reduction, epochs_to_target, mean_ci, mean_curve,
                                       rauc, speedup)
@@ -33,6 +32,7 @@ class TrialSummary:
     speedup: Optional[float]
     reduction: Optional[float]
     delta_final: float  # final - reference final
+    selection: float  # the validation counterpart's final value (NaN without a validation split)
 
 
 def reference_curve(trial: TrialRecord, trials: dict[str, TrialRecord]) -> tuple[Optional[Curve], bool]:
@@ -51,14 +51,15 @@ def reference_curve(trial: TrialRecord, trials: dict[str, TrialRecord]) -> tuple
 def summarize_trial(trial: TrialRecord, reference: Optional[Curve], paired: bool, fraction: float) -> TrialSummary:
     curve = trial.curve
     final, best = float(curve[1][-1]), float(curve[1].max())
+    selection = float(trial.val_curve[1][-1]) if trial.val_curve is not None else math.nan
     if reference is None:
         nan = math.nan
-        return TrialSummary(trial, False, nan, final, best, auc(curve), nan, None, None, None, None, nan)
+        return TrialSummary(trial, False, nan, final, best, auc(curve), nan, None, None, None, None, nan, selection)
     ref_final = float(reference[1][-1])
     target = fraction * ref_final
     ett, ref_ett = epochs_to_target(curve, target), epochs_to_target(reference, target)
     return TrialSummary(trial, paired, target, final, best, auc(curve), rauc(curve, reference), ett, ref_ett,
-                        speedup(ref_ett, ett), epoch_reduction(ref_ett, ett), final - ref_final)
+                        speedup(ref_ett, ett), epoch_reduction(ref_ett, ett), final - ref_final, selection)
 
 
 def summarize(record: StudyRecord) -> list[TrialSummary]:
@@ -78,6 +79,7 @@ class GroupRow:
     arm: str
     grid: dict[str, str]
     is_reference: bool
+    reference_arm: str  # the arm this row is compared with
     epochs: int
     final: Interval
     best: Interval
@@ -88,6 +90,7 @@ class GroupRow:
     speedup: Interval  # over seeds where both reached
     reduction: Interval
     delta_final: Interval
+    selection: Interval  # the validation metric's final: what picks the best row, never the test metric
     summaries: list[TrialSummary]
 
     @property
@@ -108,20 +111,22 @@ def aggregate(summaries: list[TrialSummary]) -> list[GroupRow]:
     for (arm, grid), items in groups.items():
         etts = [s.epochs_to_target for s in items]
         rows.append(GroupRow(
-            arm, dict(grid), all(s.trial.name == s.trial.reference for s in items),
+            arm, dict(grid), all(s.trial.name == s.trial.reference for s in items), items[0].trial.reference_arm,
             max(s.trial.epochs for s in items),
             mean_ci([s.final for s in items]), mean_ci([s.best for s in items]), mean_ci([s.auc for s in items]),
             mean_ci([s.rauc for s in items]),
             mean_ci(etts) if all(e is not None for e in etts) else None, sum(e is not None for e in etts),
             mean_ci([s.speedup for s in items if s.speedup is not None]),
             mean_ci([s.reduction for s in items if s.reduction is not None]),
-            mean_ci([s.delta_final for s in items]), items))
+            mean_ci([s.delta_final for s in items]), mean_ci([s.selection for s in items]), items))
     return rows
 
 
 def shown_rows(rows: list[GroupRow], limit: int = 6) -> list[GroupRow]:
-    """The rows worth a figure: every reference row, then the best grid point of each other arm
-    (by mean RAUC), best arms first, up to ``limit`` of those (more lines would be unreadable)."""
+    """The rows worth a figure: every reference row, then the grid point of each other arm selected on
+    the validation split (highest mean validation final), selected arms first, up to ``limit`` of
+    those (more lines would be unreadable). Without a validation split, the first grid point of each
+    arm in study order: the test metric never chooses."""
     refs = [r for r in rows if r.is_reference]
     best: dict[str, GroupRow] = {}
     for r in rows:
@@ -130,5 +135,11 @@ def shown_rows(rows: list[GroupRow], limit: int = 6) -> list[GroupRow]:
     return refs + sorted(best.values(), key=_key, reverse=True)[:limit]
 
 
+def winner(rows: list[GroupRow]) -> Optional[GroupRow]:
+    """The row with the highest mean validation final, or None without a validation split."""
+    scored = [r for r in rows if not math.isnan(r.selection.mean)]
+    return max(scored, key=_key) if scored else None
+
+
 def _key(r: GroupRow) -> float:
-    return -math.inf if np.isnan(r.rauc.mean) else r.rauc.mean
+    return -math.inf if math.isnan(r.selection.mean) else r.selection.mean

@@ -24,27 +24,38 @@ from rich.table import Table
 
 from ablations.contract import AFFINITY_FOLDER, HETERO_PREFIX, REPORT_FOLDER, SUMMARY, resolve_tracking_uri
 from ablations.report import plots
-from ablations.report.aggregate import GroupRow, TrialSummary, aggregate, shown_rows, summarize
-from ablations.report.reader import ReportError, StudyRecord, TrialRecord, histories, load_study
-from ablations.report.tables import AblationTable, ablation_table, trials_frame
+from ablations.report.aggregate import GroupRow, TrialSummary, aggregate, shown_rows, summarize, winner
+from ablations.report.budgets import BudgetRow, budget_rows
+from ablations.report.metrics import MIN_SEEDS_FOR_INTERVAL
+from ablations.report.reader import ReportError, StudyRecord, TrialRecord, histories, load_study, selection_metric
+from ablations.report.tables import AblationTable, ablation_table, budget_table, trials_frame
 
 FORMATS = ("md", "csv", "tex", "html")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 DEFINITIONS = """\
+- Tables report the **test** split (`eval/*`); every choice of a best row reads the **validation**
+  split (`val/*`), never the test split. Accuracies are in % here (MLflow holds them in [0, 1]).
 - **Final**, **Best**: the target metric at the last epoch, and its best value over the run.
-- **AUC**: trapezoidal area under the metric-vs-epoch curve over the evaluated epochs, divided by
-  the span (a mean accuracy over training).
+- **AUC**: trapezoidal area under the metric-vs-epoch curve from epoch 0 (the untrained model) to
+  the last epoch, divided by the span (a mean accuracy over training).
 - **RAUC**: AUC of the arm / AUC of its reference over the same epochs, paired by seed (our
   definition); above 1 = learns faster or better.
-- **Epochs to target**: first epoch at which the metric reaches the target (the same seed's
-  reference final value x fraction), linearly interpolated between evaluations; `> E` = some seed
-  never reached it (censored, never averaged as a number).
-- **Speed-up**: reference epochs-to-target / arm epochs-to-target, per seed where both reached it.
-  **Epoch reduction** = 1 - arm / reference (the paper's "about 50% fewer epochs").
+- **Epochs to target (within one schedule)**: first epoch at which the metric reaches the target
+  (the same seed's reference final value x fraction), linearly interpolated between evaluations,
+  inside one cosine schedule; `> E` = some seed never reached it (censored, never averaged).
+  Late gains inside one schedule come from the learning rate annealing: this is not the paper's
+  figure. **Speed-up (within)** = reference / arm epochs-to-target and **epoch reduction (within)** =
+  1 - arm / reference, per seed where both reached it.
+- **Budget to target** (budget studies; the paper's sense): every arm is trained once per budget,
+  each its own warm-up and cosine schedule. Per seed, the smallest budget whose final reaches the
+  reference's full-budget final x fraction, interpolated between budgets (from the epoch-0 value at
+  budget 0); censored when no budget reaches it. **Epoch reduction** = 1 - budget to target /
+  the full budget (the paper's "about 50% fewer pre-training epochs").
 - **Δ final**: arm final - reference final, paired by seed.
-- Cells: mean [95% bootstrap confidence interval] over seeds (scipy.stats.bootstrap, percentile);
-  Seeds = the number of complete seeds. Bold = best in its column.
+- Cells: mean over seeds [95% percentile-bootstrap interval over seeds, 2,000 resamples], the same
+  method for every table and figure band; no interval with fewer than 3 seeds. `(k/n)` = only k
+  of the n seeds enter (the others censored or unpaired). Bold = best in its column.
 """
 
 
@@ -56,7 +67,25 @@ class Report:
     table: AblationTable
     left_out: list[TrialRecord]
     folder: Path
+    budget_rows: list[BudgetRow] = field(default_factory=list)
+    budget_table: Optional[AblationTable] = None  # only for a study with several budgets
     files: list[Path] = field(default_factory=list)
+
+    @property
+    def notes(self) -> list[str]:
+        """What the reader must know before reading the numbers."""
+        out = []
+        seeds = min((r.n for r in self.rows), default=0)
+        if seeds < MIN_SEEDS_FOR_INTERVAL:
+            out.append(f"Only {seeds} seed(s) per row: intervals over fewer than {MIN_SEEDS_FOR_INTERVAL} seeds are "
+                       "not meaningful and are not shown; the means alone decide nothing.")
+        best = winner(self.rows)
+        if best is None:
+            out.append("No validation metric was logged (no validation split): no row is selected as best.")
+        else:
+            out.append(f"Selected on validation ({selection_metric(self.record.metric)}, mean final over seeds): "
+                       f"{best.label}.")
+        return out
 
     def left_out_lines(self) -> list[str]:
         """One Markdown bullet per trial left out of the aggregates, with the reason."""
@@ -91,9 +120,11 @@ def build_report(uri: str, *, parent_run_id: Optional[str] = None, experiment: O
     if not summaries:
         raise ReportError("no trial is complete yet: nothing to aggregate")
     rows = aggregate(summaries)
+    budgets = budget_rows(summaries, record.fraction)
     report = Report(record, summaries, rows, ablation_table(rows, record.metric),
                     [t for t in record.trials if not t.complete],
-                    Path(out or Path("reports") / record.experiment / record.parent_name))
+                    Path(out or Path("reports") / record.experiment / record.parent_name),
+                    budgets, budget_table(budgets, record.metric) if budgets else None)
     report.folder.mkdir(parents=True, exist_ok=True)
     client = MlflowClient(uri)
     pending = _log_summaries(client, report) if log else []  # written in the background meanwhile
@@ -108,9 +139,16 @@ def build_report(uri: str, *, parent_run_id: Optional[str] = None, experiment: O
 
 
 def _figures(client: MlflowClient, report: Report, epochs: Optional[list[int]]) -> list[Path]:
-    folder, shown = report.folder, shown_rows(report.rows)
+    folder, rows = report.folder, report.rows
+    if report.budget_rows:  # curves and profiles of the full-budget runs; budgets get their own figure
+        full = max(r.epochs for r in rows)
+        rows = [r for r in rows if r.epochs == full]
+    shown = shown_rows(rows)
     figures = [plots.learning_curves(shown, report.record.metric, folder / "learning_curves.png"),
-               plots.epochs_to_target(report.rows, folder / "epochs_to_target.png")]
+               plots.epochs_to_target(rows, folder / "epochs_to_target.png")]
+    if report.budget_rows:
+        figures.append(plots.budget_curves(report.budget_rows, report.record.metric, report.record.fraction,
+                                           folder / "budgets.png"))
     profiles = _heterogeneity_profiles(client, shown, epochs)
     if profiles:
         figures.append(plots.heterogeneity_depth(profiles, folder / "heterogeneity_depth.png"))
@@ -158,13 +196,20 @@ def _write(report: Report, figures: list[Path], formats: tuple[str, ...]) -> Non
     subtitle = (f"Metric `{r.metric}`; target = reference final x {r.fraction:g}; reference arm "
                 f"`{r.reference_arm}`; {len(report.summaries)} complete trials; parent run `{r.parent_run_id}`.")
     left = report.left_out_lines()
+    budget_md = (["## Budgets: separately scheduled runs (the paper's sense)", "", report.budget_table.markdown()]
+                 if report.budget_table else [])
     if "md" in formats:
-        md = [f"# {title}", "", subtitle, "", report.table.markdown(), "## Columns", "", DEFINITIONS]
+        md = [f"# {title}", "", subtitle, "", *[f"> {n}" for n in report.notes], "",
+              "## Within one schedule" if budget_md else "", report.table.markdown(), *budget_md,
+              "## Columns", "", DEFINITIONS]
         if left:
             md += ["## Left out of the aggregates", "", *left, ""]
         md += [f"![{p.stem}]({p.name})" for p in figures]
         report.files.append(_put(folder / "ablation.md", "\n".join(md) + "\n"))
     if "csv" in formats:
+        if report.budget_table:
+            report.budget_table.frame.to_csv(folder / "budgets.csv", index=False)
+            report.files.append(folder / "budgets.csv")
         report.table.frame.to_csv(folder / "ablation.csv", index=False)
         trials_frame(report.summaries).to_csv(folder / "trials.csv", index=False)
         report.files += [folder / "ablation.csv", folder / "trials.csv"]
@@ -183,7 +228,10 @@ def _write(report: Report, figures: list[Path], formats: tuple[str, ...]) -> Non
                 "td,th{border-bottom:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child"
                 "{text-align:left}thead th{border-bottom:2px solid #333}img{max-width:100%}figure{margin:1em 0}"
                 f"</style></head><body><h1>{html.escape(title)}</h1><p>{html.escape(subtitle)}</p>"
-                f"{report.table.html()}<h2>Columns</h2><ul>{defs}</ul>{left_html}<h2>Figures</h2>{imgs}"
+                + "".join(f"<p><i>{html.escape(n)}</i></p>" for n in report.notes)
+                + f"{report.table.html()}"
+                + (f"<h2>Budgets: separately scheduled runs</h2>{report.budget_table.html()}" if report.budget_table else "")
+                + f"<h2>Columns</h2><ul>{defs}</ul>{left_html}<h2>Figures</h2>{imgs}"
                 f"<p><small>generated {time.strftime('%Y-%m-%d %H:%M')}</small></p></body></html>")
         report.files.append(_put(folder / "report.html", page))
     report.files += figures

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
-from scipy import stats
 
 Curve = tuple[np.ndarray, np.ndarray]  # (epochs, values), epochs increasing
 
@@ -81,47 +80,68 @@ def epoch_reduction(reference_epochs: Optional[float], method_epochs: Optional[f
     return 1.0 - method_epochs / reference_epochs
 
 
+def budget_to_target(budgets: Sequence[float], finals: Sequence[float], target: float,
+                     start: Optional[float] = None) -> Optional[float]:
+    """The pre-training budget at which separately scheduled runs reach ``target`` (the paper's sense).
+
+    Each budget is its own run, warmed up and annealed to its own end; ``finals[i]`` is the final
+    metric of the run with ``budgets[i]`` epochs. The answer is interpolated linearly between the
+    last budget below the target and the first at or above it; ``start`` is the value before any
+    training (the epoch-0 evaluation: a budget of 0), so a smallest budget already above the
+    target is interpolated from 0. None when no budget reaches it (censored).
+    """
+    b, v = as_curve(budgets, finals)
+    if start is not None:
+        b, v = np.concatenate([[0.0], b]), np.concatenate([[start], v])
+    return epochs_to_target((b, v), target)
+
+
+MIN_SEEDS_FOR_INTERVAL = 3  # below this, a bootstrap over seeds says nothing: no interval is shown
+RESAMPLES = 2000  # ample for a percentile interval over a handful of seeds (5 seeds: 3,125 distinct resamples)
+
+
 @dataclass(frozen=True)
 class Interval:
-    """Mean and 95% bootstrap confidence interval over seeds (``n`` values)."""
+    """Mean over ``n`` seeds with its 95% percentile-bootstrap interval (NaN bounds when ``n`` < 3)."""
 
     mean: float
     low: float
     high: float
     n: int
 
+    @property
+    def has_interval(self) -> bool:
+        return not (math.isnan(self.low) or math.isnan(self.high))
 
-def mean_ci(values: Sequence[float], confidence: float = 0.95, seed: int = 0) -> Interval:
-    """Mean with a percentile bootstrap interval (scipy.stats.bootstrap) over the given seeds' values.
 
-    One value gives no interval (NaN bounds); identical values give a zero-width one.
+def bootstrap_band(values: np.ndarray, confidence: float = 0.95, seed: int = 0
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and percentile-bootstrap interval over seeds of ``values`` ``[seeds, points]``, per point.
+
+    The one interval method of every table and figure: seeds are resampled with replacement
+    (the same resamples for every point, vectorised), the interval is the percentile range of the
+    resampled means. With fewer than ``MIN_SEEDS_FOR_INTERVAL`` seeds the bounds are NaN: two
+    seeds give at most three distinct resampled means, which is no interval at all.
     """
+    x = np.asarray(values, dtype=float)
+    mean = x.mean(axis=0)
+    nan = np.full_like(mean, math.nan)
+    if x.shape[0] < MIN_SEEDS_FOR_INTERVAL:
+        return mean, nan, nan
+    idx = np.random.default_rng(seed).integers(0, x.shape[0], size=(RESAMPLES, x.shape[0]))
+    means = x[idx].mean(axis=1)  # [resamples, points]
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(means, [alpha, 1 - alpha], axis=0)
+    return mean, low, high
+
+
+def mean_ci(values: Sequence[Optional[float]], confidence: float = 0.95, seed: int = 0) -> Interval:
+    """Mean and ``bootstrap_band`` interval of one number per seed (None and NaN values are left out)."""
     x = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
     if x.size == 0:
         return Interval(math.nan, math.nan, math.nan, 0)
-    m = float(x.mean())
-    if x.size == 1:
-        return Interval(m, math.nan, math.nan, 1)
-    if np.ptp(x) == 0:
-        return Interval(m, m, m, int(x.size))
-    # 2,000 resamples: ample for a percentile interval over a handful of seeds (5 seeds have only
-    # 3,125 distinct resamples), and it keeps a 1,000-trial report fast.
-    res = stats.bootstrap((x,), np.mean, confidence_level=confidence, method="percentile", n_resamples=2000,
-                          rng=np.random.default_rng(seed))
-    return Interval(m, float(res.confidence_interval.low), float(res.confidence_interval.high), int(x.size))
-
-
-def band(values: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-epoch mean and Student-t interval of ``values`` ``[seeds, epochs]``, for curve plots.
-
-    (A t-interval, not a bootstrap: one bootstrap per plotted point would be slow and add nothing.)
-    """
-    mean = values.mean(axis=0)
-    n = values.shape[0]
-    if n < 2:
-        return mean, mean, mean
-    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * values.std(axis=0, ddof=1) / math.sqrt(n)
-    return mean, mean - half, mean + half
+    mean, low, high = bootstrap_band(x[:, None], confidence, seed)
+    return Interval(float(mean[0]), float(low[0]), float(high[0]), int(x.size))
 
 
 def mean_curve(curves: list[Curve]) -> Curve:

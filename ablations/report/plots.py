@@ -20,7 +20,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ablations.report.aggregate import GroupRow  # noqa: E402
-from ablations.report.metrics import band, is_accuracy  # noqa: E402
+from ablations.report.budgets import BudgetRow  # noqa: E402
+from ablations.report.metrics import MIN_SEEDS_FOR_INTERVAL, bootstrap_band, is_accuracy  # noqa: E402
 
 DPI = 100
 
@@ -30,24 +31,24 @@ def _scale(metric: str) -> tuple[float, str]:
 
 
 def learning_curves(rows: list[GroupRow], metric: str, path: Path) -> Path:
-    """Mean curve with a 95% t-band over seeds per row; dashed target lines of the reference rows."""
+    """Mean curve over seeds per row with its 95% bootstrap band (3+ seeds); dashed target lines of the references."""
     scale, unit = _scale(metric)
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for i, row in enumerate(rows):
         curves = [s.trial.curve for s in row.summaries]
         epochs = curves[0][0]
         values = np.stack([np.interp(epochs, c[0], c[1]) for c in curves]) * scale
-        mean, lo, hi = band(values)
+        mean, lo, hi = bootstrap_band(values)
         color = f"C{i % 10}"
         ax.plot(epochs, mean, color=color, lw=2 if row.is_reference else 1.5, label=f"{row.label} (n={row.n})")
-        if row.n > 1:
+        if row.n >= MIN_SEEDS_FOR_INTERVAL:
             ax.fill_between(epochs, lo, hi, color=color, alpha=0.2, lw=0)
         if row.is_reference:
             target = np.nanmean([s.target for s in row.summaries]) * scale
             ax.axhline(target, color=color, ls="--", lw=1, label=f"target ({row.arm})")
     ax.set_xlabel("pre-training epoch")
     ax.set_ylabel(metric + unit)
-    ax.set_title("Learning curves: mean and 95% interval over seeds")
+    ax.set_title("Learning curves: mean over seeds, 95% bootstrap band where n >= 3", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
@@ -135,3 +136,28 @@ def chosen_epochs(available: list[int], wanted: Optional[list[int]]) -> list[int
     if len(available) <= 3:
         return available
     return [available[0], available[len(available) // 2], available[-1]]
+
+
+def budget_curves(rows: list[BudgetRow], metric: str, fraction: float, path: Path) -> Path:
+    """Final metric against the pre-training budget (each budget its own schedule), mean over seeds with
+    the bootstrap interval where n >= 3; the reference's full-budget final x fraction as the target line."""
+    scale, unit = _scale(metric)
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for i, row in enumerate(rows):
+        budgets = [b for b in row.budgets if b in row.finals]
+        ivs = [row.finals[b] for b in budgets]
+        color = f"C{i % 10}"
+        ax.plot(budgets, [iv.mean * scale for iv in ivs], marker="o", color=color, lw=2 if row.is_reference else 1.5,
+                label=row.label + (" (reference)" if row.is_reference else ""))
+        if all(iv.has_interval for iv in ivs):
+            ax.fill_between(budgets, [iv.low * scale for iv in ivs], [iv.high * scale for iv in ivs], color=color,
+                            alpha=0.2, lw=0)
+        if row.is_reference and budgets:
+            ax.axhline(row.finals[budgets[-1]].mean * fraction * scale, color=color, ls="--", lw=1,
+                       label=f"target: {row.arm} at {budgets[-1]} epochs x {fraction:g}")
+    ax.set_xlabel("pre-training budget (epochs; each its own schedule)")
+    ax.set_ylabel("final " + metric + unit)
+    ax.set_title("Final accuracy per budget: where each arm reaches the reference's full-budget final", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

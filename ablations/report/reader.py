@@ -18,7 +18,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from ablations.contract import (ARM, DEFAULT_TARGET_METRIC, EPOCHS_PARAM, FAILURE, GRID_PREFIX, REFERENCE_ARM,
                                 REFERENCE_OF_TRIAL, REFERENCE_TRIAL, RESOLVED_TRIALS, ROLE, SEED, STUDY, TARGET_FRACTION,
-                                TARGET_METRIC, TRIAL)
+                                TARGET_METRIC, TEST_PREFIX, TRIAL, VAL_PREFIX)
 from ablations.report.metrics import Curve, as_curve
 
 
@@ -38,7 +38,8 @@ class TrialRecord:
     status: str  # MLflow run status
     failure: str
     epochs: int  # planned epochs
-    curve: Optional[Curve] = None  # the target metric over evaluated epochs
+    curve: Optional[Curve] = None  # the target metric (test split) over evaluated epochs
+    val_curve: Optional[Curve] = None  # its validation-split counterpart: what selection reads
     metric_keys: list[str] = field(default_factory=list)  # every metric the run logged
 
     @property
@@ -113,6 +114,8 @@ def load_study(uri: str, *, run_id: Optional[str] = None, experiment: Optional[s
     if not children:
         raise ReportError(f"study run {parent.info.run_id} has no trial runs yet")
     by_run = histories(client, [r.info.run_id for r in children], record.metric, threads)
+    selection = selection_metric(record.metric)
+    val_by_run = histories(client, [r.info.run_id for r in children], selection, threads) if selection else {}
     for run in children:
         curve = by_run.get(run.info.run_id)
         t = run.data.tags
@@ -120,13 +123,22 @@ def load_study(uri: str, *, run_id: Optional[str] = None, experiment: Optional[s
             run.info.run_id, t.get(TRIAL, run.info.run_name), t.get(ARM, "?"), int(t.get(SEED, 0)),
             {k[len(GRID_PREFIX):]: v for k, v in t.items() if k.startswith(GRID_PREFIX)},
             t.get(REFERENCE_TRIAL, ""), t.get(REFERENCE_OF_TRIAL, ""), run.info.status, t.get(FAILURE, ""),
-            int(run.data.params.get(EPOCHS_PARAM, 0)), curve, sorted(run.data.metrics)))
+            int(run.data.params.get(EPOCHS_PARAM, 0)), curve, val_by_run.get(run.info.run_id),
+            sorted(run.data.metrics)))
     if not any(t.curve is not None for t in record.trials):
         raise ReportError(f"no trial of study run {parent.info.run_id} has the metric {record.metric!r}")
     if record.reference_arm and not any(t.arm == record.reference_arm and t.complete for t in record.trials):
         raise ReportError(f"the reference arm {record.reference_arm!r} has no complete trial to compare with")
     record.order = _study_order(client, parent.info.run_id) or sorted(t.name for t in record.trials)
     return record
+
+
+def selection_metric(metric: str) -> Optional[str]:
+    """The validation counterpart of a test metric (``eval/linear_top1`` -> ``val/linear_top1``), if any.
+
+    Tables report the test split; every choice of a "best" row reads the validation split.
+    """
+    return VAL_PREFIX + metric[len(TEST_PREFIX):] if metric.startswith(TEST_PREFIX) else None
 
 
 def histories(client: MlflowClient, run_ids: list[str], metric: str, threads: int = 8) -> dict[str, Curve]:

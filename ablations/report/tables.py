@@ -15,6 +15,7 @@ from typing import Callable, Optional
 import pandas as pd
 
 from ablations.report.aggregate import GroupRow, TrialSummary
+from ablations.report.budgets import BudgetRow
 from ablations.report.metrics import Interval, is_accuracy
 
 
@@ -39,9 +40,10 @@ def columns(metric: str) -> list[Column]:
         Column("best", f"Best{unit}", lambda r: r.best, scale, 1 if pct else 3),
         Column("auc", f"AUC{unit}", lambda r: r.auc, scale, 1 if pct else 3),
         Column("rauc", "RAUC", lambda r: r.rauc, 1.0, 3, relative=True),
-        Column("epochs_to_target", "Epochs to target", lambda r: r.epochs_to_target, 1.0, 1, higher_is_better=False),
-        Column("speedup", "Speed-up", lambda r: r.speedup, 1.0, 2, suffix="x", relative=True),
-        Column("epoch_reduction", "Epoch reduction (%)", lambda r: r.reduction, 100.0, 1, relative=True),
+        Column("epochs_to_target", "Epochs to target (within one schedule)", lambda r: r.epochs_to_target, 1.0, 1,
+               higher_is_better=False),
+        Column("speedup", "Speed-up (within)", lambda r: r.speedup, 1.0, 2, suffix="x", relative=True),
+        Column("epoch_reduction", "Epoch reduction (within, %)", lambda r: r.reduction, 100.0, 1, relative=True),
         Column("delta_final", f"Δ final{' (pp)' if pct else ''}", lambda r: r.delta_final, scale, 1 if pct else 3,
                relative=True),
     ]
@@ -52,12 +54,19 @@ def _cell(iv: Optional[Interval], col: Column, row: GroupRow) -> str:
         return "ref"
     if col.key == "epochs_to_target" and iv is None:
         return f"> {row.epochs} ({row.reached}/{row.n} reached)"
+    return interval_cell(iv, col.scale, col.digits, col.suffix, row.n)
+
+
+def interval_cell(iv: Optional[Interval], scale: float, digits: int, suffix: str = "", total: int = 0) -> str:
+    """``mean [low, high]``; the interval only from 3 seeds on; ``(k/n)`` when only k of the n seeds enter."""
     if iv is None or iv.n == 0 or math.isnan(iv.mean):
-        return "–"
-    m = f"{iv.mean * col.scale:.{col.digits}f}{col.suffix}"
-    if iv.n < 2 or math.isnan(iv.low):
-        return f"{m} (n=1)" if col.key in ("speedup", "epoch_reduction") and iv.n == 1 else m
-    return f"{m} [{iv.low * col.scale:.{col.digits}f}, {iv.high * col.scale:.{col.digits}f}]"
+        return f"– (0/{total})" if total else "–"
+    text = f"{iv.mean * scale:.{digits}f}{suffix}"
+    if iv.has_interval:
+        text += f" [{iv.low * scale:.{digits}f}, {iv.high * scale:.{digits}f}]"
+    if iv.n < total:
+        text += f" ({iv.n}/{total})"
+    return text
 
 
 @dataclass
@@ -107,7 +116,9 @@ def ablation_table(rows: list[GroupRow], metric: str) -> AblationTable:
     """The main table: one row per arm and grid point."""
     cols = columns(metric)
     axes = sorted({k for r in rows for k in r.grid})
-    headers = ["Arm", *[a.split(".")[-1] for a in axes], "Seeds", *[c.header for c in cols]]
+    several = len({r.reference_arm for r in rows}) > 1  # target.reference_of: name each row's reference
+    headers = ["Arm", *[a.split(".")[-1] for a in axes], *(["Compared with"] if several else []), "Seeds",
+               *[c.header for c in cols]]
     cells, bold, records = [], [], []
     best = {}
     for c in cols:
@@ -116,9 +127,11 @@ def ablation_table(rows: list[GroupRow], metric: str) -> AblationTable:
             best[c.key] = max(means) if c.higher_is_better else min(means)
     for r in rows:
         arm = r.arm + (" (reference)" if r.is_reference else "")
-        row = [arm, *[r.grid.get(a, "") for a in axes], str(r.n)]
+        row = [arm, *[r.grid.get(a, "") for a in axes], *(["–" if r.is_reference else r.reference_arm]
+                                                          if several else []), str(r.n)]
         flags = [False] * len(row)
-        rec: dict = {"arm": r.arm, **{a: r.grid.get(a, "") for a in axes}, "reference": r.is_reference, "seeds": r.n}
+        rec: dict = {"arm": r.arm, **{a: r.grid.get(a, "") for a in axes}, "reference": r.is_reference,
+                     "reference_arm": r.reference_arm, "seeds": r.n}
         for c in cols:
             iv = c.value(r)
             row.append(_cell(iv, c, r))
@@ -133,6 +146,35 @@ def ablation_table(rows: list[GroupRow], metric: str) -> AblationTable:
     return AblationTable(headers, cells, bold, pd.DataFrame.from_records(records))
 
 
+def budget_table(rows: list[BudgetRow], metric: str) -> AblationTable:
+    """Final metric per budget (each budget its own schedule) and the budget to reach the reference's
+    full-budget final, with the epoch reduction in the paper's sense."""
+    pct = is_accuracy(metric)
+    scale, digits = (100.0, 1) if pct else (1.0, 3)
+    budgets = sorted({b for r in rows for b in r.budgets})
+    axes = sorted({k for r in rows for k in r.grid})
+    headers = ["Arm", *[a.split(".")[-1] for a in axes], "Compared with", "Seeds",
+               *[f"Final @ {b} ep{' (%)' if pct else ''}" for b in budgets], "Budget to target (epochs)",
+               "Epoch reduction (%)"]
+    cells, bold, records = [], [], []
+    for r in rows:
+        seeds = max((iv.n for iv in r.finals.values()), default=0)
+        to_target = (interval_cell(r.to_target, 1.0, 1) if r.reached == r.seeds and r.seeds
+                     else f"> {max(budgets)} ({r.reached}/{r.seeds} reached)")
+        row = [r.arm + (" (reference)" if r.is_reference else ""), *[r.grid.get(a, "") for a in axes],
+               "–" if r.is_reference else r.reference_arm, str(seeds),
+               *[interval_cell(r.finals.get(b), scale, digits) for b in budgets], to_target,
+               interval_cell(r.reduction, 100.0, 1, total=r.seeds) if r.reached else f"– (0/{r.seeds})"]
+        cells.append(row)
+        bold.append([False] * len(row))
+        records.append({"arm": r.arm, **{a: r.grid.get(a, "") for a in axes}, "reference_arm": r.reference_arm,
+                        **{f"final_at_{b}_mean": (r.finals[b].mean if b in r.finals else math.nan) for b in budgets},
+                        "budget_to_target_mean": r.to_target.mean, "budget_to_target_ci_low": r.to_target.low,
+                        "budget_to_target_ci_high": r.to_target.high, "reached": r.reached, "compared_seeds": r.seeds,
+                        "epoch_reduction_mean": r.reduction.mean})
+    return AblationTable(headers, cells, bold, pd.DataFrame.from_records(records))
+
+
 def trials_frame(summaries: list[TrialSummary]) -> pd.DataFrame:
     """Every complete trial's own numbers (the seeds behind each table row)."""
     return pd.DataFrame.from_records([{
@@ -140,4 +182,4 @@ def trials_frame(summaries: list[TrialSummary]) -> pd.DataFrame:
         "reference_trial": s.trial.reference, "paired": s.paired, "epochs": s.trial.epochs, "target": s.target,
         "final": s.final, "best": s.best, "auc": s.auc, "rauc": s.rauc, "epochs_to_target": s.epochs_to_target,
         "reference_epochs_to_target": s.reference_epochs, "speedup": s.speedup, "epoch_reduction": s.reduction,
-        "delta_final": s.delta_final, "run_id": s.trial.run_id} for s in summaries])
+        "delta_final": s.delta_final, "selection_val_final": s.selection, "run_id": s.trial.run_id} for s in summaries])

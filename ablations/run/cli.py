@@ -37,7 +37,8 @@ def trial_table(study: Study) -> Table:
     spec = study.spec
     grid_keys = sorted({k for t in study.trials for k in t.grid})
     table = Table(title=f"study {study.name}: {len(study.trials)} trials"
-                        + (f" + {spec.search.num_samples} Optuna samples of arm {study.search_arm}"
+                        + (f" + {spec.search.num_samples} Optuna samples of arm {study.search_arm} x "
+                           f"{len(spec.search_seeds)} seeds"
                            if spec.search.kind == "optuna" else ""), title_justify="left")
     for col in ["trial", "arm", "seed", *grid_keys, "method", "epochs", "lambda spa/e/r", "recal."]:
         table.add_column(col)

@@ -109,7 +109,7 @@ class TrialNamer:
 def _search_space(study: Study) -> dict[str, Any]:
     from ray import tune
 
-    space: dict[str, Any] = {"trial": study.search_arm, "seed": study.spec.seeds[0]}
+    space: dict[str, Any] = {"trial": study.search_arm}  # Repeater adds the seed index
     for path, d in study.spec.search.space.items():
         if d.loguniform:
             space[path] = tune.loguniform(*d.loguniform)
@@ -136,8 +136,13 @@ def _phases(study: Study) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
         from ray.tune.schedulers import ASHAScheduler
         from ray.tune.search.optuna import OptunaSearch
 
-        searcher = OptunaSearch(metric=OBJECTIVE, mode=search.mode, sampler=optuna.samplers.TPESampler(seed=0))
-        kwargs = dict(common, search_alg=searcher, num_samples=search.num_samples)
+        from ray.tune.search import Repeater
+
+        # Each sample runs on every search seed; Optuna sees the mean objective over them.
+        seeds = len(study.spec.search_seeds)
+        searcher = Repeater(OptunaSearch(metric=OBJECTIVE, mode=search.mode,
+                                         sampler=optuna.samplers.TPESampler(seed=0)), repeat=seeds, set_index=True)
+        kwargs = dict(common, search_alg=searcher, num_samples=search.num_samples * seeds)
         if search.asha:
             epochs = study.search_config(study.search_arm, study.spec.seeds[0], {}).train.epochs
             kwargs["scheduler"] = ASHAScheduler(time_attr=EPOCH, metric=OBJECTIVE, mode=search.mode, max_t=epochs,
@@ -233,7 +238,8 @@ def _close(tracker: StudyTracker, study: Study, folder: Path, interrupted: bool)
             outcome.failed[name] = run.data.tags.get(FAILURE, "unknown error")
         else:
             tracker.client.set_terminated(run.info.run_id, "KILLED")
-    expected = len(study.trials) + (study.spec.search.num_samples if study.spec.search.kind == "optuna" else 0)
+    expected = len(study.trials) + (study.spec.search.num_samples * len(study.spec.search_seeds)
+                                    if study.spec.search.kind == "optuna" else 0)
     outcome.interrupted = interrupted or len(outcome.finished) + len(outcome.failed) < expected
     tracker.end_study("KILLED" if outcome.interrupted else ("FAILED" if outcome.failed else "FINISHED"))
     return outcome

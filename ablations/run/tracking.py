@@ -26,7 +26,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from ablations.contract import (AFFINITY_FOLDER, ARM, FAILURE, GRID_PREFIX, REFERENCE_OF_TRIAL, REFERENCE_TRIAL, ROLE,
-                                SEED, STUDY, TRAIN_LOSS, TRIAL)
+                                EPOCH_METRIC, SEED, STUDY, TRIAL)
 from ablations.study import TrialSpec, flatten
 from mto.config import TrialConfig, to_dict
 
@@ -154,8 +154,8 @@ class StudyTracker:
             name = run.data.tags.get(TRIAL)
             if name:
                 self._runs[name] = run.info.run_id
-                history = self.client.get_metric_history(run.info.run_id, TRAIN_LOSS)
-                self._last_epoch[run.info.run_id] = max((m.step for m in history), default=0)
+                history = self.client.get_metric_history(run.info.run_id, EPOCH_METRIC)
+                self._last_epoch[run.info.run_id] = max((m.step for m in history), default=-1)
 
     def children(self) -> list:
         """All trial runs of this study invocation."""
@@ -180,15 +180,16 @@ class StudyTracker:
         for i in range(0, len(params), 100):
             self.client.log_batch(run_id, params=params[i:i + 100])
         self._runs[name] = run_id
-        self._last_epoch[run_id] = 0
+        self._last_epoch[run_id] = -1  # nothing logged yet: epoch 0 (before training) comes first
         return run_id
 
     def log_epoch(self, run_id: str, epoch: int, metrics: dict[str, Any]) -> bool:
-        """Log one epoch's metrics with ``step = epoch``; an epoch already logged is skipped (returns False)."""
-        if epoch <= self._last_epoch.get(run_id, 0):
+        """Log one epoch's metrics with ``step = epoch`` (0 = before training); an epoch already logged is
+        skipped (returns False). ``trial/epoch`` goes in the same batch: a resumed driver reads it back."""
+        if epoch <= self._last_epoch.get(run_id, -1):
             return False
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, epoch) for k, v in metrics.items()
+        batch = [Metric(k, float(v), now, epoch) for k, v in {**metrics, EPOCH_METRIC: epoch}.items()
                  if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(float(v))]
         for i in range(0, len(batch), 1000):
             self.client.log_batch(run_id, metrics=batch[i:i + 1000])

@@ -12,10 +12,14 @@ from typing import Any, Optional
 
 from pydantic import TypeAdapter, ValidationError
 
+from ablations.contract import BUDGET_AXIS
 from ablations.study.messages import StudyError, describe, suggest
 from ablations.study.schema import StudySpec
 from mto.config import ConfigError, TrialConfig, to_dict
 from mto.data import check_data
+
+
+SAMPLE_SEED = "__trial_index__"  # Ray Tune's Repeater: which of the search seeds a repeat of a sample runs
 
 
 @dataclass(frozen=True)
@@ -49,23 +53,23 @@ class Study:
         """The trial a Ray trial runs, from Ray's config and trial id: the one place trial identity comes from.
 
         A grid trial's params are ``{"trial": name}``; an Optuna sample's are ``{"trial": arm,
-        "seed": seed, <dot path>: value ...}``, named ``<arm>-s<seed>-o<trial id><sample>`` and
-        compared with the searched arm's reference at the first seed.
+        "__trial_index__": i, <dot path>: value ...}`` (Ray Tune's ``Repeater`` runs each sample once
+        per seed of ``search_seeds``, ``i`` indexing them), named ``<arm>-s<seed>-o<trial id><sample>``
+        and compared with the searched arm's reference at the same seed.
 
         Raises:
             ConfigError: the sample makes an invalid config.
         """
         name = params["trial"]
-        if "seed" not in params:
+        if SAMPLE_SEED not in params:
             return self.trial(name)
-        seed = int(params["seed"])
-        sample = {k: v for k, v in params.items() if k not in ("trial", "seed")}
+        seed = self.spec.search_seeds[int(params[SAMPLE_SEED])]
+        sample = {k: v for k, v in params.items() if k not in ("trial", SAMPLE_SEED)}
         shown = "".join(f"-{k.split('.')[-1]}={short_value(round(v, 4) if isinstance(v, float) else v)}"
                         for k, v in sorted(sample.items()))
         ref_arm = self.spec.reference_for(name)
         return TrialSpec(f"{name}-s{seed}-o{trial_id.split('_')[-1]}{shown}", name, seed, sample,
-                         self.search_config(name, seed, sample), trial_name(ref_arm, self.spec.seeds[0], {}, {}),
-                         ref_arm)
+                         self.search_config(name, seed, sample), trial_name(ref_arm, seed, {}, {}), ref_arm)
 
     @property
     def search_arm(self) -> str:
@@ -100,6 +104,9 @@ def validate_study(raw: dict[str, Any], source: str, lines: Optional[dict[tuple,
         for where, name in ((f"target.reference_of.{arm}", arm), (f"target.reference_of.{arm}", ref)):
             if name not in spec.variants:
                 problem(where, f"unknown arm {name!r}; arms are {', '.join(arms)}" + suggest(name, arms))
+    if spec.budgets and (BUDGET_AXIS in spec.grid or any(BUDGET_AXIS in flatten(v) or f"grid.{BUDGET_AXIS}"
+                                                         in flatten(v) for v in spec.variants.values())):
+        problem("budgets", f"budgets set {BUDGET_AXIS} for every arm: remove {BUDGET_AXIS} from grid and variants")
     for path, values in spec.grid.items():
         _check_dot_path(f"grid.{path}", path, problem)
         if not values:
@@ -128,6 +135,12 @@ def validate_study(raw: dict[str, Any], source: str, lines: Optional[dict[tuple,
         if spec.search.arm is not None and spec.search.arm not in spec.variants:
             problem("search.arm", f"unknown arm {spec.search.arm!r}; arms are {', '.join(arms)}"
                     + suggest(spec.search.arm, arms))
+        if spec.budgets:
+            problem("budgets", "an Optuna study takes no budgets (its samples could not be paired across budgets)")
+        missing = sorted(set(spec.search_seeds) - set(spec.seeds))
+        if missing:
+            problem("search.seeds", f"{missing} are not among the study's seeds {spec.seeds}: the samples' "
+                                    "references run on the study's seeds")
     elif spec.search.space or spec.search.asha:
         problem("search.kind", "space and asha are for kind: optuna; a grid study crosses variants, grid and seeds")
     if problems:
@@ -154,9 +167,10 @@ def _expand(spec: StudySpec, source: str) -> list[TrialSpec]:
     problems, trials, names = [], [], set()
     base = to_dict(spec.base)
     axes_of, fixed_of = {}, {}
+    study_grid = {**spec.grid, **({BUDGET_AXIS: spec.budgets} if spec.budgets else {})}
     for arm, overrides in spec.variants.items():
         fixed_of[arm], arm_grid = arm_overrides(overrides)
-        axes_of[arm] = {**spec.grid, **arm_grid}
+        axes_of[arm] = {**study_grid, **arm_grid}
     for arm in spec.variants:
         axes = axes_of[arm]
         keys = list(axes)
@@ -165,7 +179,7 @@ def _expand(spec: StudySpec, source: str) -> list[TrialSpec]:
             point = dict(zip(keys, values))
             for seed in spec.seeds:
                 name = trial_name(arm, seed, point, axes)
-                ref_name = trial_name(ref, seed, {k: point[k] for k in spec.grid}, axes_of[ref])
+                ref_name = trial_name(ref, seed, {k: point[k] for k in study_grid}, axes_of[ref])
                 try:
                     cfg = _validate_trial(apply_overrides(base, {**fixed_of[arm], **point, "train.seed": seed}))
                 except ConfigError as err:

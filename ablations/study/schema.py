@@ -12,7 +12,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ablations.contract import DEFAULT_TARGET_METRIC, DEFAULT_TRACKING_URI
+from ablations.contract import DEFAULT_SEARCH_METRIC, DEFAULT_TARGET_METRIC, DEFAULT_TRACKING_URI
 from mto.config import TrialConfig
 
 
@@ -54,8 +54,9 @@ class SearchSpec(_Strict):
     kind: Literal["grid", "optuna"] = "grid"
     space: dict[str, Distribution] = {}  # optuna: dot path -> distribution
     num_samples: int = Field(10, ge=1)
-    metric: str = DEFAULT_TARGET_METRIC
+    metric: str = DEFAULT_SEARCH_METRIC  # selection reads the validation split, never the test split
     mode: Literal["max", "min"] = "max"
+    seeds: Optional[list[int]] = None  # each sample runs on these seeds (default: the study's seeds)
     arm: Optional[str] = None  # optuna: the arm whose config is searched (default: first non-reference arm)
     asha: Optional[ASHASpec] = None
 
@@ -91,6 +92,9 @@ class StudySpec(_Strict):
     variants: dict[str, dict[str, Any]] = Field(min_length=1)
     grid: dict[str, list[Any]] = {}
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    # Pre-training budgets in epochs: every arm runs once per budget, each its own warm-up and cosine
+    # schedule (a grid over train.epochs); the report adds budget-to-target, the paper's epoch reduction.
+    budgets: list[int] = []
     search: SearchSpec = Field(default_factory=SearchSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     max_concurrent: Optional[int] = Field(None, ge=1)
@@ -106,6 +110,20 @@ class StudySpec(_Strict):
         if len(set(v)) != len(v):
             raise ValueError(f"seeds must be distinct, got {v}")
         return v
+
+    @field_validator("budgets")
+    @classmethod
+    def _budgets(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v) or any(b < 1 for b in v):
+            raise ValueError(f"budgets must be distinct epoch counts >= 1, got {v}")
+        if len(v) == 1:
+            raise ValueError("give at least two budgets (one budget is train.epochs)")
+        return sorted(v)
+
+    @property
+    def search_seeds(self) -> list[int]:
+        """The seeds every Optuna sample runs on."""
+        return self.search.seeds or self.seeds
 
     @field_validator("variants")
     @classmethod

@@ -69,10 +69,11 @@ def test_tables_show_censoring_bold_bests_and_escape_latex(store, tmp_path):
     build_report(uri, parent_run_id=parent, out=tmp_path / "rep")
     md = (tmp_path / "rep" / "ablation.md").read_text()
     assert "> 8 (0/2 reached)" in md and "| base (reference) | 2 |" in md
-    assert "**75.0 [74.0, 76.0]**" in md  # the best final, bold
+    assert "| **75.0** |" in md  # the best final, bold; two seeds: no interval, and the report says why
+    assert "intervals over fewer than 3 seeds are not meaningful" in md
     assert "broken-s0: failed: NonFiniteLossError" in md
     tex = (tmp_path / "rep" / "ablation.tex").read_text()
-    assert "\\toprule" in tex and "\\bottomrule" in tex and "\\textbf{75.0 [74.0, 76.0]}" in tex
+    assert "\\toprule" in tex and "\\bottomrule" in tex and "\\textbf{75.0}" in tex
     assert "linear\\_top1" in tex and "(\\%)" in tex and "$>$ 8" in tex
     page = (tmp_path / "rep" / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 3 and "src=\"http" not in page  # self-contained
@@ -125,3 +126,39 @@ def test_bulk_history_reading_equals_per_run_reading(store):
         points = sorted((m.step, m.value) for m in client.get_metric_history(r.info.run_id, "eval/linear_top1"))
         assert got[r.info.run_id][0].tolist() == [s for s, _ in points]
         assert got[r.info.run_id][1].tolist() == [v for _, v in points]
+
+
+def test_budget_table_gives_the_papers_epoch_reduction_with_censoring(tmp_path):
+    """Separately scheduled budgets 2 and 4; target = base's final at 4 (0.60) per seed. mto's finals
+    0.55 at 2 and 0.65 at 4 reach it at budget 3 (interpolated): 25% fewer epochs. slow never does."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracker = StudyTracker(uri, "budgets")
+    tracker.start_study("budgets", "", {"resolved_trials.json": "{}"},
+                        {TARGET_METRIC: "eval/linear_top1", TARGET_FRACTION: "1.0", REFERENCE_ARM: "base"})
+    finals = {"base": {2: 0.50, 4: 0.60}, "mto": {2: 0.55, 4: 0.65}, "slow": {2: 0.40, 4: 0.50}}
+    for arm, by_budget in finals.items():
+        for budget, final in by_budget.items():
+            for seed in (0, 1, 2):
+                cfg = TrialConfig()
+                cfg.train.epochs = budget
+                grid = {"train.epochs": budget}
+                spec = TrialSpec(f"{arm}-s{seed}-epochs={budget}", arm, seed, grid, cfg,
+                                 f"base-s{seed}-epochs={budget}", "base")
+                run = tracker.trial_run(spec)
+                for e in range(budget + 1):  # epoch 0 = the untrained model at 0.10
+                    tracker.log_epoch(run, e, {"eval/linear_top1": 0.10 + (final - 0.10) * e / budget})
+                tracker.end_trial(run, "FINISHED")
+    tracker.end_study("FINISHED")
+    report = build_report(uri, parent_run_id=tracker.parent_id, out=tmp_path / "rep")
+    table = pd.read_csv(tmp_path / "rep" / "budgets.csv").set_index("arm")
+    assert table.loc["mto"].budget_to_target_mean == pytest.approx(3.0)
+    assert table.loc["mto"].epoch_reduction_mean == pytest.approx(0.25)
+    assert table.loc["base"].budget_to_target_mean == pytest.approx(4.0) and table.loc["base"].reached == 3
+    assert table.loc["slow"].reached == 0 and table.loc["slow"].compared_seeds == 3
+    assert table.loc["mto"].final_at_2_mean == pytest.approx(0.55)
+    md = (tmp_path / "rep" / "ablation.md").read_text()
+    assert "> 4 (0/3 reached)" in md and "Budget to target" in md and "(within one schedule)" in md
+    assert "budgets" in [p.stem for p in report.files]
+    # the within-run table compares each budget with the reference at the same budget
+    trials = pd.read_csv(tmp_path / "rep" / "trials.csv").set_index("trial")
+    assert trials.loc["mto-s0-epochs=2"].reference_trial == "base-s0-epochs=2"

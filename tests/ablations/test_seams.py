@@ -22,12 +22,13 @@ def test_resolve_gives_a_grid_trial_back_unchanged(tmp_path):
 def test_resolve_names_and_configures_an_optuna_sample(tmp_path):
     study = load_study(write_study(tmp_path, seeds=[3, 4], search={
         "kind": "optuna", "num_samples": 2, "space": {"mto.lambda_e": {"loguniform": [0.01, 1.0]}}}))
-    spec = study.resolve({"trial": "mto", "seed": 4, "mto.lambda_e": 0.123456}, "f1e2_00007")
+    spec = study.resolve({"trial": "mto", "__trial_index__": 1, "mto.lambda_e": 0.123456}, "f1e2_00007")
     assert spec.name == "mto-s4-o00007-lambda_e=0.1235"
     assert (spec.arm, spec.seed, spec.grid) == ("mto", 4, {"mto.lambda_e": 0.123456})
     assert spec.config.mto.lambda_e == 0.123456 and spec.config.train.seed == 4
-    assert (spec.reference, spec.reference_arm) == ("simmim-s3", "simmim")  # the reference arm, first seed
-    assert study.resolve({"trial": "mto", "seed": 4, "mto.lambda_e": 0.123456}, "f1e2_00007") == spec
+    assert (spec.reference, spec.reference_arm) == ("simmim-s4", "simmim")  # the reference arm, same seed
+    assert study.resolve({"trial": "mto", "__trial_index__": 1, "mto.lambda_e": 0.123456}, "f1e2_00007") == spec
+    assert study.resolve({"trial": "mto", "__trial_index__": 0, "mto.lambda_e": 0.5}, "f1e2_00008").seed == 3
 
 
 def test_resolve_refuses_an_invalid_sample(tmp_path):
@@ -36,7 +37,7 @@ def test_resolve_refuses_an_invalid_sample(tmp_path):
     study = load_study(write_study(tmp_path, search={
         "kind": "optuna", "space": {"mto.tau": {"uniform": [0.1, 1.0]}}}))
     with pytest.raises(ConfigError, match="mto.tau"):
-        study.resolve({"trial": "mto", "seed": 0, "mto.tau": -1.0}, "x_1")
+        study.resolve({"trial": "mto", "__trial_index__": 0, "mto.tau": -1.0}, "x_1")
 
 
 def test_relative_tracking_uris_become_absolute_for_every_process(tmp_path, monkeypatch):
@@ -61,3 +62,11 @@ def test_every_tag_a_trial_run_gets_is_named_in_the_contract(tmp_path):
     assert tags[contract.REFERENCE_TRIAL] == trial.reference and tags[contract.REFERENCE_OF_TRIAL] == "simmim"
     assert run.data.params[contract.EPOCHS_PARAM] == str(trial.config.train.epochs)
     assert Path(MlflowClient(uri).download_artifacts(tracker.parent_id, contract.STUDY_FILE)).read_text() == "x"
+
+
+def test_budgets_expand_into_separately_scheduled_trials_paired_at_the_same_budget(tmp_path):
+    study = load_study(write_study(tmp_path, seeds=[0, 1], budgets=[4, 2]))
+    assert len(study.trials) == 2 * 2 * 2
+    t = study.resolve({"trial": "mto-s1-epochs=4"})
+    assert t.config.train.epochs == 4 and t.grid == {"train.epochs": 4} and t.reference == "simmim-s1-epochs=4"
+    assert {s.config.train.epochs for s in study.trials} == {2, 4}

@@ -41,6 +41,13 @@ def _good(tmp_path, **base_sections) -> str:
     (lambda t: t.replace("mto.lambda_e: 0.1", "mto.lamda_e: 0.1"), "did you mean 'mto.lambda_e'?"),
     (lambda t: t.replace("mto.lambda_e: 0.1", "mim.mask_ratio: 1.5"), "mim.mask_ratio=1.5 is invalid"),
     (lambda t: t + "search: {kind: optuna}\n", "search.space"),
+    (lambda t: t + "budgets: [5]\n", "budgets (line"),
+    (lambda t: t + "budgets: [5, 5]\n", "budgets must be distinct"),
+    (lambda t: t + "budgets: [2, 4]\ngrid: {train.epochs: [3, 6]}\n", "remove train.epochs from grid"),
+    (lambda t: t + "budgets: [2, 4]\nsearch: {kind: optuna, space: {mto.tau: {uniform: [0.1, 1]}}}\n",
+     "an Optuna study takes no budgets"),
+    (lambda t: t + "seeds: [0, 1]\nsearch: {kind: optuna, seeds: [7], space: {mto.tau: {uniform: [0.1, 1]}}}\n",
+     "search.seeds"),
 ])
 def test_bad_study_is_refused_with_its_field_and_exit_2(tmp_path, capsys, edit, expected):
     err = _refused(tmp_path, capsys, edit(_good(tmp_path)))

@@ -1,0 +1,94 @@
+"""Epochs-to-target in the paper's sense: separately scheduled budgets, not points inside one run.
+
+A budget study runs every arm once per budget (``budgets: [25, 50, 75, 100]`` is a grid over
+``train.epochs``), each run warmed up and annealed to its own end. Per seed, an arm's finals at
+the budgets form a curve over budget; the target is the same seed's reference final at the
+reference's full (largest) budget x fraction; the budget to reach it is interpolated between
+budgets (``metrics.budget_to_target``), from the untrained model's epoch-0 value at budget 0.
+The epoch reduction is then ``1 - budget to target / full budget``: the paper's "about 50% fewer
+pre-training epochs" (MTO at 400 against the baseline at 800).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ablations.contract import BUDGET_AXIS
+from ablations.report.aggregate import TrialSummary
+from ablations.report.metrics import Interval, budget_to_target, mean_ci
+
+
+@dataclass
+class BudgetRow:
+    """One arm (at one point of the other grid axes) over every budget, aggregated over seeds."""
+
+    arm: str
+    grid: dict[str, str]  # the grid point without the budget axis
+    is_reference: bool
+    reference_arm: str
+    budgets: list[int]
+    finals: dict[int, Interval]  # budget -> final metric over seeds
+    to_target: Interval  # budget to reach the target, over the seeds that reached it
+    reached: int
+    seeds: int
+    reduction: Interval  # 1 - budget to target / the reference's full budget, over the seeds that reached it
+    per_seed: dict[int, Optional[float]] = field(default_factory=dict)  # seed -> budget to target (None: censored)
+
+    @property
+    def label(self) -> str:
+        return self.arm + "".join(f" {k.split('.')[-1]}={v}" for k, v in self.grid.items())
+
+
+def is_budget_study(summaries: list[TrialSummary]) -> bool:
+    """Whether the trials were run at more than one budget."""
+    return len({s.trial.grid.get(BUDGET_AXIS) for s in summaries} - {None}) > 1
+
+
+def _start(summary: TrialSummary) -> Optional[float]:
+    """The epoch-0 value (the untrained model), when the curve has one."""
+    epochs, values = summary.trial.curve
+    return float(values[0]) if epochs[0] == 0 else None
+
+
+def budget_rows(summaries: list[TrialSummary], fraction: float) -> list[BudgetRow]:
+    """The budget table's rows, in study order; empty unless the study has several budgets."""
+    if not is_budget_study(summaries):
+        return []
+    # (arm, other grid point) -> seed -> budget -> summary
+    groups: dict[tuple, dict[int, dict[int, TrialSummary]]] = {}
+    for s in summaries:
+        other = tuple(sorted((k, v) for k, v in s.trial.grid.items() if k != BUDGET_AXIS))
+        groups.setdefault((s.trial.arm, other), {}).setdefault(s.trial.seed, {})[int(s.trial.epochs)] = s
+    rows = []
+    for (arm, other), by_seed in groups.items():
+        any_summary = next(iter(next(iter(by_seed.values())).values()))
+        ref_arm = any_summary.trial.reference_arm or arm
+        ref = _reference_group(groups, ref_arm, dict(other))
+        budgets = sorted({b for runs in by_seed.values() for b in runs})
+        per_seed: dict[int, Optional[float]] = {}
+        reductions = []
+        full = max((b for runs in (ref or {}).values() for b in runs), default=None)
+        for seed, runs in by_seed.items():
+            ref_runs = (ref or {}).get(seed)
+            if not ref_runs or full not in ref_runs:
+                continue  # no paired full-budget reference for this seed: not compared
+            target = fraction * ref_runs[full].final
+            bs = sorted(runs)
+            per_seed[seed] = budget_to_target(bs, [runs[b].final for b in bs], target, _start(runs[bs[0]]))
+            if per_seed[seed] is not None:
+                reductions.append(1.0 - per_seed[seed] / full)
+        reached = [v for v in per_seed.values() if v is not None]
+        rows.append(BudgetRow(
+            arm, dict(other), arm == ref_arm, ref_arm, budgets,
+            {b: mean_ci([runs[b].final for runs in by_seed.values() if b in runs]) for b in budgets},
+            mean_ci(reached), len(reached), len(per_seed), mean_ci(reductions), per_seed))
+    return rows
+
+
+def _reference_group(groups: dict, ref_arm: str, point: dict[str, str]) -> Optional[dict]:
+    """The reference arm's runs at the same point of the other grid axes (the reference has no grid of its own)."""
+    for (arm, other), by_seed in groups.items():
+        if arm == ref_arm and set(other) <= set(point.items()):
+            return by_seed
+    return None
