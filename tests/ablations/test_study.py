@@ -48,6 +48,8 @@ def _good(tmp_path, **base_sections) -> str:
      "an Optuna study takes no budgets"),
     (lambda t: t + "seeds: [0, 1]\nsearch: {kind: optuna, seeds: [7], space: {mto.tau: {uniform: [0.1, 1]}}}\n",
      "search.seeds"),
+    (lambda t: t + "search: {kind: optuna, metric: eval/knn_top1, space: {mto.tau: {uniform: [0.1, 1]}}}\n",
+     "select on its validation twin 'val/knn_top1'"),
 ])
 def test_bad_study_is_refused_with_its_field_and_exit_2(tmp_path, capsys, edit, expected):
     err = _refused(tmp_path, capsys, edit(_good(tmp_path)))
