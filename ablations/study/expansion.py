@@ -137,7 +137,7 @@ def validate_study(raw: dict[str, Any], source: str, lines: Optional[dict[tuple,
                     + suggest(spec.search.arm, arms))
         if spec.search.metric.startswith(TEST_PREFIX):
             problem("search.metric", f"{spec.search.metric!r} is measured on the test split, which only the tables "
-                                     f"read; select on its validation twin {VAL_PREFIX}{spec.search.metric[len(TEST_PREFIX):]!r}")
+                                     f"read; select on its validation twin {VAL_PREFIX + spec.search.metric[len(TEST_PREFIX):]!r}")
         if spec.budgets:
             problem("budgets", "an Optuna study takes no budgets (its samples could not be paired across budgets)")
         missing = sorted(set(spec.search_seeds) - set(spec.seeds))
