@@ -23,7 +23,7 @@ from mlflow.entities import Metric  # noqa: E402
 
 from ablations.report import build_report  # noqa: E402
 from ablations.study import TrialSpec  # noqa: E402
-from ablations.contract import REFERENCE_ARM, TARGET_FRACTION, TARGET_METRIC
+from ablations.contract import REFERENCE_ARM, TARGET_FRACTION, TARGET_METRIC  # noqa: E402
 from ablations.run.tracking import StudyTracker  # noqa: E402
 from mto.config import TrainConfig, TrialConfig  # noqa: E402
 
