@@ -331,3 +331,12 @@ def test_dtm_frozen_teacher_is_loaded_from_a_local_checkpoint_and_never_updated(
         _model("dtm", dtm_teacher=str(tmp_path / "missing.pt"))
     with pytest.raises(ConfigError, match="mim.dtm_teacher"):
         MIMConfig(method="simmim", dtm_teacher=str(path))
+
+
+@pytest.mark.parametrize("field,value", [("strong_jitter", [0.4, 0.4, 0.2]), ("strong_jitter", [0.4, 0.4, 0.2, 0.6]),
+                                         ("strong_blur_prob", 1.5), ("projector_depth", 0), ("dtm_draws", 0),
+                                         ("dtm_max_merges", 0), ("momentum", 1.0), ("feature_weight_ramp_epochs", -1),
+                                         ("context_blocks", [0])])
+def test_bad_recipe_settings_name_the_field(field, value):
+    with pytest.raises(ConfigError, match=f"mim.{field}"):
+        MIMConfig(method="dtm", **{field: value})
