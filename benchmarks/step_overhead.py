@@ -23,7 +23,7 @@ VARIANTS = {
     "soft": MTOConfig(lambda_spa=0.1, lambda_e=0.1, lambda_r=0.1, recalibration="soft", layers_spa="all"),
     "hard": MTOConfig(lambda_e=0.1, lambda_r=0.1, recalibration="hard"),
 }
-METHODS = ("simmim", "mae", "bootmae", "conmim")
+METHODS = ("simmim", "mae", "bootmae", "conmim", "dtm")
 
 
 def main() -> None:

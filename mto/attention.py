@@ -9,6 +9,7 @@ A test checks that both paths agree, so a change in timm cannot slip by unnotice
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable, Sequence
 
 import torch
 from timm.layers import Attention
@@ -67,18 +68,18 @@ class LayerCapture:
 
 def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, *, num_prefix: int, attn_mask: torch.Tensor | None = None,
                token_layers: frozenset[int] = frozenset(), prob_layers: frozenset[int] = frozenset(),
-               inject: torch.Tensor | None = None) -> tuple[torch.Tensor, LayerCapture]:
+               cross: Sequence[Callable[[torch.Tensor], torch.Tensor]] | None = None) -> tuple[torch.Tensor, LayerCapture]:
     """Run ``blocks`` over ``x`` ``[B, T, D]``, capturing tokens/probabilities of the requested layers.
 
-    ``inject`` (``[B, T, D]``), when given, is added to the input of every block after the first
-    (feature injection, as in BootMAE's decoders).
+    ``cross``, when given, holds one callable per block whose output ``[B, T, D]`` is added to the
+    block's input (BootMAE's cross-attention feature injection into every decoder block).
     """
     capture = LayerCapture()
     if 0 in token_layers:
         capture.tokens[0] = x[:, num_prefix:]
     for l, blk in enumerate(blocks, start=1):
-        if inject is not None and l > 1:
-            x = x + inject
+        if cross is not None:
+            x = x + cross[l - 1](x)
         if l in prob_layers:
             x, capture.probs[l] = block_forward(blk, x, attn_mask)
         else:

@@ -12,9 +12,16 @@ PRESETS: dict[str, tuple[str, int, int, int]] = {
     "vit_base": ("vit_base_patch16_224", 768, 12, 12),
 }
 # mim.method: the MIM methods MTO plugs into (mto.methods maps each to its class).
-METHODS = ("simmim", "mae", "bootmae", "conmim")
+METHODS = ("simmim", "mae", "bootmae", "conmim", "dtm")
 # MTO acts on the decoder for these (their encoder never sees a mask token).
 DECODER_METHODS = ("mae", "bootmae")
+# SimMIM's block masking, mask tokens in the encoder (mim.mask_patch_size applies).
+BLOCK_MASK_METHODS = ("simmim", "conmim", "dtm")
+# mim.method -> (momentum at the start, at the end) of its momentum encoder, the authors' values
+# (BootMAE: LightDXY/BootMAE run script; ConMIM: TencentARC/ConMIM --t_momentum, rising to 1; DTM:
+# its EMA teacher is ours, ConMIM's schedule). mim.momentum / mim.momentum_end override them.
+MOMENTUM_DEFAULTS: dict[str, tuple[float, float]] = {"bootmae": (0.999, 0.9999), "conmim": (0.996, 1.0),
+                                                      "dtm": (0.996, 1.0)}
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
 AFFINITIES = ("cosine", "attention")
 RECALIBRATIONS = ("none", "soft", "hard")

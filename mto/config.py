@@ -15,8 +15,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from mto.choices import (AFFINITIES, DATASETS, DECODER_METHODS, LAMBDA_SCHEDULES, METHODS, PRESETS, RECALIBRATIONS,
-                         preset_depth)
+from mto.choices import (AFFINITIES, BLOCK_MASK_METHODS, DATASETS, DECODER_METHODS, LAMBDA_SCHEDULES, METHODS,
+                         MOMENTUM_DEFAULTS, PRESETS, RECALIBRATIONS, preset_depth)
 from mto.errors import ConfigError, check as _check, check_choice as _check_choice
 from mto.schedules import LayerSchedule, check_layer_schedule, layer_weights
 
@@ -80,10 +80,34 @@ class MIMConfig:
     decoder_dim: int = 64  # MAE family decoder width
     decoder_depth: int = 2
     decoder_heads: int = 4
-    momentum: float = 0.996  # BootMAE / ConMIM: EMA rate of the momentum encoder
+    # Momentum encoders (BootMAE, ConMIM, DTM's EMA teacher); docs/baselines.md. None: the
+    # method's published value (mto.choices.MOMENTUM_DEFAULTS).
+    momentum: Optional[float] = None  # EMA rate at the start
+    momentum_end: Optional[float] = None  # EMA rate at the end (ConMIM/DTM: per-step cosine; BootMAE: linear ramp)
+    momentum_ramp_epochs: Optional[float] = None  # BootMAE ramp length; None: train.epochs / 8 (100 of 800)
     feature_weight: float = 1.0  # BootMAE: weight of the feature-regression target
+    feature_weight_ramp_epochs: Optional[float] = None  # BootMAE linear ramp; None: train.epochs / 4; 0: none
+    context_blocks: Optional[list[int]] = None  # BootMAE: encoder blocks (0-based) the [pixel, feature]
+    #   decoders cross-attend to; None: [0, depth // 2] (the authors' [0, 6] of 12)
     contrast_temperature: float = 0.1  # ConMIM: InfoNCE temperature
-    perturb_std: float = 0.1  # ConMIM: Gaussian noise on the masked (online) view only
+    projector_depth: int = 3  # ConMIM: layers of the MLP projector (Linear-BN-ReLU ..., last BN without affine)
+    projector_hidden_dim: Optional[int] = None  # None: 4 x the encoder width (authors: 4096 for 768)
+    projector_dim: Optional[int] = None  # None: the encoder width (authors: 256)
+    # ConMIM: strong augmentation of the momentum branch's full view (the online view gets only
+    # the shared crop/flip): colour jitter (brightness, contrast, saturation, hue), grayscale,
+    # Gaussian blur, solarisation, each applied with its probability.
+    strong_jitter: list[float] = field(default_factory=lambda: [0.4, 0.4, 0.2, 0.1])
+    strong_jitter_prob: float = 0.8
+    strong_gray_prob: float = 0.2
+    strong_blur_prob: float = 0.1
+    strong_solarize_prob: float = 0.2
+    # DTM: per step, draw n merged tokens in 0..dtm_max_merges and k iterations in 1..dtm_max_iterations
+    # (the authors' n1 = 196, k1 = 14 for 196 patches), dtm_draws times (their L = 2).
+    dtm_max_merges: Optional[int] = None  # None: all patches
+    dtm_max_iterations: Optional[int] = None  # None: patches per side
+    dtm_draws: int = 2
+    dtm_teacher: Optional[str] = None  # path of a frozen teacher encoder (torch.load, never downloaded); None: EMA
+    dtm_normalize_target: bool = True  # per-token standardised targets (authors' --normalize_target)
 
     def __post_init__(self) -> None:
         _check_choice("mim.method", self.method, METHODS)
@@ -92,10 +116,37 @@ class MIMConfig:
                self.mask_patch_size, "a positive integer (pixels) or null")
         for name in ("decoder_dim", "decoder_depth", "decoder_heads"):
             _check(getattr(self, name) >= 1, f"mim.{name}", getattr(self, name), "a positive integer")
-        _check(0 <= self.momentum < 1, "mim.momentum", self.momentum, "a number in [0, 1)")
+        start, end = self.momentum_range
+        _check(0 <= start < 1, "mim.momentum", self.momentum, "a number in [0, 1) or null")
+        _check(start <= end <= 1, "mim.momentum_end", self.momentum_end, f"a number in [mim.momentum={start}, 1] or null")
+        for name in ("momentum_ramp_epochs", "feature_weight_ramp_epochs"):
+            v = getattr(self, name)
+            _check(v is None or v >= 0, f"mim.{name}", v, "a number of epochs >= 0 or null")
         _check(self.feature_weight >= 0, "mim.feature_weight", self.feature_weight, "a number >= 0")
+        cb = self.context_blocks
+        _check(cb is None or (len(cb) == 2 and all(isinstance(b, int) and b >= 0 for b in cb)), "mim.context_blocks",
+               cb, "two encoder block indices >= 0 [pixel decoder, feature decoder], or null")
         _check(self.contrast_temperature > 0, "mim.contrast_temperature", self.contrast_temperature, "a number > 0")
-        _check(self.perturb_std >= 0, "mim.perturb_std", self.perturb_std, "a number >= 0")
+        _check(self.projector_depth >= 1, "mim.projector_depth", self.projector_depth, "an integer >= 1")
+        for name in ("projector_hidden_dim", "projector_dim", "dtm_max_merges", "dtm_max_iterations"):
+            v = getattr(self, name)
+            _check(v is None or v >= 1, f"mim.{name}", v, "a positive integer or null")
+        j = self.strong_jitter
+        _check(len(j) == 4 and all(v >= 0 for v in j) and j[3] <= 0.5, "mim.strong_jitter", j,
+               "[brightness, contrast, saturation, hue], each >= 0, hue <= 0.5")
+        for name in ("strong_jitter_prob", "strong_gray_prob", "strong_blur_prob", "strong_solarize_prob"):
+            _check(0 <= getattr(self, name) <= 1, f"mim.{name}", getattr(self, name), "a probability in [0, 1]")
+        _check(self.dtm_draws >= 1, "mim.dtm_draws", self.dtm_draws, "an integer >= 1")
+        _check(self.dtm_teacher is None or (self.method == "dtm" and bool(self.dtm_teacher)), "mim.dtm_teacher",
+               self.dtm_teacher, "a local checkpoint path with mim.method: dtm, or null")
+
+    @property
+    def momentum_range(self) -> tuple[float, float]:
+        """(start, end) of the momentum schedule: the configured values, else the method's published ones."""
+        start, end = MOMENTUM_DEFAULTS.get(self.method, (0.996, 1.0))
+        start = start if self.momentum is None else self.momentum
+        end = max(start, end) if self.momentum_end is None else self.momentum_end
+        return start, end
 
 
 @dataclass
@@ -218,8 +269,8 @@ class TrialConfig:
         if mps is not None:
             _check(mps % patch == 0 and size % mps == 0, "mim.mask_patch_size", mps,
                    f"a multiple of model.patch_size={patch} that divides data.image_size={size}")
-        _check(self.mim.method in ("simmim", "conmim") or self.mim.mask_patch_size is None,
-               "mim.mask_patch_size", mps, "only for SimMIM/ConMIM block masking; null for MAE/BootMAE")
+        _check(self.mim.method in BLOCK_MASK_METHODS or self.mim.mask_patch_size is None,
+               "mim.mask_patch_size", mps, "only for SimMIM/ConMIM/DTM block masking; null for MAE/BootMAE")
         _check(self.mto.affinity == "cosine" or self._first_weighted_layer() != 0, "mto.affinity",
                self.mto.affinity, "attention affinity is undefined at layer 0: start layers_e/layers_r at 1 or use cosine")
 

@@ -3,13 +3,13 @@
 The encoder sees only the visible patches, so mask tokens first appear in the decoder input:
 encoded visible tokens plus mask tokens, plus the decoder's position embedding. That is
 layer 0 of the stack MTO acts on, and the decoder blocks are layers 1..L. The loss is MSE on
-masked patches, optionally against per-patch normalised pixels.
+masked patches, optionally against per-patch normalised pixels. As in facebookresearch/mae,
+the encoder's and the decoder's position embeddings are fixed 2-D sin-cos (not learnt).
 """
 
 from __future__ import annotations
 
 import torch
-from timm.layers import build_sincos2d_pos_embed
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
@@ -17,6 +17,37 @@ from mto.attention import LayerCapture
 from mto.config import MIMConfig, MTOConfig
 from mto.masking import num_masked, random_masking
 from mto.models import MaskedImageModel, new_mask_token, patchify
+
+
+def sincos_position_embedding(grid: int, dim: int) -> torch.Tensor:
+    """MAE's fixed 2-D sin-cos position embedding ``[grid * grid, dim]``, patches in raster order.
+
+    The first half of the channels encodes the column, the second the row; each half is
+    ``[sin(pos * w), cos(pos * w)]`` with ``w_i = 10000^(-i / (dim / 4))``, ``i < dim / 4``.
+    """
+    if dim % 4:
+        raise ValueError(f"a 2-D sin-cos position embedding needs a width divisible by 4, got {dim}")
+    quarter = dim // 4
+    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
+    row, col = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64),
+                              indexing="ij")
+
+    def one_axis(pos: torch.Tensor) -> torch.Tensor:
+        angle = pos.flatten()[:, None] * omega[None]
+        return torch.cat([angle.sin(), angle.cos()], dim=1)
+
+    return torch.cat([one_axis(col), one_axis(row)], dim=1).float()
+
+
+def fix_sincos_position_embedding(vit: VisionTransformer) -> None:
+    """Replace a timm ViT's learnable position embedding with MAE's fixed sin-cos one (zeros at the
+    prefix tokens' positions) and freeze it."""
+    pos = vit.pos_embed
+    grid = vit.patch_embed.grid_size[0]
+    prefix = pos.shape[1] - grid * grid
+    with torch.no_grad():
+        pos.copy_(torch.cat([pos.new_zeros(prefix, pos.shape[-1]), sincos_position_embedding(grid, pos.shape[-1])])[None])
+    pos.requires_grad_(False)
 
 
 class MAEDecoder(nn.Module):
@@ -28,7 +59,7 @@ class MAEDecoder(nn.Module):
         self.num_prefix, self.num_patches = num_prefix, grid * grid
         self.embed = nn.Linear(enc_dim, dim)
         self.mask_token = new_mask_token(dim)
-        self.register_buffer("pos_embed", build_sincos2d_pos_embed([grid, grid], dim)[None], persistent=False)
+        self.register_buffer("pos_embed", sincos_position_embedding(grid, dim)[None], persistent=False)
         self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio=4.0, qkv_bias=True) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
         self.pred = nn.Linear(dim, out_dim)
@@ -57,6 +88,7 @@ class MAE(MaskedImageModel):
 
     def __init__(self, encoder: VisionTransformer, *, mim: MIMConfig, mto: MTOConfig):
         super().__init__(encoder, mto, num_mto_layers=mim.decoder_depth)
+        fix_sincos_position_embedding(encoder)
         self.num_prefix = encoder.num_prefix_tokens  # the decoder keeps the encoder's prefix tokens
         self.mask_ratio = mim.mask_ratio
         self.num_masked = num_masked(self.num_patches, mim.mask_ratio)
@@ -80,8 +112,12 @@ class MAE(MaskedImageModel):
         """``[B, num_keep]`` indices of the visible patches, in raster order."""
         return torch.argsort(mask.to(torch.int8), dim=1, stable=True)[:, : self.num_keep]
 
-    def forward_encoder(self, images: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        """Encode the visible patches only: ``[B, prefix + num_keep, D]``."""
+    def forward_encoder(self, images: torch.Tensor, keep: torch.Tensor,
+                        outputs: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+        """Encode the visible patches only: ``[B, prefix + num_keep, D]``.
+
+        ``outputs``, when given, is filled with the (un-normed) output of each block index it holds as a key.
+        """
         enc = self.encoder
         x = enc.patch_embed(images)
         prefix_pos = 0 if enc.no_embed_class else enc.num_prefix_tokens
@@ -92,8 +128,10 @@ class MAE(MaskedImageModel):
             prefix = [torch.cat(prefix, dim=1) + enc.pos_embed[:, :prefix_pos]]
         x = torch.cat(prefix + [x], dim=1)
         x = enc.norm_pre(x)
-        for blk in enc.blocks:
+        for i, blk in enumerate(enc.blocks):
             x = blk(x)
+            if outputs is not None and i in outputs:
+                outputs[i] = x
         return enc.norm(x)
 
     def reconstruct(self, images: torch.Tensor, mask: torch.Tensor, *, token_layers: frozenset[int],

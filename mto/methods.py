@@ -6,11 +6,13 @@ from mto.bootmae import BootMAE
 from mto.choices import METHODS
 from mto.config import TrialConfig
 from mto.conmim import ConMIM
+from mto.dtm import DTM
 from mto.mae import MAE
 from mto.models import MaskedImageModel, create_vit
 from mto.simmim import SimMIM
 
-METHOD_CLASSES: dict[str, type[MaskedImageModel]] = {"simmim": SimMIM, "mae": MAE, "bootmae": BootMAE, "conmim": ConMIM}
+METHOD_CLASSES: dict[str, type[MaskedImageModel]] = {"simmim": SimMIM, "mae": MAE, "bootmae": BootMAE, "conmim": ConMIM,
+                                                     "dtm": DTM}
 if tuple(METHOD_CLASSES) != METHODS:  # one list of names (mto.choices), one class per name
     raise ImportError(f"mto.choices.METHODS {METHODS} and the classes {tuple(METHOD_CLASSES)} differ")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any, Callable, Sequence
 
 import timm
 import torch
@@ -61,6 +62,14 @@ class MaskedImageModel(nn.Module, ABC):
         self.objective = MTOObjective(mto, num_mto_layers)
         self.patch_size = encoder.patch_embed.patch_size[0]
         self.grid = encoder.patch_embed.grid_size[0]
+        # The training clock (momentum and loss-weight schedules) and the seed of the method's own
+        # randomness. Plain Python numbers, kept in the state dict (``get_extra_state``) so a resumed
+        # trial continues exactly; Trainer sets the run's length with ``configure_run``.
+        self.steps_done, self.steps_per_epoch, self.epochs = 0, 1, None
+        self.seed = torch.initial_seed()  # Trainer seeds torch with train.seed right before building
+        in_chans = encoder.patch_embed.proj.in_channels
+        self.register_buffer("pixel_mean", torch.zeros(in_chans), persistent=False)
+        self.register_buffer("pixel_std", torch.ones(in_chans), persistent=False)
 
     @property
     def num_patches(self) -> int:
@@ -88,7 +97,39 @@ class MaskedImageModel(nn.Module, ABC):
         return {"loss": loss, **parts, **mto}
 
     def on_step_end(self) -> None:
-        """Called after each optimiser step (momentum encoders update here)."""
+        """Called after each optimiser step: momentum encoders update in ``after_step``, then the clock ticks."""
+        self.after_step()
+        self.steps_done += 1
+
+    def after_step(self) -> None:
+        """A method's own update after each optimiser step (momentum encoders)."""
+
+    def configure_run(self, steps_per_epoch: int, epochs: int, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """The run's length (for the schedules) and the data set's per-channel normalisation ``[C]``
+        (for augmentations defined on pixels, like ConMIM's colour jitter)."""
+        self.steps_per_epoch, self.epochs = steps_per_epoch, epochs
+        self.pixel_mean.copy_(mean.to(self.pixel_mean))
+        self.pixel_std.copy_(std.to(self.pixel_std))
+
+    @property
+    def total_steps(self) -> int | None:
+        return self.epochs * self.steps_per_epoch if self.epochs else None
+
+    @property
+    def epoch(self) -> int:
+        """Completed epochs (0-based index of the current one)."""
+        return self.steps_done // self.steps_per_epoch
+
+    def step_generator(self) -> torch.Generator:
+        """A CPU generator for this step's own draws (augmentations, DTM's merge counts), seeded from
+        (seed, step): the batches and masks the trainer draws stay those of every other arm."""
+        return torch.Generator().manual_seed((self.seed * 1_000_003 + self.steps_done) % 2**63)
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"steps_done": self.steps_done, "seed": self.seed}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.steps_done, self.seed = int(state["steps_done"]), int(state["seed"])
 
     def stack_tokens(self, images: torch.Tensor, mask: torch.Tensor) -> LayerCapture:
         """Patch tokens of every layer 0..L of the (first) MTO stack, for heterogeneity profiles and affinity maps."""
@@ -100,10 +141,11 @@ class MaskedImageModel(nn.Module, ABC):
         return encode_patches(self.encoder, images)
 
     def run_stack(self, blocks: nn.ModuleList, x: torch.Tensor, mask: torch.Tensor, token_layers: frozenset[int],
-                  prob_layers: frozenset[int], inject: torch.Tensor | None = None) -> tuple[torch.Tensor, LayerCapture]:
+                  prob_layers: frozenset[int], cross: Sequence[Callable[[torch.Tensor], torch.Tensor]] | None = None
+                  ) -> tuple[torch.Tensor, LayerCapture]:
         """Run the MTO stack with the hard recalibration mask (if any) and the requested captures."""
         return run_blocks(blocks, x, num_prefix=self.num_prefix, attn_mask=self.objective.attn_mask(mask, self.num_prefix),
-                          token_layers=token_layers, prob_layers=prob_layers, inject=inject)
+                          token_layers=token_layers, prob_layers=prob_layers, cross=cross)
 
 
 def new_mask_token(dim: int) -> nn.Parameter:

@@ -25,6 +25,7 @@ from mto.heterogeneity import affinity_map, similarity, token_heterogeneity
 from mto.masking import masked_first_order
 from mto.methods import build_model
 from mto.models import MaskedImageModel
+from mto.optim import param_groups
 from mto.probes import knn_top1, linear_probe
 from mto.schedules import lambda_factor, learning_rate
 
@@ -101,10 +102,11 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)  # weights are initialised on the CPU: same start on any device
         self.model: MaskedImageModel = build_model(cfg, data.in_chans).to(self.device)
         self.step_model = torch.compile(self.model) if cfg.train.compile else self.model
-        trainable = [p for p in self.model.parameters() if p.requires_grad]  # not the momentum encoders
-        self.optimizer = torch.optim.AdamW(trainable, lr=0.0, betas=(0.9, 0.95), weight_decay=cfg.train.weight_decay)
+        # weight decay on weight matrices only; momentum encoders and fixed embeddings left out
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.train.weight_decay), lr=0.0, betas=(0.9, 0.95))
         self.generator = torch.Generator().manual_seed(cfg.train.seed)
         self.steps_per_epoch = n // cfg.train.batch_size
+        self.model.configure_run(self.steps_per_epoch, cfg.train.epochs, self.data.mean, self.data.std)
         self.peak_lr = cfg.train.base_lr * cfg.train.batch_size / 256
         self.autocast = _autocast(self.device, cfg.train.precision)
         self.epoch = 0
@@ -231,7 +233,7 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])  # ConMIM's perturbation noise
+        torch.set_rng_state(state["torch_rng"])
         self.epoch, self.history = int(state["epoch"]), list(state["history"])
 
 
