@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 from pydantic import TypeAdapter, ValidationError
 
+from ablations.study.feasibility import feasibility_problems
 from ablations.study.messages import StudyError, describe, suggest
 from ablations.study.schema import StudySpec
 from mto.config import ConfigError, TrialConfig, to_dict
@@ -134,6 +135,7 @@ def validate_study(raw: dict[str, Any], source: str, lines: Optional[dict[tuple,
         raise StudyError(source, problems)
 
     trials = _expand(spec, source)
+    problems += feasibility_problems(spec, trials, lines)
     if check_paths:
         checked = set()
         for t in trials:
