@@ -25,6 +25,7 @@ from rich.table import Table
 from ablations.contract import AFFINITY_FOLDER, HETERO_PREFIX, REPORT_FOLDER, SUMMARY, resolve_tracking_uri
 from ablations.report import plots
 from ablations.report.aggregate import GroupRow, TrialSummary, aggregate, shown_rows, summarize
+from ablations.report.metrics import is_accuracy
 from ablations.report.reader import ReportError, StudyRecord, TrialRecord, histories, load_study
 from ablations.report.tables import AblationTable, ablation_table, trials_frame
 
@@ -61,6 +62,14 @@ class Report:
     def left_out_lines(self) -> list[str]:
         """One Markdown bullet per trial left out of the aggregates, with the reason."""
         return [f"- {t.name}: {t.why_left_out()}" for t in sorted(self.left_out, key=lambda t: t.name)]
+
+    def print_table(self, console: Console) -> None:
+        """The main table: rich on a terminal; the Markdown table elsewhere (CI logs, ``| tee``), never cut."""
+        if console.is_terminal:
+            console.print(self.terminal_table())
+        else:
+            print(f"{self.record.experiment}: {self.record.metric}, target = reference final x {self.record.fraction:g}; "
+                  f"{'accuracies in %; ' if is_accuracy(self.record.metric) else ''}mean [95% CI] over seeds\n\n{self.table.markdown()}", file=console.file, flush=True)
 
     def terminal_table(self) -> Table:
         """The main table for a terminal: the headline columns, each interval on its own line."""

@@ -18,6 +18,8 @@ import json
 import logging
 import math
 import os
+import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +35,7 @@ from ablations.study import Study, StudyError
 from mto.config import to_dict
 
 STATE_FILE = "ablation.json"
+JOURNAL_FILE = "pending_tracking.jsonl"  # trial writes kept while the tracking store was down
 
 
 @dataclass
@@ -43,6 +46,8 @@ class StudyOutcome:
     finished: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # trial name -> reason
     interrupted: bool = False
+    experiment_id: str = ""
+    tracking_down: int = 0  # writes kept in ``folder / JOURNAL_FILE`` because the store stopped answering
 
 
 def _ray_environment() -> None:
@@ -81,6 +86,70 @@ def _init_ray(address: Optional[str]) -> None:
     kwargs: dict[str, Any] = dict(include_dashboard=False, configure_logging=True, logging_level="ERROR",
                                   log_to_driver=False)
     ray.init(address=address, **kwargs) if address else ray.init(**kwargs)
+
+
+def _ray_pids() -> list[int]:
+    """The processes of the local Ray node this driver started (raylet, GCS, ...), to stop them if it dies."""
+    try:
+        import ray._private.worker as worker
+
+        node = worker._global_node
+        return sorted({p.process.pid for infos in node.all_processes.values() for p in infos})
+    except Exception:  # noqa: BLE001 - a private API: without it only the README's `ray stop` is left
+        return []
+
+
+def stop_stale_ray(study: Study) -> list[int]:
+    """Stop the Ray processes an earlier driver of this study started and left behind (it was killed).
+
+    Only processes recorded in the latest invocation's state, whose driver is gone and whose
+    command line is Ray's, are stopped. Returns their ids."""
+    root = Path(study.spec.storage).resolve() / study.name
+    found = sorted(p for p in root.glob("*") if (p / STATE_FILE).is_file()) if root.is_dir() else []
+    if not found:
+        return []
+    try:
+        state = json.loads((found[-1] / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return []
+    if not state.get("ray_pids") or _alive(state.get("driver_pid", 0)):
+        return []
+    stopped = []
+    for pid in state["ray_pids"]:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if "ray" in cmdline:
+            try:
+                os.kill(pid, signal.SIGTERM)
+                stopped.append(pid)
+            except OSError:
+                pass
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in stopped) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in stopped:
+        if _alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    return stopped
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+    except OSError:
+        try:
+            os.kill(pid, 0)
+            return True
+        except OSError:
+            return False
 
 
 def _check_gpus(study: Study) -> None:
@@ -182,6 +251,10 @@ def run_study(study: Study, *, resume: bool = False, tracking_uri: Optional[str]
     uri = resolve_tracking_uri(tracking_uri or state.get("tracking_uri") or study.spec.tracking.uri)
     check_tracking(uri)
     _ray_environment()
+    if address is None:
+        stale = stop_stale_ray(study)
+        if stale:
+            print(f"stopped {len(stale)} Ray processes left behind by a killed driver of this study", file=sys.stderr)
     _init_ray(address)
     _check_gpus(study)
 
@@ -195,7 +268,11 @@ def run_study(study: Study, *, resume: bool = False, tracking_uri: Optional[str]
     parent = tracker.start_study(study.name, study.spec.description, files, target,
                                  resume_id=state.get("parent_run_id"))
     folder.mkdir(parents=True, exist_ok=True)
-    state.update(parent_run_id=parent, tracking_uri=uri, study=study.raw, source=study.source, sets=sets or [])
+    if resume:
+        tracker.replay(folder / JOURNAL_FILE)  # what an earlier driver could not write (the store was down)
+    tracker.journal = folder / JOURNAL_FILE
+    state.update(parent_run_id=parent, tracking_uri=uri, study=study.raw, source=study.source, sets=sets or [],
+                 driver_pid=os.getpid(), ray_pids=_ray_pids() if address is None else [])
     (folder / STATE_FILE).write_text(dump_json(state))
 
     metric = study.spec.target.metric
@@ -221,10 +298,26 @@ def run_study(study: Study, *, resume: bool = False, tracking_uri: Optional[str]
     return outcome
 
 
-def _close(tracker: StudyTracker, study: Study, folder: Path, interrupted: bool) -> StudyOutcome:
+def _close(tracker: StudyTracker, study: Study, folder: Path, interrupted: bool,
+           wait_s: float = float(os.environ.get("ABLATION_TRACKING_WAIT_S", "30"))) -> StudyOutcome:
     """Read the trials' final states back from MLflow, mark runs left open as KILLED (resumable) and
-    end the parent run as FINISHED, FAILED (some trial failed) or KILLED (interrupted)."""
-    outcome = StudyOutcome(tracker.parent_id, tracker.uri, folder)
+    end the parent run as FINISHED, FAILED (some trial failed) or KILLED (interrupted).
+
+    When the tracking store is down, wait up to ``wait_s`` for it; if it stays down, the kept
+    writes stay in the journal for ``--resume`` and the outcome says so (the runs cannot be ended)."""
+    outcome = StudyOutcome(tracker.parent_id, tracker.uri, folder, experiment_id=tracker.experiment_id or "")
+    deadline = time.monotonic() + wait_s
+    while not tracker.flush() and time.monotonic() < deadline:
+        time.sleep(2)
+    if tracker.down:
+        outcome.tracking_down = len(tracker.pending)
+        for name, (status, reason) in tracker.ended.items():
+            if status == "FINISHED":
+                outcome.finished.append(name)
+            else:
+                outcome.failed[name] = reason or "unknown error"
+        outcome.interrupted = True
+        return outcome
     for run in tracker.children():
         name = run.data.tags.get(TRIAL, run.info.run_name)
         if run.info.status == "FINISHED":

@@ -13,7 +13,10 @@ import json
 import math
 import os
 import platform
+import shlex
 import subprocess
+import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -37,27 +40,97 @@ class TrackingError(RuntimeError):
     """The tracking store cannot be used (reported before any trial starts)."""
 
 
+# The driver's MLflow HTTP client: give up on a dead server in seconds, not minutes (MLflow's
+# defaults retry 7 times with exponential backoff and wait 120 s per request). Writes that fail
+# are kept and made later (StudyTracker), so nothing is lost by giving up early.
+for _key, _value in {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                     "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}.items():
+    os.environ.setdefault(_key, _value)
+
+SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks")
+
+
 def check_tracking(uri: str, timeout: float = 5.0) -> None:
-    """Raise TrackingError unless the store is reachable (an HTTP server answers /health, a DB folder exists)."""
-    if uri.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
-                if resp.status != 200:
-                    raise TrackingError(f"tracking server {uri} answered HTTP {resp.status} on /health")
-        except (urllib.error.URLError, OSError) as err:
-            raise TrackingError(f"tracking server {uri} is unreachable ({getattr(err, 'reason', err)}); "
-                                "start it (mlflow server ...) or pass another --tracking-uri") from None
-    elif uri.startswith("sqlite:///"):
-        folder = Path(uri[len("sqlite:///"):]).parent
-        if not folder.is_dir() or not os.access(folder, os.W_OK):
-            raise TrackingError(f"the folder of the SQLite store {uri} does not exist or is not writable")
+    """Raise TrackingError unless the store can be used: a known scheme; an HTTP server that answers
+    /health and MLflow's REST API; a SQLite file that is a database (or can be created) in a
+    writable folder. Creates nothing."""
+    scheme = uri.split("://", 1)[0] if "://" in uri else "file"
+    if scheme.split("+")[0] not in SCHEMES:
+        raise TrackingError(f"tracking URI {uri[:200]!r}: unknown scheme {scheme[:40]!r}; use sqlite:///path/mlflow.db, "
+                            "http://host:port (an mlflow server) or a folder")
+    if scheme in ("http", "https"):
+        _check_server(uri, timeout)
+    elif scheme == "sqlite":
+        if not uri.startswith("sqlite:///"):
+            raise TrackingError(f"tracking URI {uri[:200]!r}: a SQLite store is sqlite:/// followed by a file path")
+        _check_sqlite(Path(uri[len("sqlite:///"):]))
+    elif scheme == "file":
+        folder = Path(uri[len("file://"):] if uri.startswith("file://") else uri)
+        if folder.exists() and not folder.is_dir():
+            raise TrackingError(f"tracking store {uri[:200]}: {folder} is a file; a file store is a folder")
+
+
+def _check_server(uri: str, timeout: float) -> None:
+    base = uri.rstrip("/")
+    try:
+        with urllib.request.urlopen(base + "/health", timeout=timeout) as resp:
+            resp.read(1000)
+    except urllib.error.HTTPError as err:
+        raise TrackingError(f"tracking server {uri} answered HTTP {err.code} on /health: is it an mlflow server?"
+                            ) from None
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        raise TrackingError(f"tracking server {uri} is unreachable ({str(getattr(err, 'reason', err))[:200]}); "
+                            "start it (mlflow server ...) or pass another --tracking-uri") from None
+    probe = base + "/api/2.0/mlflow/experiments/search?max_results=1"
+    try:
+        with urllib.request.urlopen(probe, timeout=timeout) as resp:
+            body = json.loads(resp.read(1_000_000))
+        ok = isinstance(body, dict)
+    except (urllib.error.URLError, OSError, ValueError):
+        ok = False
+    if not ok:
+        raise TrackingError(f"{uri} answers, but not as an MLflow tracking server (no JSON from "
+                            "/api/2.0/mlflow/experiments/search); check the address and port")
+
+
+def _check_sqlite(path: Path) -> None:
+    import sqlite3
+
+    if path.is_dir():
+        raise TrackingError(f"the SQLite store {path} is a folder; give a file, e.g. {path / 'mlflow.db'}")
+    folder = path.parent
+    if not folder.is_dir():
+        raise TrackingError(f"the folder of the SQLite store {path} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.R_OK | os.W_OK)):
+        raise TrackingError(f"the SQLite store {path} is not writable here")
+    if not path.exists():
+        try:  # os.access says yes to root everywhere; a temporary file (removed at once) tells
+            tempfile.TemporaryFile(dir=folder).close()
+        except OSError as err:
+            raise TrackingError(f"the SQLite store {path} cannot be created here ({err.strerror})") from None
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
+            tables = {r[0] for r in db.execute("select name from sqlite_master where type = 'table'")}
+    except sqlite3.DatabaseError as err:
+        raise TrackingError(f"{path} is not a SQLite database ({err}); give a new file or an MLflow store") from None
+    if tables and "experiments" not in tables:
+        raise TrackingError(f"{path} is a SQLite database, but not an MLflow store (no experiments table)")
 
 
 def ui_command(uri: str) -> str:
-    """The command that opens the MLflow UI on this store."""
+    """The command that opens the MLflow UI on this store, as it can be pasted (the venv's mlflow)."""
     if uri.startswith(("http://", "https://")):
         return f"open {uri} in a browser"
-    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+    mlflow = Path(sys.executable).with_name("mlflow")
+    program = shlex.quote(str(mlflow)) if mlflow.is_file() else f"{shlex.quote(sys.executable)} -m mlflow"
+    return f"{program} ui --backend-store-uri {shlex.quote(uri)} --host 127.0.0.1 --port 5000"
+
+
+def experiment_url(base: str, experiment_id: str) -> str:
+    """The experiment's runs in the MLflow UI (``workflowType=machine_learning`` skips the GenAI view)."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
 
 
 def code_version() -> str:
@@ -101,7 +174,10 @@ class StudyTracker:
         self.parent_id: Optional[str] = None
         self.experiment_id: Optional[str] = None
         self._runs: dict[str, str] = {}  # trial name -> run id
-        self._last_epoch: dict[str, int] = {}  # run id -> last epoch logged
+        self._last_epoch: dict[str, int] = {}  # trial name -> last epoch logged (or kept to be logged)
+        self.pending: list[dict[str, Any]] = []  # writes kept while the store is down, in order
+        self.ended: dict[str, tuple[str, str]] = {}  # trial name -> (status, reason) as this driver saw it
+        self._tried = 0.0
         self._client: Optional[MlflowClient] = None
         self._env: Optional[dict[str, str]] = None
 
@@ -155,7 +231,7 @@ class StudyTracker:
             if name:
                 self._runs[name] = run.info.run_id
                 history = self.client.get_metric_history(run.info.run_id, TRAIN_LOSS)
-                self._last_epoch[run.info.run_id] = max((m.step for m in history), default=0)
+                self._last_epoch[name] = max((m.step for m in history), default=0)
 
     def children(self) -> list:
         """All trial runs of this study invocation."""
@@ -163,49 +239,170 @@ class StudyTracker:
                                        max_results=50_000)
 
     # ---- trial runs ---------------------------------------------------------------------------
+    # Every trial write is an op (a JSON-able dict naming its trial). While the store answers, an
+    # op is made at once. When a write fails and the store does not answer, the op and every later
+    # one are kept, in order, in memory and in ``journal`` (so a killed driver keeps them too);
+    # they are written when the store answers again, at the end of the study, or by ``--resume``.
+    journal: Optional[Path] = None
+    RETRY_S = 15.0  # between attempts to reach a store that is down
+
     def trial_run(self, trial: TrialSpec) -> str:
-        """The child run of a trial: reopened if it exists, else created with params and tags."""
+        """The child run of a trial: reopened if it exists, else created with params and tags.
+
+        Returns its run id, or ``pending:<trial name>`` while the store is down."""
         name = trial.name
-        if name in self._runs:
-            run_id = self._runs[name]
-            if self.client.get_run(run_id).info.status != "FINISHED":
-                self.client.update_run(run_id, status="RUNNING")
-            return run_id
-        tags = {MLFLOW_PARENT_RUN_ID: self.parent_id, ROLE: "trial", ARM: trial.arm, SEED: str(trial.seed),
-                TRIAL: name, REFERENCE_TRIAL: trial.reference, REFERENCE_OF_TRIAL: trial.reference_arm, STUDY: self.experiment,
-                **{GRID_PREFIX + k: str(v) for k, v in trial.grid.items()}, **self.env}
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
-        run_id = run.info.run_id
-        params = [Param(k, v[:6000]) for k, v in flatten_config(trial.config).items()]
-        for i in range(0, len(params), 100):
-            self.client.log_batch(run_id, params=params[i:i + 100])
-        self._runs[name] = run_id
-        self._last_epoch[run_id] = 0
-        return run_id
+        if name not in self._runs:
+            tags = {MLFLOW_PARENT_RUN_ID: self.parent_id, ROLE: "trial", ARM: trial.arm, SEED: str(trial.seed),
+                    TRIAL: name, REFERENCE_TRIAL: trial.reference, REFERENCE_OF_TRIAL: trial.reference_arm,
+                    STUDY: self.experiment, **{GRID_PREFIX + k: str(v) for k, v in trial.grid.items()}, **self.env}
+            self._op({"op": "create", "trial": name, "tags": tags, "params": flatten_config(trial.config)})
+        else:
+            self._op({"op": "reopen", "trial": name})
+        return self._runs.get(name, PENDING + name)
 
     def log_epoch(self, run_id: str, epoch: int, metrics: dict[str, Any]) -> bool:
         """Log one epoch's metrics with ``step = epoch``; an epoch already logged is skipped (returns False)."""
-        if epoch <= self._last_epoch.get(run_id, 0):
+        name = self._name(run_id)
+        if epoch <= self._last_epoch.get(name, 0):
             return False
-        now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, epoch) for k, v in metrics.items()
-                 if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(float(v))]
-        for i in range(0, len(batch), 1000):
-            self.client.log_batch(run_id, metrics=batch[i:i + 1000])
-        self._last_epoch[run_id] = epoch
+        values = {k: float(v) for k, v in metrics.items()
+                  if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(float(v))}
+        self._op({"op": "epoch", "trial": name, "epoch": epoch, "metrics": values, "time": int(time.time() * 1000)})
+        self._last_epoch[name] = epoch
         return True
 
     def log_affinity(self, run_id: str, path: str) -> None:
         """Attach a trial's affinity maps (an ``.npz`` its worker wrote)."""
-        self.client.log_artifact(run_id, path, AFFINITY_FOLDER)
+        self._op({"op": "artifact", "trial": self._name(run_id), "path": path})
 
     def set_tag(self, run_id: str, key: str, value: str) -> None:
-        self.client.set_tag(run_id, key, value)
+        self._op({"op": "tag", "trial": self._name(run_id), "key": key, "value": value})
 
     def end_trial(self, run_id: str, status: str, reason: Optional[str] = None) -> None:
-        if reason:
-            self.client.log_batch(run_id, tags=[RunTag(FAILURE, reason[:5000])])
-        self.client.set_terminated(run_id, status)
+        self.ended[self._name(run_id)] = (status, reason or "")
+        self._op({"op": "end", "trial": self._name(run_id), "status": status, "reason": reason})
+
+    # ---- writes kept while the store is down ----------------------------------------------------
+    @property
+    def down(self) -> bool:
+        return bool(self.pending)
+
+    def _name(self, run_id: str) -> str:
+        if run_id.startswith(PENDING):
+            return run_id[len(PENDING):]
+        return next(n for n, r in self._runs.items() if r == run_id)
+
+    def _op(self, op: dict[str, Any]) -> None:
+        if self.pending:
+            self._keep(op)
+            if time.monotonic() - self._tried >= self.RETRY_S:
+                self.flush()
+            return
+        try:
+            self._apply(op)
+        except Exception as err:  # noqa: BLE001 - a store that still answers re-raises below
+            if store_answers(self.uri):
+                raise
+            self._keep(op)
+            self._tried = time.monotonic()
+            _warn(f"tracking store {self.uri} does not answer ({type(err).__name__}); the trials go on and their "
+                  f"results are kept{f' in {self.journal}' if self.journal else ''} until it is back")
+
+    def _keep(self, op: dict[str, Any]) -> None:
+        self.pending.append(op)
+        if self.journal is not None:
+            with open(self.journal, "a") as f:
+                f.write(json.dumps(op) + "\n")
+
+    def flush(self) -> bool:
+        """Write the kept ops if the store answers; True when none is left."""
+        self._tried = time.monotonic()
+        if not self.pending:
+            return True
+        if not store_answers(self.uri):
+            return False
+        done = 0
+        try:
+            for op in self.pending:
+                self._apply(op)
+                done += 1
+        except Exception:  # noqa: BLE001 - down again: keep the rest
+            pass
+        self.pending = self.pending[done:]
+        if self.journal is not None:
+            self.journal.write_text("".join(json.dumps(op) + "\n" for op in self.pending))
+        if not self.pending:
+            _warn(f"tracking store {self.uri} answers again: {done} kept writes made")
+        return not self.pending
+
+    def replay(self, journal: Path) -> int:
+        """On ``--resume``: write the ops an earlier driver kept in ``journal`` (then empty it); returns their count."""
+        self.journal = journal
+        if not journal.is_file():
+            return 0
+        ops = [json.loads(line) for line in journal.read_text().splitlines() if line.strip()]
+        self.pending = []
+        for op in ops:
+            if op["op"] == "epoch" and op["epoch"] <= self._last_epoch.get(op["trial"], 0):
+                continue
+            self.pending.append(op)
+            if op["op"] == "epoch":
+                self._last_epoch[op["trial"]] = max(op["epoch"], self._last_epoch.get(op["trial"], 0))
+        self.flush()
+        if self.pending:
+            raise TrackingError(f"tracking store {self.uri} does not take the {len(self.pending)} kept writes "
+                                f"in {journal}")
+        return len(ops)
+
+    def _apply(self, op: dict[str, Any]) -> None:
+        """Make one op in the store (idempotent: a run is created once, an epoch logged once)."""
+        name, kind = op["trial"], op["op"]
+        if kind == "create":
+            if name not in self._runs:
+                run_id = self.client.create_run(self.experiment_id, run_name=name, tags=op["tags"]).info.run_id
+                params = [Param(k, v[:6000]) for k, v in op["params"].items()]
+                for i in range(0, len(params), 100):
+                    self.client.log_batch(run_id, params=params[i:i + 100])
+                self._runs[name] = run_id
+            return
+        run_id = self._runs[name]
+        if kind == "reopen":
+            if self.client.get_run(run_id).info.status != "FINISHED":
+                self.client.update_run(run_id, status="RUNNING")
+        elif kind == "epoch":
+            batch = [Metric(k, v, op["time"], op["epoch"]) for k, v in op["metrics"].items()]
+            for i in range(0, len(batch), 1000):
+                self.client.log_batch(run_id, metrics=batch[i:i + 1000])
+        elif kind == "artifact":
+            if os.path.isfile(op["path"]):
+                self.client.log_artifact(run_id, op["path"], AFFINITY_FOLDER)
+        elif kind == "tag":
+            self.client.set_tag(run_id, op["key"], op["value"])
+        elif kind == "end":
+            if op["reason"]:
+                self.client.log_batch(run_id, tags=[RunTag(FAILURE, op["reason"][:5000])])
+            self.client.set_terminated(run_id, op["status"])
+
+
+PENDING = "pending:"  # the run id handed out for a trial whose run could not be created yet
+
+
+def store_answers(uri: str, timeout: float = 3.0) -> bool:
+    """Whether the tracking store answers now (an HTTP server's /health; a local store is always there)."""
+    if not uri.startswith(("http://", "https://")):
+        return True
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _warn(message: str) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True).print(f"[yellow]{escape(message)}[/]", highlight=False, soft_wrap=True)
 
 
 def dump_json(data: Any) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -167,4 +168,8 @@ def _unusable_folder(path: str) -> Optional[str]:
         return f"{shorten(str(probe), 120)} is a file, not a folder"
     if not os.access(probe, os.W_OK | os.X_OK):
         return f"{shorten(str(probe), 120)} is not writable"
+    try:  # os.access says yes to root everywhere; a temporary file (removed at once) tells
+        tempfile.TemporaryFile(dir=probe).close()
+    except OSError as err:
+        return f"{shorten(str(probe), 120)} is not writable ({err.strerror})"
     return None

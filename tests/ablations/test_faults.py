@@ -121,3 +121,64 @@ def test_a_refusal_imports_neither_ray_nor_mlflow(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tmp_path)
     assert proc.stdout.split("\n")[0] == "2 []", proc.stdout + proc.stderr
+
+
+@pytest.fixture
+def not_mlflow(tmp_path):
+    """A plain HTTP file server on 127.0.0.1 whose /health answers 200 (a file), but which is not MLflow."""
+    import socket
+
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "health").write_text("OK")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"], cwd=root,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import time
+    import urllib.request
+
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).read()
+            break
+        except OSError:
+            time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}"
+    server.terminate()
+    server.wait(timeout=10)
+
+
+TRACKING = {  # name -> (tracking URI given a tmp folder, words the one line must hold)
+    "SQLite path is a folder": (lambda d: f"sqlite:///{d}", "is a folder"),
+    "SQLite folder not writable": (lambda d: "sqlite:////proc/mlflow.db", "cannot be created here"),
+    "SQLite folder missing": (lambda d: f"sqlite:///{d}/none/mlflow.db", "does not exist"),
+    "file that is not a database": (lambda d: f"sqlite:///{d / 'bad.yaml'}", "not a SQLite database"),
+    "unknown scheme": (lambda d: "ftp://example.org/mlflow", "unknown scheme 'ftp'"),
+    "two-slash sqlite": (lambda d: "sqlite://mlflow.db", "sqlite:/// followed by a file path"),
+}
+
+
+@pytest.mark.parametrize("name", TRACKING)
+def test_unusable_tracking_store_is_refused_before_any_run_exists(tmp_path, capsys, name):
+    uri, expected = TRACKING[name]
+    line = _refused_once(tmp_path, capsys, _good(tmp_path), "--tracking-uri", uri(tmp_path))
+    assert expected in line, line
+    assert not list(tmp_path.glob("**/ablation.json"))
+
+
+def test_http_server_that_is_not_mlflow_is_refused(tmp_path, capsys, not_mlflow):
+    line = _refused_once(tmp_path, capsys, _good(tmp_path), "--tracking-uri", not_mlflow)
+    assert "not as an MLflow tracking server" in line, line
+
+
+def test_dry_run_shows_the_plan_then_the_missing_data(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    path = tmp_path / "bad.yaml"
+    path.write_text(_good(tmp_path, data={"name": "cifar10", "path": str(tmp_path / "none")}))
+    assert main([str(path), "--dry-run"]) == 2
+    out, err = capsys.readouterr()
+    assert "2 trials" in out and "mto-s0" in out
+    assert "data.path=" in err and "cifar10" in err
+    assert not (tmp_path / "ray").exists()
