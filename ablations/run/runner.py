@@ -18,7 +18,6 @@ import json
 import logging
 import math
 import os
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,13 +27,14 @@ from typing import Any, Optional
 from ablations.contract import (EPOCH, FAILURE, OBJECTIVE, REFERENCE_ARM, RESOLVED_TRIALS, STUDY_FILE,
                                 TARGET_FRACTION, TARGET_METRIC, TRIAL, resolve_tracking_uri)
 from ablations.run.callbacks import SESSIONS, DriverSession, StudyCallback
+from ablations.run.cleanup import STATE_FILE, ray_pids, stop_stale_ray
 from ablations.run.progress import TrialBoard
 from ablations.run.trainable import trial_function
-from ablations.run.tracking import StudyTracker, check_tracking, dump_json
+from ablations.run.store import check_tracking
+from ablations.run.tracking import StudyTracker, dump_json
 from ablations.study import Study, StudyError
 from mto.config import to_dict
 
-STATE_FILE = "ablation.json"
 JOURNAL_FILE = "pending_tracking.jsonl"  # trial writes kept while the tracking store was down
 
 
@@ -86,70 +86,6 @@ def _init_ray(address: Optional[str]) -> None:
     kwargs: dict[str, Any] = dict(include_dashboard=False, configure_logging=True, logging_level="ERROR",
                                   log_to_driver=False)
     ray.init(address=address, **kwargs) if address else ray.init(**kwargs)
-
-
-def _ray_pids() -> list[int]:
-    """The processes of the local Ray node this driver started (raylet, GCS, ...), to stop them if it dies."""
-    try:
-        import ray._private.worker as worker
-
-        node = worker._global_node
-        return sorted({p.process.pid for infos in node.all_processes.values() for p in infos})
-    except Exception:  # noqa: BLE001 - a private API: without it only the README's `ray stop` is left
-        return []
-
-
-def stop_stale_ray(study: Study) -> list[int]:
-    """Stop the Ray processes an earlier driver of this study started and left behind (it was killed).
-
-    Only processes recorded in the latest invocation's state, whose driver is gone and whose
-    command line is Ray's, are stopped. Returns their ids."""
-    root = Path(study.spec.storage).resolve() / study.name
-    found = sorted(p for p in root.glob("*") if (p / STATE_FILE).is_file()) if root.is_dir() else []
-    if not found:
-        return []
-    try:
-        state = json.loads((found[-1] / STATE_FILE).read_text())
-    except (OSError, ValueError):
-        return []
-    if not state.get("ray_pids") or _alive(state.get("driver_pid", 0)):
-        return []
-    stopped = []
-    for pid in state["ray_pids"]:
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if "ray" in cmdline:
-            try:
-                os.kill(pid, signal.SIGTERM)
-                stopped.append(pid)
-            except OSError:
-                pass
-    deadline = time.monotonic() + 10
-    while any(_alive(p) for p in stopped) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    for pid in stopped:
-        if _alive(pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-    return stopped
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
-    except OSError:
-        try:
-            os.kill(pid, 0)
-            return True
-        except OSError:
-            return False
 
 
 def _check_gpus(study: Study) -> None:
@@ -252,7 +188,7 @@ def run_study(study: Study, *, resume: bool = False, tracking_uri: Optional[str]
     check_tracking(uri)
     _ray_environment()
     if address is None:
-        stale = stop_stale_ray(study)
+        stale = stop_stale_ray(study.spec.storage, study.name)
         if stale:
             print(f"stopped {len(stale)} Ray processes left behind by a killed driver of this study", file=sys.stderr)
     _init_ray(address)
@@ -272,7 +208,7 @@ def run_study(study: Study, *, resume: bool = False, tracking_uri: Optional[str]
         tracker.replay(folder / JOURNAL_FILE)  # what an earlier driver could not write (the store was down)
     tracker.journal = folder / JOURNAL_FILE
     state.update(parent_run_id=parent, tracking_uri=uri, study=study.raw, source=study.source, sets=sets or [],
-                 driver_pid=os.getpid(), ray_pids=_ray_pids() if address is None else [])
+                 driver_pid=os.getpid(), ray_pids=ray_pids() if address is None else [])
     (folder / STATE_FILE).write_text(dump_json(state))
 
     metric = study.spec.target.metric
