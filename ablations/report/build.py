@@ -8,21 +8,25 @@ the files to the study's parent run.
 from __future__ import annotations
 
 import base64
+import math
 import html
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
+from markdown_it import MarkdownIt
 from mlflow import MlflowClient
-from mlflow.entities import Metric
+from mlflow.entities import Metric, RunTag
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ablations.contract import AFFINITY_FOLDER, HETERO_PREFIX, REPORT_FOLDER, SUMMARY, resolve_tracking_uri
+from ablations.contract import (AFFINITY_FOLDER, ARM_METRIC_PREFIX, CENSORED, HETERO_PREFIX, REACHED, REPORT_FOLDER,
+                                SUMMARY, resolve_tracking_uri)
 from ablations.report import plots
 from ablations.report.aggregate import GroupRow, TrialSummary, aggregate, shown_rows, summarize
 from ablations.report.metrics import is_accuracy
@@ -165,13 +169,15 @@ def _write(report: Report, figures: list[Path], formats: tuple[str, ...]) -> Non
     r, folder = report.record, report.folder
     title = f"Ablation report: {r.experiment} ({r.parent_name})"
     subtitle = (f"Metric `{r.metric}`; target = reference final x {r.fraction:g}; reference arm "
-                f"`{r.reference_arm}`; {len(report.summaries)} complete trials; parent run `{r.parent_run_id}`.")
+                f"`{r.reference_arm}`; {len(report.summaries)} complete trials; parent run `{r.parent_run_id}`."
+                + (" Accuracies are shown in % here; MLflow holds them as fractions (0-1)." if is_accuracy(r.metric)
+                   else ""))
     left = report.left_out_lines()
     if "md" in formats:
         md = [f"# {title}", "", subtitle, "", report.table.markdown(), "## Columns", "", DEFINITIONS]
         if left:
             md += ["## Left out of the aggregates", "", *left, ""]
-        md += [f"![{p.stem}]({p.name})" for p in figures]
+        md += [f"![{p.stem}]({p.name})\n\n*{caption(p)}*\n" for p in figures]
         report.files.append(_put(folder / "ablation.md", "\n".join(md) + "\n"))
     if "csv" in formats:
         report.table.frame.to_csv(folder / "ablation.csv", index=False)
@@ -181,21 +187,37 @@ def _write(report: Report, figures: list[Path], formats: tuple[str, ...]) -> Non
         report.files.append(_put(folder / "ablation.tex", report.table.latex(
             f"{r.experiment}: {r.metric}, mean [95% CI] over seeds; target = reference final x {r.fraction:g}.")))
     if "html" in formats:
+        md = MarkdownIt("commonmark", {"html": False}).enable("table")  # the page's text is written in Markdown
         imgs = "".join(f'<figure><img alt="{p.stem}" src="data:image/png;base64,'
-                       f'{base64.b64encode(p.read_bytes()).decode()}"><figcaption>{p.stem.replace("_", " ")}'
+                       f'{base64.b64encode(p.read_bytes()).decode()}"><figcaption>{md.renderInline(caption(p))}'
                        f"</figcaption></figure>" for p in figures)
-        left_html = ("<h2>Left out of the aggregates</h2><ul>" + "".join(f"<li>{html.escape(l[2:])}</li>" for l in left)
-                     + "</ul>") if left else ""
-        defs = "".join(f"<li>{html.escape(d[2:])}</li>" for d in DEFINITIONS.replace("\n  ", " ").splitlines())
+        left_html = ("<h2>Left out of the aggregates</h2>" + md.render("\n".join(left))) if left else ""
         page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
                 "body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;font-size:13px}"
                 "td,th{border-bottom:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child"
                 "{text-align:left}thead th{border-bottom:2px solid #333}img{max-width:100%}figure{margin:1em 0}"
-                f"</style></head><body><h1>{html.escape(title)}</h1><p>{html.escape(subtitle)}</p>"
-                f"{report.table.html()}<h2>Columns</h2><ul>{defs}</ul>{left_html}<h2>Figures</h2>{imgs}"
+                f"</style></head><body><h1>{html.escape(title)}</h1>{md.render(subtitle)}"
+                f"{report.table.html()}<h2>Columns</h2>{md.render(DEFINITIONS)}{left_html}<h2>Figures</h2>{imgs}"
                 f"<p><small>generated {time.strftime('%Y-%m-%d %H:%M')}</small></p></body></html>")
         report.files.append(_put(folder / "report.html", page))
     report.files += figures
+
+
+CAPTIONS = {  # what to look at in each figure
+    "learning_curves": "Learning curves: the higher and the earlier an arm's curve rises, the faster it learns; "
+                       "dashed lines are the targets its epochs-to-target is measured against.",
+    "epochs_to_target": "Epochs to reach the target: further left is faster; an arrow `> E` marks an arm where some "
+                        "seed never reached it within its E epochs (censored).",
+    "heterogeneity_depth": "Heterogeneity of masked vs visible tokens per layer: MTO should keep it high in the "
+                           "early layers, where the mask tokens would otherwise blur into the visible ones.",
+    "affinity_maps": "Affinity maps, masked tokens first: compare the off-diagonal masked-to-visible blocks between "
+                     "arms (each block normalised on its own, so its pattern is visible).",
+}
+
+
+def caption(path: Path) -> str:
+    """One line (Markdown) saying what to look at in a figure."""
+    return CAPTIONS.get(path.stem, path.stem.replace("_", " "))
 
 
 def _put(path: Path, text: str) -> Path:
@@ -209,6 +231,25 @@ def _log_summaries(client: MlflowClient, report: Report) -> list:
     futures = []
     for s in report.summaries:
         values = {SUMMARY[k]: getattr(s, k) for k in SUMMARY}
+        tags = []
+        if not np.isnan(s.target):  # a target exists: say whether it was reached (censored otherwise)
+            values[REACHED] = float(s.epochs_to_target is not None)
+            tags = [RunTag(CENSORED, "false" if s.epochs_to_target is not None else "true")]
         metrics = [Metric(k, float(v), now, 0) for k, v in values.items() if v is not None and not np.isnan(v)]
-        futures.append(client.log_batch(s.trial.run_id, metrics=metrics, synchronous=False))
+        futures.append(client.log_batch(s.trial.run_id, metrics=metrics, tags=tags, synchronous=False))
+    futures.append(client.log_batch(report.record.parent_run_id, metrics=arm_metrics(report.rows, now),
+                                    synchronous=False))
     return futures
+
+
+def arm_metrics(rows: list[GroupRow], now: int) -> list[Metric]:
+    """Headline numbers per arm (and grid point) for the parent run: means over seeds, in MLflow's units (0-1)."""
+    out = []
+    for row in rows:
+        prefix = ARM_METRIC_PREFIX + re.sub(r"[^\w.\-/]", "_", "/".join(
+            [row.arm, *(f"{k.split('.')[-1]}_{v}" for k, v in row.grid.items())]))
+        values = {"rauc": row.rauc.mean, "final": row.final.mean, "auc": row.auc.mean, "reached": row.reached / row.n,
+                  "speedup": row.speedup.mean,
+                  "epochs_to_target": row.epochs_to_target.mean if row.epochs_to_target is not None else math.nan}
+        out += [Metric(f"{prefix}/{k}", float(v), now, 0) for k, v in values.items() if not math.isnan(v)]
+    return out
