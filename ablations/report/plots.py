@@ -92,8 +92,8 @@ def affinity_maps(maps: dict[str, tuple[np.ndarray, int, int]], path: Path) -> P
                 ax.set_title(f"layer {l}", fontsize=9)
             if l == 0:
                 ax.set_ylabel(f"{label}\n(epoch {epoch})", fontsize=8)
-    fig.suptitle("Affinity maps: masked tokens first (top-left block); diagonal hidden; each block "
-                 "(masked-masked, masked-visible, ...) min-max normalised on its own", fontsize=10)
+    fig.suptitle("Affinity maps: masked tokens first (top-left block), diagonal hidden;\n"
+                 "each block (masked-masked, masked-visible, ...) min-max normalised on its own", fontsize=9)
     return _save(fig, path)
 
 
