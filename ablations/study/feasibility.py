@@ -87,8 +87,13 @@ def _trial_level(spec: StudySpec, t: Any, problem) -> None:
     if train is not None:
         train = min(train, c.data.max_train or train)
         if c.train.batch_size > train:
-            problem(at("train.batch_size"), f"{c.train.batch_size} is above the {train:,} training images "
-                    f"({c.data.name}{', data.max_train' if c.data.max_train else ''}): at most {train}")
+            capped = c.data.max_train is not None and c.data.max_train < SPLIT_SIZES[c.data.name][0]
+            if capped and at("data.max_train") != "base.data.max_train":  # the arm cut the data set
+                problem(at("data.max_train"), f"{c.data.max_train} training images are fewer than "
+                        f"train.batch_size={c.train.batch_size}: keep at least a batch")
+            else:
+                problem(at("train.batch_size"), f"{c.train.batch_size} is above the {train:,} training images "
+                        f"({c.data.name}{', data.max_train' if capped else ''}): at most {train}")
         probe = min(train, c.eval.max_probe_train or train)
         if c.eval.knn and c.eval.knn_k > probe:
             problem(at("eval.knn_k"), f"{c.eval.knn_k} is above the {probe:,} images the kNN probe votes among: "

@@ -182,3 +182,8 @@ def test_dry_run_shows_the_plan_then_the_missing_data(tmp_path, capsys, monkeypa
     assert "2 trials" in out and "mto-s0" in out
     assert "data.path=" in err and "cifar10" in err
     assert not (tmp_path / "ray").exists()
+
+
+def test_an_arm_that_cuts_the_data_below_a_batch_is_blamed_on_its_max_train(tmp_path, capsys):
+    line = _refused_once(tmp_path, capsys, _good(tmp_path).replace("mto.lambda_e: 0.1", "data.max_train: 30"))
+    assert "variants.mto.data.max_train (line 7): 30 training images are fewer than train.batch_size=64" in line, line
