@@ -87,7 +87,7 @@ def test_interrupted_study_resumes_without_redoing_or_duplicating_trials(tmp_pat
     output = driver.communicate(timeout=120)[0]
     if sig == signal.SIGINT:
         assert driver.returncode == 130, output
-        assert "resume with: python -m ablations.run" in output
+        assert f"resume with: {sys.executable} -m ablations.run" in output
         parents, children = study_runs(uri)
         assert parents[0].info.status == "KILLED" and children["long-s0"].info.status == "KILLED"
 
