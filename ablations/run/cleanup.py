@@ -18,14 +18,23 @@ STATE_FILE = "ablation.json"
 
 
 def ray_pids() -> list[int]:
-    """The processes of the local Ray node this driver started (raylet, GCS, ...), to stop them if it dies."""
+    """The processes of the local Ray node this driver started: raylet, GCS, ... and the agents they
+    start (``ray::DashboardAgent``, ``ray::RuntimeEnvAgent``), which are what outlive a killed driver."""
     try:
         import ray._private.worker as worker
 
         node = worker._global_node
-        return sorted({p.process.pid for infos in node.all_processes.values() for p in infos})
+        pids = {p.process.pid for infos in node.all_processes.values() for p in infos}
     except Exception:  # noqa: BLE001 - a private API: without it only the README's `ray stop` is left
         return []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid in pids:
+            pids.add(int(stat.parent.name))
+    return sorted(pids)
 
 
 def stop_stale_ray(storage: str, study: str) -> list[int]:
