@@ -8,56 +8,35 @@ the files to the study's parent run.
 from __future__ import annotations
 
 import base64
+import math
 import html
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
+from markdown_it import MarkdownIt
 from mlflow import MlflowClient
-from mlflow.entities import Metric
+from mlflow.entities import Metric, RunTag
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ablations.contract import AFFINITY_FOLDER, HETERO_PREFIX, REPORT_FOLDER, SUMMARY, resolve_tracking_uri
+from ablations.contract import (AFFINITY_FOLDER, ARM_METRIC_PREFIX, CENSORED, HETERO_PREFIX, REACHED, REPORT_FOLDER,
+                                SUMMARY, resolve_tracking_uri)
 from ablations.report import plots
 from ablations.report.aggregate import GroupRow, TrialSummary, aggregate, shown_rows, summarize, winner
 from ablations.report.budgets import BudgetRow, budget_rows
-from ablations.report.metrics import MIN_SEEDS_FOR_INTERVAL
+from ablations.report.legend import DEFINITIONS, caption
+from ablations.report.metrics import MIN_SEEDS_FOR_INTERVAL, is_accuracy
 from ablations.report.reader import ReportError, StudyRecord, TrialRecord, histories, load_study, selection_metric
 from ablations.report.tables import AblationTable, ablation_table, budget_table, trials_frame
 
 FORMATS = ("md", "csv", "tex", "html")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-DEFINITIONS = """\
-- Tables report the **test** split (`eval/*`); every choice of a best row reads the **validation**
-  split (`val/*`), never the test split. Accuracies are in % here (MLflow holds them in [0, 1]).
-- **Final**, **Best**: the target metric at the last epoch, and its best value over the run.
-- **AUC**: trapezoidal area under the metric-vs-epoch curve from epoch 0 (the untrained model) to
-  the last epoch, divided by the span (a mean accuracy over training).
-- **RAUC**: AUC of the arm / AUC of its reference over the same epochs, paired by seed (our
-  definition); above 1 = learns faster or better.
-- **Epochs to target (within one schedule)**: first epoch at which the metric reaches the target
-  (the same seed's reference final value x fraction), linearly interpolated between evaluations,
-  inside one cosine schedule; `> E` = some seed never reached it (censored, never averaged).
-  Late gains inside one schedule come from the learning rate annealing: this is not the paper's
-  figure. **Speed-up (within)** = reference / arm epochs-to-target and **epoch reduction (within)** =
-  1 - arm / reference, per seed where both reached it.
-- **Budget to target** (budget studies; the paper's sense): every arm is trained once per budget,
-  each its own warm-up and cosine schedule. Per seed, the smallest budget whose final reaches the
-  reference's full-budget final x fraction, interpolated between budgets (from the epoch-0 value at
-  budget 0); censored when no budget reaches it. **Epoch reduction** = 1 - budget to target /
-  the full budget (the paper's "about 50% fewer pre-training epochs").
-- **Δ final**: arm final - reference final, paired by seed.
-- Cells: mean over seeds [95% percentile-bootstrap interval over seeds, 2,000 resamples], the same
-  method for every table and figure band; no interval with fewer than 3 seeds. `(k/n)` = only k
-  of the n seeds enter (the others censored or unpaired). Bold = best in its column.
-"""
-
 
 @dataclass
 class Report:
@@ -90,6 +69,14 @@ class Report:
     def left_out_lines(self) -> list[str]:
         """One Markdown bullet per trial left out of the aggregates, with the reason."""
         return [f"- {t.name}: {t.why_left_out()}" for t in sorted(self.left_out, key=lambda t: t.name)]
+
+    def print_table(self, console: Console) -> None:
+        """The main table: rich on a terminal; the Markdown table elsewhere (CI logs, ``| tee``), never cut."""
+        if console.is_terminal:
+            console.print(self.terminal_table())
+        else:
+            print(f"{self.record.experiment}: {self.record.metric}, target = reference final x {self.record.fraction:g}; "
+                  f"{'accuracies in %; ' if is_accuracy(self.record.metric) else ''}mean [95% CI] over seeds\n\n{self.table.markdown()}", file=console.file, flush=True)
 
     def terminal_table(self) -> Table:
         """The main table for a terminal: the headline columns, each interval on its own line."""
@@ -194,7 +181,9 @@ def _write(report: Report, figures: list[Path], formats: tuple[str, ...]) -> Non
     r, folder = report.record, report.folder
     title = f"Ablation report: {r.experiment} ({r.parent_name})"
     subtitle = (f"Metric `{r.metric}`; target = reference final x {r.fraction:g}; reference arm "
-                f"`{r.reference_arm}`; {len(report.summaries)} complete trials; parent run `{r.parent_run_id}`.")
+                f"`{r.reference_arm}`; {len(report.summaries)} complete trials; parent run `{r.parent_run_id}`."
+                + (" Accuracies are shown in % here; MLflow holds them as fractions (0-1)." if is_accuracy(r.metric)
+                   else ""))
     left = report.left_out_lines()
     budget_md = (["## Budgets: separately scheduled runs (the paper's sense)", "", report.budget_table.markdown()]
                  if report.budget_table else [])
@@ -204,7 +193,7 @@ def _write(report: Report, figures: list[Path], formats: tuple[str, ...]) -> Non
               "## Columns", "", DEFINITIONS]
         if left:
             md += ["## Left out of the aggregates", "", *left, ""]
-        md += [f"![{p.stem}]({p.name})" for p in figures]
+        md += [f"![{p.stem}]({p.name})\n\n*{caption(p)}*\n" for p in figures]
         report.files.append(_put(folder / "ablation.md", "\n".join(md) + "\n"))
     if "csv" in formats:
         if report.budget_table:
@@ -217,21 +206,20 @@ def _write(report: Report, figures: list[Path], formats: tuple[str, ...]) -> Non
         report.files.append(_put(folder / "ablation.tex", report.table.latex(
             f"{r.experiment}: {r.metric}, mean [95% CI] over seeds; target = reference final x {r.fraction:g}.")))
     if "html" in formats:
+        md = MarkdownIt("commonmark", {"html": False}).enable("table")  # the page's text is written in Markdown
         imgs = "".join(f'<figure><img alt="{p.stem}" src="data:image/png;base64,'
-                       f'{base64.b64encode(p.read_bytes()).decode()}"><figcaption>{p.stem.replace("_", " ")}'
+                       f'{base64.b64encode(p.read_bytes()).decode()}"><figcaption>{md.renderInline(caption(p))}'
                        f"</figcaption></figure>" for p in figures)
-        left_html = ("<h2>Left out of the aggregates</h2><ul>" + "".join(f"<li>{html.escape(l[2:])}</li>" for l in left)
-                     + "</ul>") if left else ""
-        defs = "".join(f"<li>{html.escape(d[2:])}</li>" for d in DEFINITIONS.replace("\n  ", " ").splitlines())
+        left_html = ("<h2>Left out of the aggregates</h2>" + md.render("\n".join(left))) if left else ""
         page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
                 "body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;font-size:13px}"
                 "td,th{border-bottom:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child"
                 "{text-align:left}thead th{border-bottom:2px solid #333}img{max-width:100%}figure{margin:1em 0}"
-                f"</style></head><body><h1>{html.escape(title)}</h1><p>{html.escape(subtitle)}</p>"
-                + "".join(f"<p><i>{html.escape(n)}</i></p>" for n in report.notes)
+                f"</style></head><body><h1>{html.escape(title)}</h1>{md.render(subtitle)}"
+                + "".join(md.render(f"*{n}*") for n in report.notes)
                 + f"{report.table.html()}"
                 + (f"<h2>Budgets: separately scheduled runs</h2>{report.budget_table.html()}" if report.budget_table else "")
-                + f"<h2>Columns</h2><ul>{defs}</ul>{left_html}<h2>Figures</h2>{imgs}"
+                + f"<h2>Columns</h2>{md.render(DEFINITIONS)}{left_html}<h2>Figures</h2>{imgs}"
                 f"<p><small>generated {time.strftime('%Y-%m-%d %H:%M')}</small></p></body></html>")
         report.files.append(_put(folder / "report.html", page))
     report.files += figures
@@ -248,6 +236,25 @@ def _log_summaries(client: MlflowClient, report: Report) -> list:
     futures = []
     for s in report.summaries:
         values = {SUMMARY[k]: getattr(s, k) for k in SUMMARY}
+        tags = []
+        if not np.isnan(s.target):  # a target exists: say whether it was reached (censored otherwise)
+            values[REACHED] = float(s.epochs_to_target is not None)
+            tags = [RunTag(CENSORED, "false" if s.epochs_to_target is not None else "true")]
         metrics = [Metric(k, float(v), now, 0) for k, v in values.items() if v is not None and not np.isnan(v)]
-        futures.append(client.log_batch(s.trial.run_id, metrics=metrics, synchronous=False))
+        futures.append(client.log_batch(s.trial.run_id, metrics=metrics, tags=tags, synchronous=False))
+    futures.append(client.log_batch(report.record.parent_run_id, metrics=arm_metrics(report.rows, now),
+                                    synchronous=False))
     return futures
+
+
+def arm_metrics(rows: list[GroupRow], now: int) -> list[Metric]:
+    """Headline numbers per arm (and grid point) for the parent run: means over seeds, in MLflow's units (0-1)."""
+    out = []
+    for row in rows:
+        prefix = ARM_METRIC_PREFIX + re.sub(r"[^\w.\-/]", "_", "/".join(
+            [row.arm, *(f"{k.split('.')[-1]}_{v}" for k, v in row.grid.items())]))
+        values = {"rauc": row.rauc.mean, "final": row.final.mean, "auc": row.auc.mean, "reached": row.reached / row.n,
+                  "speedup": row.speedup.mean,
+                  "epochs_to_target": row.epochs_to_target.mean if row.epochs_to_target is not None else math.nan}
+        out += [Metric(f"{prefix}/{k}", float(v), now, 0) for k, v in values.items() if not math.isnan(v)]
+    return out

@@ -61,7 +61,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except ReportError as e:
         err.print(f"[red]error[/] {escape(str(e))}", soft_wrap=True)
         return 2
-    Console().print(report.terminal_table())
+    report.print_table(Console())
     for line in report.left_out_lines():
         err.print(escape(line), soft_wrap=True, highlight=False)
     err.print(f"wrote {report.folder}/ ({', '.join(p.name for p in report.files)})", soft_wrap=True, highlight=False)

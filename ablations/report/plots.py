@@ -2,8 +2,8 @@
 
 - learning curves per arm: mean over seeds with a 95% band, and the target line;
 - heterogeneity versus depth per arm at chosen epochs (like the paper's Figure 1);
-- affinity maps per layer, masked tokens first, min-max normalised (like its Figure 2);
-- epochs-to-target per arm with 95% CIs, censored arms drawn as ``> E``.
+- affinity maps per layer, masked tokens first, each block normalised on its own (like its Figure 2);
+- epochs-to-target per arm with 95% CIs, censored arms drawn as a hatched bar ``> E``.
 """
 
 from __future__ import annotations
@@ -86,17 +86,32 @@ def affinity_maps(maps: dict[str, tuple[np.ndarray, int, int]], path: Path) -> P
                 continue
             a = aff[l].copy()
             np.fill_diagonal(a, np.nan)  # self-affinity would dominate every map: hide it
-            lo, hi = np.nanmin(a), np.nanmax(a)
-            a = (a - lo) / (hi - lo + 1e-12)  # min-max normalised per map
+            a = normalise_blocks(a, masked)
             ax.imshow(np.nan_to_num(a, nan=0.0), cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
             ax.axhline(masked - 0.5, color="w", lw=0.6), ax.axvline(masked - 0.5, color="w", lw=0.6)
             if r == 0:
                 ax.set_title(f"layer {l}", fontsize=9)
             if l == 0:
                 ax.set_ylabel(f"{label}\n(epoch {epoch})", fontsize=8)
-    fig.suptitle("Affinity maps: masked tokens first (top-left block); diagonal hidden; min-max normalised",
-                 fontsize=10)
+    fig.suptitle("Affinity maps: masked tokens first (top-left block), diagonal hidden;\n"
+                 "each block (masked-masked, masked-visible, ...) min-max normalised on its own", fontsize=9)
     return _save(fig, path)
+
+
+def normalise_blocks(a: np.ndarray, masked: int) -> np.ndarray:
+    """Min-max normalise each block of a masked-first map ``a [N, N]`` on its own (NaNs kept).
+
+    The masked-to-visible blocks hold much smaller affinities than the visible-visible one; over
+    the whole map they would all be one dark colour, though they are what heterogeneity is about."""
+    out = np.full_like(a, np.nan, dtype=float)
+    n = a.shape[0]
+    for rows in (slice(0, masked), slice(masked, n)):
+        for cols in (slice(0, masked), slice(masked, n)):
+            block = a[rows, cols]
+            if block.size and not np.all(np.isnan(block)):
+                lo, hi = np.nanmin(block), np.nanmax(block)
+                out[rows, cols] = (block - lo) / (hi - lo + 1e-12)
+    return out
 
 
 def epochs_to_target(rows: list[GroupRow], path: Path, limit: int = 40) -> Path:
@@ -106,17 +121,18 @@ def epochs_to_target(rows: list[GroupRow], path: Path, limit: int = 40) -> Path:
     for y, row in enumerate(rows):
         iv = row.epochs_to_target
         color = "C0" if row.is_reference else "C1"
-        if iv is None:
-            ax.annotate("", xy=(row.epochs * 1.04, y), xytext=(row.epochs, y),
+        if iv is None:  # censored: a hatched bar over the whole training and an arrow past its end
+            ax.barh(y, row.epochs, height=0.5, color="none", edgecolor="gray", hatch="//", lw=0.8)
+            ax.annotate("", xy=(row.epochs * 1.08, y), xytext=(row.epochs, y),
                         arrowprops=dict(arrowstyle="->", color="gray"))
-            ax.text(row.epochs * 1.05, y, f"> {row.epochs} ({row.reached}/{row.n})", va="center", fontsize=8,
-                    color="gray")
+            ax.text(row.epochs * 1.1, y, f"> {row.epochs} ({row.reached}/{row.n} reached)", va="center", fontsize=8,
+                    color="dimgray")
         else:
             err = None if math.isnan(iv.low) else [[iv.mean - iv.low], [iv.high - iv.mean]]
             ax.errorbar(iv.mean, y, xerr=err, fmt="o", color=color, capsize=3)
     ax.set_yticks(range(len(rows)), [r.label for r in rows], fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlim(0, max(r.epochs for r in rows) * 1.25)
+    ax.set_ylim(len(rows) - 0.4, -0.6)  # top to bottom, every row clear of the axes
+    ax.set_xlim(0, max(r.epochs for r in rows) * 1.6)  # room for the censored rows' labels
     ax.set_xlabel("epochs to reach the target (mean, 95% CI over seeds)")
     ax.grid(axis="x", alpha=0.3)
     return _save(fig, path)

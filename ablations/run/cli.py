@@ -1,12 +1,14 @@
 """``python -m ablations.run STUDY.yaml``: validate a study, run its trials on Ray Tune, track them in MLflow.
 
 Exit status: 0 every trial finished; 1 some trial failed (the others finished); 2 the study file,
-the data or the tracking store is unusable (nothing was started); 130 interrupted (``--resume``).
+the data or the tracking store is unusable (nothing was started); 3 the tracking store stopped
+answering (the results are kept: ``--resume`` writes them); 130 interrupted (``--resume``).
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from typing import Optional
 
@@ -16,7 +18,7 @@ from rich.table import Table
 
 from ablations.study import Study, StudyError, load_study
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_TRACKING_DOWN, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -54,20 +56,22 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     out, err = Console(), Console(stderr=True)
     try:
-        study = load_study(args.study, args.sets)
+        # a dry run shows the plan even when the data is missing here, and lists that problem after it
+        study = load_study(args.study, args.sets, check_paths=not args.dry_run)
+        if args.dry_run:
+            out.print(trial_table(study))
+            if study.spec.search.kind == "optuna":
+                for path, d in study.spec.search.space.items():
+                    out.print(f"  search {path}: {d.model_dump(exclude_none=True)}", highlight=False, soft_wrap=True)
+            load_study(args.study, args.sets)
+            return EXIT_OK
     except StudyError as e:
         for problem in e.problems:
             err.print(f"[red]error[/] {escape(e.source)}: {escape(problem)}", highlight=False, soft_wrap=True)
         return EXIT_INVALID
-    if args.dry_run:
-        out.print(trial_table(study))
-        if study.spec.search.kind == "optuna":
-            for path, d in study.spec.search.space.items():
-                out.print(f"  search {path}: {d.model_dump(exclude_none=True)}", highlight=False, soft_wrap=True)
-        return EXIT_OK
 
     from ablations.run.runner import run_study  # deferred: Ray and MLflow load only once the study is valid
-    from ablations.run.tracking import TrackingError, ui_command
+    from ablations.run.tracking import TrackingError, experiment_url, ui_command
 
     try:
         outcome = run_study(study, resume=args.resume, tracking_uri=args.tracking_uri, address=args.address,
@@ -80,8 +84,15 @@ def main(argv: Optional[list[str]] = None) -> int:
               + (", interrupted" if outcome.interrupted else ""), highlight=False, soft_wrap=True)
     for name, reason in sorted(outcome.failed.items()):
         err.print(f"  [red]FAILED[/] {escape(name)}: {escape(reason)}", highlight=False, soft_wrap=True)
+    again = " ".join([shlex.quote(sys.executable), "-m ablations.run", shlex.quote(args.study),
+                      *[f"--set {shlex.quote(s)}" for s in args.sets], "--resume"])
+    if outcome.tracking_down:
+        err.print(f"[red]the tracking store {escape(outcome.tracking_uri)} stopped answering[/]: {outcome.tracking_down} "
+                  f"writes are kept in {escape(str(outcome.folder))} and the trials' checkpoints; the MLflow runs "
+                  f"stay open until then.\nonce it answers again, write them with: {escape(again)}",
+                  highlight=False, soft_wrap=True)
+        return EXIT_TRACKING_DOWN
     if outcome.interrupted:
-        again = " ".join(["python -m ablations.run", args.study, *[f"--set {s}" for s in args.sets], "--resume"])
         err.print(f"interrupted; state saved in {outcome.folder}\nresume with: {again}", highlight=False, soft_wrap=True)
     elif not args.no_report and outcome.finished:
         # The CLI is the pipeline's composition root: the report reads what the run wrote, through
@@ -91,12 +102,17 @@ def main(argv: Optional[list[str]] = None) -> int:
         try:
             report = build_report(outcome.tracking_uri, parent_run_id=outcome.parent_run_id,
                                   epochs=study.spec.report_epochs or None)
-            out.print(report.terminal_table())
+            report.print_table(out)
             err.print(f"report: {report.folder}", highlight=False, soft_wrap=True)
         except Exception as e:  # noqa: BLE001 - the runs are safe in MLflow; the report can be rebuilt
             err.print(f"[yellow]the report could not be built ({e}); rebuild it with python -m ablations.report "
                       f"--run {outcome.parent_run_id}[/]", highlight=False, soft_wrap=True)
-    err.print(f"MLflow parent run {outcome.parent_run_id}\nbrowse: {ui_command(outcome.tracking_uri)}", highlight=False, soft_wrap=True)
+    if outcome.tracking_uri.startswith(("http://", "https://")):
+        browse = f"open {experiment_url(outcome.tracking_uri, outcome.experiment_id)} in a browser"
+    else:
+        browse = (f"{ui_command(outcome.tracking_uri)}\n  then open "
+                  f"{experiment_url('http://127.0.0.1:5000', outcome.experiment_id)}")
+    err.print(f"MLflow parent run {outcome.parent_run_id}\nbrowse: {browse}", highlight=False, soft_wrap=True)
     if outcome.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_FAILED if outcome.failed else EXIT_OK

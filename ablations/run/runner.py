@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,13 +27,15 @@ from typing import Any, Optional
 from ablations.contract import (EPOCH, FAILURE, OBJECTIVE, REFERENCE_ARM, RESOLVED_TRIALS, STUDY_FILE,
                                 TARGET_FRACTION, TARGET_METRIC, TRIAL, resolve_tracking_uri)
 from ablations.run.callbacks import SESSIONS, DriverSession, StudyCallback
+from ablations.run.cleanup import STATE_FILE, ray_pids, stop_stale_ray
 from ablations.run.progress import TrialBoard
 from ablations.run.trainable import trial_function
-from ablations.run.tracking import StudyTracker, check_tracking, dump_json
+from ablations.run.store import check_tracking
+from ablations.run.tracking import StudyTracker, dump_json
 from ablations.study import Study, StudyError
 from mto.config import to_dict
 
-STATE_FILE = "ablation.json"
+JOURNAL_FILE = "pending_tracking.jsonl"  # trial writes kept while the tracking store was down
 
 
 @dataclass
@@ -43,6 +46,8 @@ class StudyOutcome:
     finished: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # trial name -> reason
     interrupted: bool = False
+    experiment_id: str = ""
+    tracking_down: int = 0  # writes kept in ``folder / JOURNAL_FILE`` because the store stopped answering
 
 
 def _ray_environment() -> None:
@@ -187,6 +192,10 @@ def run_study(study: Study, *, resume: bool = False, tracking_uri: Optional[str]
     uri = resolve_tracking_uri(tracking_uri or state.get("tracking_uri") or study.spec.tracking.uri)
     check_tracking(uri)
     _ray_environment()
+    if address is None:
+        stale = stop_stale_ray(study.spec.storage, study.name)
+        if stale:
+            print(f"stopped {len(stale)} Ray processes left behind by a killed driver of this study", file=sys.stderr)
     _init_ray(address)
     _check_gpus(study)
 
@@ -200,7 +209,11 @@ def run_study(study: Study, *, resume: bool = False, tracking_uri: Optional[str]
     parent = tracker.start_study(study.name, study.spec.description, files, target,
                                  resume_id=state.get("parent_run_id"))
     folder.mkdir(parents=True, exist_ok=True)
-    state.update(parent_run_id=parent, tracking_uri=uri, study=study.raw, source=study.source, sets=sets or [])
+    if resume:
+        tracker.replay(folder / JOURNAL_FILE)  # what an earlier driver could not write (the store was down)
+    tracker.journal = folder / JOURNAL_FILE
+    state.update(parent_run_id=parent, tracking_uri=uri, study=study.raw, source=study.source, sets=sets or [],
+                 driver_pid=os.getpid(), ray_pids=ray_pids() if address is None else [])
     (folder / STATE_FILE).write_text(dump_json(state))
 
     metric = study.spec.target.metric
@@ -226,10 +239,26 @@ def run_study(study: Study, *, resume: bool = False, tracking_uri: Optional[str]
     return outcome
 
 
-def _close(tracker: StudyTracker, study: Study, folder: Path, interrupted: bool) -> StudyOutcome:
+def _close(tracker: StudyTracker, study: Study, folder: Path, interrupted: bool,
+           wait_s: float = float(os.environ.get("ABLATION_TRACKING_WAIT_S", "30"))) -> StudyOutcome:
     """Read the trials' final states back from MLflow, mark runs left open as KILLED (resumable) and
-    end the parent run as FINISHED, FAILED (some trial failed) or KILLED (interrupted)."""
-    outcome = StudyOutcome(tracker.parent_id, tracker.uri, folder)
+    end the parent run as FINISHED, FAILED (some trial failed) or KILLED (interrupted).
+
+    When the tracking store is down, wait up to ``wait_s`` for it; if it stays down, the kept
+    writes stay in the journal for ``--resume`` and the outcome says so (the runs cannot be ended)."""
+    outcome = StudyOutcome(tracker.parent_id, tracker.uri, folder, experiment_id=tracker.experiment_id or "")
+    deadline = time.monotonic() + wait_s
+    while not tracker.flush() and time.monotonic() < deadline:
+        time.sleep(2)
+    if tracker.down:
+        outcome.tracking_down = len(tracker.pending)
+        for name, (status, reason) in tracker.ended.items():
+            if status == "FINISHED":
+                outcome.finished.append(name)
+            else:
+                outcome.failed[name] = reason or "unknown error"
+        outcome.interrupted = True
+        return outcome
     for run in tracker.children():
         name = run.data.tags.get(TRIAL, run.info.run_name)
         if run.info.status == "FINISHED":

@@ -15,8 +15,6 @@ import os
 import platform
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional
@@ -27,37 +25,11 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from ablations.contract import (AFFINITY_FOLDER, ARM, FAILURE, GRID_PREFIX, REFERENCE_OF_TRIAL, REFERENCE_TRIAL, ROLE,
                                 EPOCH_METRIC, SEED, STUDY, TRIAL)
+from ablations.run.store import TrackingError, experiment_url, store_answers, ui_command  # noqa: F401 - re-exported
 from ablations.study import TrialSpec, flatten
 from mto.config import TrialConfig, to_dict
 
 PACKAGES = ("torch", "timm", "numpy", "scikit-learn", "ray", "mlflow", "optuna", "pydantic")
-
-
-class TrackingError(RuntimeError):
-    """The tracking store cannot be used (reported before any trial starts)."""
-
-
-def check_tracking(uri: str, timeout: float = 5.0) -> None:
-    """Raise TrackingError unless the store is reachable (an HTTP server answers /health, a DB folder exists)."""
-    if uri.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
-                if resp.status != 200:
-                    raise TrackingError(f"tracking server {uri} answered HTTP {resp.status} on /health")
-        except (urllib.error.URLError, OSError) as err:
-            raise TrackingError(f"tracking server {uri} is unreachable ({getattr(err, 'reason', err)}); "
-                                "start it (mlflow server ...) or pass another --tracking-uri") from None
-    elif uri.startswith("sqlite:///"):
-        folder = Path(uri[len("sqlite:///"):]).parent
-        if not folder.is_dir() or not os.access(folder, os.W_OK):
-            raise TrackingError(f"the folder of the SQLite store {uri} does not exist or is not writable")
-
-
-def ui_command(uri: str) -> str:
-    """The command that opens the MLflow UI on this store."""
-    if uri.startswith(("http://", "https://")):
-        return f"open {uri} in a browser"
-    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
 
 
 def code_version() -> str:
@@ -101,7 +73,10 @@ class StudyTracker:
         self.parent_id: Optional[str] = None
         self.experiment_id: Optional[str] = None
         self._runs: dict[str, str] = {}  # trial name -> run id
-        self._last_epoch: dict[str, int] = {}  # run id -> last epoch logged
+        self._last_epoch: dict[str, int] = {}  # trial name -> last epoch logged (or kept to be logged)
+        self.pending: list[dict[str, Any]] = []  # writes kept while the store is down, in order
+        self.ended: dict[str, tuple[str, str]] = {}  # trial name -> (status, reason) as this driver saw it
+        self._tried = 0.0
         self._client: Optional[MlflowClient] = None
         self._env: Optional[dict[str, str]] = None
 
@@ -155,7 +130,7 @@ class StudyTracker:
             if name:
                 self._runs[name] = run.info.run_id
                 history = self.client.get_metric_history(run.info.run_id, EPOCH_METRIC)
-                self._last_epoch[run.info.run_id] = max((m.step for m in history), default=-1)
+                self._last_epoch[name] = max((m.step for m in history), default=-1)
 
     def children(self) -> list:
         """All trial runs of this study invocation."""
@@ -163,50 +138,160 @@ class StudyTracker:
                                        max_results=50_000)
 
     # ---- trial runs ---------------------------------------------------------------------------
+    # Every trial write is an op (a JSON-able dict naming its trial). While the store answers, an
+    # op is made at once. When a write fails and the store does not answer, the op and every later
+    # one are kept, in order, in memory and in ``journal`` (so a killed driver keeps them too);
+    # they are written when the store answers again, at the end of the study, or by ``--resume``.
+    journal: Optional[Path] = None
+    RETRY_S = 15.0  # between attempts to reach a store that is down
+
     def trial_run(self, trial: TrialSpec) -> str:
-        """The child run of a trial: reopened if it exists, else created with params and tags."""
+        """The child run of a trial: reopened if it exists, else created with params and tags.
+
+        Returns its run id, or ``pending:<trial name>`` while the store is down."""
         name = trial.name
-        if name in self._runs:
-            run_id = self._runs[name]
-            if self.client.get_run(run_id).info.status != "FINISHED":
-                self.client.update_run(run_id, status="RUNNING")
-            return run_id
-        tags = {MLFLOW_PARENT_RUN_ID: self.parent_id, ROLE: "trial", ARM: trial.arm, SEED: str(trial.seed),
-                TRIAL: name, REFERENCE_TRIAL: trial.reference, REFERENCE_OF_TRIAL: trial.reference_arm, STUDY: self.experiment,
-                **{GRID_PREFIX + k: str(v) for k, v in trial.grid.items()}, **self.env}
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
-        run_id = run.info.run_id
-        params = [Param(k, v[:6000]) for k, v in flatten_config(trial.config).items()]
-        for i in range(0, len(params), 100):
-            self.client.log_batch(run_id, params=params[i:i + 100])
-        self._runs[name] = run_id
-        self._last_epoch[run_id] = -1  # nothing logged yet: epoch 0 (before training) comes first
-        return run_id
+        if name not in self._runs:
+            tags = {MLFLOW_PARENT_RUN_ID: self.parent_id, ROLE: "trial", ARM: trial.arm, SEED: str(trial.seed),
+                    TRIAL: name, REFERENCE_TRIAL: trial.reference, REFERENCE_OF_TRIAL: trial.reference_arm,
+                    STUDY: self.experiment, **{GRID_PREFIX + k: str(v) for k, v in trial.grid.items()}, **self.env}
+            self._op({"op": "create", "trial": name, "tags": tags, "params": flatten_config(trial.config)})
+        else:
+            self._op({"op": "reopen", "trial": name})
+        return self._runs.get(name, PENDING + name)
 
     def log_epoch(self, run_id: str, epoch: int, metrics: dict[str, Any]) -> bool:
         """Log one epoch's metrics with ``step = epoch`` (0 = before training); an epoch already logged is
         skipped (returns False). ``trial/epoch`` goes in the same batch: a resumed driver reads it back."""
-        if epoch <= self._last_epoch.get(run_id, -1):
+        name = self._name(run_id)
+        if epoch <= self._last_epoch.get(name, -1):
             return False
-        now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, epoch) for k, v in {**metrics, EPOCH_METRIC: epoch}.items()
-                 if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(float(v))]
-        for i in range(0, len(batch), 1000):
-            self.client.log_batch(run_id, metrics=batch[i:i + 1000])
-        self._last_epoch[run_id] = epoch
+        values = {k: float(v) for k, v in {**metrics, EPOCH_METRIC: epoch}.items()
+                  if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(float(v))}
+        self._op({"op": "epoch", "trial": name, "epoch": epoch, "metrics": values, "time": int(time.time() * 1000)})
+        self._last_epoch[name] = epoch
         return True
 
     def log_affinity(self, run_id: str, path: str) -> None:
         """Attach a trial's affinity maps (an ``.npz`` its worker wrote)."""
-        self.client.log_artifact(run_id, path, AFFINITY_FOLDER)
+        self._op({"op": "artifact", "trial": self._name(run_id), "path": path})
 
     def set_tag(self, run_id: str, key: str, value: str) -> None:
-        self.client.set_tag(run_id, key, value)
+        self._op({"op": "tag", "trial": self._name(run_id), "key": key, "value": value})
 
     def end_trial(self, run_id: str, status: str, reason: Optional[str] = None) -> None:
-        if reason:
-            self.client.log_batch(run_id, tags=[RunTag(FAILURE, reason[:5000])])
-        self.client.set_terminated(run_id, status)
+        self.ended[self._name(run_id)] = (status, reason or "")
+        self._op({"op": "end", "trial": self._name(run_id), "status": status, "reason": reason})
+
+    # ---- writes kept while the store is down ----------------------------------------------------
+    @property
+    def down(self) -> bool:
+        return bool(self.pending)
+
+    def _name(self, run_id: str) -> str:
+        if run_id.startswith(PENDING):
+            return run_id[len(PENDING):]
+        return next(n for n, r in self._runs.items() if r == run_id)
+
+    def _op(self, op: dict[str, Any]) -> None:
+        if self.pending:
+            self._keep(op)
+            if time.monotonic() - self._tried >= self.RETRY_S:
+                self.flush()
+            return
+        try:
+            self._apply(op)
+        except Exception as err:  # noqa: BLE001 - a store that still answers re-raises below
+            if store_answers(self.uri):
+                raise
+            self._keep(op)
+            self._tried = time.monotonic()
+            _warn(f"tracking store {self.uri} does not answer ({type(err).__name__}); the trials go on and their "
+                  f"results are kept{f' in {self.journal}' if self.journal else ''} until it is back")
+
+    def _keep(self, op: dict[str, Any]) -> None:
+        self.pending.append(op)
+        if self.journal is not None:
+            with open(self.journal, "a") as f:
+                f.write(json.dumps(op) + "\n")
+
+    def flush(self) -> bool:
+        """Write the kept ops if the store answers; True when none is left."""
+        self._tried = time.monotonic()
+        if not self.pending:
+            return True
+        if not store_answers(self.uri):
+            return False
+        done = 0
+        try:
+            for op in self.pending:
+                self._apply(op)
+                done += 1
+        except Exception:  # noqa: BLE001 - down again: keep the rest
+            pass
+        self.pending = self.pending[done:]
+        if self.journal is not None:
+            self.journal.write_text("".join(json.dumps(op) + "\n" for op in self.pending))
+        if not self.pending:
+            _warn(f"tracking store {self.uri} answers again: {done} kept writes made")
+        return not self.pending
+
+    def replay(self, journal: Path) -> int:
+        """On ``--resume``: write the ops an earlier driver kept in ``journal`` (then empty it); returns their count."""
+        self.journal = journal
+        if not journal.is_file():
+            return 0
+        ops = [json.loads(line) for line in journal.read_text().splitlines() if line.strip()]
+        self.pending = []
+        for op in ops:
+            if op["op"] == "epoch" and op["epoch"] <= self._last_epoch.get(op["trial"], -1):
+                continue
+            self.pending.append(op)
+            if op["op"] == "epoch":
+                self._last_epoch[op["trial"]] = max(op["epoch"], self._last_epoch.get(op["trial"], -1))
+        self.flush()
+        if self.pending:
+            raise TrackingError(f"tracking store {self.uri} does not take the {len(self.pending)} kept writes "
+                                f"in {journal}")
+        return len(ops)
+
+    def _apply(self, op: dict[str, Any]) -> None:
+        """Make one op in the store (idempotent: a run is created once, an epoch logged once)."""
+        name, kind = op["trial"], op["op"]
+        if kind == "create":
+            if name not in self._runs:
+                run_id = self.client.create_run(self.experiment_id, run_name=name, tags=op["tags"]).info.run_id
+                params = [Param(k, v[:6000]) for k, v in op["params"].items()]
+                for i in range(0, len(params), 100):
+                    self.client.log_batch(run_id, params=params[i:i + 100])
+                self._runs[name] = run_id
+            return
+        run_id = self._runs[name]
+        if kind == "reopen":
+            if self.client.get_run(run_id).info.status != "FINISHED":
+                self.client.update_run(run_id, status="RUNNING")
+        elif kind == "epoch":
+            batch = [Metric(k, v, op["time"], op["epoch"]) for k, v in op["metrics"].items()]
+            for i in range(0, len(batch), 1000):
+                self.client.log_batch(run_id, metrics=batch[i:i + 1000])
+        elif kind == "artifact":
+            if os.path.isfile(op["path"]):
+                self.client.log_artifact(run_id, op["path"], AFFINITY_FOLDER)
+        elif kind == "tag":
+            self.client.set_tag(run_id, op["key"], op["value"])
+        elif kind == "end":
+            if op["reason"]:
+                self.client.log_batch(run_id, tags=[RunTag(FAILURE, op["reason"][:5000])])
+            self.client.set_terminated(run_id, op["status"])
+
+
+PENDING = "pending:"  # the run id handed out for a trial whose run could not be created yet
+
+
+def _warn(message: str) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True).print(f"[yellow]{escape(message)}[/]", highlight=False, soft_wrap=True)
 
 
 def dump_json(data: Any) -> str:

@@ -13,6 +13,7 @@ from typing import Any, Optional
 from pydantic import TypeAdapter, ValidationError
 
 from ablations.contract import BUDGET_AXIS, TEST_PREFIX, VAL_PREFIX
+from ablations.study.feasibility import feasibility_problems
 from ablations.study.messages import StudyError, describe, suggest
 from ablations.study.schema import StudySpec
 from mto.config import ConfigError, TrialConfig, to_dict
@@ -150,6 +151,7 @@ def validate_study(raw: dict[str, Any], source: str, lines: Optional[dict[tuple,
         raise StudyError(source, problems)
 
     trials = _expand(spec, source)
+    problems += feasibility_problems(spec, trials, lines)
     if check_paths:
         checked = set()
         for t in trials:

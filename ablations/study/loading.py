@@ -2,6 +2,10 @@
 
 A study file is data: it is read with a safe loader (tags that would construct objects are
 refused, duplicate keys too), and each field path is indexed by its line for error messages.
+Its size is bounded before anything is built from it: the file (``MAX_FILE_BYTES``), its
+nesting (``MAX_DEPTH``, below Python's recursion limit) and its size with aliases expanded
+(``MAX_NODES``: a "billion laughs" file is a few hundred bytes that expand to 10^9 nodes).
+It must be UTF-8 text.
 """
 
 from __future__ import annotations
@@ -13,11 +17,57 @@ from typing import Any, Optional, Union
 import yaml
 
 from ablations.study.expansion import Study, validate_study
-from ablations.study.messages import StudyError
+from ablations.study.messages import StudyError, shorten
+
+MAX_FILE_BYTES = 1_000_000  # the largest study in studies/ is under 4 kB
+MAX_DEPTH = 50  # nesting levels; a study needs about 6
+MAX_NODES = 100_000  # scalars, lists and mappings, counting each alias as the copy it stands for
+
+
+class _TooBig(yaml.YAMLError):
+    """The document exceeds a bound; raised while composing, before anything is constructed."""
+
+    def __init__(self, problem: str, mark: Optional[yaml.Mark]):
+        self.problem, self.problem_mark = problem, mark
 
 
 class _Loader(yaml.SafeLoader):
-    """Safe loader that refuses duplicate keys (PyYAML silently keeps the last one)."""
+    """Safe loader that refuses duplicate keys (PyYAML silently keeps the last one), nesting
+    deeper than ``MAX_DEPTH`` and aliases to a node that contains them (a cycle)."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            node = self.anchors.get(event.anchor)
+            if node is not None and node.end_mark is None:  # PyYAML sets end_mark once a node is complete
+                raise _TooBig(f"alias *{event.anchor[:40]} is inside the node it refers to (a cycle); "
+                              "study files are trees", event.start_mark)
+            return super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _TooBig(f"nested deeper than {MAX_DEPTH} levels (a study needs about 6)",
+                              self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """Nodes in the document once every alias is replaced by a copy of what it refers to."""
+    key = id(node)
+    if key not in memo:
+        if isinstance(node, yaml.SequenceNode):
+            memo[key] = 1 + sum(_expanded_size(v, memo) for v in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            memo[key] = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+        else:
+            memo[key] = 1
+    return memo[key]
 
 
 def _mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict:
@@ -49,13 +99,28 @@ def _line_index(node: yaml.Node, path: tuple = (), out: Optional[dict] = None) -
 
 def parse_yaml(text: str, source: str) -> tuple[dict[str, Any], dict[tuple, int]]:
     """Parse study YAML safely; returns the data and a field-path -> line index."""
-    loader = _Loader(text)
+    data, lines = _parse(text, source, "")
+    if data is None:
+        raise StudyError(source, ["the file is empty: a study needs at least name and variants"])
+    if not isinstance(data, dict):
+        raise StudyError(source, [f"the top level must be a mapping of study keys, got {type(data).__name__}"])
+    return data, lines
+
+
+def _parse(text: str, source: str, what: str) -> tuple[Any, dict[tuple, int]]:
+    """Compose, bound, index and construct one YAML document (``what`` prefixes each message)."""
+    loader = None
     try:
+        loader = _Loader(text)  # PyYAML checks the characters here
         node = loader.get_single_node()
         if node is None:
-            raise StudyError(source, ["the file is empty: a study needs at least name and variants"])
+            return None, {}
+        size = _expanded_size(node, {})
+        if size > MAX_NODES:
+            raise _TooBig(f"{size:,} values once its aliases are expanded, above the {MAX_NODES:,} a study "
+                          "file may hold (an alias bomb?)", None)
         lines = _line_index(node)
-        data = loader.construct_document(node)
+        return loader.construct_document(node), lines
     except yaml.constructor.ConstructorError as err:
         mark = err.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -63,16 +128,50 @@ def parse_yaml(text: str, source: str) -> tuple[dict[str, Any], dict[tuple, int]
         if "constructor for the tag" in problem:
             problem = (f"YAML tag {err.problem_mark and _tag_of(err)} is not allowed: study files are data, "
                        "nothing in them is constructed or executed")
-        raise StudyError(source, [where + problem]) from None
+        raise StudyError(source, [what + where + problem]) from None
+    except _TooBig as err:
+        mark = err.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise StudyError(source, [f"{what}refused{where}: {err.problem}"]) from None
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark
-        raise StudyError(source, [f"YAML syntax error at line {mark.line + 1}, column {mark.column + 1}: {err.problem}"]
-                         ) from None
+        raise StudyError(source, [f"{what}YAML syntax error at line {mark.line + 1}, column {mark.column + 1}: "
+                                  f"{err.problem}"]) from None
+    except yaml.reader.ReaderError as err:  # a control character or an invalid code point
+        raise StudyError(source, [f"{what}character {err.character:#06x} at position {err.position} is not "
+                                  "allowed in YAML (a control character: is this a text file?)"]) from None
+    except (yaml.YAMLError, RecursionError) as err:
+        raise StudyError(source, [f"{what}unreadable YAML ({type(err).__name__}: {str(err)[:200]})"]) from None
     finally:
-        loader.dispose()
-    if not isinstance(data, dict):
-        raise StudyError(source, [f"the top level must be a mapping of study keys, got {type(data).__name__}"])
-    return data, lines
+        if loader is not None:
+            loader.dispose()
+
+
+def read_text(path: Union[str, Path]) -> str:
+    """A study file's text: at most ``MAX_FILE_BYTES``, UTF-8 (a UTF-8 byte-order mark is allowed).
+
+    Raises:
+        StudyError: missing, unreadable, too large, binary, UTF-16/32 or not UTF-8.
+    """
+    source = str(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+    except OSError as err:
+        raise StudyError(source, [f"cannot read the study file: {err.strerror}"]) from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise StudyError(source, [f"the file is larger than {MAX_FILE_BYTES:,} bytes; a study file is a few kB of "
+                                  "YAML (is this the right file?)"])
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise StudyError(source, ["the file is UTF-16 (or UTF-32) encoded: save it as UTF-8"])
+    if b"\x00" in raw:
+        raise StudyError(source, ["the file is binary (it holds NUL bytes), not YAML text"])
+    try:
+        return raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise StudyError(source, [f"the file is not UTF-8 text: byte 0x{raw[err.start]:02x} at line {line} "
+                                  "cannot be decoded; save it as UTF-8"]) from None
 
 
 def _tag_of(err: yaml.constructor.ConstructorError) -> str:
@@ -87,11 +186,7 @@ def load_study(path: Union[str, Path], sets: Optional[list[str]] = None, *, chec
         StudyError: with every problem found; nothing has been started.
     """
     source = str(path)
-    try:
-        text = Path(path).read_text()
-    except OSError as err:
-        raise StudyError(source, [f"cannot read the study file: {err.strerror}"]) from None
-    raw, lines = parse_yaml(text, source)
+    raw, lines = parse_yaml(read_text(path), source)
     for item in sets or []:
         apply_set(raw, item, source)
     return validate_study(raw, source, lines, check_paths=check_paths)
@@ -101,11 +196,8 @@ def apply_set(raw: dict[str, Any], item: str, source: str = "--set") -> None:
     """Apply one ``key=value`` override to the raw study (value parsed as YAML, safely)."""
     key, sep, text = item.partition("=")
     if not sep or not key:
-        raise StudyError(source, [f"--set {item!r}: expected key=value, e.g. --set base.train.epochs=2"])
-    try:
-        value = yaml.load(text, Loader=_Loader) if text else None
-    except yaml.YAMLError as err:
-        raise StudyError(source, [f"--set {item!r}: the value is not valid YAML ({err})"]) from None
+        raise StudyError(source, [f"--set {shorten(item)}: expected key=value, e.g. --set base.train.epochs=2"])
+    value = _parse(text, source, f"--set {shorten(key, 80)}: ")[0] if text else None
     parts = key.split(".")
     node = raw
     for i, part in enumerate(parts[:-1]):
@@ -115,5 +207,5 @@ def apply_set(raw: dict[str, Any], item: str, source: str = "--set") -> None:
             return
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise StudyError(source, [f"--set {item!r}: {'.'.join(parts[:i + 1])} is not a mapping"])
+            raise StudyError(source, [f"--set {shorten(key)}: {'.'.join(parts[:i + 1])} is not a mapping"])
     node[parts[-1]] = value

@@ -13,12 +13,33 @@ from ablations.study.schema import StudySpec
 from mto.errors import ConfigError
 
 
+MAX_VALUE_CHARS = 200  # a bad value is echoed up to this many characters, never whole
+MAX_PROBLEM_CHARS = 600  # one problem stays one readable line whatever was embedded in it
+
+
+def shorten(value: Any, limit: int = MAX_VALUE_CHARS) -> str:
+    """``repr(value)``, cut to ``limit`` characters with the count of what was left out."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit:,} more characters)"
+
+
+def _one_line(problem: str) -> str:
+    """A problem as one line: newlines escaped, the middle of an over-long message left out."""
+    text = problem.replace("\r", "\\r").replace("\n", "\\n")
+    if len(text) <= MAX_PROBLEM_CHARS:
+        return text
+    head, tail = MAX_PROBLEM_CHARS * 2 // 3, MAX_PROBLEM_CHARS // 3
+    return f"{text[:head]} ... ({len(text) - head - tail:,} characters left out) ... {text[-tail:]}"
+
+
 class StudyError(Exception):
-    """A study file is invalid. ``problems`` holds one message per problem."""
+    """A study file is invalid. ``problems`` holds one message per problem, each one line of bounded length."""
 
     def __init__(self, source: str, problems: list[str]):
-        self.source, self.problems = source, problems
-        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+        self.source, self.problems = _one_line(source), [_one_line(p) for p in problems]
+        super().__init__("\n".join(f"{self.source}: {p}" for p in self.problems))
 
 
 
@@ -38,13 +59,13 @@ def describe(e: dict[str, Any], lines: dict[tuple, int]) -> str:
     if isinstance(cause, ConfigError) and loc[:1] == ("base",):  # mto's own check: it names the field
         full = ("base",) + tuple(cause.path.split("."))
         line = _nearest_line(full, lines)
-        return f"{'.'.join(full)}{f' (line {line})' if line else ''}: {cause.value!r} is invalid: {cause.allowed}"
+        return f"{'.'.join(full)}{f' (line {line})' if line else ''}: {shorten(cause.value)} is invalid: {cause.allowed}"
     if e["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
         allowed = _allowed_keys(loc[:-1])
-        return f"{where}: unknown key {loc[-1]!r}{suggest(loc[-1], allowed)} (allowed: {', '.join(allowed)})"
+        return f"{where}: unknown key {shorten(loc[-1])}{suggest(loc[-1], allowed)} (allowed: {', '.join(allowed)})"
     if e["type"] == "missing":
         return f"{where}: required, missing"
-    return f"{where}: {e.get('input')!r} is invalid: {msg}"
+    return f"{where}: {shorten(e.get('input'))} is invalid: {_one_line(msg)[:MAX_VALUE_CHARS]}"
 
 
 def _nearest_line(loc: tuple, lines: dict[tuple, int]) -> Optional[int]:

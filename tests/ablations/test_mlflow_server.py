@@ -54,7 +54,7 @@ def test_study_runs_are_served_over_the_rest_api(tmp_path, mlflow_server):
     path = write_study(tmp_path, seeds=[0, 1])
     proc = run_cli(str(path), "--no-report", "--tracking-uri", mlflow_server, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert f"open {mlflow_server} in a browser" in proc.stderr
+    assert f"open {mlflow_server}/#/experiments/" in proc.stderr and "workflowType=machine_learning in a browser" in proc.stderr
     exp = _api(mlflow_server, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=tiny")["experiment"]
     runs = _api(mlflow_server, "/api/2.0/mlflow/runs/search", {"experiment_ids": [exp["experiment_id"]],
                                                                "max_results": 100})["runs"]

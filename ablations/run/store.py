@@ -1,0 +1,121 @@
+"""The tracking store, before and while a study writes to it: is it usable (checked before any run
+exists), does it answer now, and how a user opens it in the MLflow UI. Standard library only."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used (reported before any trial starts)."""
+
+
+# The driver's MLflow HTTP client: give up on a dead server in seconds, not minutes (MLflow's
+# defaults retry 7 times with exponential backoff and wait 120 s per request). Writes that fail
+# are kept and made later (StudyTracker), so nothing is lost by giving up early.
+for _key, _value in {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                     "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}.items():
+    os.environ.setdefault(_key, _value)
+
+SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks")
+
+
+def check_tracking(uri: str, timeout: float = 5.0) -> None:
+    """Raise TrackingError unless the store can be used: a known scheme; an HTTP server that answers
+    /health and MLflow's REST API; a SQLite file that is a database (or can be created) in a
+    writable folder. Creates nothing."""
+    scheme = uri.split("://", 1)[0] if "://" in uri else "file"
+    if scheme.split("+")[0] not in SCHEMES:
+        raise TrackingError(f"tracking URI {uri[:200]!r}: unknown scheme {scheme[:40]!r}; use sqlite:///path/mlflow.db, "
+                            "http://host:port (an mlflow server) or a folder")
+    if scheme in ("http", "https"):
+        _check_server(uri, timeout)
+    elif scheme == "sqlite":
+        if not uri.startswith("sqlite:///"):
+            raise TrackingError(f"tracking URI {uri[:200]!r}: a SQLite store is sqlite:/// followed by a file path")
+        _check_sqlite(Path(uri[len("sqlite:///"):]))
+    elif scheme == "file":
+        folder = Path(uri[len("file://"):] if uri.startswith("file://") else uri)
+        if folder.exists() and not folder.is_dir():
+            raise TrackingError(f"tracking store {uri[:200]}: {folder} is a file; a file store is a folder")
+
+
+def _check_server(uri: str, timeout: float) -> None:
+    base = uri.rstrip("/")
+    try:
+        with urllib.request.urlopen(base + "/health", timeout=timeout) as resp:
+            resp.read(1000)
+    except urllib.error.HTTPError as err:
+        raise TrackingError(f"tracking server {uri} answered HTTP {err.code} on /health: is it an mlflow server?"
+                            ) from None
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        raise TrackingError(f"tracking server {uri} is unreachable ({str(getattr(err, 'reason', err))[:200]}); "
+                            "start it (mlflow server ...) or pass another --tracking-uri") from None
+    probe = base + "/api/2.0/mlflow/experiments/search?max_results=1"
+    try:
+        with urllib.request.urlopen(probe, timeout=timeout) as resp:
+            body = json.loads(resp.read(1_000_000))
+        ok = isinstance(body, dict)
+    except (urllib.error.URLError, OSError, ValueError):
+        ok = False
+    if not ok:
+        raise TrackingError(f"{uri} answers, but not as an MLflow tracking server (no JSON from "
+                            "/api/2.0/mlflow/experiments/search); check the address and port")
+
+
+def _check_sqlite(path: Path) -> None:
+    import sqlite3
+
+    if path.is_dir():
+        raise TrackingError(f"the SQLite store {path} is a folder; give a file, e.g. {path / 'mlflow.db'}")
+    folder = path.parent
+    if not folder.is_dir():
+        raise TrackingError(f"the folder of the SQLite store {path} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.R_OK | os.W_OK)):
+        raise TrackingError(f"the SQLite store {path} is not writable here")
+    if not path.exists():
+        try:  # os.access says yes to root everywhere; a temporary file (removed at once) tells
+            tempfile.TemporaryFile(dir=folder).close()
+        except OSError as err:
+            raise TrackingError(f"the SQLite store {path} cannot be created here ({err.strerror})") from None
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
+            tables = {r[0] for r in db.execute("select name from sqlite_master where type = 'table'")}
+    except sqlite3.DatabaseError as err:
+        raise TrackingError(f"{path} is not a SQLite database ({err}); give a new file or an MLflow store") from None
+    if tables and "experiments" not in tables:
+        raise TrackingError(f"{path} is a SQLite database, but not an MLflow store (no experiments table)")
+
+
+def ui_command(uri: str) -> str:
+    """The command that opens the MLflow UI on this store, as it can be pasted (the venv's mlflow)."""
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri} in a browser"
+    mlflow = Path(sys.executable).with_name("mlflow")
+    program = shlex.quote(str(mlflow)) if mlflow.is_file() else f"{shlex.quote(sys.executable)} -m mlflow"
+    return f"{program} ui --backend-store-uri {shlex.quote(uri)} --host 127.0.0.1 --port 5000"
+
+
+def experiment_url(base: str, experiment_id: str) -> str:
+    """The experiment's runs in the MLflow UI (``workflowType=machine_learning`` skips the GenAI view)."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
+
+
+def store_answers(uri: str, timeout: float = 3.0) -> bool:
+    """Whether the tracking store answers now (an HTTP server's /health; a local store is always there)."""
+    if not uri.startswith(("http://", "https://")):
+        return True
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False

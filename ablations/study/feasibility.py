@@ -1,0 +1,180 @@
+"""Settings that are valid one by one but cannot work together, refused before anything starts.
+
+Each rule here would otherwise fail inside every trial, after Ray started and the MLflow runs
+exist, or finish with nothing to compare: a batch larger than the training set, heads that do
+not divide the width, ``train.device: cuda`` on trials given no GPU, non-finite numbers, seeds
+torch cannot take, a target metric no trial logs, report epochs outside the training, a kNN k
+above the probe set, names too long for a run or a folder, a storage folder that cannot be made.
+Nothing here imports torch, Ray or MLflow, and nothing is created.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+from ablations.study.messages import shorten
+from ablations.study.schema import StudySpec
+from mto.choices import DECODER_METHODS, PRESETS
+from mto.config import TrialConfig, to_dict
+
+# Training / test images of each data set (digits: scikit-learn's 1,797 split 80/20, stratified).
+# imagefolder is counted only by reading it, so its sizes are not checked here.
+SPLIT_SIZES = {"digits": (1437, 360), "cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000)}
+MAX_NAME = 128  # the study and experiment name: an MLflow run name and a folder name are built from it
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes a signed 64-bit integer
+MAX_ACCURACY_FRACTION = 2.0  # beyond it the target is above 100% for any reference that ends above 50%
+PROBE_METRICS = {"linear_top1": "linear", "knn_top1": "knn"}  # eval/<name> (test) and val/<name>
+
+
+def feasibility_problems(spec: StudySpec, trials: list, lines: dict[tuple, int]) -> list[str]:
+    """One message per setting that cannot work, each naming its field (and line) and what is allowed."""
+    found: dict[str, list[str]] = {}  # message -> the trials it applies to (one message for all of them)
+
+    def problem(path: str, msg: str, trial: str = "") -> None:
+        parts = tuple(path.split("."))
+        line = next((lines[parts[:n]] for n in range(len(parts), 0, -1) if parts[:n] in lines), None)
+        names = found.setdefault(f"{path}{f' (line {line})' if line else ''}: {msg}", [])
+        if trial:
+            names.append(trial)
+
+    _study_level(spec, problem)
+    for t in trials:
+        _trial_level(spec, t, lambda path, msg, t=t: problem(path, msg, t.name))
+    return [text + (f" (trial {names[0]}{f' and {len(names) - 1} more' if len(names) > 1 else ''})" if names else "")
+            for text, names in found.items()]
+
+
+def _study_level(spec: StudySpec, problem) -> None:
+    for path, name in (("name", spec.name), ("tracking.experiment", spec.tracking.experiment)):
+        if name is not None and len(name) > MAX_NAME:
+            problem(path, f"{len(name)} characters: at most {MAX_NAME} (it names MLflow runs and folders)")
+    for seed in spec.seeds:
+        if not 0 <= seed <= MAX_SEED:
+            problem("seeds", f"{shorten(seed, 40)} is invalid: seeds are integers in [0, 2^63 - 1]")
+    numbers = {"resources.cpu": spec.resources.cpu, "resources.gpu": spec.resources.gpu,
+               "target.fraction": spec.target.fraction}
+    for path, d in spec.search.space.items():
+        for kind in ("loguniform", "uniform"):
+            for v in getattr(d, kind) or ():
+                numbers[f"search.space.{path}.{kind}"] = v
+    for path, v in numbers.items():
+        if not math.isfinite(v):
+            problem(path, f"{v!r} is invalid: a finite number")
+    fraction = spec.target.fraction
+    if math.isfinite(fraction) and _is_accuracy(spec.target.metric) and fraction > MAX_ACCURACY_FRACTION:
+        problem("target.fraction", f"{spec.target.fraction:g} is invalid for the accuracy {spec.target.metric}: "
+                f"at most {MAX_ACCURACY_FRACTION:g} (the target, reference final x fraction, must stay below 100%)")
+    storage = _unusable_folder(spec.storage)
+    if storage:
+        problem("storage", f"{shorten(spec.storage)} cannot be used: {storage}")
+
+
+def _trial_level(spec: StudySpec, t: Any, problem) -> None:
+    c: TrialConfig = t.config
+
+    def at(key: str) -> str:  # where the trial's value of ``key`` was set: its arm, the grid or base
+        return _source_of(spec, t.arm, key)
+
+    for key, v in _flat(to_dict(c)).items():
+        if isinstance(v, float) and not math.isfinite(v):
+            problem(at(key), f"{v!r} is invalid: a finite number")
+    train, test = SPLIT_SIZES.get(c.data.name, (None, None))
+    if train is not None:
+        train = min(train, c.data.max_train or train)
+        if c.train.batch_size > train:
+            capped = c.data.max_train is not None and c.data.max_train < SPLIT_SIZES[c.data.name][0]
+            if capped and at("data.max_train") != "base.data.max_train":  # the arm cut the data set
+                problem(at("data.max_train"), f"{c.data.max_train} training images are fewer than "
+                        f"train.batch_size={c.train.batch_size}: keep at least a batch")
+            else:
+                problem(at("train.batch_size"), f"{c.train.batch_size} is above the {train:,} training images "
+                        f"({c.data.name}{', data.max_train' if capped else ''}): at most {train}")
+        probe = min(train, c.eval.max_probe_train or train)
+        if c.eval.knn and c.eval.knn_k > probe:
+            problem(at("eval.knn_k"), f"{c.eval.knn_k} is above the {probe:,} images the kNN probe votes among: "
+                    f"at most {probe}")
+    _, width, _, heads = PRESETS[c.model.preset]
+    width, heads = c.model.embed_dim or width, c.model.num_heads or heads
+    if width % heads:
+        problem(at("model.num_heads" if c.model.num_heads else "model.embed_dim"),
+                f"{heads} heads do not divide the width {width}: choose num_heads dividing embed_dim")
+    if c.mim.method in DECODER_METHODS and c.mim.decoder_dim % c.mim.decoder_heads:
+        problem(at("mim.decoder_heads"), f"{c.mim.decoder_heads} heads do not divide mim.decoder_dim "
+                f"{c.mim.decoder_dim}: choose decoder_heads dividing decoder_dim")
+    if c.train.device == "cuda" and spec.resources.gpu == 0:
+        problem(at("train.device"), "cuda, but resources.gpu is 0 so trials see no GPU: set resources.gpu "
+                "(1, or a fraction to share one) or train.device: auto")
+    for path, metric in (("target.metric", spec.target.metric),
+                         *((("search.metric", spec.search.metric),) if spec.search.kind == "optuna" else ())):
+        why = not_logged(c, metric)
+        if why:
+            problem(path, f"{shorten(metric, 80)} is never logged: {why}")
+    for e in spec.report_epochs:
+        if not 1 <= e <= c.train.epochs:
+            problem("report_epochs", f"{e} is outside the training: epochs 1 to {c.train.epochs}")
+
+
+def not_logged(c: TrialConfig, metric: str) -> Optional[str]:
+    """Why a trial with config ``c`` never logs ``metric`` (None when it does)."""
+    split, _, name = metric.partition("/")
+    if split in ("eval", "val") and name in PROBE_METRICS:
+        probe = PROBE_METRICS[name]
+        return None if getattr(c.eval, probe) else f"eval.{probe} is false (that probe is off)"
+    if metric == "train/lr" or re.fullmatch(r"train/loss(_\w+)?", metric) or metric.startswith("perf/"):
+        return None
+    m = re.fullmatch(r"hetero/l(\d\d)", metric)
+    if m:
+        layers = c.num_mto_layers
+        return None if int(m.group(1)) <= layers else f"its MTO stack has layers 0 to {layers}"
+    known = ", ".join(f"{s}/{n}" for s in ("eval", "val") for n in PROBE_METRICS)
+    return f"unknown metric; known: {known}, train/loss, train/lr, hetero/lNN"
+
+
+def _is_accuracy(metric: str) -> bool:
+    return metric.endswith("top1") or "acc" in metric
+
+
+def _source_of(spec: StudySpec, arm: str, key: str) -> str:
+    variant = _flat(spec.variants.get(arm, {}))
+    if key in variant:
+        return f"variants.{arm}.{key}"
+    if f"grid.{key}" in variant:
+        return f"variants.{arm}.grid.{key}"
+    return f"grid.{key}" if key in spec.grid else f"base.{key}"
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _unusable_folder(path: str) -> Optional[str]:
+    """Why a folder could not be created or written at ``path`` (None when it can); creates nothing."""
+    try:
+        p = Path(path).expanduser().resolve()
+    except (OSError, RuntimeError, ValueError) as err:
+        return str(err)[:200]
+    if any(len(part.encode()) > 255 for part in p.parts):
+        return "a path component is longer than 255 bytes"
+    probe = p
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{shorten(str(probe), 120)} is a file, not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{shorten(str(probe), 120)} is not writable"
+    try:  # os.access says yes to root everywhere; a temporary file (removed at once) tells
+        tempfile.TemporaryFile(dir=probe).close()
+    except OSError as err:
+        return f"{shorten(str(probe), 120)} is not writable ({err.strerror})"
+    return None

@@ -1,0 +1,189 @@
+"""Fault injection at the edge: every bad input is refused with exit 2 and one line naming the field,
+before anything is created, and without importing Ray or MLflow."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from ablations.run.cli import main
+
+from .conftest import ROOT, TINY_BASE
+
+
+def _good(tmp_path, **base_sections) -> str:
+    """A valid study as text, for the tests to break one way at a time."""
+    base = yaml.safe_dump({**TINY_BASE, **base_sections}, default_flow_style=True, width=1000).strip()
+    return (f"name: bad\nstorage: {tmp_path / 'ray'}\ntracking: {{uri: sqlite:///{tmp_path / 'mlflow.db'}}}\n"
+            f"base: {base}\nvariants:\n  simmim: {{}}\n  mto: {{mto.lambda_e: 0.1}}\n")
+
+
+def _refused_once(tmp_path, capsys, data, *args: str) -> str:
+    """Run the CLI on ``data`` (text or bytes); assert exit 2, one error line, nothing created; return the line."""
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(data if isinstance(data, bytes) else data.encode())
+    assert main([str(path), *args]) == 2
+    err = capsys.readouterr().err
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error"), err[:2000]
+    assert len(lines[0]) < 1000, lines[0][:2000]
+    assert not (tmp_path / "ray").exists() and not (tmp_path / "mlflow.db").exists()
+    return lines[0]
+
+
+def _bomb(levels: int = 9) -> str:
+    text = 'name: bad\nvariants: {a: {}}\nx0: &x0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n'
+    for i in range(1, levels + 1):
+        text += f"x{i}: &x{i} [" + ", ".join([f"*x{i - 1}"] * 9) + "]\n"
+    return text
+
+
+FILES = {  # name -> (file content, words the one line must hold)
+    "alias bomb": (_bomb(), "aliases are expanded"),
+    "alias cycle": ("name: bad\nvariants: &v {a: *v}\n", "a cycle"),
+    "deep nesting": ("name: bad\nvariants: " + "[" * 20_000 + "]" * 20_000 + "\n", "nested deeper than"),
+    "UTF-16": ("name: bad\nvariants: {a: {}}\n".encode("utf-16"), "UTF-16"),
+    "Latin-1": ("name: bad\ndescription: caf\xe9\nvariants: {a: {}}\n".encode("latin-1"), "not UTF-8"),
+    "binary": (bytes(range(256)) * 4, "binary"),
+    "control character": (b"name: bad\x07\nvariants: {a: {}}\n", "control character"),
+    "over 1 MB": ("name: bad\nvariants: {a: {}}\ndescription: '" + "x" * 1_100_000 + "'\n", "larger than"),
+    "empty": ("", "empty"),
+    "a list at the top": ("- name: bad\n", "top level must be a mapping"),
+}
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_unreadable_or_oversized_file_is_refused_in_one_line(tmp_path, capsys, name):
+    data, expected = FILES[name]
+    assert expected in _refused_once(tmp_path, capsys, data)
+
+
+def test_a_huge_bad_value_is_echoed_only_in_part(tmp_path, capsys):
+    line = _refused_once(tmp_path, capsys, _good(tmp_path) + "seeds: '" + "9" * 100_000 + "'\n")
+    assert "seeds (line" in line and "more characters" in line and len(line) < 600
+
+
+def test_a_huge_set_value_is_bounded_too(tmp_path, capsys):
+    value = "[" + ", ".join(["*a"] * 5) + "]"
+    line = _refused_once(tmp_path, capsys, _good(tmp_path), "--set", f"description=&a {'x' * 300}",
+                         "--set", f"seeds={value}")
+    assert "seeds" in line
+
+
+SETTINGS = {  # name -> (edit of the good study, words the one line must hold)
+    "batch above the training set": (lambda t: t.replace("batch_size: 64", "batch_size: 5000"),
+                                     "base.train.batch_size (line 4): 5000 is above the 256 training images"),
+    "batch above digits": (lambda t: t.replace("max_train: 256", "max_train: 100000").replace("batch_size: 64",
+                                                                                               "batch_size: 2000"),
+                           "above the 1,437 training images"),
+    "heads not dividing the width": (lambda t: t.replace("num_heads: 2", "num_heads: 3"),
+                                     "base.model.num_heads (line 4): 3 heads do not divide the width 32"),
+    "decoder heads": (lambda t: t.replace("mto: {mto.lambda_e: 0.1}", "mto: {mim.method: mae, mim.decoder_heads: 5}"),
+                      "variants.mto.mim.decoder_heads"),
+    "cuda without a GPU": (lambda t: t.replace("mto: {mto.lambda_e: 0.1}", "mto: {train.device: cuda}"),
+                           "variants.mto.train.device"),
+    "seed beyond 2^63": (lambda t: t + "seeds: [0, 9223372036854775808]\n", "seeds (line"),
+    "infinite lr": (lambda t: t.replace("epochs: 3", "epochs: 3, base_lr: .inf"), "base.train.base_lr"),
+    "infinite loss weight": (lambda t: t.replace("mto.lambda_e: 0.1", "mto.lambda_e: .inf"),
+                             "variants.mto.mto.lambda_e"),
+    "NaN margin": (lambda t: t.replace("mto.lambda_e: 0.1", "mto.margin: .nan"), "variants.mto.mto.margin"),
+    "infinite cpu": (lambda t: t + "resources: {cpu: .inf}\n", "resources.cpu (line"),
+    "infinite fraction": (lambda t: t + "target: {fraction: .inf}\n", "target.fraction (line"),
+    "target above 100%": (lambda t: t + "target: {fraction: 5}\n", "must stay below 100%"),
+    "report epoch after the end": (lambda t: t + "report_epochs: [1, 30]\n", "report_epochs (line"),
+    "report epoch 0": (lambda t: t + "report_epochs: [0]\n", "report_epochs (line"),
+    "probe off": (lambda t: t.replace("mto: {mto.lambda_e: 0.1}", "mto: {eval.linear: false}"),
+                  "target.metric: 'eval/linear_top1' is never logged: eval.linear is false (that probe is off) (trial mto-s0)"),
+    "misspelt metric": (lambda t: t + "target: {metric: eval/linear_top}\n", "unknown metric"),
+    "hetero layer beyond the stack": (lambda t: t + "target: {metric: hetero/l09}\n", "layers 0 to 2"),
+    "kNN k above the probe set": (lambda t: t.replace("probe_steps: 20", "probe_steps: 20, knn_k: 500"),
+                                  "base.eval.knn_k (line 4): 500 is above the 256 images"),
+    "300-character name": (lambda t: t.replace("name: bad", "name: " + "n" * 300), "name (line 1): 300 characters"),
+    "storage is a file": (lambda t: t.replace("storage: ", "storage: /etc/hostname/"), "storage (line 2)"),
+    "storage not writable": (lambda t: t.replace("storage: ", "storage: /proc/1/x"), "storage (line 2)"),
+}
+
+
+@pytest.mark.parametrize("name", SETTINGS)
+def test_setting_that_cannot_work_is_refused_before_start(tmp_path, capsys, name):
+    edit, expected = SETTINGS[name]
+    line = _refused_once(tmp_path, capsys, edit(_good(tmp_path)))
+    assert expected in " ".join(line.split()), line
+
+
+def test_a_refusal_imports_neither_ray_nor_mlflow(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(_good(tmp_path).replace("num_heads: 2", "num_heads: 3"))
+    code = ("import sys; from ablations.run.cli import main; rc = main([sys.argv[1]]); "
+            "print(rc, sorted({m.split('.')[0] for m in sys.modules} & {'ray', 'mlflow', 'optuna'}))")
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tmp_path)
+    assert proc.stdout.split("\n")[0] == "2 []", proc.stdout + proc.stderr
+
+
+@pytest.fixture
+def not_mlflow(tmp_path):
+    """A plain HTTP file server on 127.0.0.1 whose /health answers 200 (a file), but which is not MLflow."""
+    import socket
+
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "health").write_text("OK")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"], cwd=root,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import time
+    import urllib.request
+
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).read()
+            break
+        except OSError:
+            time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}"
+    server.terminate()
+    server.wait(timeout=10)
+
+
+TRACKING = {  # name -> (tracking URI given a tmp folder, words the one line must hold)
+    "SQLite path is a folder": (lambda d: f"sqlite:///{d}", "is a folder"),
+    "SQLite folder not writable": (lambda d: "sqlite:////proc/mlflow.db", "cannot be created here"),
+    "SQLite folder missing": (lambda d: f"sqlite:///{d}/none/mlflow.db", "does not exist"),
+    "file that is not a database": (lambda d: f"sqlite:///{d / 'bad.yaml'}", "not a SQLite database"),
+    "unknown scheme": (lambda d: "ftp://example.org/mlflow", "unknown scheme 'ftp'"),
+    "two-slash sqlite": (lambda d: "sqlite://mlflow.db", "sqlite:/// followed by a file path"),
+}
+
+
+@pytest.mark.parametrize("name", TRACKING)
+def test_unusable_tracking_store_is_refused_before_any_run_exists(tmp_path, capsys, name):
+    uri, expected = TRACKING[name]
+    line = _refused_once(tmp_path, capsys, _good(tmp_path), "--tracking-uri", uri(tmp_path))
+    assert expected in line, line
+    assert not list(tmp_path.glob("**/ablation.json"))
+
+
+def test_http_server_that_is_not_mlflow_is_refused(tmp_path, capsys, not_mlflow):
+    line = _refused_once(tmp_path, capsys, _good(tmp_path), "--tracking-uri", not_mlflow)
+    assert "not as an MLflow tracking server" in line, line
+
+
+def test_dry_run_shows_the_plan_then_the_missing_data(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    path = tmp_path / "bad.yaml"
+    path.write_text(_good(tmp_path, data={"name": "cifar10", "path": str(tmp_path / "none")}))
+    assert main([str(path), "--dry-run"]) == 2
+    out, err = capsys.readouterr()
+    assert "2 trials" in out and "mto-s0" in out
+    assert "data.path=" in err and "cifar10" in err
+    assert not (tmp_path / "ray").exists()
+
+
+def test_an_arm_that_cuts_the_data_below_a_batch_is_blamed_on_its_max_train(tmp_path, capsys):
+    line = _refused_once(tmp_path, capsys, _good(tmp_path).replace("mto.lambda_e: 0.1", "data.max_train: 30"))
+    assert "variants.mto.data.max_train (line 7): 30 training images are fewer than train.batch_size=64" in line, line

@@ -1,0 +1,39 @@
+"""After ``kill -9`` of the driver alone, its local Ray processes live on; ``--resume`` stops them."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ablations.run.cleanup import _alive
+
+from .conftest import ROOT, TINY_BASE, run_cli, write_study
+
+pytestmark = pytest.mark.slow
+
+
+def test_resume_stops_the_ray_processes_a_killed_driver_left(tmp_path):
+    path = write_study(tmp_path, base={**TINY_BASE, "train": {**TINY_BASE["train"], "epochs": 8}})
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    driver = subprocess.Popen([sys.executable, "-m", "ablations.run", str(path), "--no-report"], cwd=tmp_path, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    state = None
+    while state is None or not state.get("ray_pids"):
+        assert driver.poll() is None and time.monotonic() < deadline, "the driver ended before Ray started"
+        time.sleep(0.5)
+        found = list(tmp_path.glob("ray/tiny/*/ablation.json"))
+        state = json.loads(found[0].read_text()) if found else None
+    os.kill(driver.pid, signal.SIGKILL)  # the driver only: its Ray node is left behind, as after kill -9
+    driver.wait(timeout=30)
+    left = [p for p in state["ray_pids"] if _alive(p)]
+    assert left, "no Ray process outlived the driver (nothing to test)"
+
+    resumed = run_cli(str(path), "--resume", "--no-report", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "stopped" in resumed.stderr and "left behind by a killed driver" in resumed.stderr
+    assert not [p for p in left if _alive(p)]

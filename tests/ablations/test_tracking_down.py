@@ -1,0 +1,94 @@
+"""A remote tracking server killed mid-study: the driver says so at once, keeps every write, ends with
+exit 3 and the resume command; once the server is back, ``--resume`` writes what was kept (each epoch once)
+and closes the runs."""
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT, TINY_BASE, write_study
+from .test_mlflow_server import _api, _free_port
+
+pytestmark = pytest.mark.slow
+
+
+def _serve(folder: Path, port: int) -> subprocess.Popen:
+    server = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1",
+                               "--port", str(port), "--backend-store-uri", f"sqlite:///{folder}/server.db",
+                               "--artifacts-destination", str(folder / "artifacts"), "--workers", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read()
+            return server
+        except OSError:
+            assert server.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
+            time.sleep(0.5)
+
+
+def _kill(server: subprocess.Popen) -> None:
+    os.killpg(server.pid, 9)  # the server and its gunicorn/uvicorn workers, as a crash would
+    server.wait(timeout=30)
+
+
+def _runs(base: str) -> dict:
+    exp = _api(base, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=tiny")["experiment"]
+    runs = _api(base, "/api/2.0/mlflow/runs/search", {"experiment_ids": [exp["experiment_id"]], "max_results": 100})
+    return {next(t["value"] for t in r["data"]["tags"] if t["key"] == "mlflow.runName"): r for r in runs["runs"]}
+
+
+def test_server_killed_mid_study_loses_nothing_and_resume_writes_it(tmp_path):
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = _serve(tmp_path, port)
+    study = write_study(tmp_path, base={**TINY_BASE, "train": {**TINY_BASE["train"], "epochs": 6}},
+                        tracking={"uri": base}, max_concurrent=2)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ABLATION_TRACKING_WAIT_S": "3"}
+    driver = subprocess.Popen([sys.executable, "-m", "ablations.run", str(study), "--no-report"], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 400
+        while True:  # kill the server once the first epoch of a trial is in
+            assert driver.poll() is None and time.monotonic() < deadline, "the study ended before epoch 1"
+            try:
+                runs = _runs(base)
+                if any(_api(base, f"/api/2.0/mlflow/metrics/get-history?run_id={r['info']['run_id']}"
+                                  "&metric_key=train/loss")["metrics"] for r in runs.values()):
+                    break
+            except Exception:  # noqa: BLE001 - the experiment may not exist yet
+                pass
+            time.sleep(1)
+        _kill(server)
+        out, err = driver.communicate(timeout=600)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 3, err[-3000:]
+    assert "does not answer" in err and "stopped answering" in err and "--resume" in err, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    journals = list(tmp_path.glob("ray/tiny/*/pending_tracking.jsonl"))
+    assert journals and journals[0].read_text().strip()
+
+    server = _serve(tmp_path, port)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "ablations.run", str(study), "--no-report", "--resume"],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs = _runs(base)
+        trials = {n: r for n, r in runs.items() if n in ("simmim-s0", "mto-s0")}
+        assert sorted(trials) == ["mto-s0", "simmim-s0"] and len(runs) == 3  # one parent, each trial once
+        for run in runs.values():
+            assert run["info"]["status"] == "FINISHED"
+        for run in trials.values():
+            hist = _api(base, f"/api/2.0/mlflow/metrics/get-history?run_id={run['info']['run_id']}"
+                              "&metric_key=train/loss")["metrics"]
+            assert sorted(m["step"] for m in hist) == [1, 2, 3, 4, 5, 6]  # every epoch, once
+        assert not journals[0].read_text().strip()
+    finally:
+        _kill(server)
