@@ -21,7 +21,7 @@ from mto.errors import ConfigError, check as _check, check_choice as _check_choi
 from mto.schedules import LayerSchedule, check_layer_schedule, layer_weights
 
 __all__ = ["ConfigError", "DataConfig", "EvalConfig", "MIMConfig", "MTOConfig", "ModelConfig", "TrainConfig",
-           "TrialConfig", "from_dict", "to_dict"]
+           "TrialConfig"]
 
 _STRICT = {"extra": "forbid"}
 
@@ -36,7 +36,9 @@ class DataConfig:
     image_size: int = 16
     crop_min_scale: float = 0.5  # RandomResizedCrop scale range (crop_min_scale, 1)
     hflip: bool = False  # digits are not mirror-symmetric; turn on for natural images
-    max_train: Optional[int] = None  # keep only the first N training images (quick runs)
+    max_train: Optional[int] = None  # keep N pre-training images (a seeded stratified subset; quick runs)
+    val_fraction: float = 0.1  # carved from train (stratified), for selection; 0 = no validation split
+    split_seed: int = 0  # the validation split and every subset: the same for all trials of a study
 
     def __post_init__(self) -> None:
         _check_choice("data.name", self.name, DATASETS)
@@ -45,6 +47,8 @@ class DataConfig:
         _check(self.image_size >= 4, "data.image_size", self.image_size, "an integer >= 4")
         _check(0 < self.crop_min_scale <= 1, "data.crop_min_scale", self.crop_min_scale, "a number in (0, 1]")
         _check(self.max_train is None or self.max_train > 0, "data.max_train", self.max_train, "a positive integer or null")
+        _check(0 <= self.val_fraction < 1, "data.val_fraction", self.val_fraction, "a number in [0, 1)")
+        _check(self.split_seed >= 0, "data.split_seed", self.split_seed, "an integer >= 0")
 
 
 @dataclass
@@ -232,8 +236,8 @@ class EvalConfig:
     knn_temperature: float = 0.07
     probe_steps: int = 100  # L-BFGS iterations of the linear probe
     probe_weight_decay: float = 1e-4
-    max_probe_train: Optional[int] = None  # cap on the probe's training images
-    hetero_batch: int = 64  # images of the fixed batch for heterogeneity per layer
+    max_probe_train: Optional[int] = None  # cap on the probe's training images (seeded stratified subset)
+    hetero_batch: int = 64  # test images (seeded stratified subset) of the fixed heterogeneity batch
     hetero_tau: float = 0.1  # cosine temperature of the logged heterogeneity (same for every arm)
     affinity_epochs: list[int] = field(default_factory=list)  # epochs whose affinity maps are kept
 
@@ -288,31 +292,3 @@ class TrialConfig:
             if lam > 0:
                 layers += [i for i, w in enumerate(layer_weights(sched, self.num_mto_layers)) if w > 0]
         return min(layers) if layers else None
-
-
-def to_dict(cfg: Any) -> dict[str, Any]:
-    """A config as nested plain dicts (for YAML, JSON and MLflow params)."""
-    return dataclasses.asdict(cfg)
-
-
-def from_dict(cls: type, data: dict[str, Any], _path: str = "") -> Any:
-    """Build a config dataclass from nested dicts, refusing unknown keys.
-
-    The suite validates with pydantic instead; this is the dependency-free path for notebooks
-    and the GPU machine. Values are not coerced: pass the right types.
-    """
-    if not isinstance(data, dict):
-        raise ConfigError(_path or cls.__name__, data, "a mapping")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"{_path}{unknown[0]}", data[unknown[0]], f"unknown key; allowed: {', '.join(fields)}")
-    kwargs = {}
-    for name, value in data.items():
-        ftype = fields[name].type
-        sub = _SECTIONS.get(ftype if isinstance(ftype, str) else getattr(ftype, "__name__", ""))
-        kwargs[name] = from_dict(sub, value, f"{_path}{name}.") if sub and isinstance(value, dict) else value
-    return cls(**kwargs)
-
-
-_SECTIONS = {c.__name__: c for c in (DataConfig, ModelConfig, MIMConfig, MTOConfig, TrainConfig, EvalConfig)}

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from mto.config import ConfigError, DataConfig
+from mto.splits import split_off, stratified_subset
 
 _CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 
@@ -33,16 +35,19 @@ class ImageData:
     test_x: torch.Tensor
     test_y: torch.Tensor
     num_classes: int
-    mean: torch.Tensor  # [C], of the training images scaled to [0, 1]
+    mean: torch.Tensor  # [C], of the pre-training images scaled to [0, 1]
     std: torch.Tensor
+    val_x: Optional[torch.Tensor] = None  # the validation split, carved from train (None: no split)
+    val_y: Optional[torch.Tensor] = None
 
     @property
     def in_chans(self) -> int:
         return self.train_x.shape[1]
 
     def to(self, device: torch.device | str) -> ImageData:
+        val = [None if t is None else t.to(device) for t in (self.val_x, self.val_y)]
         return ImageData(*(t.to(device) for t in (self.train_x, self.train_y, self.test_x, self.test_y)),
-                         self.num_classes, self.mean.to(device), self.std.to(device))
+                         self.num_classes, self.mean.to(device), self.std.to(device), *val)
 
 
 def check_data(cfg: DataConfig) -> None:
@@ -56,8 +61,23 @@ def check_data(cfg: DataConfig) -> None:
         folder = _CIFAR_FOLDERS[cfg.name]
         if not (os.path.basename(os.path.normpath(path)) == folder or os.path.isdir(os.path.join(path, folder))):
             raise ConfigError("data.path", cfg.path, f"a folder containing {folder}/ (the python version of {cfg.name})")
+        _check_cifar_integrity(cfg)
     else:
         _imagefolder_splits(path)
+
+
+def _check_cifar_integrity(cfg: DataConfig) -> None:
+    """torchvision's md5 check of every CIFAR batch file, naming the first missing or corrupt one."""
+    from torchvision.datasets import CIFAR10, CIFAR100, cifar
+
+    reader = CIFAR10 if cfg.name == "cifar10" else CIFAR100
+    folder = os.path.normpath(cfg.path or "")
+    if os.path.basename(folder) != reader.base_folder:
+        folder = os.path.join(folder, reader.base_folder)
+    for name, md5 in reader.train_list + reader.test_list:
+        if not cifar.check_integrity(os.path.join(folder, name), md5):  # what the reader itself checks
+            raise ConfigError("data.path", cfg.path, f"an intact {reader.base_folder}/: {name} is missing or fails "
+                                                     "its md5 check (torchvision's integrity check)")
 
 
 def load_data(cfg: DataConfig) -> ImageData:
@@ -69,9 +89,20 @@ def load_data(cfg: DataConfig) -> ImageData:
         data = _cifar(cfg)
     else:
         data = _imagefolder(cfg)
+    return split(data, cfg)
+
+
+def split(data: ImageData, cfg: DataConfig) -> ImageData:
+    """Carve the validation split out of train, then keep ``max_train`` of the rest; both seeded and
+    stratified (``mto.splits``), so every trial of a study sees the same splits. Channel statistics
+    are recomputed on the images pre-training uses."""
+    keep, val = split_off(data.train_y, cfg.val_fraction, cfg.split_seed)
     if cfg.max_train is not None:
-        data.train_x, data.train_y = data.train_x[: cfg.max_train], data.train_y[: cfg.max_train]
-    return data
+        keep = keep[stratified_subset(data.train_y[keep], cfg.max_train, cfg.split_seed)]
+    out = _with_stats(data.train_x[keep], data.train_y[keep], data.test_x, data.test_y, data.num_classes)
+    if val.numel():
+        out.val_x, out.val_y = data.train_x[val], data.train_y[val]
+    return out
 
 
 def _with_stats(train_x, train_y, test_x, test_y, num_classes) -> ImageData:

@@ -25,17 +25,22 @@ def entropy_loss(h: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.T
 
 
 def rank_loss(h: Sequence[torch.Tensor], weights: Sequence[float], margin: float = 0.0) -> torch.Tensor:
-    """``L_r = mean relu(h^{l'} - h^l + margin)`` over consecutive covered layers ``l < l'``.
+    """``L_r = sum_p v_p relu(h^{l'} - h^l + margin) / sum_p v_p`` over pairs ``p`` of consecutive covered layers.
 
-    "Covered" are the layers with positive weight; heterogeneity should fall with depth,
-    so a later layer more heterogeneous than the one before it is penalised. Our choice: the
-    pairs are consecutive among covered layers (so ``early:k`` ranks layers 0..k-1).
+    "Covered" are the layers with positive weight; heterogeneity should fall with depth, so a later
+    layer more heterogeneous than the one before it is penalised. Our choices: the pairs are
+    consecutive among covered layers (so ``early:k`` ranks layers 0..k-1), and a pair weighs the
+    mean of its two layers' weights, ``v_p = (w_l + w_l') / 2``, so weight-valued schedules
+    (``linear``, ``exp:g``, a list of weights) shape the loss; ``all`` and index lists weigh every
+    pair alike (the plain mean). A layer of weight 0 is not covered (``linear`` gives layer L 0).
     """
     covered = [l for l, w in enumerate(weights) if w > 0]
-    terms = [torch.relu(h[b] - h[a] + margin) for a, b in zip(covered, covered[1:])]
-    if not terms:
+    pairs = list(zip(covered, covered[1:]))
+    if not pairs:
         return torch.zeros(())
-    return torch.stack(terms).mean()
+    terms = torch.stack([torch.relu(h[b] - h[a] + margin) for a, b in pairs])
+    v = torch.tensor([(weights[a] + weights[b]) / 2 for a, b in pairs], dtype=terms.dtype, device=terms.device)
+    return (terms * v).sum() / v.sum()
 
 
 def spa_loss(mass: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:

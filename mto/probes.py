@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 
 
-def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
-                 num_classes: int, *, steps: int = 100, weight_decay: float = 1e-4) -> float:
-    """Top-1 accuracy of multinomial logistic regression on standardised features.
+def fit_linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, num_classes: int, *, steps: int = 100,
+                     weight_decay: float = 1e-4) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Multinomial logistic regression on standardised features; returns the fitted classifier.
 
     Full-batch L-BFGS from a zero start: no randomness, so the same features always give the
-    same accuracy. Standardisation uses training statistics only (like MAE's BatchNorm probe).
+    same classifier. Standardisation uses training statistics only (like MAE's BatchNorm probe).
 
     Args:
-        train_x, test_x: ``[N, D]`` features. train_y, test_y: ``[N]`` labels.
+        train_x: ``[N, D]`` features. train_y: ``[N]`` labels.
         steps: L-BFGS iterations. weight_decay: L2 penalty on the weights.
+
+    Returns:
+        ``classify(x) -> [M] predicted labels`` for ``[M, D]`` features.
     """
-    train_x, test_x = train_x.float(), test_x.float()
+    train_x = train_x.float()
     mean, std = train_x.mean(dim=0), train_x.std(dim=0).clamp_min(1e-6)
-    xtr, xte = (train_x - mean) / std, (test_x - mean) / std
+    xtr = (train_x - mean) / std
     weight = torch.zeros(xtr.shape[1], num_classes, device=xtr.device, requires_grad=True)
     bias = torch.zeros(num_classes, device=xtr.device, requires_grad=True)
     opt = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=steps, history_size=10, line_search_fn="strong_wolfe")
@@ -32,8 +37,20 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
 
     with torch.enable_grad():
         opt.step(closure)
-    with torch.no_grad():
-        return (xte @ weight + bias).argmax(dim=1).eq(test_y).float().mean().item()
+    w, b = weight.detach(), bias.detach()
+    return lambda x: (((x.float() - mean) / std) @ w + b).argmax(dim=1)
+
+
+def accuracy(predicted: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy of predicted labels."""
+    return predicted.eq(labels).float().mean().item()
+
+
+def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
+                 num_classes: int, *, steps: int = 100, weight_decay: float = 1e-4) -> float:
+    """Top-1 test accuracy of ``fit_linear_probe`` fitted on the training features."""
+    classify = fit_linear_probe(train_x, train_y, num_classes, steps=steps, weight_decay=weight_decay)
+    return accuracy(classify(test_x), test_y)
 
 
 @torch.no_grad()

@@ -26,8 +26,9 @@ from mto.masking import masked_first_order
 from mto.methods import build_model
 from mto.models import MaskedImageModel
 from mto.optim import param_groups
-from mto.probes import knn_top1, linear_probe
+from mto.probes import accuracy, fit_linear_probe, knn_top1
 from mto.schedules import lambda_factor, learning_rate
+from mto.splits import stratified_subset
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -36,7 +37,8 @@ class NonFiniteLossError(FloatingPointError):
 
 @dataclass
 class EpochReport:
-    """What a trial reports after each epoch (1-based).
+    """What a trial reports: once before training (``epoch`` 0: evaluations only, no ``train/*``), then
+    after each epoch 1..E.
 
     ``metrics`` uses the names listed in docs/method.md ("Logged metrics"). ``arrays`` holds the affinity maps
     (``affinity``: ``[L+1, N, N]``, masked tokens first; ``num_masked``) at ``eval.affinity_epochs``.
@@ -116,9 +118,9 @@ class Trainer:
     def _fixed_eval_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch (test images, one fixed mask) on which heterogeneity and affinity are measured."""
         g = torch.Generator().manual_seed(10_000 + self.cfg.train.seed)
-        n = min(self.cfg.eval.hetero_batch, self.data.test_x.shape[0])
-        mask = self.model.sample_mask(n, g, torch.device("cpu")).to(self.device)
-        return self.normalize(self.data.test_x[:n]), mask
+        pick = stratified_subset(self.data.test_y, self.cfg.eval.hetero_batch, self.cfg.data.split_seed)
+        mask = self.model.sample_mask(pick.numel(), g, torch.device("cpu")).to(self.device)
+        return self.normalize(self.data.test_x[pick.to(self.device)]), mask
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 images of this data set -> standardised float images on the device."""
@@ -192,18 +194,24 @@ class Trainer:
         return torch.cat(out)
 
     def probe(self) -> dict[str, float]:
-        """Linear-probe and kNN top-1 on frozen features of the train and test splits."""
+        """Linear-probe and kNN top-1 on frozen features: fitted on (a stratified subset of) the
+        pre-training images, scored on the test split (``eval/*``) and the validation split (``val/*``)."""
         cfg, d = self.cfg.eval, self.data
-        cap = cfg.max_probe_train or d.train_x.shape[0]
-        train_f, test_f = self.features(d.train_x[:cap]), self.features(d.test_x)
-        train_y = d.train_y[:cap]
+        pick = stratified_subset(d.train_y, cfg.max_probe_train or d.train_y.numel(), self.cfg.data.split_seed)
+        pick = pick.to(d.train_y.device)
+        train_f, train_y = self.features(d.train_x[pick]), d.train_y[pick]
+        scored = {"eval": (self.features(d.test_x), d.test_y)}
+        if d.val_x is not None:
+            scored["val"] = (self.features(d.val_x), d.val_y)
         metrics = {}
-        if cfg.linear:
-            metrics["eval/linear_top1"] = linear_probe(train_f, train_y, test_f, d.test_y, d.num_classes,
-                                                       steps=cfg.probe_steps, weight_decay=cfg.probe_weight_decay)
+        if cfg.linear:  # fitted once, scored on each split
+            classify = fit_linear_probe(train_f, train_y, d.num_classes, steps=cfg.probe_steps,
+                                        weight_decay=cfg.probe_weight_decay)
+            metrics.update({f"{split}/linear_top1": accuracy(classify(x), y) for split, (x, y) in scored.items()})
         if cfg.knn:
-            metrics["eval/knn_top1"] = knn_top1(train_f, train_y, test_f, d.test_y, d.num_classes,
-                                                k=cfg.knn_k, temperature=cfg.knn_temperature)
+            metrics.update({f"{split}/knn_top1": knn_top1(train_f, train_y, x, y, d.num_classes, k=cfg.knn_k,
+                                                          temperature=cfg.knn_temperature)
+                            for split, (x, y) in scored.items()})
         return metrics
 
     @torch.no_grad()
@@ -256,6 +264,12 @@ def run_trial(config: TrialConfig, report: Optional[Report] = None, *, resume: O
     if resume is not None:
         trainer.load_state_dict(resume)
     cfg, affinity = config, {}
+    if trainer.epoch == 0:  # the untrained model: every curve starts at epoch 0
+        profile, arrays = trainer.layer_profile(with_affinity=False)
+        metrics = {**profile, **trainer.probe()}
+        trainer.history.append({"epoch": 0.0, **metrics})
+        if report is not None:
+            report(EpochReport(0, cfg.train.epochs, metrics))
     while trainer.epoch < cfg.train.epochs:
         metrics = trainer.train_epoch()
         trainer.epoch += 1

@@ -33,7 +33,7 @@ from ablations.run.trainable import trial_function
 from ablations.run.store import check_tracking
 from ablations.run.tracking import StudyTracker, dump_json
 from ablations.study import Study, StudyError
-from mto.config import to_dict
+from mto.config_dicts import to_dict
 
 JOURNAL_FILE = "pending_tracking.jsonl"  # trial writes kept while the tracking store was down
 

@@ -27,7 +27,8 @@ from ablations.contract import (AFFINITY_FOLDER, ARM, FAILURE, GRID_PREFIX, REFE
                                 EPOCH_METRIC, SEED, STUDY, TRIAL)
 from ablations.run.store import TrackingError, experiment_url, store_answers, ui_command  # noqa: F401 - re-exported
 from ablations.study import TrialSpec, flatten
-from mto.config import TrialConfig, to_dict
+from mto.config import TrialConfig
+from mto.config_dicts import to_dict
 
 PACKAGES = ("torch", "timm", "numpy", "scikit-learn", "ray", "mlflow", "optuna", "pydantic")
 

@@ -16,7 +16,8 @@ from ablations.contract import BUDGET_AXIS, TEST_PREFIX, VAL_PREFIX
 from ablations.study.feasibility import feasibility_problems
 from ablations.study.messages import StudyError, describe, suggest
 from ablations.study.schema import StudySpec
-from mto.config import ConfigError, TrialConfig, to_dict
+from mto.config import ConfigError, TrialConfig
+from mto.config_dicts import to_dict
 from mto.data import check_data
 
 

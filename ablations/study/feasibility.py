@@ -20,7 +20,9 @@ from typing import Any, Optional
 from ablations.study.messages import shorten
 from ablations.study.schema import StudySpec
 from mto.choices import DECODER_METHODS, PRESETS
-from mto.config import TrialConfig, to_dict
+from mto.config import TrialConfig
+from mto.splits import validation_size
+from mto.config_dicts import to_dict
 
 # Training / test images of each data set (digits: scikit-learn's 1,797 split 80/20, stratified).
 # imagefolder is counted only by reading it, so its sizes are not checked here.
@@ -85,6 +87,7 @@ def _trial_level(spec: StudySpec, t: Any, problem) -> None:
             problem(at(key), f"{v!r} is invalid: a finite number")
     train, test = SPLIT_SIZES.get(c.data.name, (None, None))
     if train is not None:
+        train -= validation_size(train, c.data.val_fraction)  # the validation split is carved from train
         train = min(train, c.data.max_train or train)
         if c.train.batch_size > train:
             capped = c.data.max_train is not None and c.data.max_train < SPLIT_SIZES[c.data.name][0]
@@ -93,7 +96,7 @@ def _trial_level(spec: StudySpec, t: Any, problem) -> None:
                         f"train.batch_size={c.train.batch_size}: keep at least a batch")
             else:
                 problem(at("train.batch_size"), f"{c.train.batch_size} is above the {train:,} training images "
-                        f"({c.data.name}{', data.max_train' if capped else ''}): at most {train}")
+                        f"({c.data.name}{', data.max_train' if capped else ''}, less the validation split): at most {train}")
         probe = min(train, c.eval.max_probe_train or train)
         if c.eval.knn and c.eval.knn_k > probe:
             problem(at("eval.knn_k"), f"{c.eval.knn_k} is above the {probe:,} images the kNN probe votes among: "

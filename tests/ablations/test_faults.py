@@ -77,7 +77,7 @@ SETTINGS = {  # name -> (edit of the good study, words the one line must hold)
                                      "base.train.batch_size (line 4): 5000 is above the 256 training images"),
     "batch above digits": (lambda t: t.replace("max_train: 256", "max_train: 100000").replace("batch_size: 64",
                                                                                                "batch_size: 2000"),
-                           "above the 1,437 training images"),
+                           "above the 1,293 training images"),
     "heads not dividing the width": (lambda t: t.replace("num_heads: 2", "num_heads: 3"),
                                      "base.model.num_heads (line 4): 3 heads do not divide the width 32"),
     "decoder heads": (lambda t: t.replace("mto: {mto.lambda_e: 0.1}", "mto: {mim.method: mae, mim.decoder_heads: 5}"),

@@ -68,6 +68,6 @@ def test_study_runs_are_served_over_the_rest_api(tmp_path, mlflow_server):
         assert t["mlflow.parentRunId"] == parent_id and run["info"]["status"] == "FINISHED"
         hist = _api(mlflow_server, f"/api/2.0/mlflow/metrics/get-history?run_id={run['info']['run_id']}"
                                    "&metric_key=eval/linear_top1")["metrics"]
-        assert sorted(m["step"] for m in hist) == [1, 2, 3] and all(0 <= m["value"] <= 1 for m in hist)
+        assert sorted(m["step"] for m in hist) == [0, 1, 2, 3] and all(0 <= m["value"] <= 1 for m in hist)
         files = _api(mlflow_server, f"/api/2.0/mlflow/artifacts/list?run_id={run['info']['run_id']}&path=affinity")
         assert [f["path"] for f in files["files"]] == ["affinity/affinity_e0003.npz"]

@@ -46,9 +46,11 @@ def test_study_logs_one_parent_and_a_nested_run_per_trial_and_survives_failing_t
         assert tags["mlflow.parentRunId"] == parent.info.run_id and tags["ablation.arm"] == name[:-3]
         assert tags["ablation.seed"] == "0" and "code.version" in tags and "versions.torch" in tags
         assert run.data.params["train.epochs"] == "3" and "mto.lambda_e" in run.data.params
-        for metric in ("train/loss", "train/loss_mim", "eval/linear_top1", "eval/knn_top1", "hetero/l00", "hetero/l02",
-                       "perf/img_per_s"):
+        for metric in ("train/loss", "train/loss_mim", "perf/img_per_s"):
             assert steps(uri, run, metric) == [1, 2, 3], metric
+        for metric in ("eval/linear_top1", "eval/knn_top1", "val/linear_top1", "val/knn_top1", "hetero/l00",
+                       "hetero/l02", "trial/epoch"):  # evaluated before training too (epoch 0)
+            assert steps(uri, run, metric) == [0, 1, 2, 3], metric
         assert [a.path for a in MlflowClient(uri).list_artifacts(run.info.run_id, "affinity")] == [
             "affinity/affinity_e0003.npz"]
     assert children["mto-s0"].data.params["mto.lambda_e"] == "0.1"
@@ -99,13 +101,13 @@ def test_interrupted_study_resumes_without_redoing_or_duplicating_trials(tmp_pat
     assert all(r.info.status == "FINISHED" for r in children.values())
     assert children["short-s0"].info.end_time == short_end  # not run again
     assert steps(uri, children["long-s0"], "train/loss") == list(range(1, long_epochs + 1))  # each epoch once
-    assert steps(uri, children["long-s0"], "eval/linear_top1") == [4, 8, 12]
+    assert steps(uri, children["long-s0"], "eval/linear_top1") == [0, 4, 8, 12]
     assert int(children["long-s0"].data.tags["ablation.resumed_from_epoch"]) >= 2  # from its checkpoint
 
 
 def test_optuna_search_runs_after_the_arms_and_logs_each_sample(tmp_path):
     path = write_study(tmp_path, search={
-        "kind": "optuna", "arm": "mto", "num_samples": 3, "metric": "eval/linear_top1", "mode": "max",
+        "kind": "optuna", "arm": "mto", "num_samples": 3, "metric": "val/linear_top1", "mode": "max",
         "space": {"mto.lambda_e": {"loguniform": [0.01, 1.0]}, "mto.layers_e": {"choice": ["early:1", "early:2"]}},
         "asha": {"grace_period": 1, "reduction_factor": 2}})
     proc = run_cli(str(path), "--no-report", cwd=tmp_path)
@@ -135,6 +137,6 @@ def test_bootmae_and_conmim_train_on_digits_through_the_suite(tmp_path):
         run = children[name]
         loss = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "train/loss_mim"), key=lambda m: m.step)]
         assert len(loss) == 3 and loss[-1] < loss[0], (name, loss)
-        assert steps(uri, run, "eval/linear_top1") == [1, 2, 3]
+        assert steps(uri, run, "eval/linear_top1") == [0, 1, 2, 3]
     assert steps(uri, children["bootmae-s0"], "train/loss_feat") == [1, 2, 3]
     assert children["conmim+mto-s0"].data.tags["ablation.reference_trial"] == "conmim-s0"

@@ -1,7 +1,8 @@
 import pytest
 
 from mto.config import (ConfigError, DataConfig, EvalConfig, MIMConfig, ModelConfig, MTOConfig, TrainConfig,
-                        TrialConfig, from_dict, to_dict)
+                        TrialConfig)
+from mto.config_dicts import from_dict, to_dict
 from mto.data import check_data
 
 

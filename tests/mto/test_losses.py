@@ -41,3 +41,18 @@ def test_zero_weights_give_zero_losses():
 def test_spa_loss_ignores_the_initial_embedding():
     mass = [torch.tensor(v) for v in (100.0, 0.2, 0.4, 0.0)]
     assert torch.isclose(spa_loss(mass, [1, 1, 1, 1]), torch.tensor(0.2))
+
+
+def test_rank_loss_follows_its_depth_weights():
+    from mto.schedules import layer_weights
+
+    rising = [torch.tensor(v) for v in (0.5, 0.7, 0.6, 0.9, 0.95)]  # pairs: +0.2, -0.1, +0.3, +0.05
+    plain = rank_loss(rising, layer_weights("all", 4))
+    assert torch.isclose(plain, torch.tensor(0.55 / 4))  # ``all``: the plain mean, as before
+    # ``linear`` = 1, .75, .5, .25, 0: layer 4 is not covered; pairs weigh .875, .625, .375
+    linear = rank_loss(rising, layer_weights("linear", 4))
+    assert torch.isclose(linear, torch.tensor((0.875 * 0.2 + 0.375 * 0.3) / (0.875 + 0.625 + 0.375)))
+    expo = rank_loss(rising, layer_weights("exp:0.5", 4))
+    v = [(1 + 0.5) / 2, (0.5 + 0.25) / 2, (0.25 + 0.125) / 2, (0.125 + 0.0625) / 2]
+    assert torch.isclose(expo, torch.tensor((v[0] * 0.2 + v[2] * 0.3 + v[3] * 0.05) / sum(v)))
+    assert not torch.isclose(linear, plain) and not torch.isclose(expo, plain)

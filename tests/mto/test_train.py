@@ -15,14 +15,16 @@ def test_short_training_lowers_reconstruction_loss_and_logs_probes_every_eval(ti
     cfg = _with(tiny_config, train={"epochs": 4}, eval={"every": 2, "affinity_epochs": [4]})
     reports = []
     result = run_trial(cfg, reports.append)
-    losses = [h["train/loss_mim"] for h in result.history]
+    losses = [h["train/loss_mim"] for h in result.history if "train/loss_mim" in h]
     assert losses[-1] < losses[0]
-    assert [r.epoch for r in reports] == [1, 2, 3, 4]
+    assert [r.epoch for r in reports] == [0, 1, 2, 3, 4]  # epoch 0: the untrained model, evaluated
     probed = [r.epoch for r in reports if "eval/linear_top1" in r.metrics and "eval/knn_top1" in r.metrics]
-    assert probed == [2, 4]
-    assert all(0.0 <= r.metrics["eval/linear_top1"] <= 1.0 for r in reports if r.epoch in probed)
+    assert probed == [0, 2, 4] and result.curve("val/linear_top1")[0] == [0, 2, 4]
+    assert all(0.0 <= r.metrics[k] <= 1.0 for r in reports if r.epoch in probed
+               for k in ("eval/linear_top1", "val/linear_top1", "val/knn_top1"))
     assert all(f"hetero/l{l:02d}" in r.metrics for r in reports for l in range(3))
-    assert {"perf/img_per_s", "perf/epoch_s", "train/loss_e"} <= set(reports[0].metrics)
+    assert not [k for k in reports[0].metrics if k.startswith("train/")] and reports[0].checkpoint is None
+    assert {"perf/img_per_s", "perf/epoch_s", "train/loss_e"} <= set(reports[1].metrics)
     assert result.affinity[4].shape == (3, 64, 64)
     assert np.allclose(result.affinity[4].sum(-1), 1.0, atol=1e-4)
 
@@ -48,8 +50,10 @@ def test_resume_from_checkpoint_reproduces_the_uninterrupted_run(tiny_config):
 
     with pytest.raises(KeyboardInterrupt):
         run_trial(cfg, killed_after_epoch_2)
-    resumed = run_trial(cfg, resume=saved[1]).history
-    assert [h["train/loss"] for h in resumed] == [h["train/loss"] for h in full]
+    reported = []
+    resumed = run_trial(cfg, reported.append, resume=saved[1]).history
+    assert [r.epoch for r in reported] == [2, 3]  # epoch 0 is in the checkpoint's history, not reported again
+    assert [h.get("train/loss") for h in resumed] == [h.get("train/loss") for h in full]
     assert resumed[-1]["eval/linear_top1"] == full[-1]["eval/linear_top1"]
 
 
@@ -72,7 +76,7 @@ def test_batch_larger_than_the_data_set_is_refused_before_training(tiny_config):
 ])
 def test_mto_variants_train(tiny_config, mim, mto):
     cfg = _with(tiny_config, train={"epochs": 1}, eval={"every": 1}, mim=mim, mto=mto)
-    (h,) = run_trial(cfg).history
+    _, h = run_trial(cfg).history
     assert np.isfinite(h["train/loss"]) and "eval/linear_top1" in h
 
 
@@ -87,5 +91,12 @@ def test_probe_on_a_data_set_without_labels_is_refused_before_training(tiny_conf
                 train={"batch_size": 2})
     with pytest.raises(ConfigError, match="eval.linear=True is invalid: the probes need labels"):
         run_trial(cfg)
-    (h,) = run_trial(_with(cfg, eval={"linear": False, "knn": False}, train={"batch_size": 2, "epochs": 1})).history
+    _, h = run_trial(_with(cfg, eval={"linear": False, "knn": False}, train={"batch_size": 2, "epochs": 1})).history
     assert "eval/linear_top1" not in h and np.isfinite(h["train/loss"])
+
+
+def test_every_curve_starts_at_epoch_0(tiny_config):
+    result = run_trial(_with(tiny_config, train={"epochs": 2}, eval={"every": 2}))
+    for metric in ("eval/linear_top1", "eval/knn_top1", "val/linear_top1", "hetero/l00"):
+        assert result.curve(metric)[0][0] == 0, metric
+    assert result.curve("train/loss")[0] == [1, 2]
