@@ -8,6 +8,15 @@ Three lines from a notebook::
 """
 
 from mto.config import ConfigError, TrialConfig
-from mto.train import EpochReport, NonFiniteLossError, TrialResult, run_trial
 
 __all__ = ["ConfigError", "EpochReport", "NonFiniteLossError", "TrialConfig", "TrialResult", "run_trial"]
+
+
+def __getattr__(name: str):
+    # torch and timm load on first use of the trial loop, so validating a config (the suite's
+    # study files) takes a fraction of a second
+    if name in ("EpochReport", "NonFiniteLossError", "TrialResult", "run_trial"):
+        from mto import train
+
+        return getattr(train, name)
+    raise AttributeError(f"module 'mto' has no attribute {name!r}")

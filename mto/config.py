@@ -26,6 +26,11 @@ __all__ = ["ConfigError", "DataConfig", "EvalConfig", "MIMConfig", "MTOConfig", 
 _STRICT = {"extra": "forbid"}
 
 
+def validation_size(total: int, fraction: float) -> int:
+    """Training images carved out for validation: ``round(total * fraction)``, at least 1 when positive."""
+    return 0 if fraction <= 0 else max(1, round(total * fraction))
+
+
 @dataclass
 class DataConfig:
     """Where images come from and how they are augmented (on the device)."""

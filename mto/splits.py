@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from mto.config import validation_size
+
 
 def stratified_order(labels: torch.Tensor, seed: int) -> torch.Tensor:
     """A permutation of ``range(len(labels))`` whose every prefix is stratified by class.
@@ -38,11 +40,6 @@ def stratified_subset(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     if n >= labels.numel():
         return torch.arange(labels.numel())
     return torch.sort(stratified_order(labels, seed)[:n]).values
-
-
-def validation_size(total: int, fraction: float) -> int:
-    """Items carved out for validation: ``round(total * fraction)``, at least 1 when the fraction is positive."""
-    return 0 if fraction <= 0 else max(1, round(total * fraction))
 
 
 def split_off(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,7 +18,6 @@ from ablations.study.messages import StudyError, describe, suggest
 from ablations.study.schema import StudySpec
 from mto.config import ConfigError, TrialConfig
 from mto.config_dicts import to_dict
-from mto.data import check_data
 
 
 SAMPLE_SEED = "__trial_index__"  # Ray Tune's Repeater: which of the search seeds a repeat of a sample runs
@@ -154,6 +153,8 @@ def validate_study(raw: dict[str, Any], source: str, lines: Optional[dict[tuple,
     trials = _expand(spec, source)
     problems += feasibility_problems(spec, trials, lines)
     if check_paths:
+        from mto.data import check_data  # torch: only once the study is otherwise valid
+
         checked = set()
         for t in trials:
             key = (t.config.data.name, t.config.data.path)

@@ -20,8 +20,7 @@ from typing import Any, Optional
 from ablations.study.messages import shorten
 from ablations.study.schema import StudySpec
 from mto.choices import DECODER_METHODS, PRESETS
-from mto.config import TrialConfig
-from mto.splits import validation_size
+from mto.config import TrialConfig, validation_size
 from mto.config_dicts import to_dict
 
 # Training / test images of each data set (digits: scikit-learn's 1,797 split 80/20, stratified).

@@ -113,11 +113,16 @@ def test_setting_that_cannot_work_is_refused_before_start(tmp_path, capsys, name
     assert expected in " ".join(line.split()), line
 
 
-def test_a_refusal_imports_neither_ray_nor_mlflow(tmp_path):
+@pytest.mark.parametrize("edit, heavy", [
+    (lambda t: t.replace("num_heads: 2", "num_heads: 3"), {"ray", "mlflow", "optuna"}),
+    # a typo is refused before torch loads too: the refusal a user sees most is the fastest
+    (lambda t: t.replace("mto.lambda_e: 0.1", "mto.lamda_e: 0.1"), {"ray", "mlflow", "optuna", "torch", "timm"}),
+])
+def test_a_refusal_imports_none_of_the_heavy_libraries(tmp_path, edit, heavy):
     path = tmp_path / "bad.yaml"
-    path.write_text(_good(tmp_path).replace("num_heads: 2", "num_heads: 3"))
+    path.write_text(edit(_good(tmp_path)))
     code = ("import sys; from ablations.run.cli import main; rc = main([sys.argv[1]]); "
-            "print(rc, sorted({m.split('.')[0] for m in sys.modules} & {'ray', 'mlflow', 'optuna'}))")
+            f"print(rc, sorted({{m.split('.')[0] for m in sys.modules}} & set({sorted(heavy)!r})))")
     proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tmp_path)
     assert proc.stdout.split("\n")[0] == "2 []", proc.stdout + proc.stderr
