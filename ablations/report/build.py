@@ -58,7 +58,8 @@ class Report:
         if seeds < MIN_SEEDS_FOR_INTERVAL:
             out.append(f"Only {seeds} seed(s) per row: intervals over fewer than {MIN_SEEDS_FOR_INTERVAL} seeds are "
                        "not meaningful and are not shown; the means alone decide nothing.")
-        best = winner(self.rows)
+        full = max(r.epochs for r in self.rows) if self.budget_rows else None  # a budget study: the full budget
+        best = winner([r for r in self.rows if full is None or r.epochs == full])
         if best is None:
             out.append("No validation metric was logged (no validation split): no row is selected as best.")
         else:
@@ -76,7 +77,13 @@ class Report:
             console.print(self.terminal_table())
         else:
             print(f"{self.record.experiment}: {self.record.metric}, target = reference final x {self.record.fraction:g}; "
-                  f"{'accuracies in %; ' if is_accuracy(self.record.metric) else ''}mean [95% CI] over seeds\n\n{self.table.markdown()}", file=console.file, flush=True)
+                  f"{'accuracies in %; ' if is_accuracy(self.record.metric) else ''}mean [95% CI] over seeds\n\n"
+                  f"{self.table.markdown()}", file=console.file, flush=True)
+        if self.budget_table:
+            print(f"\nBudgets, each its own schedule (the paper's sense):\n\n{self.budget_table.markdown()}",
+                  file=console.file, flush=True)
+        for note in self.notes:
+            print(f"note: {note}", file=console.file, flush=True)
 
     def terminal_table(self) -> Table:
         """The main table for a terminal: the headline columns, each interval on its own line."""

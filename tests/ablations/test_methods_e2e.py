@@ -13,15 +13,16 @@ METHODS = ("simmim", "mae", "bootmae", "conmim", "dtm")
 
 def test_each_method_lowers_its_loss_and_logs_probe_curves_through_the_suite(tmp_path):
     variants = {m: {"mim.method": m} for m in METHODS}
-    variants["dtm+mto"] = {"mim.method": "dtm", "mto.lambda_e": 0.1}
+    with_mto = ("bootmae", "conmim", "dtm")  # MTO on the decoders (BootMAE) and on the encoder (ConMIM, DTM)
+    variants.update({f"{m}+mto": {"mim.method": m, "mto.lambda_e": 0.1} for m in with_mto})
     path = write_study(tmp_path, variants=variants,
-                       target={"reference": "simmim", "reference_of": {"dtm+mto": "dtm"}})
+                       target={"reference": "simmim", "reference_of": {f"{m}+mto": m for m in with_mto}})
     proc = run_cli(str(path), "--no-report", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     _, children = study_runs(uri)
     client = MlflowClient(uri)
-    for name in [f"{m}-s0" for m in METHODS] + ["dtm+mto-s0"]:
+    for name in [f"{m}-s0" for m in METHODS] + [f"{m}+mto-s0" for m in with_mto]:
         run = children[name]
         assert run.info.status == "FINISHED", name
         history = sorted(client.get_metric_history(run.info.run_id, "train/loss"), key=lambda m: m.step)
@@ -31,4 +32,5 @@ def test_each_method_lowers_its_loss_and_logs_probe_curves_through_the_suite(tmp
             assert steps(uri, run, probe) == [0, 1, 2, 3], (name, probe)  # epoch 0: before training
     assert children["dtm-s0"].data.params["mim.method"] == "dtm"
     assert children["dtm+mto-s0"].data.tags["ablation.reference_trial"] == "dtm-s0"
+    assert children["conmim+mto-s0"].data.tags["ablation.reference_trial"] == "conmim-s0"
     assert steps(uri, children["bootmae-s0"], "train/loss_feat") == [1, 2, 3]

@@ -121,22 +121,3 @@ def test_optuna_search_runs_after_the_arms_and_logs_each_sample(tmp_path):
         assert 0.01 <= lam <= 1.0 and float(run.data.params["mto.lambda_e"]) == pytest.approx(lam)
         assert run.data.params["mto.layers_e"] in ("early:1", "early:2") and run.data.tags["ablation.arm"] == "mto"
         assert run.info.status == "FINISHED" and steps(uri, run, "train/loss")[0] == 1
-
-
-def test_bootmae_and_conmim_train_on_digits_through_the_suite(tmp_path):
-    path = write_study(tmp_path, variants={
-        "bootmae": {"mim.method": "bootmae"}, "bootmae+mto": {"mim.method": "bootmae", "mto.lambda_e": 0.1},
-        "conmim": {"mim.method": "conmim"}, "conmim+mto": {"mim.method": "conmim", "mto.lambda_e": 0.1}},
-        target={"reference": "bootmae", "reference_of": {"conmim+mto": "conmim"}})
-    proc = run_cli(str(path), "--no-report", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    _, children = study_runs(uri)
-    client = MlflowClient(uri)
-    for name in ("bootmae-s0", "bootmae+mto-s0", "conmim-s0", "conmim+mto-s0"):
-        run = children[name]
-        loss = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "train/loss_mim"), key=lambda m: m.step)]
-        assert len(loss) == 3 and loss[-1] < loss[0], (name, loss)
-        assert steps(uri, run, "eval/linear_top1") == [0, 1, 2, 3]
-    assert steps(uri, children["bootmae-s0"], "train/loss_feat") == [1, 2, 3]
-    assert children["conmim+mto-s0"].data.tags["ablation.reference_trial"] == "conmim-s0"
