@@ -154,3 +154,15 @@ def test_quickstart_is_sized_for_a_cpu():
     study = load_study(ROOT / "studies" / "quickstart.yaml")
     assert study.spec.resources.gpu == 0 and all(t.config.data.name == "digits" for t in study.trials)
     assert len({t.arm for t in study.trials}) == 2 and len(study.spec.seeds) == 2
+
+
+def test_a_corrupt_cifar_folder_exits_2_with_nothing_created(tmp_path, capsys):
+    from torchvision.datasets import CIFAR10
+
+    folder = tmp_path / "data" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name, _ in CIFAR10.train_list + CIFAR10.test_list:
+        (folder / name).write_bytes(b"truncated download")
+    err = _refused(tmp_path, capsys, _good(tmp_path, data={"name": "cifar10", "path": str(tmp_path / "data"),
+                                                           "image_size": 16}))
+    assert "data_batch_1 is missing or fails its md5 check" in err
