@@ -22,7 +22,7 @@ BLOCK_MASK_METHODS = ("simmim", "conmim", "dtm")
 # its EMA teacher is ours, ConMIM's schedule). mim.momentum / mim.momentum_end override them.
 MOMENTUM_DEFAULTS: dict[str, tuple[float, float]] = {"bootmae": (0.999, 0.9999), "conmim": (0.996, 1.0),
                                                       "dtm": (0.996, 1.0)}
-DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
+DATASETS = ("digits", "cifar10", "cifar100", "imagefolder", "synthetic")
 AFFINITIES = ("cosine", "attention")
 RECALIBRATIONS = ("none", "soft", "hard")
 LAMBDA_SCHEDULES = ("constant", "linear_warmup", "cosine_decay")

@@ -1,19 +1,13 @@
-"""Typed configuration of one trial.
-
-These plain dataclasses are the single definition of a trial's settings. The method library
-checks each value in ``__post_init__`` (so a notebook user gets the same errors as a study
-file), and the suite validates study files against the very same classes with pydantic
-(``ablations.study``), which is why each class carries ``__pydantic_config__`` as a plain dict:
-``mto`` itself never imports pydantic.
-
-Every default here is a starting point sized for the embedded digits data set on a CPU.
+"""Typed configuration of one trial: the single definition of its settings, checked in
+``__post_init__``; the suite validates study files against these very classes with pydantic (hence
+``__pydantic_config__``, a plain dict: ``mto`` never imports pydantic). Defaults suit digits on a CPU.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from mto.choices import (AFFINITIES, BLOCK_MASK_METHODS, DATASETS, DECODER_METHODS, LAMBDA_SCHEDULES, METHODS,
                          MOMENTUM_DEFAULTS, PRESETS, RECALIBRATIONS, preset_depth)
@@ -44,10 +38,13 @@ class DataConfig:
     max_train: Optional[int] = None  # keep N pre-training images (a seeded stratified subset; quick runs)
     val_fraction: float = 0.1  # carved from train (stratified), for selection; 0 = no validation split
     split_seed: int = 0  # the validation split and every subset: the same for all trials of a study
+    synthetic_size: list[int] = field(default_factory=lambda: [50_000, 10_000])  # synthetic: train, test images
 
     def __post_init__(self) -> None:
         _check_choice("data.name", self.name, DATASETS)
-        _check(self.name == "digits" or bool(self.path), "data.path", self.path,
+        _check(len(self.synthetic_size) == 2 and min(self.synthetic_size) >= 1, "data.synthetic_size",
+               self.synthetic_size, "[train images, test images], each >= 1")
+        _check(self.name in ("digits", "synthetic") or bool(self.path), "data.path", self.path,
                f"a local folder is required for data.name={self.name!r} (nothing is downloaded)")
         _check(self.image_size >= 4, "data.image_size", self.image_size, "an integer >= 4")
         _check(0 < self.crop_min_scale <= 1, "data.crop_min_scale", self.crop_min_scale, "a number in (0, 1]")
@@ -212,7 +209,7 @@ class TrainConfig:
     device: str = "auto"  # auto: cuda when present, else cpu
     precision: str = "auto"  # auto: bf16 autocast on cuda, fp32 on cpu
     num_threads: Optional[int] = None  # CPU threads; None: torch's default
-    compile: bool = False  # torch.compile the model (GPU)
+    compile: Union[bool, str] = "auto"  # torch.compile the model; auto: on CUDA only
     checkpoint_every: int = 1  # epochs between checkpoints offered to the caller
 
     def __post_init__(self) -> None:
@@ -227,6 +224,7 @@ class TrainConfig:
         _check_choice("train.precision", self.precision, ("auto", "bf16", "fp32"))
         _check(self.num_threads is None or self.num_threads >= 1, "train.num_threads", self.num_threads, "a positive integer or null")
         _check(self.checkpoint_every >= 1, "train.checkpoint_every", self.checkpoint_every, "an integer >= 1")
+        _check(self.compile in (True, False, "auto"), "train.compile", self.compile, "true, false or auto (CUDA only)")
 
 
 @dataclass

@@ -52,7 +52,7 @@ class ImageData:
 
 def check_data(cfg: DataConfig) -> None:
     """Raise ConfigError if the data set cannot be read (checked before any training starts)."""
-    if cfg.name == "digits":
+    if cfg.name in ("digits", "synthetic"):
         return
     path = cfg.path or ""
     if not os.path.isdir(path):
@@ -85,6 +85,8 @@ def load_data(cfg: DataConfig) -> ImageData:
     check_data(cfg)
     if cfg.name == "digits":
         data = _digits(cfg.image_size)
+    elif cfg.name == "synthetic":
+        data = _synthetic(cfg)
     elif cfg.name in _CIFAR_FOLDERS:
         data = _cifar(cfg)
     else:
@@ -130,6 +132,17 @@ def _digits(size: int) -> ImageData:
     idx_train, idx_test = train_test_split(np.arange(len(labels)), test_size=0.2, stratify=digits.target,
                                            random_state=0)
     return _with_stats(images[idx_train], labels[idx_train], images[idx_test], labels[idx_test], 10)
+
+
+def _synthetic(cfg: DataConfig) -> ImageData:
+    """Random RGB images (uniform uint8) of ``image_size`` with random labels of 10 classes, from a fixed
+    seed: CIFAR- or ImageNet-shaped data for measuring throughput without a download. Accuracies on it
+    mean nothing."""
+    g = torch.Generator().manual_seed(cfg.split_seed)
+    (n_train, n_test), s = cfg.synthetic_size, cfg.image_size
+    x = torch.randint(0, 256, (n_train + n_test, 3, s, s), generator=g, dtype=torch.uint8)
+    y = torch.randint(0, 10, (n_train + n_test,), generator=g)
+    return _with_stats(x[:n_train], y[:n_train], x[n_train:], y[n_train:], 10)
 
 
 def _cifar(cfg: DataConfig) -> ImageData:

@@ -103,9 +103,11 @@ class Trainer:
         self.data = data.to(self.device)
         torch.manual_seed(cfg.train.seed)  # weights are initialised on the CPU: same start on any device
         self.model: MaskedImageModel = build_model(cfg, data.in_chans).to(self.device)
-        self.step_model = torch.compile(self.model) if cfg.train.compile else self.model
+        compiled = cfg.train.compile is True or (cfg.train.compile == "auto" and self.device.type == "cuda")
+        self.step_model = torch.compile(self.model) if compiled else self.model
         # weight decay on weight matrices only; momentum encoders and fixed embeddings left out
-        self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.train.weight_decay), lr=0.0, betas=(0.9, 0.95))
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.train.weight_decay), lr=0.0, betas=(0.9, 0.95),
+                                           fused=self.device.type == "cuda")  # one kernel for all parameters
         self.generator = torch.Generator().manual_seed(cfg.train.seed)
         self.steps_per_epoch = n // cfg.train.batch_size
         self.model.configure_run(self.steps_per_epoch, cfg.train.epochs, self.data.mean, self.data.std)

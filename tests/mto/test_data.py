@@ -111,3 +111,11 @@ def test_a_corrupt_cifar_file_is_named_before_any_training(tmp_path):
         (folder / name).write_bytes(b"not the official batch")
     with pytest.raises(ConfigError, match="data_batch_1 is missing or fails its md5 check"):
         check_data(DataConfig(name="cifar10", path=str(tmp_path), image_size=32))
+
+
+def test_synthetic_data_has_the_requested_shapes_and_needs_no_path():
+    d = load_data(DataConfig(name="synthetic", image_size=32, synthetic_size=[500, 100], val_fraction=0.1))
+    assert d.train_x.shape == (450, 3, 32, 32) and d.val_x.shape == (50, 3, 32, 32)
+    assert d.test_x.shape == (100, 3, 32, 32) and d.train_x.dtype == torch.uint8 and d.num_classes == 10
+    again = load_data(DataConfig(name="synthetic", image_size=32, synthetic_size=[500, 100], val_fraction=0.1))
+    assert torch.equal(d.train_x, again.train_x)  # seeded: the same images every time

@@ -100,3 +100,13 @@ def test_every_curve_starts_at_epoch_0(tiny_config):
     for metric in ("eval/linear_top1", "eval/knn_top1", "val/linear_top1", "hetero/l00"):
         assert result.curve(metric)[0][0] == 0, metric
     assert result.curve("train/loss")[0] == [1, 2]
+
+
+def test_compile_is_optional_and_off_on_cpu_by_default(tiny_config):
+    from mto.train import Trainer
+
+    assert tiny_config.train.compile == "auto"
+    trainer = Trainer(_with(tiny_config, train={"device": "cpu"}))
+    assert trainer.step_model is trainer.model  # auto: compiled on CUDA only
+    with pytest.raises(ConfigError, match="train.compile"):
+        _with(tiny_config, train={"compile": "yes"})
