@@ -21,7 +21,7 @@ import torch  # noqa: E402
 
 from benchmarks.harness import sized_config  # noqa: E402
 from mto.config import EvalConfig, MTOConfig  # noqa: E402
-from mto.train import run_trial  # noqa: E402
+from mto.trial import run_trial  # noqa: E402
 
 EPOCHS = 4
 

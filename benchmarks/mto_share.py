@@ -17,12 +17,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from benchmarks.harness import arguments, describe, device, interleaved, training_steps  # noqa: E402
 from mto.config import DataConfig, EvalConfig, ModelConfig, MTOConfig, TrainConfig, TrialConfig  # noqa: E402
-from mto.train import Trainer, run_trial  # noqa: E402
+from mto.train import Trainer  # noqa: E402
+from mto.trial import run_trial  # noqa: E402
 
 MTO = MTOConfig(lambda_e=0.1, lambda_r=0.1)
 

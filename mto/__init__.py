@@ -16,7 +16,7 @@ def __getattr__(name: str):
     # torch and timm load on first use of the trial loop, so validating a config (the suite's
     # study files) takes a fraction of a second
     if name in ("EpochReport", "NonFiniteLossError", "TrialResult", "run_trial"):
-        from mto import train
+        from mto import trial
 
-        return getattr(train, name)
+        return getattr(trial, name)
     raise AttributeError(f"module 'mto' has no attribute {name!r}")

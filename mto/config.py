@@ -5,9 +5,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Optional, Union
 
 from mto.choices import (AFFINITIES, BLOCK_MASK_METHODS, DATASETS, DECODER_METHODS, LAMBDA_SCHEDULES, METHODS,
                          MOMENTUM_DEFAULTS, PRESETS, RECALIBRATIONS, preset_depth)

@@ -15,7 +15,6 @@ per-step generator, so the batches and masks of every arm stay identical. docs/b
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 

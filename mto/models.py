@@ -70,6 +70,7 @@ class MaskedImageModel(nn.Module, ABC):
         in_chans = encoder.patch_embed.proj.in_channels
         self.register_buffer("pixel_mean", torch.zeros(in_chans), persistent=False)
         self.register_buffer("pixel_std", torch.ones(in_chans), persistent=False)
+        self.register_buffer("mto_lambdas", self.objective.lambdas(), persistent=False)  # per trial when fused
 
     @property
     def num_patches(self) -> int:
@@ -89,7 +90,7 @@ class MaskedImageModel(nn.Module, ABC):
         """All losses of one step: ``loss`` (to minimise), ``loss_mim``, ``loss_spa``, ``loss_e``, ``loss_r``."""
         obj = self.objective
         parts, captures = self.reconstruct(images, mask, token_layers=obj.token_layers, prob_layers=obj.prob_layers)
-        per_stack = [obj.losses(c, mask, self.num_prefix, self.num_masked, lambda_factor) for c in captures]
+        per_stack = [obj.losses(c, mask, self.num_prefix, self.num_masked, lambda_factor, self.mto_lambdas) for c in captures]
         mto = {k: sum(s[k] for s in per_stack) / len(per_stack) for k in per_stack[0]}  # mean over stacks
         loss_mto = mto.pop("loss_mto")
         # Inactive MTO adds nothing at all, so the loss is bit-for-bit the plain method's.

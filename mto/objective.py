@@ -61,14 +61,21 @@ class MTOObjective:
             h = split_attention_heterogeneity(probs, order, num_masked)
         return dict(zip(layers, h.unbind(0)))
 
+    def lambdas(self) -> torch.Tensor:
+        """``[lambda_spa, lambda_e, lambda_r]``: a tensor, so that trials fused into one stacked model
+        (``mto.fused``) each weigh their losses with their own lambdas."""
+        return torch.tensor([self.cfg.lambda_spa, self.cfg.lambda_e, self.cfg.lambda_r], dtype=torch.float32)
+
     def losses(self, capture: LayerCapture, mask: torch.Tensor, num_prefix: int, num_masked: int,
-               factor: float = 1.0) -> dict[str, torch.Tensor]:
+               factor: float = 1.0, lambdas: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """``loss_spa``, ``loss_e``, ``loss_r`` (unweighted) and ``loss_mto``, their lambda-weighted sum.
 
         Args:
             capture: what ``run_blocks`` kept for ``token_layers`` / ``prob_layers``.
             mask: ``[B, N]`` bool, True = masked; num_masked: masked tokens per sample (the same in each).
             factor: the epoch schedule's multiplier of every lambda.
+            lambdas: ``[lambda_spa, lambda_e, lambda_r]`` (default: ``self.lambdas()``); which losses are
+                computed at all follows the config, so a zero weight here only zeroes a computed loss.
         """
         cfg, zero = self.cfg, mask.new_zeros((), dtype=torch.float32)
         out = {name: zero for name in LOSS_NAMES}
@@ -85,6 +92,6 @@ class MTOObjective:
                                           num_prefix)
             per_layer = dict(zip(layers, mass.unbind(0)))
             out["loss_spa"] = spa_loss([per_layer.get(l, zero) for l in range(self.num_layers + 1)], self.w_spa)
-        out["loss_mto"] = factor * (cfg.lambda_spa * out["loss_spa"] + cfg.lambda_e * out["loss_e"]
-                                    + cfg.lambda_r * out["loss_r"])
+        lam = (self.lambdas() if lambdas is None else lambdas).to(zero.device)
+        out["loss_mto"] = factor * (lam[0] * out["loss_spa"] + lam[1] * out["loss_e"] + lam[2] * out["loss_r"])
         return out

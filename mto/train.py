@@ -1,8 +1,7 @@
-"""One trial: pre-train a MIM model (with or without MTO) and evaluate it after every epoch.
+"""The state of one trial while it trains: data on the device, model, optimiser, generator.
 
-``run_trial(config, report)`` is the whole experiment for one configuration and seed. It knows
-nothing of Ray or MLflow: it calls ``report(EpochReport)`` once per epoch, so the same trial runs
-under Ray Tune, in a plain loop, in a notebook or in a test.
+``Trainer`` holds one trial's steps, epochs, evaluations and checkpoints; ``mto.trial.run_trial``
+drives it epoch by epoch and ``mto.fused`` drives several at once as one stacked model.
 
 Randomness (shuffling, crops, masks) is drawn on the CPU from one seeded generator and moved to
 the device once per epoch, so a seed gives the same batches on any device and a CPU run is
@@ -13,7 +12,7 @@ from __future__ import annotations
 
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -35,40 +34,47 @@ class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite."""
 
 
-@dataclass
-class EpochReport:
-    """What a trial reports: once before training (``epoch`` 0: evaluations only, no ``train/*``), then
-    after each epoch 1..E.
-
-    ``metrics`` uses the names listed in docs/method.md ("Logged metrics"). ``arrays`` holds the affinity maps
-    (``affinity``: ``[L+1, N, N]``, masked tokens first; ``num_masked``) at ``eval.affinity_epochs``.
-    ``checkpoint`` is the state to save when a checkpoint is due (pass it back as ``resume``).
-    """
-
-    epoch: int
-    epochs: int
-    metrics: dict[str, float]
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)
-    checkpoint: Optional[dict[str, Any]] = None
-
-    def __str__(self) -> str:
-        keys = ("train/loss", "eval/linear_top1", "eval/knn_top1", "perf/epoch_s")
-        shown = "  ".join(f"{k}={self.metrics[k]:.4f}" for k in keys if k in self.metrics)
-        return f"epoch {self.epoch}/{self.epochs}  {shown}"
 
 
 @dataclass
-class TrialResult:
-    history: list[dict[str, float]]  # one dict of metrics per epoch, with "epoch"
-    affinity: dict[int, np.ndarray]  # epoch -> [L+1, N, N]
+class EpochPlan:
+    """One epoch's draws for every step: image order ``[n]``, crop boxes and masks ``[n, N]``, on the device."""
 
-    def curve(self, metric: str) -> tuple[list[int], list[float]]:
-        """(epochs, values) of a metric over the epochs where it was measured."""
-        points = [(int(h["epoch"]), h[metric]) for h in self.history if metric in h]
-        return [e for e, _ in points], [v for _, v in points]
+    order: torch.Tensor
+    crops: torch.Tensor
+    masks: torch.Tensor
 
 
-Report = Callable[[EpochReport], None]
+class LossSums:
+    """Per-step losses summed on the device and read back once per epoch (one host sync)."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.sums: Optional[torch.Tensor] = None
+        self.steps = 0
+
+    def add(self, out: dict[str, torch.Tensor]) -> None:
+        self.keys = self.keys or sorted(out)  # loss, loss_mim, loss_e, ... and a method's own parts
+        step = torch.stack([out[k].detach().float() for k in self.keys], dim=-1)
+        self.sums = step if self.sums is None else self.sums + step
+        self.steps += 1
+
+    def means(self) -> list[dict[str, float]] | dict[str, float]:
+        """{loss name: mean}; one such dict per trial when the losses have a leading trial dimension."""
+        values = (self.sums / self.steps).tolist()
+        if values and isinstance(values[0], list):
+            return [dict(zip(self.keys, row)) for row in values]
+        return dict(zip(self.keys, values))
+
+
+def epoch_metrics(means: dict[str, float], epoch: int, lr: float, images: int, elapsed: float) -> dict[str, float]:
+    """``train/*`` and ``perf/*`` of epoch ``epoch`` (0-based); raises NonFiniteLossError for a NaN or infinite loss."""
+    if not all(np.isfinite(list(means.values()))):
+        raise NonFiniteLossError(f"non-finite training loss at epoch {epoch + 1}: "
+                                 + ", ".join(f"{k}={v}" for k, v in means.items()))
+    metrics = {f"train/{k}": v for k, v in means.items()}
+    metrics.update({"train/lr": lr, "perf/img_per_s": images / elapsed, "perf/epoch_s": elapsed})
+    return metrics
 
 
 def resolve_device(cfg: TrialConfig) -> torch.device:
@@ -144,46 +150,54 @@ class Trainer:
         with self.autocast:
             out = {"loss": loss_fn(self.model, images, mask)} if loss_fn else self.step_model(images, mask, factor)
         out["loss"].backward()
+        self.apply_gradients()
+        return out
+
+    def apply_gradients(self) -> None:
+        """Clip (``train.grad_clip``), step the optimiser, clear the gradients, tick the model's clock."""
         if self.cfg.train.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.model.on_step_end()
-        return out
 
     # ---- training -------------------------------------------------------------------------
-    def train_epoch(self) -> dict[str, float]:
-        """One pass over the training set; returns mean losses and throughput."""
-        cfg, b, steps = self.cfg, self.cfg.train.batch_size, self.steps_per_epoch
-        n = steps * b
+    def epoch_plan(self) -> EpochPlan:
+        """This epoch's randomness, drawn from the trial's generator on the CPU and moved to the device once."""
+        cfg, n = self.cfg, self.steps_per_epoch * self.cfg.train.batch_size
         order = torch.randperm(self.data.train_x.shape[0], generator=self.generator)[:n]
         crops = crop_params(n, min_scale=cfg.data.crop_min_scale, hflip=cfg.data.hflip, generator=self.generator)
         masks = self.model.sample_mask(n, self.generator, torch.device("cpu"))
-        order, crops, masks = (t.to(self.device, non_blocking=True) for t in (order, crops, masks))
+        return EpochPlan(*(t.to(self.device, non_blocking=True) for t in (order, crops, masks)))
+
+    def begin_step(self, step: int) -> tuple[float, float]:
+        """Set the learning rate of step ``step`` of the current epoch; returns (lr, the lambda schedule's factor)."""
+        cfg, steps = self.cfg, self.steps_per_epoch
+        lr = learning_rate(self.epoch * steps + step, cfg.train.epochs * steps, cfg.train.warmup_epochs * steps,
+                           self.peak_lr, cfg.train.min_lr)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        factor = lambda_factor(cfg.mto.lambda_schedule, self.epoch + step / steps, cfg.train.epochs,
+                               cfg.mto.lambda_warmup_epochs)
+        return lr, factor
+
+    def batch(self, plan: EpochPlan, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step ``step``'s augmented images and masks."""
+        sl = slice(step * self.cfg.train.batch_size, (step + 1) * self.cfg.train.batch_size)
+        return augment(self.normalize(self.data.train_x[plan.order[sl]]), plan.crops[sl]), plan.masks[sl]
+
+    def train_epoch(self) -> dict[str, float]:
+        """One pass over the training set; returns mean losses and throughput."""
+        plan = self.epoch_plan()
         self.model.train()
-        sums, keys = None, []
+        sums = LossSums()
         start = time.perf_counter()
-        for step in range(steps):
-            done = self.epoch + step / steps  # fractional epochs completed
-            lr = learning_rate(self.epoch * steps + step, cfg.train.epochs * steps, cfg.train.warmup_epochs * steps,
-                               self.peak_lr, cfg.train.min_lr)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            sl = slice(step * b, (step + 1) * b)
-            images = augment(self.normalize(self.data.train_x[order[sl]]), crops[sl])
-            factor = lambda_factor(cfg.mto.lambda_schedule, done, cfg.train.epochs, cfg.mto.lambda_warmup_epochs)
-            out = self.step(images, masks[sl], factor)
-            keys = keys or sorted(out)  # loss, loss_mim, loss_e, ... and a method's own parts
-            step_losses = torch.stack([out[k].detach().float() for k in keys])
-            sums = step_losses if sums is None else sums + step_losses
-        means = (sums / steps).tolist()  # the epoch's one host sync
-        elapsed = time.perf_counter() - start
-        if not all(np.isfinite(means)):
-            raise NonFiniteLossError(f"non-finite training loss at epoch {self.epoch + 1}: "
-                                     + ", ".join(f"{k}={v}" for k, v in zip(keys, means)))
-        metrics = {f"train/{k}": v for k, v in zip(keys, means)}
-        metrics.update({"train/lr": lr, "perf/img_per_s": n / elapsed, "perf/epoch_s": elapsed})
-        return metrics
+        for step in range(self.steps_per_epoch):
+            lr, factor = self.begin_step(step)
+            sums.add(self.step(*self.batch(plan, step), factor))
+        means = sums.means()  # the epoch's one host sync
+        return epoch_metrics(means, self.epoch, lr, self.steps_per_epoch * self.cfg.train.batch_size,
+                             time.perf_counter() - start)
 
     # ---- evaluation -----------------------------------------------------------------------
     @torch.no_grad()
@@ -245,45 +259,3 @@ class Trainer:
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         self.epoch, self.history = int(state["epoch"]), list(state["history"])
-
-
-def run_trial(config: TrialConfig, report: Optional[Report] = None, *, resume: Optional[dict[str, Any]] = None,
-              data: Optional[ImageData] = None) -> TrialResult:
-    """Pre-train and evaluate one configuration; call ``report`` after every epoch.
-
-    Args:
-        config: the trial's settings.
-        report: called with an ``EpochReport`` after each epoch (``print`` works).
-        resume: a checkpoint from an earlier ``EpochReport``; training continues after its epoch
-            and reproduces the uninterrupted run exactly on the CPU.
-        data: an already loaded data set (else it is loaded from ``config.data``).
-
-    Raises:
-        ConfigError: a setting is invalid for this machine or data set (before any training).
-        NonFiniteLossError: the loss became NaN or infinite.
-    """
-    trainer = Trainer(config, data)
-    if resume is not None:
-        trainer.load_state_dict(resume)
-    cfg, affinity = config, {}
-    if trainer.epoch == 0:  # the untrained model: every curve starts at epoch 0
-        profile, arrays = trainer.layer_profile(with_affinity=False)
-        metrics = {**profile, **trainer.probe()}
-        trainer.history.append({"epoch": 0.0, **metrics})
-        if report is not None:
-            report(EpochReport(0, cfg.train.epochs, metrics))
-    while trainer.epoch < cfg.train.epochs:
-        metrics = trainer.train_epoch()
-        trainer.epoch += 1
-        e = trainer.epoch
-        profile, arrays = trainer.layer_profile(with_affinity=e in cfg.eval.affinity_epochs)
-        metrics.update(profile)
-        if e % cfg.eval.every == 0 or e == cfg.train.epochs:
-            metrics.update(trainer.probe())
-        trainer.history.append({"epoch": float(e), **metrics})
-        if "affinity" in arrays:
-            affinity[e] = arrays["affinity"]
-        if report is not None:
-            due = e % cfg.train.checkpoint_every == 0 or e == cfg.train.epochs
-            report(EpochReport(e, cfg.train.epochs, metrics, arrays, trainer.state_dict() if due else None))
-    return TrialResult(trainer.history, affinity)

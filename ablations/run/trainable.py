@@ -18,7 +18,7 @@ from ray import tune
 
 from ablations.contract import AFFINITY_FILE, EPOCH, OBJECTIVE, RESUMED_FROM
 from ablations.study import Study
-from mto.train import EpochReport, run_trial
+from mto.trial import EpochReport, run_trial
 
 STATE_FILE = "state.pt"
 

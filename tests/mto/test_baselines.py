@@ -1,7 +1,6 @@
 """The baselines as their authors wrote them (issue 11): BootMAE's injection and schedules, ConMIM's
 momentum-branch augmentation and schedule, MAE's fixed sin-cos embedding, weight-decay groups, DTM."""
 
-import math
 
 import numpy as np
 import pytest

@@ -1,0 +1,215 @@
+"""Fused trials: K trials that share one architecture, trained as one stacked model (the HFTA idea,
+Wang et al., MLSys 2021).
+
+Small trials leave a GPU idle between kernel launches. Trials that differ only in what a stacked
+model can carry per trial (seed, learning rate, weight decay, gradient clipping and the MTO
+lambdas) run in one process: their parameters are stacked along a leading trial dimension and one
+``torch.func.vmap`` over ``functional_call`` computes all their losses with batched kernels. Each
+trial keeps its own everything else: its ``Trainer`` (generator, batches, masks, optimiser,
+learning-rate schedule, evaluations, checkpoints, history), whose parameters are views into the
+stacked tensors, so its optimiser steps them in place and its evaluations read them directly.
+
+A fused trial computes the same losses as the trial run alone, up to the rounding of batched
+kernels (fp32 on the CPU: about one unit in the last place per step; see tests/mto/test_fused.py).
+A member whose loss turns NaN leaves the group with its reason; the others go on.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import torch
+from torch.func import functional_call, vmap
+
+from mto.config import ConfigError, TrialConfig
+from mto.config_dicts import to_dict
+from mto.data import ImageData, load_data
+from mto.train import LossSums, NonFiniteLossError, Trainer, epoch_metrics
+from mto.trial import EpochReport, TrialResult, epoch_report, start_report
+
+FUSABLE_METHODS = ("simmim", "mae")  # no momentum branch, no randomness or batch statistics inside the forward
+PER_TRIAL = ("train.seed", "train.base_lr", "train.min_lr", "train.weight_decay", "train.grad_clip")
+LAMBDAS = ("mto.lambda_spa", "mto.lambda_e", "mto.lambda_r")  # per trial; which are zero must agree
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def _shared(cfg: TrialConfig) -> dict[str, Any]:
+    """The settings every member of a fused group must share, by dot path."""
+    flat = _flat(to_dict(cfg))
+    for path in PER_TRIAL:
+        flat.pop(path)
+    for path in LAMBDAS:
+        flat[path] = flat[path] > 0  # which MTO losses are computed is structure; their weights are per trial
+    return flat
+
+
+def fusion_key(cfg: TrialConfig) -> Optional[str]:
+    """Trials with equal keys can be fused; None: this trial runs alone (its method is not fusable)."""
+    if cfg.mim.method not in FUSABLE_METHODS:
+        return None
+    return json.dumps(_shared(cfg), sort_keys=True, default=str)
+
+
+def check_fusable(configs: list[TrialConfig]) -> None:
+    """Raise ConfigError naming the first setting that keeps ``configs`` from being fused."""
+    if configs[0].mim.method not in FUSABLE_METHODS:
+        raise ConfigError("mim.method", configs[0].mim.method, f"one of {', '.join(FUSABLE_METHODS)} to fuse trials")
+    first = _shared(configs[0])
+    for cfg in configs[1:]:
+        for path, value in _shared(cfg).items():
+            if value != first[path]:
+                raise ConfigError(path, value, f"{first[path]!r} as in the group's first trial: fused trials "
+                                  f"may differ only in {', '.join(PER_TRIAL + LAMBDAS)} (zero or not alike)")
+
+
+@dataclass
+class Member:
+    """One trial of a fused group: its trainer and (parameter, stacked name) pairs for routing gradients."""
+
+    trainer: Trainer
+    params: list[tuple[torch.nn.Parameter, str]]
+
+
+class FusedTrainer:
+    """K trials of one fusion key as one stacked model. ``members`` keep their order; ``alive`` shrinks
+    when a member fails.
+
+    Raises:
+        ConfigError: the configs cannot be fused (``check_fusable``).
+    """
+
+    def __init__(self, configs: list[TrialConfig], data: Optional[ImageData] = None,
+                 resumes: Optional[list[Optional[dict[str, Any]]]] = None):
+        check_fusable(configs)
+        data = data or load_data(configs[0].data)
+        self.trainers = [Trainer(c, data) for c in configs]
+        for t, state in zip(self.trainers, resumes or [None] * len(configs)):
+            if state is not None:
+                t.load_state_dict(state)
+        if len({t.epoch for t in self.trainers}) > 1:
+            raise ValueError("fused trials resume from one epoch: their checkpoints are of different epochs")
+        self.alive = list(range(len(configs)))
+        cfg = configs[0]
+        self.autocast = self.trainers[0].autocast
+        compiled = cfg.train.compile is True or (cfg.train.compile == "auto" and self.trainers[0].device.type == "cuda")
+        self._losses = torch.compile(self._stacked_losses) if compiled else self._stacked_losses
+        self._stack()
+
+    @property
+    def epoch(self) -> int:
+        return self.trainers[self.alive[0]].epoch
+
+    def _stack(self) -> None:
+        """Stack the alive members' parameters and buffers; each member's own tensors become views of them."""
+        models = [self.trainers[i].model for i in self.alive]
+        self.base = models[0]
+        self.params: dict[str, torch.Tensor] = {}
+        self.buffers: dict[str, torch.Tensor] = {}
+        self.members = [Member(self.trainers[i], []) for i in self.alive]
+        for kind, store in (("parameters", self.params), ("buffers", self.buffers)):
+            named = [dict(getattr(m, f"named_{kind}")()) for m in models]
+            for name, first in named[0].items():
+                stacked = torch.stack([d[name].detach() for d in named])
+                if kind == "parameters":
+                    stacked.requires_grad_(first.requires_grad)
+                for k, d in enumerate(named):
+                    d[name].data = stacked.data[k]  # the member's tensor now lives in the stack
+                    if kind == "parameters" and first.requires_grad:
+                        self.members[k].params.append((d[name], name))
+                store[name] = stacked
+
+    def _stacked_losses(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
+                        images: torch.Tensor, masks: torch.Tensor, factor: float) -> dict[str, torch.Tensor]:
+        def one(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], x: torch.Tensor, m: torch.Tensor):
+            return functional_call(self.base, (p, b), (x, m, factor))
+
+        return vmap(one)(params, buffers, images, masks)
+
+    def step(self, batches: list[tuple[torch.Tensor, torch.Tensor]], factor: float) -> dict[str, torch.Tensor]:
+        """One optimisation step of every alive member on its own batch; losses ``[K]`` per name."""
+        images = torch.stack([b[0] for b in batches])
+        masks = torch.stack([b[1] for b in batches])
+        with self.autocast, warnings.catch_warnings():
+            # CPU attention has no batching rule and falls back to a per-trial loop (same result, slower)
+            warnings.filterwarnings("ignore", message=".*batching rule.*")
+            out = self._losses(self.params, self.buffers, images, masks, factor)
+            out["loss"].sum().backward()  # trials are independent: each slice gets its own trial's gradient
+        for k, member in enumerate(self.members):
+            for p, name in member.params:
+                p.grad = self.params[name].grad[k]
+            member.trainer.apply_gradients()
+        for stacked in self.params.values():
+            stacked.grad = None
+        return out
+
+    def train_epoch(self) -> dict[int, dict[str, float] | NonFiniteLossError]:
+        """One epoch of every alive member; returns member index -> metrics, or the error of a member that
+        failed (it leaves the group)."""
+        trainers = [m.trainer for m in self.members]
+        plans = [t.epoch_plan() for t in trainers]
+        for t in trainers:
+            t.model.train()
+        sums, steps = LossSums(), trainers[0].steps_per_epoch
+        start = time.perf_counter()
+        for step in range(steps):
+            schedule = [t.begin_step(step) for t in trainers]
+            sums.add(self.step([t.batch(p, step) for t, p in zip(trainers, plans)], schedule[0][1]))
+        means = sums.means()  # the epoch's one host sync
+        elapsed = time.perf_counter() - start
+        out: dict[int, dict[str, float] | NonFiniteLossError] = {}
+        for i, t, mean, (lr, _) in zip(self.alive, trainers, means, schedule):
+            try:
+                out[i] = {**epoch_metrics(mean, t.epoch, lr, steps * t.cfg.train.batch_size, elapsed),
+                          "perf/fused_trials": float(len(trainers))}
+            except NonFiniteLossError as err:
+                out[i] = err
+        failed = [i for i, r in out.items() if isinstance(r, Exception)]
+        if failed:
+            self.alive = [i for i in self.alive if i not in failed]
+            if self.alive:
+                self._stack()
+        return out
+
+
+GroupReport = Callable[[dict[int, EpochReport], dict[int, str]], None]
+
+
+def run_fused(configs: list[TrialConfig], report: Optional[GroupReport] = None, *,
+              resumes: Optional[list[Optional[dict[str, Any]]]] = None,
+              data: Optional[ImageData] = None) -> list[Optional[TrialResult]]:
+    """Train ``configs`` as one fused group; ``report(reports, failures)`` once per epoch (0 included),
+    with each alive member's ``EpochReport`` and ``"<Error>: <reason>"`` of each member that failed in
+    that epoch (keys: indices into ``configs``). Returns each member's result (None where it failed).
+    """
+    fused = FusedTrainer(configs, data, resumes)
+    if fused.epoch == 0:
+        first = {i: start_report(fused.trainers[i]) for i in fused.alive}
+        if report is not None:
+            report(first, {})
+    failed: set[int] = set()
+    affinity: dict[int, dict[int, Any]] = {i: {} for i in range(len(configs))}
+    while fused.alive and fused.epoch < configs[0].train.epochs:
+        results = fused.train_epoch()
+        reports, failures = {}, {}
+        for i, r in results.items():
+            if isinstance(r, Exception):
+                failures[i] = f"{type(r).__name__}: {r}"
+                failed.add(i)
+                continue
+            fused.trainers[i].epoch += 1
+            reports[i] = epoch_report(fused.trainers[i], r)
+            if "affinity" in reports[i].arrays:
+                affinity[i][reports[i].epoch] = reports[i].arrays["affinity"]
+        if report is not None:
+            report(reports, failures)
+    return [None if i in failed else TrialResult(t.history, affinity[i]) for i, t in enumerate(fused.trainers)]

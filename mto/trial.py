@@ -1,0 +1,111 @@
+"""One trial: pre-train a MIM model (with or without MTO) and evaluate it after every epoch.
+
+``run_trial(config, report)`` is the whole experiment for one configuration and seed. It knows
+nothing of Ray or MLflow: it calls ``report(EpochReport)`` once per epoch, so the same trial runs
+under Ray Tune, in a plain loop, in a notebook or in a test. ``mto.fused`` runs several trials
+as one stacked model and reports each through the same ``start_report`` / ``epoch_report``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from mto.config import TrialConfig
+from mto.data import ImageData
+from mto.train import NonFiniteLossError, Trainer
+
+__all__ = ["EpochReport", "NonFiniteLossError", "Report", "TrialResult", "run_trial"]
+
+
+@dataclass
+class EpochReport:
+    """What a trial reports: once before training (``epoch`` 0: evaluations only, no ``train/*``), then
+    after each epoch 1..E.
+
+    ``metrics`` uses the names listed in docs/method.md ("Logged metrics"). ``arrays`` holds the affinity maps
+    (``affinity``: ``[L+1, N, N]``, masked tokens first; ``num_masked``) at ``eval.affinity_epochs``.
+    ``checkpoint`` is the state to save when a checkpoint is due (pass it back as ``resume``).
+    """
+
+    epoch: int
+    epochs: int
+    metrics: dict[str, float]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    checkpoint: Optional[dict[str, Any]] = None
+
+    def __str__(self) -> str:
+        keys = ("train/loss", "eval/linear_top1", "eval/knn_top1", "perf/epoch_s")
+        shown = "  ".join(f"{k}={self.metrics[k]:.4f}" for k in keys if k in self.metrics)
+        return f"epoch {self.epoch}/{self.epochs}  {shown}"
+
+
+@dataclass
+class TrialResult:
+    history: list[dict[str, float]]  # one dict of metrics per epoch, with "epoch"
+    affinity: dict[int, np.ndarray]  # epoch -> [L+1, N, N]
+
+    def curve(self, metric: str) -> tuple[list[int], list[float]]:
+        """(epochs, values) of a metric over the epochs where it was measured."""
+        points = [(int(h["epoch"]), h[metric]) for h in self.history if metric in h]
+        return [e for e, _ in points], [v for _, v in points]
+
+
+Report = Callable[[EpochReport], None]
+
+
+def start_report(trainer: Trainer) -> EpochReport:
+    """Epoch 0, the untrained model: every curve starts there (evaluations only)."""
+    profile, _ = trainer.layer_profile(with_affinity=False)
+    metrics = {**profile, **trainer.probe()}
+    trainer.history.append({"epoch": 0.0, **metrics})
+    return EpochReport(0, trainer.cfg.train.epochs, metrics)
+
+
+def epoch_report(trainer: Trainer, metrics: dict[str, float]) -> EpochReport:
+    """After a trained epoch (``trainer.epoch`` already advanced): heterogeneity, probes when due, a
+    checkpoint when due."""
+    cfg, e = trainer.cfg, trainer.epoch
+    profile, arrays = trainer.layer_profile(with_affinity=e in cfg.eval.affinity_epochs)
+    metrics = {**metrics, **profile}
+    if e % cfg.eval.every == 0 or e == cfg.train.epochs:
+        metrics.update(trainer.probe())
+    trainer.history.append({"epoch": float(e), **metrics})
+    due = e % cfg.train.checkpoint_every == 0 or e == cfg.train.epochs
+    return EpochReport(e, cfg.train.epochs, metrics, arrays, trainer.state_dict() if due else None)
+
+
+def run_trial(config: TrialConfig, report: Optional[Report] = None, *, resume: Optional[dict[str, Any]] = None,
+              data: Optional[ImageData] = None) -> TrialResult:
+    """Pre-train and evaluate one configuration; call ``report`` after every epoch.
+
+    Args:
+        config: the trial's settings.
+        report: called with an ``EpochReport`` after each epoch (``print`` works).
+        resume: a checkpoint from an earlier ``EpochReport``; training continues after its epoch
+            and reproduces the uninterrupted run exactly on the CPU.
+        data: an already loaded data set (else it is loaded from ``config.data``).
+
+    Raises:
+        ConfigError: a setting is invalid for this machine or data set (before any training).
+        NonFiniteLossError: the loss became NaN or infinite.
+    """
+    trainer = Trainer(config, data)
+    if resume is not None:
+        trainer.load_state_dict(resume)
+    affinity: dict[int, np.ndarray] = {}
+    if trainer.epoch == 0:
+        first = start_report(trainer)
+        if report is not None:
+            report(first)
+    while trainer.epoch < config.train.epochs:
+        metrics = trainer.train_epoch()
+        trainer.epoch += 1
+        r = epoch_report(trainer, metrics)
+        if "affinity" in r.arrays:
+            affinity[r.epoch] = r.arrays["affinity"]
+        if report is not None:
+            report(r)
+    return TrialResult(trainer.history, affinity)

@@ -1,0 +1,124 @@
+"""Fused trials (mto.fused): K trials trained as one stacked model give each trial its own curve,
+the curve it has when run alone."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from mto import ConfigError
+from mto.data import load_data
+from mto.fused import FusedTrainer, fusion_key, run_fused
+from mto.train import Trainer
+from mto.trial import run_trial
+
+
+def _with(cfg, **sections):
+    return dataclasses.replace(cfg, **{k: dataclasses.replace(getattr(cfg, k), **v) for k, v in sections.items()})
+
+
+def _members(tiny_config, method="simmim"):
+    """Three trials that differ in what a stacked model carries per trial: seed, learning rate, lambdas."""
+    base = _with(tiny_config, mim={"method": method}, train={"epochs": 2}, mto={"lambda_e": 0.1, "lambda_r": 0.1})
+    return [base, _with(base, train={"seed": 1, "base_lr": 1e-3}),
+            _with(base, train={"seed": 2, "grad_clip": 1.0}, mto={"lambda_e": 0.3, "lambda_r": 0.05})]
+
+
+@pytest.mark.parametrize("method", ["simmim", "mae"])
+def test_fused_trials_give_the_curves_of_separate_runs(tiny_config, method):
+    configs = _members(tiny_config, method)
+    data = load_data(configs[0].data)
+    alone = [run_trial(c, data=data).history for c in configs]
+    seen: list[tuple[dict, dict]] = []
+    fused = run_fused(configs, lambda reports, failures: seen.append((reports, failures)), data=data)
+    assert [sorted(r) for r, _ in seen] == [[0, 1, 2]] * 3 and not any(f for _, f in seen)
+    for solo, together in zip(alone, fused):
+        assert [h["epoch"] for h in together.history] == [h["epoch"] for h in solo]
+        for a, b in zip(solo, together.history):
+            for key in ("train/loss", "train/loss_mim", "train/loss_e", "train/loss_r", "hetero/l01", "hetero/l02"):
+                if key in a:  # the same losses up to the rounding of batched kernels (fp32)
+                    assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), key
+            for key in ("eval/linear_top1", "val/knn_top1"):
+                assert abs(b[key] - a[key]) <= 0.02, key  # a handful of test images may flip
+        assert together.history[-1]["perf/fused_trials"] == 3.0
+    # and the three trials did differ: fusing did not make them one trial
+    finals = [h.history[-1]["train/loss"] for h in fused]
+    assert len({round(f, 6) for f in finals}) == 3
+
+
+def test_one_fused_step_gives_each_trial_its_own_gradient(tiny_config):
+    configs = _members(tiny_config)
+    data = load_data(configs[0].data)
+    fused = FusedTrainer(configs, data)
+    batches = [t.fixed_batch(32, seed=i) for i, t in enumerate(fused.trainers)]
+    before = [{n: p.detach().clone() for n, p in t.model.named_parameters()} for t in fused.trainers]
+    lrs = [t.begin_step(0)[0] for t in fused.trainers]
+    assert lrs[0] == 2 * lrs[1] > 0  # each member on its own learning rate
+    out = fused.step(batches, 1.0)
+    for i, (cfg, (images, mask)) in enumerate(zip(configs, batches)):
+        alone = Trainer(cfg, data)
+        assert all(torch.equal(p, before[i][n]) for n, p in alone.model.named_parameters())  # same start
+        assert alone.begin_step(0)[0] == lrs[i]
+        expected = alone.step(images, mask, 1.0)
+        assert out["loss"][i].item() == pytest.approx(expected["loss"].item(), rel=1e-6)
+        # the member's parameters are views of the stack and were stepped by its own optimiser
+        member = dict(fused.trainers[i].model.named_parameters())
+        assert member["mask_token"].data_ptr() == fused.params["mask_token"][i].data_ptr()
+        state = fused.trainers[i].optimizer.state[member["mask_token"]]
+        assert int(state["step"]) == 1
+        assert torch.allclose(state["exp_avg"], alone.optimizer.state[dict(alone.model.named_parameters())[
+            "mask_token"]]["exp_avg"], rtol=1e-4, atol=1e-9)
+
+
+def test_a_nan_member_leaves_the_group_and_the_others_go_on(tiny_config):
+    configs = _members(tiny_config)
+    configs[1] = _with(configs[1], train={"base_lr": 1e30})
+    data = load_data(configs[0].data)
+    seen = []
+    results = run_fused(configs, lambda reports, failures: seen.append((sorted(reports), failures)), data=data)
+    assert seen[0] == ([0, 1, 2], {})
+    assert seen[1][0] == [0, 2] and seen[1][1][1].startswith("NonFiniteLossError: non-finite training loss at epoch 1")
+    assert seen[2] == ([0, 2], {})
+    assert results[1] is None
+    solo = run_trial(configs[2], data=data).history
+    assert results[2].history[-1]["train/loss"] == pytest.approx(solo[-1]["train/loss"], rel=1e-4)
+
+
+def test_resumed_fused_group_continues_from_its_members_checkpoints(tiny_config):
+    configs = _members(tiny_config)
+    data = load_data(configs[0].data)
+    states = {}
+
+    def keep(reports, failures):
+        for i, r in reports.items():
+            if r.epoch == 1:  # the state is live: saved at once, as the Ray trainable does
+                states[i] = torch.load(_saved(r.checkpoint), weights_only=False)
+
+    full = run_fused(configs, keep, data=data)
+    seen = []
+    resumed = run_fused(configs, lambda reports, failures: seen.append(sorted(r.epoch for r in reports.values())),
+                        resumes=[states[i] for i in range(3)], data=data)
+    assert seen == [[2, 2, 2]]  # epoch 0 and 1 are in the checkpoints' histories, not reported again
+    for a, b in zip(full, resumed):
+        assert b.history[-1]["train/loss"] == pytest.approx(a.history[-1]["train/loss"], rel=1e-6)
+
+
+def _saved(state):
+    import io
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    return buf
+
+
+def test_fusion_key_groups_only_what_a_stacked_model_can_carry(tiny_config):
+    a, b, c = _members(tiny_config)
+    assert fusion_key(a) == fusion_key(b) == fusion_key(c)
+    assert fusion_key(_with(a, mto={"lambda_e": 0.0})) != fusion_key(a)  # L_e no longer computed: other structure
+    assert fusion_key(_with(a, train={"batch_size": 32})) != fusion_key(a)
+    assert fusion_key(_with(a, mim={"method": "bootmae"})) is None
+    with pytest.raises(ConfigError, match=r"model.depth=3 .*2 as in the group's first trial"):
+        FusedTrainer([a, _with(a, model={"depth": 3})])
+    with pytest.raises(ConfigError, match="mim.method"):
+        FusedTrainer([_with(a, mim={"method": "conmim"})] * 2)
