@@ -67,6 +67,8 @@ EPOCH = "epoch"
 OBJECTIVE = "objective"  # the search metric, carried forward between evaluations (for ASHA/Optuna)
 AFFINITY_FILE = "artifact/affinity"  # path of this epoch's affinity maps, for the driver to attach
 RESUMED_FROM = "resumed_from_epoch"  # set when the trial restarted from a checkpoint
+MEMBERS = "members"  # a fused unit (resources.fuse): {trial name: that trial's keys above and metrics}
+MEMBER_FAILURES = "member_failures"  # a fused unit: {trial name: reason} of members that failed this epoch
 
 
 def is_logged_metric(key: str) -> bool:

@@ -75,8 +75,11 @@ def interleaved(candidates: dict[str, Callable[[], None]], *, rounds: int, dev: 
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def arguments(description: str) -> argparse.Namespace:
+def arguments(description: str, trials: int | None = None) -> argparse.Namespace:
+    """--rounds, --steps, --threads (and --trials when ``trials`` gives its default)."""
     p = argparse.ArgumentParser(description=description)
+    if trials is not None:
+        p.add_argument("--trials", type=int, default=trials, help="trials stepped together")
     p.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds (median taken)")
     p.add_argument("--steps", type=int, default=5, help="training steps per timed call")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")

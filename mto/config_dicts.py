@@ -15,6 +15,14 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts -> one dict by dot path (``{"mto": {"lambda_e": 0.1}}`` -> ``{"mto.lambda_e": 0.1}``)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
 def from_dict(cls: type, data: dict[str, Any], _path: str = "") -> Any:
     """Build a config dataclass from nested dicts, refusing unknown keys.
 

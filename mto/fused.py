@@ -16,7 +16,6 @@ A member whose loss turns NaN leaves the group with its reason; the others go on
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
 from dataclasses import dataclass
@@ -25,52 +24,11 @@ from typing import Any, Callable, Optional
 import torch
 from torch.func import functional_call, vmap
 
-from mto.config import ConfigError, TrialConfig
-from mto.config_dicts import to_dict
+from mto.config import TrialConfig
 from mto.data import ImageData, load_data
+from mto.fusable import check_fusable
 from mto.train import LossSums, NonFiniteLossError, Trainer, epoch_metrics
 from mto.trial import EpochReport, TrialResult, epoch_report, start_report
-
-FUSABLE_METHODS = ("simmim", "mae")  # no momentum branch, no randomness or batch statistics inside the forward
-PER_TRIAL = ("train.seed", "train.base_lr", "train.min_lr", "train.weight_decay", "train.grad_clip")
-LAMBDAS = ("mto.lambda_spa", "mto.lambda_e", "mto.lambda_r")  # per trial; which are zero must agree
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
-
-
-def _shared(cfg: TrialConfig) -> dict[str, Any]:
-    """The settings every member of a fused group must share, by dot path."""
-    flat = _flat(to_dict(cfg))
-    for path in PER_TRIAL:
-        flat.pop(path)
-    for path in LAMBDAS:
-        flat[path] = flat[path] > 0  # which MTO losses are computed is structure; their weights are per trial
-    return flat
-
-
-def fusion_key(cfg: TrialConfig) -> Optional[str]:
-    """Trials with equal keys can be fused; None: this trial runs alone (its method is not fusable)."""
-    if cfg.mim.method not in FUSABLE_METHODS:
-        return None
-    return json.dumps(_shared(cfg), sort_keys=True, default=str)
-
-
-def check_fusable(configs: list[TrialConfig]) -> None:
-    """Raise ConfigError naming the first setting that keeps ``configs`` from being fused."""
-    if configs[0].mim.method not in FUSABLE_METHODS:
-        raise ConfigError("mim.method", configs[0].mim.method, f"one of {', '.join(FUSABLE_METHODS)} to fuse trials")
-    first = _shared(configs[0])
-    for cfg in configs[1:]:
-        for path, value in _shared(cfg).items():
-            if value != first[path]:
-                raise ConfigError(path, value, f"{first[path]!r} as in the group's first trial: fused trials "
-                                  f"may differ only in {', '.join(PER_TRIAL + LAMBDAS)} (zero or not alike)")
-
 
 @dataclass
 class Member:
@@ -101,8 +59,8 @@ class FusedTrainer:
         self.alive = list(range(len(configs)))
         cfg = configs[0]
         self.autocast = self.trainers[0].autocast
-        compiled = cfg.train.compile is True or (cfg.train.compile == "auto" and self.trainers[0].device.type == "cuda")
-        self._losses = torch.compile(self._stacked_losses) if compiled else self._stacked_losses
+        self.compiled = cfg.train.compile is True or (cfg.train.compile == "auto" and self.trainers[0].device.type == "cuda")
+        self._losses = torch.compile(self._stacked_losses) if self.compiled else self._stacked_losses
         self._stack()
 
     @property

@@ -15,10 +15,11 @@ from typing import Any
 
 from ray import tune
 
-from ablations.contract import AFFINITY_FILE, EPOCH, RESUMED, RESUMED_FROM, is_logged_metric
+from ablations.contract import (AFFINITY_FILE, EPOCH, MEMBER_FAILURES, MEMBERS, RESUMED, RESUMED_FROM,
+                                is_logged_metric)
 from ablations.run.progress import TrialBoard
 from ablations.run.tracking import StudyTracker
-from ablations.study import Study
+from ablations.study import Study, trial_units
 
 _EXCEPTION_LINE = re.compile(r"^(?:\w+\.)*(\w+(?:Error|Exception|Interrupt|Exit))(?::\s*(.*))?$")
 SESSIONS: dict[str, DriverSession] = {}
@@ -44,47 +45,69 @@ def failure_reason(trial: Any) -> str:
 
 @dataclass
 class DriverSession:
-    """What the driver knows while a study runs: its tracker, its board, and Ray trial -> MLflow run."""
+    """What the driver knows while a study runs: its tracker, its board, and Ray trial -> MLflow runs
+    (one run per trial; a fused unit, ``resources.fuse``, has one per member)."""
 
     study: Study
     tracker: StudyTracker
     board: TrialBoard
     metric: str
-    run_ids: dict[str, str] = field(default_factory=dict)
+    runs: dict[str, dict[str, str]] = field(default_factory=dict)  # Ray trial id -> {trial name: run id}
     failed: dict[str, str] = field(default_factory=dict)  # trial name -> reason
-    names: dict[str, str] = field(default_factory=dict)  # Ray trial id -> trial name
-    resumed: set[str] = field(default_factory=set)  # Ray trial ids already tagged as resumed
+    ended: set[str] = field(default_factory=set)  # trial names whose run was ended
+    resumed: set[str] = field(default_factory=set)  # trial names already tagged as resumed
+    units: dict[str, list] = field(default_factory=dict)
 
-    def run_of(self, trial: Any) -> str:
-        if trial.trial_id not in self.run_ids:
-            spec = self.study.resolve(trial.config, trial.trial_id)
-            self.names[trial.trial_id] = spec.name
-            self.run_ids[trial.trial_id] = self.tracker.trial_run(spec)
-        return self.run_ids[trial.trial_id]
+    def __post_init__(self) -> None:
+        self.units = trial_units(self.study)
+
+    def runs_of(self, trial: Any) -> dict[str, str]:
+        if trial.trial_id not in self.runs:
+            unit = self.units.get(trial.config.get("trial", ""))
+            specs = unit if unit and len(unit) > 1 else [self.study.resolve(trial.config, trial.trial_id)]
+            self.runs[trial.trial_id] = {spec.name: self.tracker.trial_run(spec) for spec in specs}
+        return self.runs[trial.trial_id]
 
     def on_start(self, trial: Any) -> None:
-        self.run_of(trial)
-        self.board.start(trial.trial_id, self.names[trial.trial_id])
+        names = list(self.runs_of(trial))
+        self.board.start(trial.trial_id, names[0] if len(names) == 1 else trial.config["trial"])  # a unit: first+K-1
 
     def on_result(self, trial: Any, result: dict) -> None:
-        run_id = self.run_of(trial)
+        runs = self.runs_of(trial)
         epoch = int(result[EPOCH])
-        metrics = {k: v for k, v in result.items() if is_logged_metric(k)}
-        if self.tracker.log_epoch(run_id, epoch, metrics) and result.get(AFFINITY_FILE):
-            self.tracker.log_affinity(run_id, result[AFFINITY_FILE])
-        if RESUMED_FROM in result and trial.trial_id not in self.resumed:
-            self.resumed.add(trial.trial_id)
-            self.tracker.set_tag(run_id, RESUMED, str(result[RESUMED_FROM]))
-        self.board.update(trial.trial_id, epoch, result.get(self.metric))
+        members = result.get(MEMBERS) or {next(iter(runs)): result}
+        for name, payload in members.items():
+            self._log(name, runs[name], epoch, payload)
+        for name, reason in (result.get(MEMBER_FAILURES) or {}).items():
+            self._end(name, runs[name], "FAILED", reason)
+        shown = next(iter(members.values()), {}).get(self.metric)
+        self.board.update(trial.trial_id, epoch, shown)
+
+    def _log(self, name: str, run_id: str, epoch: int, payload: dict) -> None:
+        metrics = {k: v for k, v in payload.items() if is_logged_metric(k)}
+        if self.tracker.log_epoch(run_id, epoch, metrics) and payload.get(AFFINITY_FILE):
+            self.tracker.log_affinity(run_id, payload[AFFINITY_FILE])
+        if RESUMED_FROM in payload and name not in self.resumed:
+            self.resumed.add(name)
+            self.tracker.set_tag(run_id, RESUMED, str(payload[RESUMED_FROM]))
+
+    def _end(self, name: str, run_id: str, status: str, reason: str = "") -> None:
+        if name in self.ended:
+            return
+        self.ended.add(name)
+        self.tracker.end_trial(run_id, status, reason or None)
+        if status == "FAILED":
+            self.failed[name] = reason
 
     def on_complete(self, trial: Any) -> None:
-        self.tracker.end_trial(self.run_of(trial), "FINISHED")
+        for name, run_id in self.runs_of(trial).items():
+            self._end(name, run_id, "FINISHED")
         self.board.finish(trial.trial_id, "done")
 
     def on_error(self, trial: Any) -> None:
         reason = failure_reason(trial)
-        self.tracker.end_trial(self.run_of(trial), "FAILED", reason)
-        self.failed[self.names[trial.trial_id]] = reason
+        for name, run_id in self.runs_of(trial).items():
+            self._end(name, run_id, "FAILED", reason)
         self.board.finish(trial.trial_id, "FAILED", reason)
 
 

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ablations.study import Study, StudyError, load_study
+from ablations.study import Study, StudyError, load_study, trial_units
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_TRACKING_DOWN, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -38,17 +38,23 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 def trial_table(study: Study) -> Table:
     spec = study.spec
     grid_keys = sorted({k for t in study.trials for k in t.grid})
+    units = trial_units(study)
+    unit_of = {t.name: name for name, unit in units.items() for t in unit}
+    fused = spec.resources.fuse > 1
     table = Table(title=f"study {study.name}: {len(study.trials)} trials"
+                        + (f" in {len(units)} Ray trials (resources.fuse: {spec.resources.fuse})" if fused else "")
                         + (f" + {spec.search.num_samples} Optuna samples of arm {study.search_arm} x "
                            f"{len(spec.search_seeds)} seeds"
                            if spec.search.kind == "optuna" else ""), title_justify="left")
-    for col in ["trial", "arm", "seed", *grid_keys, "method", "epochs", "lambda spa/e/r", "recal."]:
+    for col in ["trial", "arm", "seed", *grid_keys, "method", "epochs", "lambda spa/e/r", "recal."] + (
+            ["fused unit"] if fused else []):
         table.add_column(col)
     for t in study.trials:
         c = t.config
         table.add_row(t.name, t.arm + (" (reference)" if t.arm == spec.reference else ""), str(t.seed),
                       *[str(t.grid.get(k, "")) for k in grid_keys], c.mim.method, str(c.train.epochs),
-                      f"{c.mto.lambda_spa:g}/{c.mto.lambda_e:g}/{c.mto.lambda_r:g}", c.mto.recalibration)
+                      f"{c.mto.lambda_spa:g}/{c.mto.lambda_e:g}/{c.mto.lambda_r:g}", c.mto.recalibration,
+                      *([unit_of[t.name] if len(units[unit_of[t.name]]) > 1 else "(alone)"] if fused else []))
     return table
 
 

@@ -32,7 +32,7 @@ from ablations.run.progress import TrialBoard
 from ablations.run.trainable import trial_function
 from ablations.run.store import check_tracking
 from ablations.run.tracking import StudyTracker, dump_json
-from ablations.study import Study, StudyError
+from ablations.study import Study, StudyError, trial_units
 from mto.config_dicts import to_dict
 
 JOURNAL_FILE = "pending_tracking.jsonl"  # trial writes kept while the tracking store was down
@@ -58,6 +58,16 @@ def _ray_environment() -> None:
                        "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
                        "TUNE_MAX_PENDING_TRIALS_PG": "8", "RAY_DEDUP_LOGS": "0"}.items():
         os.environ.setdefault(key, value)
+
+
+def compile_cache(study: Study) -> Path:
+    """``torch.compile``'s caches (Inductor's FX graphs, AOTAutograd) shared by every trial of the study and
+    kept across its invocations: a model shape compiled once is loaded, not compiled, by the trials after it."""
+    folder = Path(study.spec.storage).resolve() / study.name / "compile-cache"
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)  # read by the Ray workers this driver starts
+    os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
+    os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
+    return folder
 
 
 def invocation_folder(study: Study, resume: bool) -> Path:
@@ -103,8 +113,11 @@ class TrialNamer:
 
     def __init__(self, study: Study):
         self.study = study
+        self.fused = {name for name, unit in trial_units(study).items() if len(unit) > 1}
 
     def name(self, trial: Any) -> str:
+        if trial.config.get("trial") in self.fused:
+            return trial.config["trial"]
         return self.study.resolve(trial.config, trial.trial_id).name
 
     def dirname(self, trial: Any) -> str:
@@ -134,7 +147,7 @@ def _phases(study: Study) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     namer = TrialNamer(study)
     common = dict(max_concurrent_trials=study.spec.max_concurrent, trial_name_creator=namer.name,
                   trial_dirname_creator=namer.dirname)
-    phases = [("arms", {"trial": tune.grid_search([t.name for t in study.trials])}, common)]
+    phases = [("arms", {"trial": tune.grid_search(list(trial_units(study)))}, common)]  # trials or fused units
     search = study.spec.search
     if search.kind == "optuna":
         import optuna
@@ -192,6 +205,7 @@ def run_study(study: Study, *, resume: bool = False, tracking_uri: Optional[str]
     uri = resolve_tracking_uri(tracking_uri or state.get("tracking_uri") or study.spec.tracking.uri)
     check_tracking(uri)
     _ray_environment()
+    compile_cache(study)
     if address is None:
         stale = stop_stale_ray(study.spec.storage, study.name)
         if stale:
@@ -217,7 +231,7 @@ def run_study(study: Study, *, resume: bool = False, tracking_uri: Optional[str]
     (folder / STATE_FILE).write_text(dump_json(state))
 
     metric = study.spec.target.metric
-    epochs = {t.name: t.config.train.epochs for t in study.trials}
+    epochs = {name: unit[0].config.train.epochs for name, unit in trial_units(study).items()}
     if study.spec.search.kind == "optuna":
         epochs["*"] = study.search_config(study.search_arm, study.spec.seeds[0], {}).train.epochs
     board = TrialBoard(study.name, epochs, metric)

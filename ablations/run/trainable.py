@@ -1,8 +1,10 @@
-"""The Ray Tune trial function: ``mto.run_trial`` with Ray's report and checkpoints.
+"""The Ray Tune trial function: ``mto.run_trial`` (or ``mto.fused.run_fused`` for a fused unit) with
+Ray's report and checkpoints.
 
 Runs in a Ray worker. It never touches MLflow: each epoch goes to ``tune.report`` and the
 driver's callbacks log it. Affinity maps are written into the trial's folder and their path is
-reported, for the driver to attach as an artifact.
+reported, for the driver to attach as an artifact. A fused unit reports once per epoch for all
+its members (``MEMBERS``, ``MEMBER_FAILURES``) and checkpoints them together.
 """
 
 from __future__ import annotations
@@ -10,53 +12,101 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
 from ray import tune
 
-from ablations.contract import AFFINITY_FILE, EPOCH, OBJECTIVE, RESUMED_FROM
-from ablations.study import Study
+from ablations.contract import AFFINITY_FILE, EPOCH, MEMBER_FAILURES, MEMBERS, OBJECTIVE, RESUMED_FROM
+from ablations.study import Study, TrialSpec, trial_units
+from mto.config import TrialConfig
 from mto.trial import EpochReport, run_trial
 
 STATE_FILE = "state.pt"
 
 
-def trial_function(params: dict[str, Any], *, study: Study, threads: int) -> None:
-    """Run one trial of ``study``; ``params`` is Ray's config (the trial name, or an Optuna sample)."""
-    config = study.resolve(params).config
-    if config.train.num_threads is None:
-        config = dataclasses.replace(config, train=dataclasses.replace(config.train, num_threads=threads))
-    resume = None
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            resume = torch.load(os.path.join(folder, STATE_FILE), map_location="cpu", weights_only=False)
-    metric = study.spec.search.metric
-    last: dict[str, float] = {}
-    for h in (resume or {}).get("history", []):
-        if metric in h:
-            last[OBJECTIVE] = h[metric]
-    trial_dir = tune.get_context().get_trial_dir()
+def _with_threads(config: TrialConfig, threads: int) -> TrialConfig:
+    if config.train.num_threads is not None:
+        return config
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, num_threads=threads))
 
-    def report(r: EpochReport) -> None:
+
+def _restore() -> Optional[dict[str, Any]]:
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        return torch.load(os.path.join(folder, STATE_FILE), map_location="cpu", weights_only=False)
+
+
+def _report(metrics: dict[str, Any], state: Optional[dict[str, Any]]) -> None:
+    if state is None:
+        tune.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        torch.save(state, os.path.join(folder, STATE_FILE))
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+class Payload:
+    """One trial's per-epoch keys for the driver: metrics, the search objective carried forward between
+    evaluations, where its affinity maps were written, the epoch it resumed from."""
+
+    def __init__(self, name: str, metric: str, resume: Optional[dict[str, Any]], trial_dir: str):
+        self.name, self.metric, self.resume, self.trial_dir = name, metric, resume, trial_dir
+        self.last = {OBJECTIVE: h[metric] for h in (resume or {}).get("history", []) if metric in h}
+
+    def __call__(self, r: EpochReport) -> dict[str, Any]:
         metrics: dict[str, Any] = {**r.metrics, EPOCH: r.epoch}
-        if resume is not None:
-            metrics[RESUMED_FROM] = int(resume["epoch"])
-        if metric in r.metrics:
-            last[OBJECTIVE] = r.metrics[metric]
-        metrics.update(last)
+        if self.resume is not None:
+            metrics[RESUMED_FROM] = int(self.resume["epoch"])
+        if self.metric in r.metrics:
+            self.last[OBJECTIVE] = r.metrics[self.metric]
+        metrics.update(self.last)
         if "affinity" in r.arrays:
-            path = os.path.join(trial_dir, f"affinity_e{r.epoch:04d}.npz")
+            safe = "".join(c if c.isalnum() or c in "-_.=" else "_" for c in self.name)[:100]  # "": one trial
+            path = os.path.join(self.trial_dir, f"affinity_{safe + '_' if safe else ''}e{r.epoch:04d}.npz")
             np.savez_compressed(path, **r.arrays)
             metrics[AFFINITY_FILE] = path
-        if r.checkpoint is None:
-            tune.report(metrics)
-            return
-        with tempfile.TemporaryDirectory() as folder:
-            torch.save(r.checkpoint, os.path.join(folder, STATE_FILE))
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        return metrics
 
-    run_trial(config, report, resume=resume)
 
+def trial_function(params: dict[str, Any], *, study: Study, threads: int) -> None:
+    """Run one Ray trial of ``study``; ``params`` is Ray's config (the trial or unit name, or an Optuna sample)."""
+    unit = trial_units(study).get(params["trial"], []) if study.spec.resources.fuse > 1 else []
+    if len(unit) > 1:
+        _fused_function(unit, study, threads)
+        return
+    config = _with_threads(study.resolve(params).config, threads)
+    resume = _restore()
+    payload = Payload("", study.spec.search.metric, resume, tune.get_context().get_trial_dir())
+    run_trial(config, lambda r: _report(payload(r), r.checkpoint), resume=resume)
+
+
+def _fused_function(unit: list[TrialSpec], study: Study, threads: int) -> None:
+    """A fused unit: its members as one stacked model (``mto.fused``); members failed before a restart stay failed."""
+    from mto.fused import run_fused
+
+    state = _restore() or {"members": {}, "failed": {}}
+    failed: dict[str, str] = dict(state["failed"])
+    live = [t for t in unit if t.name not in failed]
+    if not live:
+        return
+    resumes = [state["members"].get(t.name) for t in live]
+    trial_dir = tune.get_context().get_trial_dir()
+    payloads = [Payload(t.name, study.spec.search.metric, r, trial_dir) for t, r in zip(live, resumes)]
+    epoch = max([int(r["epoch"]) for r in resumes if r] + [0])
+
+    def report(reports: dict[int, EpochReport], failures: dict[int, str]) -> None:
+        nonlocal epoch
+        epoch = next(iter(reports.values())).epoch if reports else epoch + 1
+        failed.update({live[i].name: reason for i, reason in failures.items()})
+        members = {live[i].name: payloads[i](r) for i, r in reports.items()}
+        due = {live[i].name: r.checkpoint for i, r in reports.items() if r.checkpoint is not None}
+        checkpoint = {"members": due, "failed": dict(failed)} if due else None
+        _report({EPOCH: epoch, MEMBERS: members, MEMBER_FAILURES: {live[i].name: f for i, f in failures.items()}},
+                checkpoint)
+
+    run_fused([_with_threads(t.config, threads) for t in live], report,
+              resumes=resumes if any(resumes) else None)

@@ -17,7 +17,7 @@ from ablations.study.feasibility import feasibility_problems
 from ablations.study.messages import StudyError, describe, suggest
 from ablations.study.schema import StudySpec
 from mto.config import ConfigError, TrialConfig
-from mto.config_dicts import to_dict
+from mto.config_dicts import flatten, to_dict
 
 
 SAMPLE_SEED = "__trial_index__"  # Ray Tune's Repeater: which of the search seeds a repeat of a sample runs
@@ -235,17 +235,6 @@ def _validate_trial(data: dict[str, Any]) -> TrialConfig:
         if isinstance(cause, ConfigError):  # raised by the dataclass itself: it names its field
             raise cause from None
         raise ConfigError(".".join(str(p) for p in e["loc"]), e.get("input"), e["msg"]) from None
-
-
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        path = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, path + "."))
-        else:
-            out[path] = v
-    return out
 
 
 def apply_overrides(config: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from ablations.study.messages import shorten
 from ablations.study.schema import StudySpec
 from mto.choices import DECODER_METHODS, PRESETS
 from mto.config import TrialConfig, validation_size
-from mto.config_dicts import to_dict
+from mto.config_dicts import flatten, to_dict
 
 # Training / test images of each data set (digits: scikit-learn's 1,797 split 80/20, stratified).
 # imagefolder is counted only by reading it, so its sizes are not checked here.
@@ -81,7 +81,7 @@ def _trial_level(spec: StudySpec, t: Any, problem) -> None:
     def at(key: str) -> str:  # where the trial's value of ``key`` was set: its arm, the grid or base
         return _source_of(spec, t.arm, key)
 
-    for key, v in _flat(to_dict(c)).items():
+    for key, v in flatten(to_dict(c)).items():
         if isinstance(v, float) and not math.isfinite(v):
             problem(at(key), f"{v!r} is invalid: a finite number")
     train, test = SPLIT_SIZES.get(c.data.name, (None, None))
@@ -142,22 +142,12 @@ def _is_accuracy(metric: str) -> bool:
 
 
 def _source_of(spec: StudySpec, arm: str, key: str) -> str:
-    variant = _flat(spec.variants.get(arm, {}))
+    variant = flatten(spec.variants.get(arm, {}))
     if key in variant:
         return f"variants.{arm}.{key}"
     if f"grid.{key}" in variant:
         return f"variants.{arm}.grid.{key}"
     return f"grid.{key}" if key in spec.grid else f"base.{key}"
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def _unusable_folder(path: str) -> Optional[str]:

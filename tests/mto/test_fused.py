@@ -8,7 +8,8 @@ import torch
 
 from mto import ConfigError
 from mto.data import load_data
-from mto.fused import FusedTrainer, fusion_key, run_fused
+from mto.fusable import fusion_key
+from mto.fused import FusedTrainer, run_fused
 from mto.train import Trainer
 from mto.trial import run_trial
 
