@@ -62,10 +62,12 @@ def test_study_logs_one_parent_and_a_nested_run_per_trial_and_survives_failing_t
         assert f"FAILED {name}: {reason}" in proc.stderr
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "driver-killed"])
-def test_interrupted_study_resumes_without_redoing_or_duplicating_trials(tmp_path, sig):
+@pytest.mark.parametrize("sig,fuse", [(signal.SIGINT, 1), (signal.SIGKILL, 1), (signal.SIGINT, 2)],
+                         ids=["ctrl-c", "driver-killed", "ctrl-c-fused"])
+def test_interrupted_study_resumes_without_redoing_or_duplicating_trials(tmp_path, sig, fuse):
     long_epochs = 12
-    path = write_study(tmp_path, max_concurrent=1, variants={
+    seeds = list(range(fuse))  # fused: each unit holds one trial per seed
+    path = write_study(tmp_path, max_concurrent=1, seeds=seeds, resources={"cpu": 1, "fuse": fuse}, variants={
         "short": {"train.epochs": 2},
         "long": {"data.max_train": None, "train.epochs": long_epochs, "eval.every": 4, "eval.affinity_epochs": []},
     })
@@ -97,12 +99,14 @@ def test_interrupted_study_resumes_without_redoing_or_duplicating_trials(tmp_pat
     assert resumed.returncode == 0, resumed.stderr
     parents, children = study_runs(uri)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert sorted(children) == ["long-s0", "short-s0"]
+    assert sorted(children) == sorted(f"{arm}-s{s}" for arm in ("long", "short") for s in seeds)
     assert all(r.info.status == "FINISHED" for r in children.values())
     assert children["short-s0"].info.end_time == short_end  # not run again
-    assert steps(uri, children["long-s0"], "train/loss") == list(range(1, long_epochs + 1))  # each epoch once
-    assert steps(uri, children["long-s0"], "eval/linear_top1") == [0, 4, 8, 12]
-    assert int(children["long-s0"].data.tags["ablation.resumed_from_epoch"]) >= 2  # from its checkpoint
+    for s in seeds:
+        long = children[f"long-s{s}"]
+        assert steps(uri, long, "train/loss") == list(range(1, long_epochs + 1))  # each epoch once
+        assert steps(uri, long, "eval/linear_top1") == [0, 4, 8, 12]
+        assert int(long.data.tags["ablation.resumed_from_epoch"]) >= 2  # from its checkpoint
 
 
 def test_optuna_search_runs_after_the_arms_and_logs_each_sample(tmp_path):
