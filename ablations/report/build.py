@@ -27,7 +27,7 @@ from rich.table import Table
 
 from ablations.contract import (AFFINITY_FOLDER, ARM_METRIC_PREFIX, CENSORED, HETERO_PREFIX, REACHED, REPORT_FOLDER,
                                 SUMMARY, resolve_tracking_uri)
-from ablations.report import plots
+from ablations.report import plots, sqlstore
 from ablations.report.aggregate import GroupRow, TrialSummary, aggregate, shown_rows, summarize, winner
 from ablations.report.budgets import BudgetRow, budget_rows
 from ablations.report.legend import DEFINITIONS, caption
@@ -238,9 +238,11 @@ def _put(path: Path, text: str) -> Path:
 
 
 def _log_summaries(client: MlflowClient, report: Report) -> list:
-    """Queue ``summary/*`` metrics for each trial run (MLflow's asynchronous logging); returns the futures."""
+    """Write ``summary/*`` metrics (and the censored tag) on each trial run and ``arm/*`` metrics on the
+    parent: over a SQLite store in one transaction (``sqlstore.log_batches``), else one asynchronous
+    ``log_batch`` per run (MLflow's asynchronous logging). Returns the futures to wait for."""
     now = int(time.time() * 1000)
-    futures = []
+    batches = []
     for s in report.summaries:
         values = {SUMMARY[k]: getattr(s, k) for k in SUMMARY}
         tags = []
@@ -248,10 +250,14 @@ def _log_summaries(client: MlflowClient, report: Report) -> list:
             values[REACHED] = float(s.epochs_to_target is not None)
             tags = [RunTag(CENSORED, "false" if s.epochs_to_target is not None else "true")]
         metrics = [Metric(k, float(v), now, 0) for k, v in values.items() if v is not None and not np.isnan(v)]
-        futures.append(client.log_batch(s.trial.run_id, metrics=metrics, tags=tags, synchronous=False))
-    futures.append(client.log_batch(report.record.parent_run_id, metrics=arm_metrics(report.rows, now),
-                                    synchronous=False))
-    return futures
+        batches.append((s.trial.run_id, metrics, tags))
+    batches.append((report.record.parent_run_id, arm_metrics(report.rows, now), []))
+    store = sqlstore.sql_store(client)
+    if store is not None and sqlstore.log_batches(store, batches):
+        return []
+    futures = [client.log_batch(run_id, metrics=metrics, tags=tags, synchronous=False)
+               for run_id, metrics, tags in batches]
+    return [f for f in futures if f is not None]  # None: nothing to log on that run
 
 
 def arm_metrics(rows: list[GroupRow], now: int) -> list[Metric]:

@@ -19,7 +19,9 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from ablations.contract import (ARM, DEFAULT_TARGET_METRIC, EPOCHS_PARAM, FAILURE, GRID_PREFIX, REFERENCE_ARM,
                                 REFERENCE_OF_TRIAL, REFERENCE_TRIAL, RESOLVED_TRIALS, ROLE, SEED, STUDY, TARGET_FRACTION,
                                 TARGET_METRIC, TEST_PREFIX, TRIAL, VAL_PREFIX)
+from ablations.report import sqlstore
 from ablations.report.metrics import Curve, as_curve
+from ablations.report.sqlstore import RunRow
 
 
 class ReportError(RuntimeError):
@@ -109,22 +111,21 @@ def load_study(uri: str, *, run_id: Optional[str] = None, experiment: Optional[s
                          metric or tags.get(TARGET_METRIC, DEFAULT_TARGET_METRIC),
                          fraction if fraction is not None else float(tags.get(TARGET_FRACTION, 1.0)),
                          tags.get(REFERENCE_ARM, ""))
-    children = client.search_runs([parent.info.experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent.info.run_id}'",
-                                  max_results=50_000)
+    children = trial_runs(client, parent)
     if not children:
         raise ReportError(f"study run {parent.info.run_id} has no trial runs yet")
-    by_run = histories(client, [r.info.run_id for r in children], record.metric, threads)
+    ids = [r.run_id for r in children]
+    by_run = histories(client, ids, record.metric, threads)
     selection = selection_metric(record.metric)
-    val_by_run = histories(client, [r.info.run_id for r in children], selection, threads) if selection else {}
+    val_by_run = histories(client, ids, selection, threads) if selection else {}
     for run in children:
-        curve = by_run.get(run.info.run_id)
-        t = run.data.tags
+        t = run.tags
         record.trials.append(TrialRecord(
-            run.info.run_id, t.get(TRIAL, run.info.run_name), t.get(ARM, "?"), int(t.get(SEED, 0)),
+            run.run_id, t.get(TRIAL, run.name), t.get(ARM, "?"), int(t.get(SEED, 0)),
             {k[len(GRID_PREFIX):]: v for k, v in t.items() if k.startswith(GRID_PREFIX)},
-            t.get(REFERENCE_TRIAL, ""), t.get(REFERENCE_OF_TRIAL, ""), run.info.status, t.get(FAILURE, ""),
-            int(run.data.params.get(EPOCHS_PARAM, 0)), curve, val_by_run.get(run.info.run_id),
-            sorted(run.data.metrics)))
+            t.get(REFERENCE_TRIAL, ""), t.get(REFERENCE_OF_TRIAL, ""), run.status, t.get(FAILURE, ""),
+            int(run.params.get(EPOCHS_PARAM, 0)), by_run.get(run.run_id), val_by_run.get(run.run_id),
+            run.metric_keys))
     if not any(t.curve is not None for t in record.trials):
         raise ReportError(f"no trial of study run {parent.info.run_id} has the metric {record.metric!r}")
     if record.reference_arm and not any(t.arm == record.reference_arm and t.complete for t in record.trials):
@@ -141,30 +142,43 @@ def selection_metric(metric: str) -> Optional[str]:
     return VAL_PREFIX + metric[len(TEST_PREFIX):] if metric.startswith(TEST_PREFIX) else None
 
 
+def trial_runs(client: MlflowClient, parent: Run) -> list[RunRow]:
+    """The parent's child runs (active ones, in ``search_runs``' order): one query per table over
+    a SQLite store (``sqlstore``), else ``search_runs``."""
+    exp, parent_id = parent.info.experiment_id, parent.info.run_id
+    store = sqlstore.sql_store(client)
+    if store is not None:
+        return sqlstore.child_runs(store, exp, parent_id, (EPOCHS_PARAM,))
+    return [RunRow(r.info.run_id, r.info.run_name or "", r.info.status, r.data.tags,
+                   {k: v for k, v in r.data.params.items() if k == EPOCHS_PARAM}, sorted(r.data.metrics))
+            for r in client.search_runs([exp], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_id}'", max_results=50_000)]
+
+
 def histories(client: MlflowClient, run_ids: list[str], metric: str, threads: int = 8) -> dict[str, Curve]:
     """One metric's (epochs, values) for many runs; runs that never logged it are absent.
 
-    Uses the tracking store's bulk query when it has one (the SQL stores do: one query instead of
-    one per run, which is what keeps a 1,000-run report fast); otherwise ``get_metric_history``
-    per run, in a thread pool. Both return the same points (a test checks it).
+    Over a SQLite store, one query per 500 runs (``sqlstore.metric_points``); over another SQL
+    database, the store's bulk query; otherwise (a server) ``get_metric_history`` per run, in a
+    thread pool. All return the same points (tests check it).
     """
-    store = getattr(getattr(client, "_tracking_client", None), "store", None)
-    bulk = getattr(store, "get_metric_history_bulk", None)
-    points: dict[str, list] = {}
-    if bulk is not None:
+    store = sqlstore.sql_store(client)
+    bulk = getattr(getattr(getattr(client, "_tracking_client", None), "store", None), "get_metric_history_bulk", None)
+    if store is not None:
+        points = sqlstore.metric_points(store, run_ids, metric)
+    elif bulk is not None:  # another SQL database: MLflow's own bulk query
+        points = {}
         for i in range(0, len(run_ids), 500):
             for m in bulk(run_ids[i:i + 500], metric, max_results=10**9):
-                points.setdefault(m.run_id, []).append(m)
+                points.setdefault(m.run_id, []).append((m.step, m.value))
     else:
         with ThreadPoolExecutor(threads) as pool:
-            for run_id, hist in zip(run_ids, pool.map(lambda r: client.get_metric_history(r, metric), run_ids)):
-                if hist:
-                    points[run_id] = hist
+            hists = pool.map(lambda r: client.get_metric_history(r, metric), run_ids)
+            points = {run_id: [(m.step, m.value) for m in hist] for run_id, hist in zip(run_ids, hists) if hist}
     return {run_id: _curve(p) for run_id, p in points.items()}
 
 
-def _curve(points: list) -> Curve:
-    by_step = {m.step: m.value for m in points}  # a re-logged step keeps its last value
+def _curve(points: list[tuple[int, float]]) -> Curve:
+    by_step = dict(points)  # a re-logged step keeps its last value
     steps = sorted(by_step)
     return as_curve(steps, [by_step[s] for s in steps])
 

@@ -71,3 +71,34 @@ def test_study_runs_are_served_over_the_rest_api(tmp_path, mlflow_server):
         assert sorted(m["step"] for m in hist) == [0, 1, 2, 3] and all(0 <= m["value"] <= 1 for m in hist)
         files = _api(mlflow_server, f"/api/2.0/mlflow/artifacts/list?run_id={run['info']['run_id']}&path=affinity")
         assert [f["path"] for f in files["files"]] == ["affinity/affinity_e0003.npz"]
+
+
+def test_report_over_the_rest_api_reads_and_writes_what_the_sqlite_fast_paths_do(tmp_path, mlflow_server):
+    """Over a server the report takes the generic paths (search_runs, get_metric_history per run in a
+    thread pool, log_batch per run); read straight from the server's SQLite file it takes the fast
+    ones. Same trials, same histories; the summary metrics land on every run."""
+    from mlflow import MlflowClient
+
+    from ablations.report import build_report
+    from ablations.report.reader import load_study
+
+    from .test_report import known_study
+
+    parent = known_study(mlflow_server)
+    over_http = load_study(mlflow_server, run_id=parent)
+    direct = load_study(f"sqlite:///{tmp_path}/server.db", run_id=parent)
+    assert [t.name for t in over_http.trials] == [t.name for t in direct.trials] and len(direct.trials) == 7
+    for a, b in zip(over_http.trials, direct.trials):
+        assert (a.run_id, a.arm, a.seed, a.grid, a.reference, a.status, a.epochs, a.metric_keys) == \
+               (b.run_id, b.arm, b.seed, b.grid, b.reference, b.status, b.epochs, b.metric_keys)
+        assert a.curve[0].tolist() == b.curve[0].tolist() and a.curve[1].tolist() == b.curve[1].tolist()
+
+    report = build_report(mlflow_server, parent_run_id=parent, out=tmp_path / "rep")
+    client = MlflowClient(mlflow_server)
+    for s in report.summaries:
+        run = client.get_run(s.trial.run_id).data
+        assert run.metrics["summary/final"] == s.final and run.metrics["summary/auc"] == s.auc
+        assert run.tags["ablation.censored"] == ("false" if s.epochs_to_target is not None else "true")
+    assert any(k.startswith("arm/fast/") for k in client.get_run(parent).data.metrics)
+    files = {f.path for f in client.list_artifacts(parent, "report")}
+    assert {"report/ablation.md", "report/trials.csv", "report/learning_curves.png"} <= files

@@ -22,9 +22,8 @@ CURVES = {
 EPOCHS = [2, 4, 6, 8]
 
 
-@pytest.fixture
-def store(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def known_study(uri: str) -> str:
+    """The study of ``CURVES`` (and one failed trial) in the store at ``uri``; returns its parent run id."""
     tracker = StudyTracker(uri, "known")
     tracker.start_study("known", "curves with known answers", {"resolved_trials.json": "{}"},
                         {TARGET_METRIC: "eval/linear_top1", TARGET_FRACTION: "1.0", REFERENCE_ARM: "base"})
@@ -40,7 +39,13 @@ def store(tmp_path):
     tracker.log_epoch(broken, 2, {"eval/linear_top1": 0.1})
     tracker.end_trial(broken, "FAILED", "NonFiniteLossError: non-finite training loss at epoch 3")
     tracker.end_study("FAILED")
-    return uri, tracker.parent_id
+    return tracker.parent_id
+
+
+@pytest.fixture
+def store(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    return uri, known_study(uri)
 
 
 def test_known_curves_give_known_numbers(store, tmp_path):
