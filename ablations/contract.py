@@ -38,6 +38,7 @@ REFERENCE_TRIAL = "ablation.reference_trial"  # the trial a trial is compared wi
 REFERENCE_OF_TRIAL = "ablation.reference_arm_of_trial"  # that trial's arm (pairs by tags when it is missing)
 FAILURE = "ablation.failure"  # why a FAILED trial failed: "<ExceptionType>: <message>"
 RESUMED = "ablation.resumed_from_epoch"  # set on a trial restarted from a checkpoint
+FUSED_UNIT = "ablation.fused_unit"  # set on a trial trained in a fused unit (resources.fuse): the unit's name
 # on the parent run: what the report compares
 TARGET_METRIC = "ablation.target.metric"
 TARGET_FRACTION = "ablation.target.fraction"

@@ -27,8 +27,9 @@ from torch.func import functional_call, vmap
 from mto.config import TrialConfig
 from mto.data import ImageData, load_data
 from mto.fusable import check_fusable
-from mto.train import LossSums, NonFiniteLossError, Trainer, epoch_metrics
+from mto.train import LossSums, NonFiniteLossError, Trainer, compiles, epoch_metrics
 from mto.trial import EpochReport, TrialResult, epoch_report, start_report
+
 
 @dataclass
 class Member:
@@ -39,8 +40,8 @@ class Member:
 
 
 class FusedTrainer:
-    """K trials of one fusion key as one stacked model. ``members`` keep their order; ``alive`` shrinks
-    when a member fails.
+    """K trials of one fusion key as one stacked model. ``trainers`` keep the configs' order; ``alive``
+    (indices into it) shrinks when a member fails, and ``members`` holds the alive ones.
 
     Raises:
         ConfigError: the configs cannot be fused (``check_fusable``).
@@ -59,7 +60,7 @@ class FusedTrainer:
         self.alive = list(range(len(configs)))
         cfg = configs[0]
         self.autocast = self.trainers[0].autocast
-        self.compiled = cfg.train.compile is True or (cfg.train.compile == "auto" and self.trainers[0].device.type == "cuda")
+        self.compiled = compiles(cfg, self.trainers[0].device)
         self._losses = torch.compile(self._stacked_losses) if self.compiled else self._stacked_losses
         self._stack()
 

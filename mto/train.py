@@ -85,6 +85,11 @@ def resolve_device(cfg: TrialConfig) -> torch.device:
     return torch.device("cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu")
 
 
+def compiles(cfg: TrialConfig, device: torch.device) -> bool:
+    """``train.compile``: true, false, or auto (on CUDA only)."""
+    return cfg.train.compile is True or (cfg.train.compile == "auto" and device.type == "cuda")
+
+
 def _autocast(device: torch.device, precision: str):
     bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
     return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
@@ -109,8 +114,7 @@ class Trainer:
         self.data = data.to(self.device)
         torch.manual_seed(cfg.train.seed)  # weights are initialised on the CPU: same start on any device
         self.model: MaskedImageModel = build_model(cfg, data.in_chans).to(self.device)
-        compiled = cfg.train.compile is True or (cfg.train.compile == "auto" and self.device.type == "cuda")
-        self.step_model = torch.compile(self.model) if compiled else self.model
+        self.step_model = torch.compile(self.model) if compiles(cfg, self.device) else self.model
         # weight decay on weight matrices only; momentum encoders and fixed embeddings left out
         self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.train.weight_decay), lr=0.0, betas=(0.9, 0.95),
                                            fused=self.device.type == "cuda")  # one kernel for all parameters

@@ -15,7 +15,7 @@ from typing import Any
 
 from ray import tune
 
-from ablations.contract import (AFFINITY_FILE, EPOCH, MEMBER_FAILURES, MEMBERS, RESUMED, RESUMED_FROM,
+from ablations.contract import (AFFINITY_FILE, EPOCH, FUSED_UNIT, MEMBER_FAILURES, MEMBERS, RESUMED, RESUMED_FROM,
                                 is_logged_metric)
 from ablations.run.progress import TrialBoard
 from ablations.run.tracking import StudyTracker
@@ -66,6 +66,9 @@ class DriverSession:
             unit = self.units.get(trial.config.get("trial", ""))
             specs = unit if unit and len(unit) > 1 else [self.study.resolve(trial.config, trial.trial_id)]
             self.runs[trial.trial_id] = {spec.name: self.tracker.trial_run(spec) for spec in specs}
+            if len(specs) > 1:
+                for run_id in self.runs[trial.trial_id].values():
+                    self.tracker.set_tag(run_id, FUSED_UNIT, trial.config["trial"])
         return self.runs[trial.trial_id]
 
     def on_start(self, trial: Any) -> None:

@@ -34,6 +34,7 @@ def test_fused_units_log_one_run_per_member_and_a_diverging_member_fails_alone(t
             assert f"FAILED {name}: NonFiniteLossError" in proc.stderr
             continue
         assert run.info.status == "FINISHED", name
+        assert run.data.tags["ablation.fused_unit"] == next(u for u, members in units.items() if name in members)
         assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
         assert steps(uri, run, "train/loss") == [1, 2, 3] and steps(uri, run, "eval/linear_top1") == [0, 1, 2, 3]
         fused = {"simmim": [2.0] * 3, "mto": [3.0] * 3, "strong-s0": [3.0] * 3,

@@ -77,12 +77,14 @@ def test_report_and_run_meet_only_through_the_contract():
     assert "ablations.contract" in g["ablations.run.tracking"] and "ablations.contract" in g["ablations.report.reader"]
 
 
-def test_the_study_stage_knows_nothing_of_ray_mlflow_or_the_report():
+def test_the_study_stage_knows_nothing_of_ray_mlflow_torch_or_the_report():
     mods = sources()
+    heavy = {"ray", "mlflow", "optuna", "torch"}  # a study is checked in a fraction of a second
     for m, p in mods.items():
         if m.startswith("ablations.study"):
             top = {i.split(".")[0] for i in imports(p, set(mods))}
-            assert not top & {"ray", "mlflow", "optuna"}, f"{m} imports {top & {'ray', 'mlflow', 'optuna'}}"
+            assert not top & heavy, f"{m} imports {top & heavy}"
+            assert "mto.fused" not in imports(p, set(mods)), f"{m} imports mto.fused (torch): use mto.fusable"
             assert not [i for i in imports(p, set(mods)) if i.startswith(("ablations.run", "ablations.report"))]
 
 
