@@ -46,6 +46,8 @@ REFERENCE_ARM = "ablation.reference"
 
 # ---- params and metrics -------------------------------------------------------------------------
 EPOCHS_PARAM = "train.epochs"  # the planned epochs of a trial (its config is logged by dot path)
+DATA_PARAM = "data.name"  # the data set; "synthetic" = random images (throughput runs): accuracies meaningless
+SYNTHETIC_DATA = "synthetic"
 TEST_PREFIX, VAL_PREFIX = "eval/", "val/"  # probes scored on the test split / the validation split
 DEFAULT_TARGET_METRIC = "eval/linear_top1"  # what tables report: mto's linear probe on the test split
 DEFAULT_SEARCH_METRIC = "val/linear_top1"  # what Optuna and ASHA select on: the same probe on validation

@@ -26,7 +26,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ablations.contract import (AFFINITY_FOLDER, ARM_METRIC_PREFIX, CENSORED, HETERO_PREFIX, REACHED, REPORT_FOLDER,
-                                SUMMARY, resolve_tracking_uri)
+                                SUMMARY, SYNTHETIC_DATA, resolve_tracking_uri)
 from ablations.report import plots, sqlstore
 from ablations.report.aggregate import GroupRow, TrialSummary, aggregate, shown_rows, summarize, winner
 from ablations.report.budgets import BudgetRow, budget_rows
@@ -54,6 +54,9 @@ class Report:
     def notes(self) -> list[str]:
         """What the reader must know before reading the numbers."""
         out = []
+        if any(t.data == SYNTHETIC_DATA for t in self.record.trials):
+            out.append("data.name is synthetic (random images, for throughput): every accuracy here and every "
+                       "comparison built on one is meaningless.")
         seeds = min((r.n for r in self.rows), default=0)
         if seeds < MIN_SEEDS_FOR_INTERVAL:
             out.append(f"Only {seeds} seed(s) per row: intervals over fewer than {MIN_SEEDS_FOR_INTERVAL} seeds are "

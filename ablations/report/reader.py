@@ -16,9 +16,9 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from ablations.contract import (ARM, DEFAULT_TARGET_METRIC, EPOCHS_PARAM, FAILURE, GRID_PREFIX, REFERENCE_ARM,
-                                REFERENCE_OF_TRIAL, REFERENCE_TRIAL, RESOLVED_TRIALS, ROLE, SEED, STUDY, TARGET_FRACTION,
-                                TARGET_METRIC, TEST_PREFIX, TRIAL, VAL_PREFIX)
+from ablations.contract import (ARM, DATA_PARAM, DEFAULT_TARGET_METRIC, EPOCHS_PARAM, FAILURE, GRID_PREFIX,
+                                REFERENCE_ARM, REFERENCE_OF_TRIAL, REFERENCE_TRIAL, RESOLVED_TRIALS, ROLE, SEED, STUDY,
+                                TARGET_FRACTION, TARGET_METRIC, TEST_PREFIX, TRIAL, VAL_PREFIX)
 from ablations.report import sqlstore
 from ablations.report.metrics import Curve, as_curve
 from ablations.report.sqlstore import RunRow
@@ -43,6 +43,7 @@ class TrialRecord:
     curve: Optional[Curve] = None  # the target metric (test split) over evaluated epochs
     val_curve: Optional[Curve] = None  # its validation-split counterpart: what selection reads
     metric_keys: list[str] = field(default_factory=list)  # every metric the run logged
+    data: str = ""  # the data set (``data.name``)
 
     @property
     def complete(self) -> bool:
@@ -125,7 +126,7 @@ def load_study(uri: str, *, run_id: Optional[str] = None, experiment: Optional[s
             {k[len(GRID_PREFIX):]: v for k, v in t.items() if k.startswith(GRID_PREFIX)},
             t.get(REFERENCE_TRIAL, ""), t.get(REFERENCE_OF_TRIAL, ""), run.status, t.get(FAILURE, ""),
             int(run.params.get(EPOCHS_PARAM, 0)), by_run.get(run.run_id), val_by_run.get(run.run_id),
-            run.metric_keys))
+            run.metric_keys, run.params.get(DATA_PARAM, "")))
     if not any(t.curve is not None for t in record.trials):
         raise ReportError(f"no trial of study run {parent.info.run_id} has the metric {record.metric!r}")
     if record.reference_arm and not any(t.arm == record.reference_arm and t.complete for t in record.trials):
@@ -142,15 +143,18 @@ def selection_metric(metric: str) -> Optional[str]:
     return VAL_PREFIX + metric[len(TEST_PREFIX):] if metric.startswith(TEST_PREFIX) else None
 
 
+PARAMS = (EPOCHS_PARAM, DATA_PARAM)  # the config values the report reads back
+
+
 def trial_runs(client: MlflowClient, parent: Run) -> list[RunRow]:
     """The parent's child runs (active ones, in ``search_runs``' order): one query per table over
     a SQLite store (``sqlstore``), else ``search_runs``."""
     exp, parent_id = parent.info.experiment_id, parent.info.run_id
     store = sqlstore.sql_store(client)
     if store is not None:
-        return sqlstore.child_runs(store, exp, parent_id, (EPOCHS_PARAM,))
+        return sqlstore.child_runs(store, exp, parent_id, PARAMS)
     return [RunRow(r.info.run_id, r.info.run_name or "", r.info.status, r.data.tags,
-                   {k: v for k, v in r.data.params.items() if k == EPOCHS_PARAM}, sorted(r.data.metrics))
+                   {k: v for k, v in r.data.params.items() if k in PARAMS}, sorted(r.data.metrics))
             for r in client.search_runs([exp], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_id}'", max_results=50_000)]
 
 

@@ -11,7 +11,7 @@ from ablations.report.cli import main
 from ablations.study import TrialSpec
 from ablations.contract import REFERENCE_ARM, TARGET_FRACTION, TARGET_METRIC
 from ablations.run.tracking import StudyTracker
-from mto.config import TrialConfig
+from mto.config import DataConfig, TrialConfig
 
 # arm -> seed -> linear-probe curve at epochs 2, 4, 6, 8
 CURVES = {
@@ -22,12 +22,12 @@ CURVES = {
 EPOCHS = [2, 4, 6, 8]
 
 
-def known_study(uri: str) -> str:
+def known_study(uri: str, data: str = "digits") -> str:
     """The study of ``CURVES`` (and one failed trial) in the store at ``uri``; returns its parent run id."""
     tracker = StudyTracker(uri, "known")
     tracker.start_study("known", "curves with known answers", {"resolved_trials.json": "{}"},
                         {TARGET_METRIC: "eval/linear_top1", TARGET_FRACTION: "1.0", REFERENCE_ARM: "base"})
-    cfg = TrialConfig()
+    cfg = TrialConfig(data=DataConfig(name=data))
     cfg.train.epochs = 8
     for arm, seeds in CURVES.items():
         for seed, values in seeds.items():
@@ -46,6 +46,17 @@ def known_study(uri: str) -> str:
 def store(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     return uri, known_study(uri)
+
+
+def test_a_study_on_synthetic_images_is_reported_as_meaningless(store, tmp_path):
+    uri, parent = store
+    warning = "data.name is synthetic (random images, for throughput)"
+    assert not any(warning in n for n in build_report(uri, parent_run_id=parent, out=tmp_path / "real").notes)
+    uri = f"sqlite:///{tmp_path}/synthetic.db"
+    report = build_report(uri, parent_run_id=known_study(uri, data="synthetic"), out=tmp_path / "synthetic")
+    assert report.notes[0].startswith(warning)
+    assert warning in (tmp_path / "synthetic" / "ablation.md").read_text()
+    assert warning in (tmp_path / "synthetic" / "report.html").read_text()
 
 
 def test_known_curves_give_known_numbers(store, tmp_path):
