@@ -27,8 +27,9 @@ def _shared(cfg: TrialConfig) -> dict[str, Any]:
 
 
 def fusion_key(cfg: TrialConfig) -> Optional[str]:
-    """Trials with equal keys can be fused; None: this trial runs alone (its method is not fusable)."""
-    if cfg.mim.method not in FUSABLE_METHODS:
+    """Trials with equal keys can be fused; None: this trial runs alone (its method is not fusable, or
+    drop-path draws random numbers inside the forward, which one vmapped forward cannot do per trial)."""
+    if cfg.mim.method not in FUSABLE_METHODS or cfg.model.drop_path > 0:
         return None
     return json.dumps(_shared(cfg), sort_keys=True, default=str)
 
@@ -37,6 +38,8 @@ def check_fusable(configs: list[TrialConfig]) -> None:
     """Raise ConfigError naming the first setting that keeps ``configs`` from being fused."""
     if configs[0].mim.method not in FUSABLE_METHODS:
         raise ConfigError("mim.method", configs[0].mim.method, f"one of {', '.join(FUSABLE_METHODS)} to fuse trials")
+    if configs[0].model.drop_path > 0:
+        raise ConfigError("model.drop_path", configs[0].model.drop_path, "0 to fuse trials (no randomness in the forward)")
     first = _shared(configs[0])
     for cfg in configs[1:]:
         for path, value in _shared(cfg).items():

@@ -27,7 +27,7 @@ from torch.func import functional_call, vmap
 from mto.config import TrialConfig
 from mto.data import ImageData, load_data
 from mto.fusable import check_fusable
-from mto.train import LossSums, NonFiniteLossError, Trainer, compiles, epoch_metrics
+from mto.train import LossSums, NonFiniteLossError, Trainer, compiles, epoch_metrics, resolve_device
 from mto.trial import EpochReport, TrialResult, epoch_report, start_report
 
 
@@ -50,7 +50,7 @@ class FusedTrainer:
     def __init__(self, configs: list[TrialConfig], data: Optional[ImageData] = None,
                  resumes: Optional[list[Optional[dict[str, Any]]]] = None):
         check_fusable(configs)
-        data = data or load_data(configs[0].data)
+        data = (data or load_data(configs[0].data)).to(resolve_device(configs[0]))  # one copy on the device for all
         self.trainers = [Trainer(c, data) for c in configs]
         for t, state in zip(self.trainers, resumes or [None] * len(configs)):
             if state is not None:
@@ -105,7 +105,8 @@ class FusedTrainer:
             out["loss"].sum().backward()  # trials are independent: each slice gets its own trial's gradient
         for k, member in enumerate(self.members):
             for p, name in member.params:
-                p.grad = self.params[name].grad[k]
+                grad = self.params[name].grad
+                p.grad = None if grad is None else grad[k]  # None: this parameter took no part in the loss
             member.trainer.apply_gradients()
         for stacked in self.params.values():
             stacked.grad = None
@@ -135,6 +136,10 @@ class FusedTrainer:
         failed = [i for i, r in out.items() if isinstance(r, Exception)]
         if failed:
             self.alive = [i for i in self.alive if i not in failed]
+            for i in failed:  # let go of its optimiser state and of its views into the old stack
+                self.trainers[i].optimizer.state.clear()
+                for t in (*self.trainers[i].model.parameters(), *self.trainers[i].model.buffers()):
+                    t.data = t.data.new_empty(0)
             if self.alive:
                 self._stack()
         return out
@@ -149,6 +154,8 @@ def run_fused(configs: list[TrialConfig], report: Optional[GroupReport] = None, 
     """Train ``configs`` as one fused group; ``report(reports, failures)`` once per epoch (0 included),
     with each alive member's ``EpochReport`` and ``"<Error>: <reason>"`` of each member that failed in
     that epoch (keys: indices into ``configs``). Returns each member's result (None where it failed).
+    An epoch in which a member failed carries every survivor's checkpoint, whatever ``train.checkpoint_every``
+    says, so that a restart never trains a failed member again.
     """
     fused = FusedTrainer(configs, data, resumes)
     if fused.epoch == 0:
@@ -159,14 +166,14 @@ def run_fused(configs: list[TrialConfig], report: Optional[GroupReport] = None, 
     affinity: dict[int, dict[int, Any]] = {i: {} for i in range(len(configs))}
     while fused.alive and fused.epoch < configs[0].train.epochs:
         results = fused.train_epoch()
-        reports, failures = {}, {}
+        failures = {i: f"{type(r).__name__}: {r}" for i, r in results.items() if isinstance(r, Exception)}
+        failed |= set(failures)
+        reports = {}
         for i, r in results.items():
-            if isinstance(r, Exception):
-                failures[i] = f"{type(r).__name__}: {r}"
-                failed.add(i)
+            if i in failures:
                 continue
             fused.trainers[i].epoch += 1
-            reports[i] = epoch_report(fused.trainers[i], r)
+            reports[i] = epoch_report(fused.trainers[i], r, checkpoint=bool(failures))
             if "affinity" in reports[i].arrays:
                 affinity[i][reports[i].epoch] = reports[i].arrays["affinity"]
         if report is not None:

@@ -64,16 +64,16 @@ def start_report(trainer: Trainer) -> EpochReport:
     return EpochReport(0, trainer.cfg.train.epochs, metrics)
 
 
-def epoch_report(trainer: Trainer, metrics: dict[str, float]) -> EpochReport:
+def epoch_report(trainer: Trainer, metrics: dict[str, float], checkpoint: bool = False) -> EpochReport:
     """After a trained epoch (``trainer.epoch`` already advanced): heterogeneity, probes when due, a
-    checkpoint when due."""
+    checkpoint when due (or when ``checkpoint``)."""
     cfg, e = trainer.cfg, trainer.epoch
     profile, arrays = trainer.layer_profile(with_affinity=e in cfg.eval.affinity_epochs)
     metrics = {**metrics, **profile}
     if e % cfg.eval.every == 0 or e == cfg.train.epochs:
         metrics.update(trainer.probe())
     trainer.history.append({"epoch": float(e), **metrics})
-    due = e % cfg.train.checkpoint_every == 0 or e == cfg.train.epochs
+    due = checkpoint or e % cfg.train.checkpoint_every == 0 or e == cfg.train.epochs
     return EpochReport(e, cfg.train.epochs, metrics, arrays, trainer.state_dict() if due else None)
 
 

@@ -78,7 +78,7 @@ class DriverSession:
     def on_result(self, trial: Any, result: dict) -> None:
         runs = self.runs_of(trial)
         epoch = int(result[EPOCH])
-        members = result.get(MEMBERS) or {next(iter(runs)): result}
+        members = result[MEMBERS] if MEMBERS in result else {next(iter(runs)): result}
         for name, payload in members.items():
             self._log(name, runs[name], epoch, payload)
         for name, reason in (result.get(MEMBER_FAILURES) or {}).items():
@@ -103,9 +103,13 @@ class DriverSession:
             self.failed[name] = reason
 
     def on_complete(self, trial: Any) -> None:
-        for name, run_id in self.runs_of(trial).items():
+        runs = self.runs_of(trial)
+        for name, run_id in runs.items():
             self._end(name, run_id, "FINISHED")
-        self.board.finish(trial.trial_id, "done")
+        if all(name in self.failed for name in runs):  # a fused unit whose every member failed
+            self.board.finish(trial.trial_id, "FAILED", self.failed[next(iter(runs))])
+        else:
+            self.board.finish(trial.trial_id, "done")
 
     def on_error(self, trial: Any) -> None:
         reason = failure_reason(trial)

@@ -60,14 +60,17 @@ def _ray_environment() -> None:
         os.environ.setdefault(key, value)
 
 
-def compile_cache(study: Study) -> Path:
+def compile_cache(study: Study) -> dict[str, str]:
     """``torch.compile``'s caches (Inductor's FX graphs, AOTAutograd) shared by every trial of the study and
-    kept across its invocations: a model shape compiled once is loaded, not compiled, by the trials after it."""
+    kept across its invocations: a model shape compiled once is loaded, not compiled, by the trials after it.
+    Set here for the local workers; returned for the workers of a cluster joined with ``--address``
+    (which needs ``storage`` on a shared file system anyway)."""
     folder = Path(study.spec.storage).resolve() / study.name / "compile-cache"
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)  # read by the Ray workers this driver starts
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
     os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
     os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
-    return folder
+    return {k: os.environ[k] for k in ("TORCHINDUCTOR_CACHE_DIR", "TORCHINDUCTOR_FX_GRAPH_CACHE",
+                                       "TORCHINDUCTOR_AUTOGRAD_CACHE")}
 
 
 def invocation_folder(study: Study, resume: bool) -> Path:
@@ -84,7 +87,9 @@ def invocation_folder(study: Study, resume: bool) -> Path:
     return folder
 
 
-def _init_ray(address: Optional[str]) -> None:
+def _init_ray(address: Optional[str], env: dict[str, str]) -> None:
+    """Start a local Ray cluster (its workers inherit this process's environment), or join ``address``
+    with ``env`` set in the workers of this job."""
     import ray
 
     # Trial failures are reported by this suite (console summary, MLflow tag); Ray's own
@@ -95,7 +100,10 @@ def _init_ray(address: Optional[str]) -> None:
         return
     kwargs: dict[str, Any] = dict(include_dashboard=False, configure_logging=True, logging_level="ERROR",
                                   log_to_driver=False)
-    ray.init(address=address, **kwargs) if address else ray.init(**kwargs)
+    if address:
+        ray.init(address=address, runtime_env={"env_vars": env}, **kwargs)
+    else:
+        ray.init(**kwargs)
 
 
 def _check_gpus(study: Study) -> None:
@@ -205,12 +213,12 @@ def run_study(study: Study, *, resume: bool = False, tracking_uri: Optional[str]
     uri = resolve_tracking_uri(tracking_uri or state.get("tracking_uri") or study.spec.tracking.uri)
     check_tracking(uri)
     _ray_environment()
-    compile_cache(study)
+    compile_env = compile_cache(study)
     if address is None:
         stale = stop_stale_ray(study.spec.storage, study.name)
         if stale:
             print(f"stopped {len(stale)} Ray processes left behind by a killed driver of this study", file=sys.stderr)
-    _init_ray(address)
+    _init_ray(address, compile_env)
     _check_gpus(study)
 
     tracker = StudyTracker(uri, study.spec.tracking.experiment or study.name)

@@ -91,7 +91,9 @@ def _fused_function(unit: list[TrialSpec], study: Study, threads: int) -> None:
     state = _restore() or {"members": {}, "failed": {}}
     failed: dict[str, str] = dict(state["failed"])
     live = [t for t in unit if t.name not in failed]
+    restored = dict(failed)  # failed before a restart: said again, so the driver ends those runs as FAILED
     if not live:
+        _report({EPOCH: 0, MEMBERS: {}, MEMBER_FAILURES: restored}, None)
         return
     resumes = [state["members"].get(t.name) for t in live]
     trial_dir = tune.get_context().get_trial_dir()
@@ -105,8 +107,9 @@ def _fused_function(unit: list[TrialSpec], study: Study, threads: int) -> None:
         members = {live[i].name: payloads[i](r) for i, r in reports.items()}
         due = {live[i].name: r.checkpoint for i, r in reports.items() if r.checkpoint is not None}
         checkpoint = {"members": due, "failed": dict(failed)} if due else None
-        _report({EPOCH: epoch, MEMBERS: members, MEMBER_FAILURES: {live[i].name: f for i, f in failures.items()}},
-                checkpoint)
+        said = {live[i].name: f for i, f in failures.items()}
+        _report({EPOCH: epoch, MEMBERS: members, MEMBER_FAILURES: {**restored, **said}}, checkpoint)
+        restored.clear()
 
     run_fused([_with_threads(t.config, threads) for t in live], report,
               resumes=resumes if any(resumes) else None)

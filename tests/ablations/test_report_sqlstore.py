@@ -46,7 +46,7 @@ def test_child_runs_and_histories_equal_search_runs_and_get_metric_history(store
     fast_hist = {k: reader.histories(client, ids, k) for k in ("eval/linear_top1", "hetero/l01", "val/none")}
     _generic(monkeypatch)
     assert reader.trial_runs(client, parent) == fast and len(fast) == 7  # same rows, same order
-    assert fast[0].params == {"train.epochs": "8"} and "ablation.arm" in fast[0].tags and fast[0].metric_keys
+    assert fast[0].params == {"train.epochs": "8", "data.name": "digits"} and "ablation.arm" in fast[0].tags and fast[0].metric_keys
     for key, got in fast_hist.items():
         want = {}
         for r in ids:  # get_metric_history per run: the generic path's own call

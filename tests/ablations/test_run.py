@@ -62,15 +62,18 @@ def test_study_logs_one_parent_and_a_nested_run_per_trial_and_survives_failing_t
         assert f"FAILED {name}: {reason}" in proc.stderr
 
 
-@pytest.mark.parametrize("sig,fuse", [(signal.SIGINT, 1), (signal.SIGKILL, 1), (signal.SIGINT, 2)],
+@pytest.mark.parametrize("sig,fuse", [(signal.SIGINT, 1), (signal.SIGKILL, 1), (signal.SIGINT, 3)],
                          ids=["ctrl-c", "driver-killed", "ctrl-c-fused"])
 def test_interrupted_study_resumes_without_redoing_or_duplicating_trials(tmp_path, sig, fuse):
     long_epochs = 12
-    seeds = list(range(fuse))  # fused: each unit holds one trial per seed
+    fused = fuse > 1
+    seeds = [0, 1] if fused else [0]
+    long = {"data.max_train": None, "train.epochs": long_epochs, "eval.every": 4, "eval.affinity_epochs": []}
+    # fused: units short-s0+1, long-s0+2 (long-s0, long-s1 and diverges-s0, which fails in epoch 1, before
+    # the interrupt) and diverges-s1 alone
+    diverges = {"diverges": {**long, "train.base_lr": 1.0e30}} if fused else {}
     path = write_study(tmp_path, max_concurrent=1, seeds=seeds, resources={"cpu": 1, "fuse": fuse}, variants={
-        "short": {"train.epochs": 2},
-        "long": {"data.max_train": None, "train.epochs": long_epochs, "eval.every": 4, "eval.affinity_epochs": []},
-    })
+        "short": {"train.epochs": 2}, "long": long, **diverges})
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     driver = subprocess.Popen([sys.executable, "-m", "ablations.run", str(path), "--no-report"], cwd=tmp_path, env=env,
@@ -96,11 +99,19 @@ def test_interrupted_study_resumes_without_redoing_or_duplicating_trials(tmp_pat
         assert parents[0].info.status == "KILLED" and children["long-s0"].info.status == "KILLED"
 
     resumed = run_cli(str(path), "--resume", "--no-report", cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.returncode == (1 if fused else 0), resumed.stderr
     parents, children = study_runs(uri)
-    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert sorted(children) == sorted(f"{arm}-s{s}" for arm in ("long", "short") for s in seeds)
-    assert all(r.info.status == "FINISHED" for r in children.values())
+    assert len(parents) == 1 and parents[0].info.status == ("FAILED" if fused else "FINISHED")
+    assert sorted(children) == sorted(f"{arm}-s{s}" for arm in ("long", "short", *diverges) for s in seeds)
+    for name, run in children.items():
+        if name.startswith("diverges"):  # failed before the interrupt: still FAILED, with its reason, after it
+            assert run.info.status == "FAILED", name
+            assert run.data.tags["ablation.failure"].startswith("NonFiniteLossError"), name
+            assert steps(uri, run, "train/loss") == [], name
+        else:
+            assert run.info.status == "FINISHED", name
+        if fused and not name.endswith("diverges-s1"):
+            assert run.data.tags["ablation.fused_unit"] == {"s": "short-s0+1"}.get(name[0], "long-s0+2"), name
     assert children["short-s0"].info.end_time == short_end  # not run again
     for s in seeds:
         long = children[f"long-s{s}"]

@@ -21,7 +21,7 @@ def _with(cfg, **sections):
 def _members(tiny_config, method="simmim"):
     """Three trials that differ in what a stacked model carries per trial: seed, learning rate, lambdas."""
     base = _with(tiny_config, mim={"method": method}, train={"epochs": 2}, mto={"lambda_e": 0.1, "lambda_r": 0.1})
-    return [base, _with(base, train={"seed": 1, "base_lr": 1e-3}),
+    return [base, _with(base, train={"seed": 1, "base_lr": 1e-3, "min_lr": 1e-4, "weight_decay": 0.1}),
             _with(base, train={"seed": 2, "grad_clip": 1.0}, mto={"lambda_e": 0.3, "lambda_r": 0.05})]
 
 
@@ -72,17 +72,20 @@ def test_one_fused_step_gives_each_trial_its_own_gradient(tiny_config):
 
 
 def test_a_nan_member_leaves_the_group_and_the_others_go_on(tiny_config):
-    configs = _members(tiny_config)
-    configs[1] = _with(configs[1], train={"base_lr": 1e30})
+    configs = [_with(c, train={"checkpoint_every": 2}) for c in _members(tiny_config)]
+    configs[0] = _with(configs[0], train={"base_lr": 1e30})  # the first member: the stack's base model changes
     data = load_data(configs[0].data)
     seen = []
-    results = run_fused(configs, lambda reports, failures: seen.append((sorted(reports), failures)), data=data)
-    assert seen[0] == ([0, 1, 2], {})
-    assert seen[1][0] == [0, 2] and seen[1][1][1].startswith("NonFiniteLossError: non-finite training loss at epoch 1")
-    assert seen[2] == ([0, 2], {})
-    assert results[1] is None
-    solo = run_trial(configs[2], data=data).history
-    assert results[2].history[-1]["train/loss"] == pytest.approx(solo[-1]["train/loss"], rel=1e-4)
+    results = run_fused(configs, lambda reports, failures: seen.append((reports, failures)), data=data)
+    assert [(sorted(r), sorted(f)) for r, f in seen] == [([0, 1, 2], []), ([1, 2], [0]), ([1, 2], [])]
+    assert seen[1][1][0].startswith("NonFiniteLossError: non-finite training loss at epoch 1")
+    # the failure forces the survivors' checkpoints at epoch 1, although checkpoint_every is 2
+    assert all(r.checkpoint is not None and r.checkpoint["epoch"] == 1 for r in seen[1][0].values())
+    assert results[0] is None
+    for i in (1, 2):
+        solo = run_trial(configs[i], data=data).history
+        loss = lambda history: [h["train/loss"] for h in history if "train/loss" in h]  # noqa: E731
+        assert len(loss(solo)) == 2 and loss(results[i].history) == pytest.approx(loss(solo), rel=1e-4)
 
 
 def test_resumed_fused_group_continues_from_its_members_checkpoints(tiny_config):
@@ -119,6 +122,9 @@ def test_fusion_key_groups_only_what_a_stacked_model_can_carry(tiny_config):
     assert fusion_key(_with(a, mto={"lambda_e": 0.0})) != fusion_key(a)  # L_e no longer computed: other structure
     assert fusion_key(_with(a, train={"batch_size": 32})) != fusion_key(a)
     assert fusion_key(_with(a, mim={"method": "bootmae"})) is None
+    assert fusion_key(_with(a, model={"drop_path": 0.1})) is None  # random draws inside the forward
+    with pytest.raises(ConfigError, match="model.drop_path"):
+        FusedTrainer([_with(a, model={"drop_path": 0.1})] * 2)
     with pytest.raises(ConfigError, match=r"model.depth=3 .*2 as in the group's first trial"):
         FusedTrainer([a, _with(a, model={"depth": 3})])
     with pytest.raises(ConfigError, match="mim.method"):
