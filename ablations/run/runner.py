@@ -187,7 +187,10 @@ def _tuner(study: Study, folder: Path, phase: str, space: dict, kwargs: dict, ke
     trainable = tune.with_resources(tune.with_parameters(trial_function, study=study, threads=threads), resources)
     path = folder / phase
     if tune.Tuner.can_restore(str(path)):
-        return tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=False)
+        # The space is given again: a driver killed after Ray Tune wrote tuner.pkl but before its first
+        # experiment state leaves nothing else to rebuild the trials from (Ray ignores it otherwise).
+        return tune.Tuner.restore(str(path), trainable=trainable, param_space=space, resume_unfinished=True,
+                                  resume_errored=False)
     run_config = tune.RunConfig(
         name=phase, storage_path=str(folder), callbacks=[StudyCallback(key)], verbose=0,
         failure_config=tune.FailureConfig(max_failures=spec.retries),

@@ -68,7 +68,9 @@ def test_interrupted_study_resumes_without_redoing_or_duplicating_trials(tmp_pat
     long_epochs = 12
     fused = fuse > 1
     seeds = [0, 1] if fused else [0]
-    long = {"data.max_train": None, "train.epochs": long_epochs, "eval.every": 4, "eval.affinity_epochs": []}
+    # long enough to be interrupted part-way (a fused unit of 3 on 512 images takes about one trial on all 1,437)
+    long = {"data.max_train": 512 if fused else None, "train.epochs": long_epochs, "eval.every": 4,
+            "eval.affinity_epochs": []}
     # fused: units short-s0+1, long-s0+2 (long-s0, long-s1 and diverges-s0, which fails in epoch 1, before
     # the interrupt) and diverges-s1 alone
     diverges = {"diverges": {**long, "train.base_lr": 1.0e30}} if fused else {}
