@@ -51,8 +51,13 @@ SYNTHETIC_DATA = "synthetic"
 TEST_PREFIX, VAL_PREFIX = "eval/", "val/"  # probes scored on the test split / the validation split
 DEFAULT_TARGET_METRIC = "eval/linear_top1"  # what tables report: mto's linear probe on the test split
 DEFAULT_SEARCH_METRIC = "val/linear_top1"  # what Optuna and ASHA select on: the same probe on validation
+FINETUNE_TOP1 = "finetune/top1"  # fine-tuned top-1 on the test split: the metric MIM papers report
+VAL_FINETUNE_TOP1 = "val/finetune_top1"  # the same on the validation split: what selection reads
+FINETUNE_METRICS = (FINETUNE_TOP1, VAL_FINETUNE_TOP1, "finetune/train_loss", "finetune/seconds")  # eval.finetune
+PROBE_METRICS = ("eval/knn_top1", "eval/linear_top1")  # the frozen-feature proxies of fine-tuning
 BUDGET_AXIS = "train.epochs"  # a grid over it (the study's budgets) = separately scheduled runs
 EPOCH_METRIC = "trial/epoch"  # logged every epoch (0 included): where a resumed driver picks up
+FINETUNE_EPOCH_METRIC = "trial/finetune_epoch"  # logged with each fine-tuning result, at the epoch fine-tuned from
 HETERO_PREFIX = "hetero/l"  # hetero/l00 .. hetero/lNN: heterogeneity per layer
 SUMMARY = {  # written by the report on every trial run (step 0)
     "auc": "summary/auc", "rauc": "summary/rauc", "final": "summary/final", "best": "summary/best",
@@ -64,6 +69,7 @@ STUDY_FILE = "study.yaml"  # on the parent run: the study file as given
 RESOLVED_TRIALS = "resolved_trials.json"  # on the parent run: every trial's full config, in study order
 REPORT_FOLDER = "report"  # on the parent run: tables, report.html, figures
 AFFINITY_FOLDER = "affinity"  # on each trial run: affinity_eNNNN.npz
+FINETUNE_FOLDER = "finetune"  # on each trial run: loss_eNNNN.json, the fine-tuning loss per fine-tuning epoch
 
 # ---- what a Ray trial reports to the driver, beside its metrics ---------------------------------
 EPOCH = "epoch"
@@ -72,6 +78,17 @@ AFFINITY_FILE = "artifact/affinity"  # path of this epoch's affinity maps, for t
 RESUMED_FROM = "resumed_from_epoch"  # set when the trial restarted from a checkpoint
 MEMBERS = "members"  # a fused unit (resources.fuse): {trial name: that trial's keys above and metrics}
 MEMBER_FAILURES = "member_failures"  # a fused unit: {trial name: reason} of members that failed this epoch
+PHASE = "phase"  # "train", or FINETUNE_PHASE for the fine-tuning result of an epoch (its second report)
+FINETUNE_PHASE = "finetune"
+FINETUNE_CURVE = "artifact/finetune_loss"  # the fine-tuning loss per fine-tuning epoch (a list), for the driver
+
+
+def validation_twin(metric: str) -> str | None:
+    """The validation-split counterpart of a test-split metric (``eval/linear_top1`` -> ``val/linear_top1``,
+    ``finetune/top1`` -> ``val/finetune_top1``), if any. Tables report the test split; selection reads this."""
+    if metric == FINETUNE_TOP1:
+        return VAL_FINETUNE_TOP1
+    return VAL_PREFIX + metric[len(TEST_PREFIX):] if metric.startswith(TEST_PREFIX) else None
 
 
 def is_logged_metric(key: str) -> bool:

@@ -11,10 +11,11 @@ from typing import Optional, Union
 from mto.choices import (AFFINITIES, BLOCK_MASK_METHODS, DATASETS, DECODER_METHODS, LAMBDA_SCHEDULES, METHODS,
                          MOMENTUM_DEFAULTS, PRESETS, RECALIBRATIONS, preset_depth)
 from mto.errors import ConfigError, check as _check, check_choice as _check_choice
+from mto.finetune_config import FinetuneConfig
 from mto.schedules import LayerSchedule, check_layer_schedule, layer_weights
 
-__all__ = ["ConfigError", "DataConfig", "EvalConfig", "MIMConfig", "MTOConfig", "ModelConfig", "TrainConfig",
-           "TrialConfig"]
+__all__ = ["ConfigError", "DataConfig", "EvalConfig", "FinetuneConfig", "MIMConfig", "MTOConfig", "ModelConfig",
+           "TrainConfig", "TrialConfig"]
 
 _STRICT = {"extra": "forbid"}
 
@@ -228,7 +229,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """Frozen-feature probes and the per-layer measurements logged while pre-training."""
+    """Frozen-feature probes, fine-tuning, and the per-layer measurements logged while pre-training."""
 
     __pydantic_config__ = _STRICT
     every: int = 5  # evaluate every N epochs, and always at the last epoch
@@ -242,6 +243,7 @@ class EvalConfig:
     hetero_batch: int = 64  # test images (seeded stratified subset) of the fixed heterogeneity batch
     hetero_tau: float = 0.1  # cosine temperature of the logged heterogeneity (same for every arm)
     affinity_epochs: list[int] = field(default_factory=list)  # epochs whose affinity maps are kept
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)  # end-to-end fine-tuning (off by default)
 
     def __post_init__(self) -> None:
         _check(self.every >= 1, "eval.every", self.every, "an integer >= 1")
@@ -279,6 +281,7 @@ class TrialConfig:
                "mim.mask_patch_size", mps, "only for SimMIM/ConMIM/DTM block masking; null for MAE/BootMAE")
         _check(self.mto.affinity == "cosine" or self._first_weighted_layer() != 0, "mto.affinity",
                self.mto.affinity, "attention affinity is undefined at layer 0: start layers_e/layers_r at 1 or use cosine")
+        self.eval.finetune.epochs_for(self.train.epochs)  # fine-tuning epochs inside the training
 
     @property
     def num_mto_layers(self) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from mto.config import DataConfig, EvalConfig, MIMConfig, ModelConfig, MTOConfig, TrainConfig
+from mto.config import DataConfig, EvalConfig, FinetuneConfig, MIMConfig, ModelConfig, MTOConfig, TrainConfig
 from mto.errors import ConfigError
 
 
@@ -43,4 +43,5 @@ def from_dict(cls: type, data: dict[str, Any], _path: str = "") -> Any:
     return cls(**kwargs)
 
 
-_SECTIONS = {c.__name__: c for c in (DataConfig, ModelConfig, MIMConfig, MTOConfig, TrainConfig, EvalConfig)}
+_SECTIONS = {c.__name__: c for c in (DataConfig, ModelConfig, MIMConfig, MTOConfig, TrainConfig, EvalConfig,
+                                     FinetuneConfig)}

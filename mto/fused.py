@@ -28,7 +28,7 @@ from mto.config import TrialConfig
 from mto.data import ImageData, load_data
 from mto.fusable import check_fusable
 from mto.train import LossSums, NonFiniteLossError, Trainer, compiles, epoch_metrics, resolve_device
-from mto.trial import EpochReport, TrialResult, epoch_report, start_report
+from mto.trial import EpochReport, TrialResult, epoch_report, finetune_report, start_report
 
 
 @dataclass
@@ -133,16 +133,32 @@ class FusedTrainer:
                           "perf/fused_trials": float(len(trainers))}
             except NonFiniteLossError as err:
                 out[i] = err
-        failed = [i for i, r in out.items() if isinstance(r, Exception)]
-        if failed:
-            self.alive = [i for i in self.alive if i not in failed]
-            for i in failed:  # let go of its optimiser state and of its views into the old stack
-                self.trainers[i].optimizer.state.clear()
-                for t in (*self.trainers[i].model.parameters(), *self.trainers[i].model.buffers()):
-                    t.data = t.data.new_empty(0)
-            if self.alive:
-                self._stack()
+        self.drop([i for i, r in out.items() if isinstance(r, Exception)])
         return out
+
+    def drop(self, failed: list[int]) -> None:
+        """Members ``failed`` leave the group: their optimiser state and their views into the stack are let go."""
+        if not failed:
+            return
+        self.alive = [i for i in self.alive if i not in failed]
+        for i in failed:
+            self.trainers[i].optimizer.state.clear()
+            for t in (*self.trainers[i].model.parameters(), *self.trainers[i].model.buffers()):
+                t.data = t.data.new_empty(0)
+        if self.alive:
+            self._stack()
+
+    def finetune(self) -> tuple[dict[int, EpochReport], dict[int, str]]:
+        """Each alive member with a pending fine-tuning, one after another (``mto.trial.finetune_report``); a
+        member whose fine-tuning diverges leaves the group with its reason."""
+        reports, failures = {}, {}
+        for i in [i for i in self.alive if self.trainers[i].finetune_pending is not None]:
+            try:
+                reports[i] = finetune_report(self.trainers[i])
+            except NonFiniteLossError as err:
+                failures[i] = f"{type(err).__name__}: {err}"
+        self.drop(list(failures))
+        return reports, failures
 
 
 GroupReport = Callable[[dict[int, EpochReport], dict[int, str]], None]
@@ -158,13 +174,18 @@ def run_fused(configs: list[TrialConfig], report: Optional[GroupReport] = None, 
     says, so that a restart never trains a failed member again.
     """
     fused = FusedTrainer(configs, data, resumes)
-    if fused.epoch == 0:
-        first = {i: start_report(fused.trainers[i]) for i in fused.alive}
-        if report is not None:
-            report(first, {})
+    report = report or (lambda reports, failures: None)
+    if not fused.trainers[fused.alive[0]].history:
+        report({i: start_report(fused.trainers[i]) for i in fused.alive}, {})
     failed: set[int] = set()
     affinity: dict[int, dict[int, Any]] = {i: {} for i in range(len(configs))}
-    while fused.alive and fused.epoch < configs[0].train.epochs:
+    while fused.alive:
+        if any(fused.trainers[i].finetune_pending is not None for i in fused.alive):
+            reports, failures = fused.finetune()
+            failed |= set(failures)
+            report(reports, failures)
+        if not fused.alive or fused.epoch >= configs[0].train.epochs:
+            break
         results = fused.train_epoch()
         failures = {i: f"{type(r).__name__}: {r}" for i, r in results.items() if isinstance(r, Exception)}
         failed |= set(failures)
@@ -176,6 +197,5 @@ def run_fused(configs: list[TrialConfig], report: Optional[GroupReport] = None, 
             reports[i] = epoch_report(fused.trainers[i], r, checkpoint=bool(failures))
             if "affinity" in reports[i].arrays:
                 affinity[i][reports[i].epoch] = reports[i].arrays["affinity"]
-        if report is not None:
-            report(reports, failures)
+        report(reports, failures)
     return [None if i in failed else TrialResult(t.history, affinity[i]) for i, t in enumerate(fused.trainers)]

@@ -16,8 +16,9 @@ from mto.choices import PRESETS
 from mto.config import MTOConfig, ModelConfig
 from mto.objective import MTOObjective
 
-def create_vit(cfg: ModelConfig, *, img_size: int, in_chans: int) -> VisionTransformer:
-    """A randomly initialised timm ``VisionTransformer`` (no head) for the preset and sizes.
+def create_vit(cfg: ModelConfig, *, img_size: int, in_chans: int, num_classes: int = 0) -> VisionTransformer:
+    """A randomly initialised timm ``VisionTransformer`` for the preset and sizes: no head, or (``num_classes``)
+    a linear head on the mean-pooled patch tokens of the normed last block (the probes' features).
 
     Nothing is downloaded: ``pretrained=False`` always.
     """
@@ -25,9 +26,10 @@ def create_vit(cfg: ModelConfig, *, img_size: int, in_chans: int) -> VisionTrans
     dim, depth, heads = cfg.embed_dim or dim, cfg.depth or depth, cfg.num_heads or heads
     if dim % heads:
         raise ValueError(f"model.embed_dim={dim} must be divisible by model.num_heads={heads}")
+    head = {"num_classes": num_classes, **({"global_pool": "avg", "fc_norm": False} if num_classes else {})}
     model = timm.create_model(name, pretrained=False, img_size=img_size, patch_size=cfg.patch_size,
-                              in_chans=in_chans, num_classes=0, embed_dim=dim, depth=depth, num_heads=heads,
-                              drop_path_rate=cfg.drop_path)
+                              in_chans=in_chans, embed_dim=dim, depth=depth, num_heads=heads,
+                              drop_path_rate=cfg.drop_path, **head)
     check_supported(model.blocks)
     return model
 

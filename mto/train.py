@@ -125,6 +125,8 @@ class Trainer:
         self.autocast = _autocast(self.device, cfg.train.precision)
         self.epoch = 0
         self.history: list[dict[str, float]] = []
+        self.finetune_epochs = cfg.eval.finetune.epochs_for(cfg.train.epochs)  # eval.finetune.at (none when off)
+        self.finetune_pending: Optional[int] = None  # a pre-training epoch checkpointed but not yet fine-tuned from
         self.eval_images, self.eval_mask = self._fixed_eval_batch()
 
     def _fixed_eval_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -255,7 +257,7 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
-                "history": list(self.history)}
+                "history": list(self.history), "finetune_pending": self.finetune_pending}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -263,3 +265,4 @@ class Trainer:
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         self.epoch, self.history = int(state["epoch"]), list(state["history"])
+        self.finetune_pending = state.get("finetune_pending")

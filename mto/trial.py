@@ -28,6 +28,11 @@ class EpochReport:
     ``metrics`` uses the names listed in docs/method.md ("Logged metrics"). ``arrays`` holds the affinity maps
     (``affinity``: ``[L+1, N, N]``, masked tokens first; ``num_masked``) at ``eval.affinity_epochs``.
     ``checkpoint`` is the state to save when a checkpoint is due (pass it back as ``resume``).
+
+    At an epoch of ``eval.finetune.at`` the epoch's report carries a checkpoint, and a second report of the
+    same epoch follows with ``phase`` "finetune": the fine-tuning metrics and, in ``arrays``,
+    ``finetune_loss`` (its mean training loss per fine-tuning epoch). A trial stopped while fine-tuning
+    resumes from that checkpoint with the fine-tuning, no pre-training epoch trained twice.
     """
 
     epoch: int
@@ -35,9 +40,10 @@ class EpochReport:
     metrics: dict[str, float]
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     checkpoint: Optional[dict[str, Any]] = None
+    phase: str = "train"  # "train": the epoch's pre-training and probes; "finetune": its fine-tuning
 
     def __str__(self) -> str:
-        keys = ("train/loss", "eval/linear_top1", "eval/knn_top1", "perf/epoch_s")
+        keys = ("train/loss", "eval/linear_top1", "eval/knn_top1", "finetune/top1", "perf/epoch_s")
         shown = "  ".join(f"{k}={self.metrics[k]:.4f}" for k in keys if k in self.metrics)
         return f"epoch {self.epoch}/{self.epochs}  {shown}"
 
@@ -61,7 +67,27 @@ def start_report(trainer: Trainer) -> EpochReport:
     profile, _ = trainer.layer_profile(with_affinity=False)
     metrics = {**profile, **trainer.probe()}
     trainer.history.append({"epoch": 0.0, **metrics})
-    return EpochReport(0, trainer.cfg.train.epochs, metrics)
+    due = _finetune_due(trainer, 0)
+    return EpochReport(0, trainer.cfg.train.epochs, metrics, checkpoint=trainer.state_dict() if due else None)
+
+
+def _finetune_due(trainer: Trainer, epoch: int) -> bool:
+    """Mark ``epoch`` for fine-tuning when ``eval.finetune.at`` names it (its report then carries a checkpoint)."""
+    if epoch in trainer.finetune_epochs:
+        trainer.finetune_pending = epoch
+    return trainer.finetune_pending == epoch
+
+
+def finetune_report(trainer: Trainer) -> EpochReport:
+    """Fine-tune a copy of the encoder from the pending epoch (``mto.finetune``), as that epoch's second report."""
+    from mto.finetune import finetune
+
+    e = trainer.finetune_pending
+    metrics, curve = finetune(trainer.cfg, trainer.model.encoder, trainer.data, from_epoch=e, autocast=trainer.autocast)
+    trainer.finetune_pending = None
+    next(h for h in trainer.history if h["epoch"] == e).update(metrics)
+    return EpochReport(e, trainer.cfg.train.epochs, metrics, {"finetune_loss": np.asarray(curve)},
+                       trainer.state_dict(), phase="finetune")
 
 
 def epoch_report(trainer: Trainer, metrics: dict[str, float], checkpoint: bool = False) -> EpochReport:
@@ -73,7 +99,7 @@ def epoch_report(trainer: Trainer, metrics: dict[str, float], checkpoint: bool =
     if e % cfg.eval.every == 0 or e == cfg.train.epochs:
         metrics.update(trainer.probe())
     trainer.history.append({"epoch": float(e), **metrics})
-    due = checkpoint or e % cfg.train.checkpoint_every == 0 or e == cfg.train.epochs
+    due = _finetune_due(trainer, e) or checkpoint or e % cfg.train.checkpoint_every == 0 or e == cfg.train.epochs
     return EpochReport(e, cfg.train.epochs, metrics, arrays, trainer.state_dict() if due else None)
 
 
@@ -96,16 +122,18 @@ def run_trial(config: TrialConfig, report: Optional[Report] = None, *, resume: O
     if resume is not None:
         trainer.load_state_dict(resume)
     affinity: dict[int, np.ndarray] = {}
-    if trainer.epoch == 0:
-        first = start_report(trainer)
-        if report is not None:
-            report(first)
-    while trainer.epoch < config.train.epochs:
+    report = report or (lambda r: None)
+    if not trainer.history:
+        report(start_report(trainer))
+    while True:
+        if trainer.finetune_pending is not None:
+            report(finetune_report(trainer))
+        if trainer.epoch >= config.train.epochs:
+            break
         metrics = trainer.train_epoch()
         trainer.epoch += 1
         r = epoch_report(trainer, metrics)
         if "affinity" in r.arrays:
             affinity[r.epoch] = r.arrays["affinity"]
-        if report is not None:
-            report(r)
+        report(r)
     return TrialResult(trainer.history, affinity)

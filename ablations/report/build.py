@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import pandas as pd
 from markdown_it import MarkdownIt
 from mlflow import MlflowClient
 from mlflow.entities import Metric, RunTag
@@ -26,8 +27,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from ablations.contract import (AFFINITY_FOLDER, ARM_METRIC_PREFIX, CENSORED, HETERO_PREFIX, REACHED, REPORT_FOLDER,
-                                SUMMARY, SYNTHETIC_DATA, resolve_tracking_uri)
+                                FINETUNE_TOP1, SUMMARY, SYNTHETIC_DATA, resolve_tracking_uri)
 from ablations.report import plots, sqlstore
+from ablations.report.agreement import Agreement, agreement_markdown, study_agreement
 from ablations.report.aggregate import GroupRow, TrialSummary, aggregate, shown_rows, summarize, winner
 from ablations.report.budgets import BudgetRow, budget_rows
 from ablations.report.legend import DEFINITIONS, caption
@@ -36,6 +38,7 @@ from ablations.report.reader import ReportError, StudyRecord, TrialRecord, histo
 from ablations.report.tables import AblationTable, ablation_table, budget_table, trials_frame
 
 FORMATS = ("md", "csv", "tex", "html")
+AGREEMENT_TITLE = "Which probe stands in for fine-tuning"
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 @dataclass
@@ -48,6 +51,7 @@ class Report:
     folder: Path
     budget_rows: list[BudgetRow] = field(default_factory=list)
     budget_table: Optional[AblationTable] = None  # only for a study with several budgets
+    agreement: list[Agreement] = field(default_factory=list)  # probes against fine-tuning (a study that fine-tuned)
     files: list[Path] = field(default_factory=list)
 
     @property
@@ -85,6 +89,9 @@ class Report:
         if self.budget_table:
             print(f"\nBudgets, each its own schedule (the paper's sense):\n\n{self.budget_table.markdown()}",
                   file=console.file, flush=True)
+        if self.agreement:
+            print(f"\n{AGREEMENT_TITLE}:\n\n{agreement_markdown(self.agreement, FINETUNE_TOP1)}", file=console.file,
+                  flush=True)
         for note in self.notes:
             print(f"note: {note}", file=console.file, flush=True)
 
@@ -124,6 +131,7 @@ def build_report(uri: str, *, parent_run_id: Optional[str] = None, experiment: O
                     budgets, budget_table(budgets, record.metric) if budgets else None)
     report.folder.mkdir(parents=True, exist_ok=True)
     client = MlflowClient(uri)
+    report.agreement = study_agreement(client, [s.trial for s in summaries])
     pending = _log_summaries(client, report) if log else []  # written in the background meanwhile
     figures = _figures(client, report, epochs)
     _write(report, figures, formats)
@@ -195,11 +203,13 @@ def _write(report: Report, figures: list[Path], formats: tuple[str, ...]) -> Non
                 + (" Accuracies are shown in % here; MLflow holds them as fractions (0-1)." if is_accuracy(r.metric)
                    else ""))
     left = report.left_out_lines()
+    agreement_md = ([f"## {AGREEMENT_TITLE}", "", agreement_markdown(report.agreement, FINETUNE_TOP1)]
+                    if report.agreement else [])
     budget_md = (["## Budgets: separately scheduled runs (the paper's sense)", "", report.budget_table.markdown()]
                  if report.budget_table else [])
     if "md" in formats:
         md = [f"# {title}", "", subtitle, "", *[f"> {n}" for n in report.notes], "",
-              "## Within one schedule" if budget_md else "", report.table.markdown(), *budget_md,
+              "## Within one schedule" if budget_md else "", report.table.markdown(), *budget_md, *agreement_md,
               "## Columns", "", DEFINITIONS]
         if left:
             md += ["## Left out of the aggregates", "", *left, ""]
@@ -209,6 +219,9 @@ def _write(report: Report, figures: list[Path], formats: tuple[str, ...]) -> Non
         if report.budget_table:
             report.budget_table.frame.to_csv(folder / "budgets.csv", index=False)
             report.files.append(folder / "budgets.csv")
+        if report.agreement:
+            pd.DataFrame([vars(a) for a in report.agreement]).to_csv(folder / "agreement.csv", index=False)
+            report.files.append(folder / "agreement.csv")
         report.table.frame.to_csv(folder / "ablation.csv", index=False)
         trials_frame(report.summaries).to_csv(folder / "trials.csv", index=False)
         report.files += [folder / "ablation.csv", folder / "trials.csv"]
@@ -229,6 +242,7 @@ def _write(report: Report, figures: list[Path], formats: tuple[str, ...]) -> Non
                 + "".join(md.render(f"*{n}*") for n in report.notes)
                 + f"{report.table.html()}"
                 + (f"<h2>Budgets: separately scheduled runs</h2>{report.budget_table.html()}" if report.budget_table else "")
+                + "".join(md.render(text) for text in agreement_md[:1] + agreement_md[2:])
                 + f"<h2>Columns</h2>{md.render(DEFINITIONS)}{left_html}<h2>Figures</h2>{imgs}"
                 f"<p><small>generated {time.strftime('%Y-%m-%d %H:%M')}</small></p></body></html>")
         report.files.append(_put(folder / "report.html", page))

@@ -18,7 +18,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from ablations.contract import (ARM, DATA_PARAM, DEFAULT_TARGET_METRIC, EPOCHS_PARAM, FAILURE, GRID_PREFIX,
                                 REFERENCE_ARM, REFERENCE_OF_TRIAL, REFERENCE_TRIAL, RESOLVED_TRIALS, ROLE, SEED, STUDY,
-                                TARGET_FRACTION, TARGET_METRIC, TEST_PREFIX, TRIAL, VAL_PREFIX)
+                                TARGET_FRACTION, TARGET_METRIC, TRIAL, validation_twin)
 from ablations.report import sqlstore
 from ablations.report.metrics import Curve, as_curve
 from ablations.report.sqlstore import RunRow
@@ -136,11 +136,9 @@ def load_study(uri: str, *, run_id: Optional[str] = None, experiment: Optional[s
 
 
 def selection_metric(metric: str) -> Optional[str]:
-    """The validation counterpart of a test metric (``eval/linear_top1`` -> ``val/linear_top1``), if any.
-
-    Tables report the test split; every choice of a "best" row reads the validation split.
-    """
-    return VAL_PREFIX + metric[len(TEST_PREFIX):] if metric.startswith(TEST_PREFIX) else None
+    """The validation counterpart of a test metric (``contract.validation_twin``): tables report the test
+    split; every choice of a "best" row reads the validation split."""
+    return validation_twin(metric)
 
 
 PARAMS = (EPOCHS_PARAM, DATA_PARAM)  # the config values the report reads back

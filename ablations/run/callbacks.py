@@ -15,8 +15,8 @@ from typing import Any
 
 from ray import tune
 
-from ablations.contract import (AFFINITY_FILE, EPOCH, FUSED_UNIT, MEMBER_FAILURES, MEMBERS, RESUMED, RESUMED_FROM,
-                                is_logged_metric)
+from ablations.contract import (AFFINITY_FILE, EPOCH, FINETUNE_CURVE, FUSED_UNIT, MEMBER_FAILURES, MEMBERS, PHASE,
+                                RESUMED, RESUMED_FROM, is_logged_metric)
 from ablations.run.progress import TrialBoard
 from ablations.run.tracking import StudyTracker
 from ablations.study import Study, trial_units
@@ -88,8 +88,11 @@ class DriverSession:
 
     def _log(self, name: str, run_id: str, epoch: int, payload: dict) -> None:
         metrics = {k: v for k, v in payload.items() if is_logged_metric(k)}
-        if self.tracker.log_epoch(run_id, epoch, metrics) and payload.get(AFFINITY_FILE):
+        logged = self.tracker.log_epoch(run_id, epoch, metrics, payload.get(PHASE, "train"))
+        if logged and payload.get(AFFINITY_FILE):
             self.tracker.log_affinity(run_id, payload[AFFINITY_FILE])
+        if logged and payload.get(FINETUNE_CURVE):
+            self.tracker.log_finetune_curve(run_id, epoch, payload[FINETUNE_CURVE])
         if RESUMED_FROM in payload and name not in self.resumed:
             self.resumed.add(name)
             self.tracker.set_tag(run_id, RESUMED, str(payload[RESUMED_FROM]))

@@ -12,10 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
-import subprocess
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional
 
@@ -23,42 +20,13 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from ablations.contract import (AFFINITY_FOLDER, ARM, FAILURE, GRID_PREFIX, REFERENCE_OF_TRIAL, REFERENCE_TRIAL, ROLE,
-                                EPOCH_METRIC, SEED, STUDY, TRIAL)
+from ablations.contract import (AFFINITY_FOLDER, ARM, EPOCH_METRIC, FAILURE, FINETUNE_EPOCH_METRIC, FINETUNE_FOLDER,
+                                FINETUNE_PHASE, GRID_PREFIX, REFERENCE_OF_TRIAL, REFERENCE_TRIAL, ROLE, SEED, STUDY, TRIAL)
 from ablations.run.store import TrackingError, experiment_url, store_answers, ui_command  # noqa: F401 - re-exported
-from ablations.study import TrialSpec, flatten
-from mto.config import TrialConfig
-from mto.config_dicts import to_dict
+from ablations.run.provenance import environment_tags, flatten_config
+from ablations.study import TrialSpec
 
-PACKAGES = ("torch", "timm", "numpy", "scikit-learn", "ray", "mlflow", "optuna", "pydantic")
-
-
-def code_version() -> str:
-    """``git describe`` of the project (``-dirty`` when it has uncommitted changes), else the package version."""
-    root = Path(__file__).resolve().parents[2]
-    try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=root, capture_output=True,
-                             text=True, timeout=10)
-        if out.returncode == 0 and out.stdout.strip():
-            return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return metadata.version("mto-ablations")
-
-
-def environment_tags() -> dict[str, str]:
-    tags = {"code.version": code_version(), "versions.python": platform.python_version()}
-    for pkg in PACKAGES:
-        try:
-            tags[f"versions.{pkg}"] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return tags
-
-
-def flatten_config(cfg: TrialConfig) -> dict[str, str]:
-    """The resolved config as MLflow params by dot path (``mto.lambda_e`` -> ``"0.1"``)."""
-    return {k: str(v) for k, v in flatten(to_dict(cfg)).items()}
+PHASE_MARKERS = {"train": EPOCH_METRIC, FINETUNE_PHASE: FINETUNE_EPOCH_METRIC}  # the metric each phase's log carries
 
 
 class StudyTracker:
@@ -74,7 +42,7 @@ class StudyTracker:
         self.parent_id: Optional[str] = None
         self.experiment_id: Optional[str] = None
         self._runs: dict[str, str] = {}  # trial name -> run id
-        self._last_epoch: dict[str, int] = {}  # trial name -> last epoch logged (or kept to be logged)
+        self._last_epoch: dict[tuple[str, str], int] = {}  # (trial, phase) -> last epoch logged (or kept to be)
         self.pending: list[dict[str, Any]] = []  # writes kept while the store is down, in order
         self.ended: dict[str, tuple[str, str]] = {}  # trial name -> (status, reason) as this driver saw it
         self._tried = 0.0
@@ -130,8 +98,9 @@ class StudyTracker:
             name = run.data.tags.get(TRIAL)
             if name:
                 self._runs[name] = run.info.run_id
-                history = self.client.get_metric_history(run.info.run_id, EPOCH_METRIC)
-                self._last_epoch[name] = max((m.step for m in history), default=-1)
+                for phase, marker in PHASE_MARKERS.items():
+                    history = self.client.get_metric_history(run.info.run_id, marker)
+                    self._last_epoch[(name, phase)] = max((m.step for m in history), default=-1)
 
     def children(self) -> list:
         """All trial runs of this study invocation."""
@@ -160,17 +129,23 @@ class StudyTracker:
             self._op({"op": "reopen", "trial": name})
         return self._runs.get(name, PENDING + name)
 
-    def log_epoch(self, run_id: str, epoch: int, metrics: dict[str, Any]) -> bool:
-        """Log one epoch's metrics with ``step = epoch`` (0 = before training); an epoch already logged is
-        skipped (returns False). ``trial/epoch`` goes in the same batch: a resumed driver reads it back."""
+    def log_epoch(self, run_id: str, epoch: int, metrics: dict[str, Any], phase: str = "train") -> bool:
+        """Log one epoch's metrics (or, ``phase`` finetune, its fine-tuning result) with ``step = epoch``
+        (0 = before training); one already logged is skipped (returns False). The phase's marker
+        (``trial/epoch``, ``trial/finetune_epoch``) goes in the same batch: a resumed driver reads it back."""
         name = self._name(run_id)
-        if epoch <= self._last_epoch.get(name, -1):
+        if epoch <= self._last_epoch.get((name, phase), -1):
             return False
-        values = {k: float(v) for k, v in {**metrics, EPOCH_METRIC: epoch}.items()
+        values = {k: float(v) for k, v in {**metrics, PHASE_MARKERS[phase]: epoch}.items()
                   if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(float(v))}
-        self._op({"op": "epoch", "trial": name, "epoch": epoch, "metrics": values, "time": int(time.time() * 1000)})
-        self._last_epoch[name] = epoch
+        self._op({"op": "epoch", "trial": name, "epoch": epoch, "phase": phase, "metrics": values,
+                  "time": int(time.time() * 1000)})
+        self._last_epoch[(name, phase)] = epoch
         return True
+
+    def log_finetune_curve(self, run_id: str, epoch: int, loss: list[float]) -> None:
+        """Attach the fine-tuning loss per fine-tuning epoch of the fine-tuning from ``epoch``."""
+        self._op({"op": "finetune_curve", "trial": self._name(run_id), "epoch": epoch, "loss": loss})
 
     def log_affinity(self, run_id: str, path: str) -> None:
         """Attach a trial's affinity maps (an ``.npz`` its worker wrote)."""
@@ -244,11 +219,12 @@ class StudyTracker:
         ops = [json.loads(line) for line in journal.read_text().splitlines() if line.strip()]
         self.pending = []
         for op in ops:
-            if op["op"] == "epoch" and op["epoch"] <= self._last_epoch.get(op["trial"], -1):
+            key = (op["trial"], op.get("phase", "train"))
+            if op["op"] == "epoch" and op["epoch"] <= self._last_epoch.get(key, -1):
                 continue
             self.pending.append(op)
             if op["op"] == "epoch":
-                self._last_epoch[op["trial"]] = max(op["epoch"], self._last_epoch.get(op["trial"], -1))
+                self._last_epoch[key] = max(op["epoch"], self._last_epoch.get(key, -1))
         self.flush()
         if self.pending:
             raise TrackingError(f"tracking store {self.uri} does not take the {len(self.pending)} kept writes "
@@ -277,6 +253,9 @@ class StudyTracker:
         elif kind == "artifact":
             if os.path.isfile(op["path"]):
                 self.client.log_artifact(run_id, op["path"], AFFINITY_FOLDER)
+        elif kind == "finetune_curve":
+            self.client.log_dict(run_id, {"epoch": op["epoch"], "loss": op["loss"]},
+                                 f"{FINETUNE_FOLDER}/loss_e{op['epoch']:04d}.json")
         elif kind == "tag":
             self.client.set_tag(run_id, op["key"], op["value"])
         elif kind == "end":

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from ray import tune
 
-from ablations.contract import AFFINITY_FILE, EPOCH, MEMBER_FAILURES, MEMBERS, OBJECTIVE, RESUMED_FROM
+from ablations.contract import (AFFINITY_FILE, EPOCH, FINETUNE_CURVE, MEMBER_FAILURES, MEMBERS, OBJECTIVE, PHASE,
+                                RESUMED_FROM)
 from ablations.study import Study, TrialSpec, trial_units
 from mto.config import TrialConfig
 from mto.trial import EpochReport, run_trial
@@ -64,6 +65,10 @@ class Payload:
         if self.metric in r.metrics:
             self.last[OBJECTIVE] = r.metrics[self.metric]
         metrics.update(self.last)
+        if r.phase != "train":
+            metrics[PHASE] = r.phase
+        if "finetune_loss" in r.arrays:  # a short list: it travels in the result, not through a disk
+            metrics[FINETUNE_CURVE] = [float(v) for v in r.arrays["finetune_loss"]]
         if "affinity" in r.arrays:
             safe = "".join(c if c.isalnum() or c in "-_.=" else "_" for c in self.name)[:100]  # "": one trial
             path = os.path.join(self.trial_dir, f"affinity_{safe + '_' if safe else ''}e{r.epoch:04d}.npz")

@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from pydantic import TypeAdapter, ValidationError
 
-from ablations.contract import BUDGET_AXIS, TEST_PREFIX, VAL_PREFIX
+from ablations.contract import BUDGET_AXIS, FINETUNE_TOP1, VAL_FINETUNE_TOP1, validation_twin
 from ablations.study.feasibility import feasibility_problems
 from ablations.study.messages import StudyError, describe, suggest
 from ablations.study.schema import StudySpec
@@ -136,9 +136,13 @@ def validate_study(raw: dict[str, Any], source: str, lines: Optional[dict[tuple,
         if spec.search.arm is not None and spec.search.arm not in spec.variants:
             problem("search.arm", f"unknown arm {spec.search.arm!r}; arms are {', '.join(arms)}"
                     + suggest(spec.search.arm, arms))
-        if spec.search.metric.startswith(TEST_PREFIX):
+        twin = validation_twin(spec.search.metric)
+        if twin:
             problem("search.metric", f"{spec.search.metric!r} is measured on the test split, which only the tables "
-                                     f"read; select on its validation twin {VAL_PREFIX + spec.search.metric[len(TEST_PREFIX):]!r}")
+                                     f"read; select on its validation twin {twin!r}")
+        if spec.search.asha and spec.search.metric in (FINETUNE_TOP1, VAL_FINETUNE_TOP1):
+            problem("search.asha", f"ASHA cuts at each epoch's report, and {spec.search.metric} arrives in a second "
+                                   "report after it: select on a probe with ASHA, or remove search.asha")
         if spec.budgets:
             problem("budgets", "an Optuna study takes no budgets (its samples could not be paired across budgets)")
         missing = sorted(set(spec.search_seeds) - set(spec.seeds))

@@ -3,7 +3,7 @@
 Each rule here would otherwise fail inside every trial, after Ray started and the MLflow runs
 exist, or finish with nothing to compare: a batch larger than the training set, heads that do
 not divide the width, ``train.device: cuda`` on trials given no GPU, non-finite numbers, seeds
-torch cannot take, a target metric no trial logs, report epochs outside the training, a kNN k
+torch cannot take, a target metric no trial logs, a fine-tuning batch above the training set, report epochs outside the training, a kNN k
 above the probe set, names too long for a run or a folder, a storage folder that cannot be made.
 Nothing here imports torch, Ray or MLflow, and nothing is created.
 """
@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
+from ablations.contract import FINETUNE_METRICS
 from ablations.study.messages import shorten
 from ablations.study.schema import StudySpec
 from mto.choices import DECODER_METHODS, PRESETS
@@ -96,6 +97,9 @@ def _trial_level(spec: StudySpec, t: Any, problem) -> None:
             else:
                 problem(at("train.batch_size"), f"{c.train.batch_size} is above the {train:,} training images "
                         f"({c.data.name}{', data.max_train' if capped else ''}, less the validation split): at most {train}")
+        if c.eval.finetune.enabled and c.eval.finetune.batch_size > train:
+            problem(at("eval.finetune.batch_size"), f"{c.eval.finetune.batch_size} is above the {train:,} training "
+                    f"images fine-tuning uses ({c.data.name}, less the validation split): at most {train}")
         probe = min(train, c.eval.max_probe_train or train)
         if c.eval.knn and c.eval.knn_k > probe:
             problem(at("eval.knn_k"), f"{c.eval.knn_k} is above the {probe:,} images the kNN probe votes among: "
@@ -124,6 +128,10 @@ def _trial_level(spec: StudySpec, t: Any, problem) -> None:
 def not_logged(c: TrialConfig, metric: str) -> Optional[str]:
     """Why a trial with config ``c`` never logs ``metric`` (None when it does)."""
     split, _, name = metric.partition("/")
+    if split == "val" and c.data.val_fraction == 0:
+        return "data.val_fraction is 0 (there is no validation split)"
+    if metric in FINETUNE_METRICS:
+        return None if c.eval.finetune.enabled else "eval.finetune.enabled is false (no fine-tuning)"
     if split in ("eval", "val") and name in PROBE_METRICS:
         probe = PROBE_METRICS[name]
         return None if getattr(c.eval, probe) else f"eval.{probe} is false (that probe is off)"
@@ -133,7 +141,7 @@ def not_logged(c: TrialConfig, metric: str) -> Optional[str]:
     if m:
         layers = c.num_mto_layers
         return None if int(m.group(1)) <= layers else f"its MTO stack has layers 0 to {layers}"
-    known = ", ".join(f"{s}/{n}" for s in ("eval", "val") for n in PROBE_METRICS)
+    known = ", ".join([f"{s}/{n}" for s in ("eval", "val") for n in PROBE_METRICS] + list(FINETUNE_METRICS))
     return f"unknown metric; known: {known}, train/loss, train/lr, hetero/lNN"
 
 
