@@ -1,5 +1,10 @@
+import os
+
 import pytest
 import torch
+
+# Every Ray node a test starts (in this process or in a CLI it runs) listens on loopback only.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 torch.set_num_threads(2)
 

@@ -86,12 +86,16 @@ def agreement_markdown(rows: list[Agreement], metric: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def study_agreement(client: MlflowClient, trials: list[TrialRecord], threads: int = 8) -> list[Agreement]:
-    """Each logged probe's agreement with ``finetune/top1`` over ``trials`` (``TrialRecord``s); empty when the
-    study did not fine-tune."""
-    if not any(FINETUNE_TOP1 in t.metric_keys for t in trials):
-        return []
-    ids = [t.run_id for t in trials]
-    finetuned = histories(client, ids, FINETUNE_TOP1, threads)
-    return [rank_agreement(p, histories(client, ids, p, threads), finetuned) for p in PROBE_METRICS
-            if any(p in t.metric_keys for t in trials)]
+def study_agreement(finetuned: dict[str, Curve], probes: dict[str, dict[str, Curve]]) -> list[Agreement]:
+    """Each probe's agreement (``probes``: metric -> run id -> curve) with the fine-tuned curves (run id -> curve);
+    empty when the study did not fine-tune."""
+    return [rank_agreement(p, curves, finetuned) for p, curves in probes.items()] if finetuned else []
+
+
+def finetuning_curves(client: MlflowClient, trials: list[TrialRecord]) -> tuple[dict[str, Curve], dict[str, dict]]:
+    """``finetune/top1`` curves (run id -> curve) and each logged probe's (metric -> run id -> curve) of
+    ``trials``, when the study fine-tuned; else both empty."""
+    ids, logged = [t.run_id for t in trials], {k for t in trials for k in t.metric_keys}
+    if FINETUNE_TOP1 not in logged:
+        return {}, {}
+    return histories(client, ids, FINETUNE_TOP1), {p: histories(client, ids, p) for p in PROBE_METRICS if p in logged}

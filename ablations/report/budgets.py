@@ -34,6 +34,7 @@ class BudgetRow:
     seeds: int
     reduction: Interval  # 1 - budget to target / the reference's full budget, over the seeds that reached it
     per_seed: dict[int, Optional[float]] = field(default_factory=dict)  # seed -> budget to target (None: censored)
+    runs: dict[int, list[TrialSummary]] = field(default_factory=dict)  # budget -> its trials (one per seed)
 
     @property
     def label(self) -> str:
@@ -82,7 +83,8 @@ def budget_rows(summaries: list[TrialSummary], fraction: float) -> list[BudgetRo
         rows.append(BudgetRow(
             arm, dict(other), arm == ref_arm, ref_arm, budgets,
             {b: mean_ci([runs[b].final for runs in by_seed.values() if b in runs]) for b in budgets},
-            mean_ci(reached), len(reached), len(per_seed), mean_ci(reductions), per_seed))
+            mean_ci(reached), len(reached), len(per_seed), mean_ci(reductions), per_seed,
+            {b: [runs[b] for runs in by_seed.values() if b in runs] for b in budgets}))
     return rows
 
 

@@ -27,9 +27,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from ablations.contract import (AFFINITY_FOLDER, ARM_METRIC_PREFIX, CENSORED, HETERO_PREFIX, REACHED, REPORT_FOLDER,
-                                FINETUNE_TOP1, SUMMARY, SYNTHETIC_DATA, resolve_tracking_uri)
+                                FINETUNE_TOP1, PROBE_METRICS, SUMMARY, SYNTHETIC_DATA, resolve_tracking_uri)
 from ablations.report import plots, sqlstore
-from ablations.report.agreement import Agreement, agreement_markdown, study_agreement
+from ablations.report.agreement import Agreement, agreement_markdown, finetuning_curves, study_agreement
 from ablations.report.aggregate import GroupRow, TrialSummary, aggregate, shown_rows, summarize, winner
 from ablations.report.budgets import BudgetRow, budget_rows
 from ablations.report.legend import DEFINITIONS, caption
@@ -125,13 +125,15 @@ def build_report(uri: str, *, parent_run_id: Optional[str] = None, experiment: O
         raise ReportError("no trial is complete yet: nothing to aggregate")
     rows = aggregate(summaries)
     budgets = budget_rows(summaries, record.fraction)
+    client = MlflowClient(uri)
+    finetuned, probes = finetuning_curves(client, [s.trial for s in summaries])
+    side = probes if record.metric not in PROBE_METRICS else {}  # the probes beside fine-tuned accuracy
     report = Report(record, summaries, rows, ablation_table(rows, record.metric),
                     [t for t in record.trials if not t.complete],
                     Path(out or Path("reports") / record.experiment / record.parent_name),
-                    budgets, budget_table(budgets, record.metric) if budgets else None)
+                    budgets, budget_table(budgets, record.metric, side) if budgets else None,
+                    study_agreement(finetuned, probes))
     report.folder.mkdir(parents=True, exist_ok=True)
-    client = MlflowClient(uri)
-    report.agreement = study_agreement(client, [s.trial for s in summaries])
     pending = _log_summaries(client, report) if log else []  # written in the background meanwhile
     figures = _figures(client, report, epochs)
     _write(report, figures, formats)

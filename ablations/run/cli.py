@@ -8,6 +8,7 @@ answering (the results are kept: ``--resume`` writes them); 130 interrupted (``-
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from typing import Optional
@@ -76,6 +77,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             err.print(f"[red]error[/] {escape(e.source)}: {escape(problem)}", highlight=False, soft_wrap=True)
         return EXIT_INVALID
 
+    if not args.address and "ray" not in sys.modules:
+        # A local Ray node then listens on loopback only, not on the machine's network address (Ray reads
+        # this when it is first imported; joining a cluster with --address needs the network).
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     from ablations.run.runner import run_study  # deferred: Ray and MLflow load only once the study is valid
     from ablations.run.tracking import TrackingError, experiment_url, ui_command
 

@@ -98,8 +98,10 @@ def _trial_level(spec: StudySpec, t: Any, problem) -> None:
                 problem(at("train.batch_size"), f"{c.train.batch_size} is above the {train:,} training images "
                         f"({c.data.name}{', data.max_train' if capped else ''}, less the validation split): at most {train}")
         if c.eval.finetune.enabled and c.eval.finetune.batch_size > train:
+            capped = c.data.max_train is not None and c.data.max_train < SPLIT_SIZES[c.data.name][0]
             problem(at("eval.finetune.batch_size"), f"{c.eval.finetune.batch_size} is above the {train:,} training "
-                    f"images fine-tuning uses ({c.data.name}, less the validation split): at most {train}")
+                    f"images fine-tuning uses ({c.data.name}{', data.max_train' if capped else ''}, less the validation "
+                    f"split): at most {train}")
         probe = min(train, c.eval.max_probe_train or train)
         if c.eval.knn and c.eval.knn_k > probe:
             problem(at("eval.knn_k"), f"{c.eval.knn_k} is above the {probe:,} images the kNN probe votes among: "
@@ -112,6 +114,9 @@ def _trial_level(spec: StudySpec, t: Any, problem) -> None:
     if c.mim.method in DECODER_METHODS and c.mim.decoder_dim % c.mim.decoder_heads:
         problem(at("mim.decoder_heads"), f"{c.mim.decoder_heads} heads do not divide mim.decoder_dim "
                 f"{c.mim.decoder_dim}: choose decoder_heads dividing decoder_dim")
+    if spec.search.kind == "optuna" and spec.search.asha and c.eval.finetune.enabled:
+        problem(at("eval.finetune.enabled"), "true with search.asha: ASHA stops a trial at its last epoch's report, "
+                "before that epoch's fine-tuning; turn one of them off")
     if c.train.device == "cuda" and spec.resources.gpu == 0:
         problem(at("train.device"), "cuda, but resources.gpu is 0 so trials see no GPU: set resources.gpu "
                 "(1, or a fraction to share one) or train.device: auto")

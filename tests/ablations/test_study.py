@@ -50,6 +50,21 @@ def _good(tmp_path, **base_sections) -> str:
      "search.seeds"),
     (lambda t: t + "search: {kind: optuna, metric: eval/knn_top1, space: {mto.tau: {uniform: [0.1, 1]}}}\n",
      "select on its validation twin 'val/knn_top1'"),
+    (lambda t: t + "search: {kind: optuna, metric: finetune/top1, space: {mto.tau: {uniform: [0.1, 1]}}}\n",
+     "select on its validation twin 'val/finetune_top1'"),
+    (lambda t: t + "target: {metric: finetune/top1}\n",
+     "target.metric (line 8): 'finetune/top1' is never logged: eval.finetune.enabled is false (no fine-tuning)"),
+    (lambda t: t.replace("mto.lambda_e: 0.1", "eval.finetune: {enabled: true, at: [1, 9]}"),
+     "eval.finetune.at=[1, 9] is invalid: epochs 0 to train.epochs=3 ([9] lie outside the training)"),
+    (lambda t: t.replace("mto.lambda_e: 0.1", "eval.finetune: {enabled: true, batch_size: 300}"),
+     "300 is above the 256 training images fine-tuning uses (digits, data.max_train, less the validation split)"),
+    (lambda t: t.replace("mto.lambda_e: 0.1", "eval.finetune: {enabled: true, batch_size: 7}"),
+     "an even integer >= 2"),
+    (lambda t: t + "search: {kind: optuna, metric: val/finetune_top1, asha: {grace_period: 1}, "
+                   "space: {mto.tau: {uniform: [0.1, 1]}}}\n", "search.asha"),
+    (lambda t: t.replace("mto.lambda_e: 0.1", "eval.finetune.enabled: true") + "search: {kind: optuna, asha: "
+                                                                                "{grace_period: 1}, space: {mto.tau: {uniform: [0.1, 1]}}}\n",
+     "variants.mto.eval.finetune.enabled (line 7): true with search.asha"),
 ])
 def test_bad_study_is_refused_with_its_field_and_exit_2(tmp_path, capsys, edit, expected):
     err = _refused(tmp_path, capsys, edit(_good(tmp_path)))
