@@ -15,6 +15,7 @@ import numpy as np
 
 from mto.config import TrialConfig
 from mto.data import ImageData
+from mto.finetune import finetune
 from mto.train import NonFiniteLossError, Trainer
 
 __all__ = ["EpochReport", "NonFiniteLossError", "Report", "TrialResult", "run_trial"]
@@ -80,8 +81,6 @@ def _finetune_due(trainer: Trainer, epoch: int) -> bool:
 
 def finetune_report(trainer: Trainer) -> EpochReport:
     """Fine-tune a copy of the encoder from the pending epoch (``mto.finetune``), as that epoch's second report."""
-    from mto.finetune import finetune
-
     e = trainer.finetune_pending
     metrics, curve = finetune(trainer.cfg, trainer.model.encoder, trainer.data, from_epoch=e, autocast=trainer.autocast)
     trainer.finetune_pending = None

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 DEFINITIONS = """\
-- Tables report the **test** split (`eval/*`); every choice of a best row reads the **validation**
-  split (`val/*`), never the test split. Accuracies are in % here (MLflow holds them in [0, 1]).
+- Tables report the **test** split (`eval/*`, `finetune/top1`); every choice of a best row reads the
+  **validation** split (`val/*`), never the test split. Accuracies are in % here (MLflow holds them in [0, 1]).
+- `finetune/top1` is the fine-tuned accuracy MIM papers report; `eval/knn_top1` and `eval/linear_top1` are
+  frozen-feature probes, its proxies.
 - **Final**, **Best**: the target metric at the last epoch, and its best value over the run.
 - **AUC**: trapezoidal area under the metric-vs-epoch curve from epoch 0 (the untrained model) to
   the last epoch, divided by the span (a mean accuracy over training).
