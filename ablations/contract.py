@@ -95,7 +95,7 @@ def is_logged_metric(key: str) -> bool:
     """Whether a reported key is a metric to log (``train/...``, ``eval/...``), not a control key."""
     return "/" in key and not key.startswith(("artifact/", "config/"))
 
-# ---- written by the report (issue 14) -----------------------------------------------------------
+# ---- written by the report -----------------------------------------------------------------------
 REACHED = "summary/reached"  # on each trial run: 1 when it reached the target, 0 when censored (never reached)
 CENSORED = "ablation.censored"  # on each trial run: "true" when it never reached the target, else "false"
 ARM_METRIC_PREFIX = "arm/"  # on the parent run: arm/<arm>[/<axis>_<value>...]/{rauc,final,auc,epochs_to_target,reached,speedup}

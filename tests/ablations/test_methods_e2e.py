@@ -1,4 +1,4 @@
-"""Every MIM method trains on digits through ``python -m ablations.run`` (issue 11, "Must show")."""
+"""Every MIM method trains on digits through ``python -m ablations.run``."""
 
 import pytest
 from mlflow import MlflowClient

@@ -1,4 +1,4 @@
-"""The baselines as their authors wrote them (issue 11): BootMAE's injection and schedules, ConMIM's
+"""The baselines as their authors wrote them: BootMAE's injection and schedules, ConMIM's
 momentum-branch augmentation and schedule, MAE's fixed sin-cos embedding, weight-decay groups, DTM."""
 
 
