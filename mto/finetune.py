@@ -136,7 +136,7 @@ def finetune(cfg: TrialConfig, encoder: VisionTransformer, data: ImageData, *, f
             curve.append((total / steps).item())  # one host sync per fine-tuning epoch
             if not np.isfinite(curve[-1]):
                 raise NonFiniteLossError(f"non-finite fine-tuning loss {curve[-1]} at fine-tuning epoch "
-                                                 f"{epoch + 1} of {ft.epochs} (from pre-training epoch {from_epoch})")
+                                         f"{epoch + 1} of {ft.epochs} (from pre-training epoch {from_epoch})")
     metrics = {TOP1: top1(vit, data.test_x, data.test_y, data, autocast), TRAIN_LOSS: curve[-1]}
     if data.val_x is not None:
         metrics[VAL_TOP1] = top1(vit, data.val_x, data.val_y, data, autocast)
