@@ -3,8 +3,9 @@
 Each rule here would otherwise fail inside every trial, after Ray started and the MLflow runs
 exist, or finish with nothing to compare: a batch larger than the training set, heads that do
 not divide the width, ``train.device: cuda`` on trials given no GPU, non-finite numbers, seeds
-torch cannot take, a target metric no trial logs, a fine-tuning batch above the training set, report epochs outside the training, a kNN k
-above the probe set, names too long for a run or a folder, a storage folder that cannot be made.
+torch cannot take, a target metric no trial logs, a fine-tuning batch above the training set or
+fine-tuning under ASHA, report epochs outside the training, a kNN k above the probe set, names too
+long for a run or a folder, a storage folder that cannot be made.
 Nothing here imports torch, Ray or MLflow, and nothing is created.
 """
 
@@ -89,19 +90,18 @@ def _trial_level(spec: StudySpec, t: Any, problem) -> None:
     if train is not None:
         train -= validation_size(train, c.data.val_fraction)  # the validation split is carved from train
         train = min(train, c.data.max_train or train)
+        capped = c.data.max_train is not None and c.data.max_train < SPLIT_SIZES[c.data.name][0]
+        images = (f"the {train:,} training images ({c.data.name}{', data.max_train' if capped else ''}, less the "
+                  f"validation split): at most {train}")
         if c.train.batch_size > train:
-            capped = c.data.max_train is not None and c.data.max_train < SPLIT_SIZES[c.data.name][0]
             if capped and at("data.max_train") != "base.data.max_train":  # the arm cut the data set
                 problem(at("data.max_train"), f"{c.data.max_train} training images are fewer than "
                         f"train.batch_size={c.train.batch_size}: keep at least a batch")
             else:
-                problem(at("train.batch_size"), f"{c.train.batch_size} is above the {train:,} training images "
-                        f"({c.data.name}{', data.max_train' if capped else ''}, less the validation split): at most {train}")
+                problem(at("train.batch_size"), f"{c.train.batch_size} is above {images}")
         if c.eval.finetune.enabled and c.eval.finetune.batch_size > train:
-            capped = c.data.max_train is not None and c.data.max_train < SPLIT_SIZES[c.data.name][0]
-            problem(at("eval.finetune.batch_size"), f"{c.eval.finetune.batch_size} is above the {train:,} training "
-                    f"images fine-tuning uses ({c.data.name}{', data.max_train' if capped else ''}, less the validation "
-                    f"split): at most {train}")
+            problem(at("eval.finetune.batch_size"), f"{c.eval.finetune.batch_size} is above {images} (fine-tuning "
+                    "trains on them)")
         probe = min(train, c.eval.max_probe_train or train)
         if c.eval.knn and c.eval.knn_k > probe:
             problem(at("eval.knn_k"), f"{c.eval.knn_k} is above the {probe:,} images the kNN probe votes among: "

@@ -57,7 +57,8 @@ def _good(tmp_path, **base_sections) -> str:
     (lambda t: t.replace("mto.lambda_e: 0.1", "eval.finetune: {enabled: true, at: [1, 9]}"),
      "eval.finetune.at=[1, 9] is invalid: epochs 0 to train.epochs=3 ([9] lie outside the training)"),
     (lambda t: t.replace("mto.lambda_e: 0.1", "eval.finetune: {enabled: true, batch_size: 300}"),
-     "300 is above the 256 training images fine-tuning uses (digits, data.max_train, less the validation split)"),
+     "300 is above the 256 training images (digits, data.max_train, less the validation split): at most 256 "
+     "(fine-tuning trains on them)"),
     (lambda t: t.replace("mto.lambda_e: 0.1", "eval.finetune: {enabled: true, batch_size: 7}"),
      "an even integer >= 2"),
     (lambda t: t + "search: {kind: optuna, metric: val/finetune_top1, asha: {grace_period: 1}, "
