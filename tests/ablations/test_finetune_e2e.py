@@ -4,15 +4,13 @@ real Ray Tune and MLflow."""
 import copy
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 from mlflow import MlflowClient
 
-from tests.ablations.conftest import ROOT, TINY_BASE, run_cli, write_study
-from tests.ablations.helpers import steps, study_runs
+from tests.ablations.conftest import TINY_BASE, run_cli, write_study
+from tests.ablations.helpers import start_driver, steps, study_runs, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -56,22 +54,12 @@ def test_a_budget_study_logs_finetuned_accuracy_at_each_budgets_end_and_reports_
 def test_a_study_interrupted_while_finetuning_resumes_with_it_and_logs_each_point_once(tmp_path):
     base = copy.deepcopy(TINY_BASE)
     base["eval"].update(affinity_epochs=[], finetune={"enabled": True, "at": [1], "epochs": 40, "warmup_epochs": 0,
-                                                      "batch_size": 64})  # about 10 s of fine-tuning after epoch 1 on 2 cores
+                                                      "batch_size": 64})  # about 10 s on 2 cores
     path = write_study(tmp_path, base=base, variants={"simmim": {}})
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    driver = subprocess.Popen([sys.executable, "-m", "ablations.run", str(path), "--no-report"], cwd=tmp_path,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    deadline = time.monotonic() + 300
-    while True:  # wait until epoch 1 is logged: its checkpoint is written and the fine-tuning has begun
-        assert driver.poll() is None and time.monotonic() < deadline, driver.stdout.read() if driver.poll() else "timeout"
-        time.sleep(0.3)
-        try:
-            _, children = study_runs(uri)
-        except Exception:  # noqa: BLE001 - the store or experiment may not exist yet
-            continue
-        if "simmim-s0" in children and 1 in steps(uri, children["simmim-s0"], "trial/epoch"):
-            break
+    driver = start_driver(path, tmp_path)
+    # wait until epoch 1 is logged: its checkpoint is written and the fine-tuning has begun
+    wait_for(driver, uri, lambda runs: "simmim-s0" in runs and 1 in steps(uri, runs["simmim-s0"], "trial/epoch"))
     time.sleep(1)
     _, children = study_runs(uri)
     assert steps(uri, children["simmim-s0"], "finetune/top1") == []  # interrupted while fine-tuning

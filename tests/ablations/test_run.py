@@ -2,15 +2,13 @@
 
 import os
 import signal
-import subprocess
 import sys
-import time
 
 import pytest
 from mlflow import MlflowClient
 
-from .conftest import ROOT, run_cli, write_study
-from .helpers import steps, study_runs
+from .conftest import run_cli, write_study
+from .helpers import start_driver, steps, study_runs, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -77,20 +75,13 @@ def test_interrupted_study_resumes_without_redoing_or_duplicating_trials(tmp_pat
     path = write_study(tmp_path, max_concurrent=1, seeds=seeds, resources={"cpu": 1, "fuse": fuse}, variants={
         "short": {"train.epochs": 2}, "long": long, **diverges})
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    driver = subprocess.Popen([sys.executable, "-m", "ablations.run", str(path), "--no-report"], cwd=tmp_path, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    deadline = time.monotonic() + 300
-    while True:  # wait until "short" has finished and "long" is part-way
-        assert driver.poll() is None and time.monotonic() < deadline, driver.stdout.read() if driver.poll() else "timeout"
-        time.sleep(0.3)
-        try:
-            _, children = study_runs(uri)
-        except Exception:  # noqa: BLE001 - the store or experiment may not exist yet
-            continue
-        if children.get("short-s0") and children["short-s0"].info.status == "FINISHED" and "long-s0" in children:
-            if 3 <= len(steps(uri, children["long-s0"], "train/loss")) < long_epochs - 2:
-                break
+    driver = start_driver(path, tmp_path)
+
+    def part_way(children) -> bool:  # "short" has finished and "long" is part-way
+        return (children.get("short-s0") is not None and children["short-s0"].info.status == "FINISHED"
+                and "long-s0" in children and 3 <= len(steps(uri, children["long-s0"], "train/loss")) < long_epochs - 2)
+
+    children = wait_for(driver, uri, part_way)
     short_end = children["short-s0"].info.end_time
     os.killpg(driver.pid, sig)  # Ctrl-C reaches the whole foreground group; a kill takes the local cluster too
     output = driver.communicate(timeout=120)[0]
