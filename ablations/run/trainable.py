@@ -33,12 +33,18 @@ def _with_threads(config: TrialConfig, threads: int) -> TrialConfig:
     return dataclasses.replace(config, train=dataclasses.replace(config.train, num_threads=threads))
 
 
+def read_state(folder: str) -> dict[str, Any]:
+    """A trial's checkpointed state. Tensors, numbers, strings and containers only (``weights_only``): a
+    checkpoint folder someone else can write cannot run code in the trial."""
+    return torch.load(os.path.join(folder, STATE_FILE), map_location="cpu", weights_only=True)
+
+
 def _restore() -> Optional[dict[str, Any]]:
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as folder:
-        return torch.load(os.path.join(folder, STATE_FILE), map_location="cpu", weights_only=False)
+        return read_state(folder)
 
 
 def _report(metrics: dict[str, Any], state: Optional[dict[str, Any]]) -> None:
