@@ -88,8 +88,8 @@ def agreement_markdown(rows: list[Agreement], metric: str) -> str:
 
 def study_agreement(finetuned: dict[str, Curve], probes: dict[str, dict[str, Curve]]) -> list[Agreement]:
     """Each probe's agreement (``probes``: metric -> run id -> curve) with the fine-tuned curves (run id -> curve);
-    empty when the study did not fine-tune."""
-    return [rank_agreement(p, curves, finetuned) for p, curves in probes.items()] if finetuned else []
+    empty when there are no probes (``finetuning_curves`` gives none when the study did not fine-tune)."""
+    return [rank_agreement(p, curves, finetuned) for p, curves in probes.items()]
 
 
 def finetuning_curves(client: MlflowClient, trials: list[TrialRecord]) -> tuple[dict[str, Curve], dict[str, dict]]:

@@ -80,11 +80,11 @@ def budget_rows(summaries: list[TrialSummary], fraction: float) -> list[BudgetRo
             if per_seed[seed] is not None:
                 reductions.append(1.0 - per_seed[seed] / full)
         reached = [v for v in per_seed.values() if v is not None]
+        at_budget = {b: [runs[b] for runs in by_seed.values() if b in runs] for b in budgets}
         rows.append(BudgetRow(
             arm, dict(other), arm == ref_arm, ref_arm, budgets,
-            {b: mean_ci([runs[b].final for runs in by_seed.values() if b in runs]) for b in budgets},
-            mean_ci(reached), len(reached), len(per_seed), mean_ci(reductions), per_seed,
-            {b: [runs[b] for runs in by_seed.values() if b in runs] for b in budgets}))
+            {b: mean_ci([s.final for s in trials]) for b, trials in at_budget.items()},
+            mean_ci(reached), len(reached), len(per_seed), mean_ci(reductions), per_seed, at_budget))
     return rows
 
 
