@@ -18,6 +18,7 @@ __all__ = ["ConfigError", "DataConfig", "EvalConfig", "FinetuneConfig", "MIMConf
            "TrainConfig", "TrialConfig"]
 
 _STRICT = {"extra": "forbid"}
+MAX_SEED, MAX_EPOCHS, MAX_IMAGES = 2**63 - 1, 100_000, 10_000_000  # torch's seed range; 60x MAE's longest run; synthetic
 
 
 def validation_size(total: int, fraction: float) -> int:
@@ -28,7 +29,6 @@ def validation_size(total: int, fraction: float) -> int:
 @dataclass
 class DataConfig:
     """Where images come from and how they are augmented (on the device)."""
-
     __pydantic_config__ = _STRICT
     name: str = "digits"
     path: Optional[str] = None  # required for every data set but digits
@@ -42,21 +42,20 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _check_choice("data.name", self.name, DATASETS)
-        _check(len(self.synthetic_size) == 2 and min(self.synthetic_size) >= 1, "data.synthetic_size",
-               self.synthetic_size, "[train images, test images], each >= 1")
+        _check(len(self.synthetic_size) == 2 and 1 <= min(self.synthetic_size) <= max(self.synthetic_size) <= MAX_IMAGES,
+               "data.synthetic_size", self.synthetic_size, f"[train images, test images], each 1 to {MAX_IMAGES:,} (made in memory)")
         _check(self.name in ("digits", "synthetic") or bool(self.path), "data.path", self.path,
                f"a local folder is required for data.name={self.name!r} (nothing is downloaded)")
         _check(self.image_size >= 4, "data.image_size", self.image_size, "an integer >= 4")
         _check(0 < self.crop_min_scale <= 1, "data.crop_min_scale", self.crop_min_scale, "a number in (0, 1]")
         _check(self.max_train is None or self.max_train > 0, "data.max_train", self.max_train, "a positive integer or null")
         _check(0 <= self.val_fraction < 1, "data.val_fraction", self.val_fraction, "a number in [0, 1)")
-        _check(self.split_seed >= 0, "data.split_seed", self.split_seed, "an integer >= 0")
+        _check(0 <= self.split_seed <= MAX_SEED, "data.split_seed", self.split_seed, "an integer in [0, 2^63 - 1]")
 
 
 @dataclass
 class ModelConfig:
     """A timm VisionTransformer chosen by preset, with size overrides."""
-
     __pydantic_config__ = _STRICT
     preset: str = "tiny"
     patch_size: int = 2
@@ -77,7 +76,6 @@ class ModelConfig:
 @dataclass
 class MIMConfig:
     """The masked image modeling method MTO is plugged into."""
-
     __pydantic_config__ = _STRICT
     method: str = "simmim"
     mask_ratio: float = 0.6
@@ -99,9 +97,8 @@ class MIMConfig:
     projector_depth: int = 3  # ConMIM: layers of the MLP projector (Linear-BN-ReLU ..., last BN without affine)
     projector_hidden_dim: Optional[int] = None  # None: 4 x the encoder width (authors: 4096 for 768)
     projector_dim: Optional[int] = None  # None: the encoder width (authors: 256)
-    # ConMIM: strong augmentation of the momentum branch's full view (the online view gets only
-    # the shared crop/flip): colour jitter (brightness, contrast, saturation, hue), grayscale,
-    # Gaussian blur, solarisation, each applied with its probability.
+    # ConMIM: strong augmentation of the momentum branch's full view (the online view gets only the shared
+    # crop/flip): colour jitter (brightness, contrast, saturation, hue), grayscale, blur, solarisation, each with its probability.
     strong_jitter: list[float] = field(default_factory=lambda: [0.4, 0.4, 0.2, 0.1])
     strong_jitter_prob: float = 0.8
     strong_gray_prob: float = 0.2
@@ -158,7 +155,6 @@ class MIMConfig:
 @dataclass
 class MTOConfig:
     """Masked Token Optimization: docs/method.md. All weights 0 = the plain MIM method."""
-
     __pydantic_config__ = _STRICT
     lambda_spa: float = 0.0  # weight of L_spa; used only with recalibration: soft
     lambda_e: float = 0.0  # weight of L_e (entropy maximisation)
@@ -196,7 +192,6 @@ class MTOConfig:
 @dataclass
 class TrainConfig:
     """Optimisation: AdamW with warm-up and cosine decay, as in the MAE recipe."""
-
     __pydantic_config__ = _STRICT
     epochs: int = 30
     batch_size: int = 128
@@ -213,7 +208,7 @@ class TrainConfig:
     checkpoint_every: int = 1  # epochs between checkpoints offered to the caller
 
     def __post_init__(self) -> None:
-        _check(self.epochs >= 1, "train.epochs", self.epochs, "an integer >= 1")
+        _check(1 <= self.epochs <= MAX_EPOCHS, "train.epochs", self.epochs, f"an integer from 1 to {MAX_EPOCHS:,}")
         _check(self.batch_size >= 2, "train.batch_size", self.batch_size, "an integer >= 2")
         _check(self.base_lr > 0, "train.base_lr", self.base_lr, "a number > 0")
         _check(self.min_lr >= 0, "train.min_lr", self.min_lr, "a number >= 0")
@@ -230,7 +225,6 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     """Frozen-feature probes, fine-tuning, and the per-layer measurements logged while pre-training."""
-
     __pydantic_config__ = _STRICT
     every: int = 5  # evaluate every N epochs, and always at the last epoch
     linear: bool = True
@@ -260,7 +254,6 @@ class EvalConfig:
 @dataclass
 class TrialConfig:
     """Everything one pre-training trial needs."""
-
     __pydantic_config__ = _STRICT
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -271,16 +264,21 @@ class TrialConfig:
 
     def __post_init__(self) -> None:
         size, patch = self.data.image_size, self.model.patch_size
-        _check(size % patch == 0, "model.patch_size", patch,
-               f"must divide data.image_size={size}")
+        _check(size % patch == 0, "model.patch_size", patch, f"must divide data.image_size={size}")
+        depth, patches, epochs = self.model.depth or preset_depth(self.model.preset), (size // patch) ** 2, self.train.epochs
+        _check(all(b < depth for b in self.mim.context_blocks or ()), "mim.context_blocks", self.mim.context_blocks,
+               f"block indices 0 to {depth - 1} (the encoder has {depth} blocks)")
+        _check((self.mim.dtm_max_merges or 0) <= patches, "mim.dtm_max_merges", self.mim.dtm_max_merges,
+               f"at most the {patches} patches of an image, or null for all of them")
+        _check(all(e <= epochs for e in self.eval.affinity_epochs), "eval.affinity_epochs", self.eval.affinity_epochs,
+               f"epochs 1 to train.epochs={epochs}")
         mps = self.mim.mask_patch_size
-        if mps is not None:
-            _check(mps % patch == 0 and size % mps == 0, "mim.mask_patch_size", mps,
-                   f"a multiple of model.patch_size={patch} that divides data.image_size={size}")
+        _check(mps is None or (mps % patch == 0 and size % mps == 0), "mim.mask_patch_size", mps,
+               f"a multiple of model.patch_size={patch} that divides data.image_size={size}")
         _check(self.mim.method in BLOCK_MASK_METHODS or self.mim.mask_patch_size is None,
                "mim.mask_patch_size", mps, "only for SimMIM/ConMIM/DTM block masking; null for MAE/BootMAE")
-        _check(self.mto.affinity == "cosine" or self._first_weighted_layer() != 0, "mto.affinity",
-               self.mto.affinity, "attention affinity is undefined at layer 0: start layers_e/layers_r at 1 or use cosine")
+        _check(self.mto.affinity == "cosine" or self._first_weighted_layer() != 0, "mto.affinity", self.mto.affinity,
+               "attention affinity is undefined at layer 0: start layers_e/layers_r at 1 or use cosine")
         self.eval.finetune.epochs_for(self.train.epochs)  # fine-tuning epochs inside the training
 
     @property

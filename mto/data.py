@@ -50,6 +50,11 @@ class ImageData:
                          self.num_classes, self.mean.to(device), self.std.to(device), *val)
 
 
+def channels(cfg: DataConfig) -> int:
+    """Colour channels of the data set's images as loaded: digits are grey, every other set RGB."""
+    return 1 if cfg.name == "digits" else 3
+
+
 def check_data(cfg: DataConfig) -> None:
     """Raise ConfigError if the data set cannot be read (checked before any training starts)."""
     if cfg.name in ("digits", "synthetic"):

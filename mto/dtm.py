@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import zipfile
 
 import torch
 import torch.nn.functional as F
@@ -24,8 +25,10 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from mto.attention import LayerCapture
-from mto.config import MIMConfig, MTOConfig
+from mto.config import MIMConfig, MTOConfig, TrialConfig
+from mto.data import channels
 from mto.errors import ConfigError
+from mto.models import create_vit
 from mto.momentum import cosine_momentum, ema_update, momentum_copy
 from mto.simmim import SimMIM
 
@@ -123,8 +126,16 @@ def load_teacher(encoder: VisionTransformer, path: str) -> VisionTransformer:
     state dict, or a trial checkpoint (``{"model": ...}``, its ``encoder.`` weights)."""
     if not os.path.isfile(path):
         raise ConfigError("mim.dtm_teacher", path, "an existing local checkpoint file (nothing is downloaded)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("model", state)
+    if not zipfile.is_zipfile(path):
+        raise ConfigError("mim.dtm_teacher", path, "a checkpoint written by torch.save (this file is not one)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds for a file that is not a checkpoint
+        raise ConfigError("mim.dtm_teacher", path, f"a checkpoint torch.load reads ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0][:160] if str(e) else 'unreadable'})") from None
+    state = state.get("model", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError("mim.dtm_teacher", path, "a state dict of tensors (a ViT's, or a trial checkpoint's)")
     if any(k.startswith("encoder.") for k in state):
         state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
     teacher = momentum_copy(encoder)
@@ -133,6 +144,14 @@ def load_teacher(encoder: VisionTransformer, path: str) -> VisionTransformer:
     except RuntimeError as e:
         raise ConfigError("mim.dtm_teacher", path, f"weights of the configured encoder ({str(e).splitlines()[0]})")
     return teacher.eval()
+
+
+def check_teacher(cfg: TrialConfig) -> None:
+    """Raise ConfigError unless ``mim.dtm_teacher`` holds weights of the trial's encoder (checked before any
+    trial starts: the file is read memory-mapped into a freshly made encoder, then dropped)."""
+    if cfg.mim.dtm_teacher is not None:
+        encoder = create_vit(cfg.model, img_size=cfg.data.image_size, in_chans=channels(cfg.data))
+        load_teacher(encoder, cfg.mim.dtm_teacher)
 
 
 class DTM(SimMIM):

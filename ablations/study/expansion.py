@@ -74,9 +74,7 @@ class Study:
 
     @property
     def search_arm(self) -> str:
-        """The arm an Optuna search varies: ``search.arm``, else the first arm that is not the reference."""
-        others = [a for a in self.spec.variants if a != self.spec.reference]
-        return self.spec.search.arm or (others[0] if others else self.spec.reference)
+        return self.spec.search_arm
 
     def search_config(self, arm: str, seed: int, sample: dict[str, Any]) -> TrialConfig:
         """An arm's config with an Optuna sample applied (validated; raises ConfigError)."""
@@ -105,6 +103,10 @@ def validate_study(raw: dict[str, Any], source: str, lines: Optional[dict[tuple,
         for where, name in ((f"target.reference_of.{arm}", arm), (f"target.reference_of.{arm}", ref)):
             if name not in spec.variants:
                 problem(where, f"unknown arm {name!r}; arms are {', '.join(arms)}" + suggest(name, arms))
+    cycle = reference_cycle(spec)
+    if cycle:
+        problem(f"target.reference_of.{cycle[0]}", f"{' -> '.join(cycle)} is a cycle: every chain of references must "
+                f"end at an arm compared with nothing (target.reference {spec.reference!r})")
     if spec.budgets and (BUDGET_AXIS in spec.grid or any(BUDGET_AXIS in flatten(v) or f"grid.{BUDGET_AXIS}"
                                                          in flatten(v) for v in spec.variants.values())):
         problem("budgets", f"budgets set {BUDGET_AXIS} for every arm: remove {BUDGET_AXIS} from grid and variants")
@@ -161,13 +163,20 @@ def validate_study(raw: dict[str, Any], source: str, lines: Optional[dict[tuple,
 
         checked = set()
         for t in trials:
-            key = (t.config.data.name, t.config.data.path)
-            if key not in checked:
-                checked.add(key)
-                try:
-                    check_data(t.config.data)
-                except ConfigError as err:
-                    problems.append(f"trial {t.name}: {err}")
+            c = t.config
+            checks = [((c.data.name, c.data.path), lambda: check_data(c.data))]
+            if c.mim.dtm_teacher is not None and not problems:  # the teacher is read into the configured encoder
+                from mto.dtm import check_teacher  # timm: only for a study with a DTM teacher
+
+                checks.append(((c.mim.dtm_teacher, repr(c.model), c.data.image_size, c.data.name),
+                               lambda: check_teacher(c)))
+            for key, check in checks:
+                if key not in checked:
+                    checked.add(key)
+                    try:
+                        check()
+                    except ConfigError as err:
+                        problems.append(f"trial {t.name}: {err}")
     if problems:
         raise StudyError(source, problems)
     return Study(spec, source, trials, raw)
@@ -203,6 +212,17 @@ def _expand(spec: StudySpec, source: str) -> list[TrialSpec]:
     if problems:
         raise StudyError(source, problems)
     return trials
+
+
+def reference_cycle(spec: StudySpec) -> list[str]:
+    """The first cycle of ``target.reference_of`` (arm -> its reference -> ... -> that arm), or []."""
+    for start in spec.target.reference_of:
+        chain = [start]
+        while chain[-1] in spec.target.reference_of and spec.target.reference_of[chain[-1]] != chain[-1]:
+            chain.append(spec.target.reference_of[chain[-1]])
+            if chain[-1] in chain[:-1]:
+                return chain[chain.index(chain[-1]):]
+    return []
 
 
 def arm_overrides(variant: dict[str, Any]) -> tuple[dict[str, Any], dict[str, list]]:

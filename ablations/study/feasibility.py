@@ -4,8 +4,9 @@ Each rule here would otherwise fail inside every trial, after Ray started and th
 exist, or finish with nothing to compare: a batch larger than the training set, heads that do
 not divide the width, ``train.device: cuda`` on trials given no GPU, non-finite numbers, seeds
 torch cannot take, a target metric no trial logs, a fine-tuning batch above the training set or
-fine-tuning under ASHA, report epochs outside the training, a kNN k above the probe set, names too
-long for a run or a folder, a storage folder that cannot be made.
+fine-tuning under ASHA, report epochs outside the training, a kNN k above the probe set, a heterogeneity
+batch above the test set, synthetic images that do not fit in memory, an ASHA grace period beyond the
+training, names too long for a run or a folder, a storage folder that cannot be made.
 Nothing here imports torch, Ray or MLflow, and nothing is created.
 """
 
@@ -31,6 +32,7 @@ SPLIT_SIZES = {"digits": (1437, 360), "cifar10": (50_000, 10_000), "cifar100": (
 MAX_NAME = 128  # the study and experiment name: an MLflow run name and a folder name are built from it
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes a signed 64-bit integer
 MAX_ACCURACY_FRACTION = 2.0  # beyond it the target is above 100% for any reference that ends above 50%
+MEMORY = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # this machine's, in bytes
 PROBE_METRICS = {"linear_top1": "linear", "knn_top1": "knn"}  # eval/<name> (test) and val/<name>
 
 
@@ -86,11 +88,12 @@ def _trial_level(spec: StudySpec, t: Any, problem) -> None:
     for key, v in flatten(to_dict(c)).items():
         if isinstance(v, float) and not math.isfinite(v):
             problem(at(key), f"{v!r} is invalid: a finite number")
-    train, test = SPLIT_SIZES.get(c.data.name, (None, None))
+    train, test = split_sizes(c)
     if train is not None:
+        full = train
         train -= validation_size(train, c.data.val_fraction)  # the validation split is carved from train
         train = min(train, c.data.max_train or train)
-        capped = c.data.max_train is not None and c.data.max_train < SPLIT_SIZES[c.data.name][0]
+        capped = c.data.max_train is not None and c.data.max_train < full
         images = (f"the {train:,} training images ({c.data.name}{', data.max_train' if capped else ''}, less the "
                   f"validation split): at most {train}")
         if c.train.batch_size > train:
@@ -106,6 +109,17 @@ def _trial_level(spec: StudySpec, t: Any, problem) -> None:
         if c.eval.knn and c.eval.knn_k > probe:
             problem(at("eval.knn_k"), f"{c.eval.knn_k} is above the {probe:,} images the kNN probe votes among: "
                     f"at most {probe}")
+    if test is not None and c.eval.hetero_batch > test:
+        problem(at("eval.hetero_batch"), f"{c.eval.hetero_batch} is above the {test:,} test images ({c.data.name}) "
+                f"the heterogeneity batch is drawn from: at most {test}")
+    need = sum(c.data.synthetic_size) * 3 * c.data.image_size ** 2 if c.data.name == "synthetic" else 0  # uint8
+    if need > MEMORY:
+        problem(at("data.synthetic_size"), f"{c.data.synthetic_size} images of {c.data.image_size}px take "
+                f"{need / 2**30:,.1f} GiB of memory; this machine has {MEMORY / 2**30:,.1f} GiB")
+    asha = spec.search.asha if spec.search.kind == "optuna" else None
+    if asha and t.arm == spec.search_arm and asha.grace_period > c.train.epochs:
+        problem("search.asha.grace_period", f"{asha.grace_period} is above train.epochs={c.train.epochs} of the "
+                f"searched arm {spec.search_arm}: ASHA's first cut must come within the training, at most {c.train.epochs}")
     _, width, _, heads = PRESETS[c.model.preset]
     width, heads = c.model.embed_dim or width, c.model.num_heads or heads
     if width % heads:
@@ -125,9 +139,17 @@ def _trial_level(spec: StudySpec, t: Any, problem) -> None:
         why = not_logged(c, metric)
         if why:
             problem(path, f"{shorten(metric, 80)} is never logged: {why}")
-    for e in spec.report_epochs:
+    for e in spec.report_epochs or ():
         if not 1 <= e <= c.train.epochs:
             problem("report_epochs", f"{e} is outside the training: epochs 1 to {c.train.epochs}")
+
+
+def split_sizes(c: TrialConfig) -> tuple[Optional[int], Optional[int]]:
+    """(training, test) images of the trial's data set before any cut, or (None, None) when only reading
+    it tells (imagefolder)."""
+    if c.data.name == "synthetic":
+        return c.data.synthetic_size[0], c.data.synthetic_size[1]
+    return SPLIT_SIZES.get(c.data.name, (None, None))
 
 
 def not_logged(c: TrialConfig, metric: str) -> Optional[str]:

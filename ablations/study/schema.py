@@ -13,7 +13,7 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ablations.contract import DEFAULT_SEARCH_METRIC, DEFAULT_TARGET_METRIC, DEFAULT_TRACKING_URI
-from mto.config import TrialConfig
+from mto.config import MAX_EPOCHS, TrialConfig
 
 
 class _Strict(BaseModel):
@@ -56,9 +56,16 @@ class SearchSpec(_Strict):
     num_samples: int = Field(10, ge=1)
     metric: str = DEFAULT_SEARCH_METRIC  # selection reads the validation split, never the test split
     mode: Literal["max", "min"] = "max"
-    seeds: Optional[list[int]] = None  # each sample runs on these seeds (default: the study's seeds)
+    seeds: Optional[list[int]] = None  # each sample runs on these seeds; null: the study's seeds
     arm: Optional[str] = None  # optuna: the arm whose config is searched (default: first non-reference arm)
     asha: Optional[ASHASpec] = None
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: Optional[list[int]]) -> Optional[list[int]]:
+        if v is not None and not v:
+            raise ValueError("an empty list: give the seeds, or null (the default: the study's seeds)")
+        return v
 
 
 class ResourcesSpec(_Strict):
@@ -103,7 +110,7 @@ class StudySpec(_Strict):
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     target: TargetSpec = Field(default_factory=TargetSpec)
     storage: str = "ray_results"  # Ray Tune's storage folder (a study's state lives under it)
-    report_epochs: list[int] = []  # epochs for the heterogeneity-vs-depth figure (default: first, middle, last)
+    report_epochs: Optional[list[int]] = None  # epochs of the heterogeneity-vs-depth figure; null: first, middle, last
 
     @field_validator("seeds")
     @classmethod
@@ -112,11 +119,18 @@ class StudySpec(_Strict):
             raise ValueError(f"seeds must be distinct, got {v}")
         return v
 
+    @field_validator("report_epochs")
+    @classmethod
+    def _not_empty(cls, v: Optional[list[int]]) -> Optional[list[int]]:
+        if v is not None and not v:
+            raise ValueError("an empty list: give the epochs, or null (the default: first, middle and last)")
+        return v
+
     @field_validator("budgets")
     @classmethod
     def _budgets(cls, v: list[int]) -> list[int]:
-        if len(set(v)) != len(v) or any(b < 1 for b in v):
-            raise ValueError(f"budgets must be distinct epoch counts >= 1, got {v}")
+        if len(set(v)) != len(v) or any(not 1 <= b <= MAX_EPOCHS for b in v):
+            raise ValueError(f"budgets must be distinct epoch counts from 1 to {MAX_EPOCHS:,}, got {str(v)[:80]}")
         if len(v) == 1:
             raise ValueError("give at least two budgets (one budget is train.epochs)")
         return sorted(v)
@@ -124,7 +138,13 @@ class StudySpec(_Strict):
     @property
     def search_seeds(self) -> list[int]:
         """The seeds every Optuna sample runs on."""
-        return self.search.seeds or self.seeds
+        return self.seeds if self.search.seeds is None else self.search.seeds
+
+    @property
+    def search_arm(self) -> str:
+        """The arm an Optuna search varies: ``search.arm``, else the first arm that is not the reference."""
+        others = [a for a in self.variants if a != self.reference]
+        return self.search.arm or (others[0] if others else self.reference)
 
     @field_validator("variants")
     @classmethod

@@ -100,6 +100,38 @@ SETTINGS = {  # name -> (edit of the good study, words the one line must hold)
     "hetero layer beyond the stack": (lambda t: t + "target: {metric: hetero/l09}\n", "layers 0 to 2"),
     "kNN k above the probe set": (lambda t: t.replace("probe_steps: 20", "probe_steps: 20, knn_k: 500"),
                                   "base.eval.knn_k (line 4): 500 is above the 256 images"),
+    "BootMAE context block beyond the encoder": (
+        lambda t: t.replace("mto: {mto.lambda_e: 0.1}", "mto: {mim.method: bootmae, mim.context_blocks: [0, 5]}"),
+        "mim.context_blocks=[0, 5] is invalid: block indices 0 to 1 (the encoder has 2 blocks)"),
+    "DTM teacher missing": (lambda t: t.replace("mto: {mto.lambda_e: 0.1}", "mto: {mim.method: dtm, mim.dtm_teacher: "
+                                                "/nonexistent/teacher.pt}"), "an existing local checkpoint file"),
+    "DTM teacher not a checkpoint": (lambda t: t.replace("mto: {mto.lambda_e: 0.1}", "mto: {mim.method: dtm, "
+                                                         "mim.dtm_teacher: /etc/hostname}"),
+                                     "mim.dtm_teacher='/etc/hostname' is invalid: a checkpoint written by torch.save"),
+    "DTM merges beyond the patches": (lambda t: t.replace("mto: {mto.lambda_e: 0.1}", "mto: {mim.method: dtm, "
+                                                          "mim.dtm_max_merges: 1000000}"), "at most the 64 patches"),
+    "split seed beyond 2^63": (lambda t: t.replace("max_train: 256", "max_train: 256, split_seed: 18446744073709551616"),
+                               "base.data.split_seed (line 4): 18446744073709551616 is invalid: an integer in [0, 2^63 - 1]"),
+    "a trillion synthetic images": (lambda t: t.replace("max_train: 256", "max_train: 256, name: synthetic, "
+                                                        "synthetic_size: [1000000000000, 100]"),
+                                    "base.data.synthetic_size (line 4): [1000000000000, 100] is invalid"),
+    "synthetic images beyond memory": (lambda t: t.replace("max_train: 256", "max_train: 256, name: synthetic, image_size: "
+                                                           "256, synthetic_size: [9000000, 100]"),
+                                       "GiB of memory; this machine has"),
+    "a trillion epochs": (lambda t: t.replace("epochs: 3", "epochs: 1000000000000"), "an integer from 1 to 100,000"),
+    "a trillion-epoch budget": (lambda t: t + "budgets: [2, 1000000000000]\n", "budgets (line"),
+    "ASHA grace period beyond the training": (
+        lambda t: t + "search: {kind: optuna, metric: val/knn_top1, space: {train.base_lr: {loguniform: [0.0001, 0.01]}}, "
+                      "asha: {grace_period: 5}}\n", "search.asha.grace_period (line 8): 5 is above train.epochs=3"),
+    "no search seeds": (lambda t: t + "search: {kind: optuna, seeds: [], metric: val/knn_top1, space: {train.base_lr: "
+                                      "{loguniform: [0.0001, 0.01]}}}\n", "search.seeds (line 8): [] is invalid: an empty list"),
+    "no report epochs": (lambda t: t + "report_epochs: []\n", "or null (the default: first, middle and last)"),
+    "references in a cycle": (lambda t: t + "target: {reference_of: {simmim: mto, mto: simmim}}\n",
+                              "simmim -> mto -> simmim is a cycle"),
+    "heterogeneity batch above the test set": (lambda t: t.replace("hetero_batch: 16", "hetero_batch: 1000"),
+                                               "base.eval.hetero_batch (line 4): 1000 is above the 360 test images"),
+    "affinity epoch beyond the training": (lambda t: t.replace("affinity_epochs: [3]", "affinity_epochs: [30]"),
+                                           "base.eval.affinity_epochs (line 4): [30] is invalid: epochs 1 to train.epochs=3"),
     "300-character name": (lambda t: t.replace("name: bad", "name: " + "n" * 300), "name (line 1): 300 characters"),
     "storage is a file": (lambda t: t.replace("storage: ", "storage: /etc/hostname/"), "storage (line 2)"),
     "storage not writable": (lambda t: t.replace("storage: ", "storage: /proc/1/x"), "storage (line 2)"),
@@ -192,3 +224,23 @@ def test_dry_run_shows_the_plan_then_the_missing_data(tmp_path, capsys, monkeypa
 def test_an_arm_that_cuts_the_data_below_a_batch_is_blamed_on_its_max_train(tmp_path, capsys):
     line = _refused_once(tmp_path, capsys, _good(tmp_path).replace("mto.lambda_e: 0.1", "data.max_train: 30"))
     assert "variants.mto.data.max_train (line 7): 30 training images are fewer than train.batch_size=64" in line, line
+
+
+def test_a_dtm_teacher_is_read_into_the_configured_encoder_before_start(tmp_path, capsys):
+    import torch
+
+    from mto.config import ModelConfig
+    from mto.models import create_vit
+
+    def teacher(depth: int) -> str:
+        path = tmp_path / f"teacher{depth}.pt"
+        torch.save(create_vit(ModelConfig(embed_dim=32, depth=depth, num_heads=2), img_size=16, in_chans=1).state_dict(),
+                   path)
+        return str(path)
+
+    study = _good(tmp_path).replace("mto: {mto.lambda_e: 0.1}", f"mto: {{mim.method: dtm, mim.dtm_teacher: {teacher(2)}}}")
+    (tmp_path / "good.yaml").write_text(study)
+    assert main([str(tmp_path / "good.yaml"), "--dry-run"]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    line = _refused_once(tmp_path, capsys, study.replace(teacher(2), teacher(3)))
+    assert "teacher3.pt' is invalid: weights of the configured encoder (Error(s) in loading state_dict" in line, line

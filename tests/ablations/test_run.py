@@ -73,7 +73,7 @@ def test_interrupted_study_resumes_without_redoing_or_duplicating_trials(tmp_pat
     # the interrupt) and diverges-s1 alone
     diverges = {"diverges": {**long, "train.base_lr": 1.0e30}} if fused else {}
     path = write_study(tmp_path, max_concurrent=1, seeds=seeds, resources={"cpu": 1, "fuse": fuse}, variants={
-        "short": {"train.epochs": 2}, "long": long, **diverges})
+        "short": {"train.epochs": 2, "eval.affinity_epochs": []}, "long": long, **diverges})
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     driver = start_driver(path, tmp_path)
 

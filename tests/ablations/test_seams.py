@@ -10,7 +10,7 @@ from ablations import contract
 from ablations.run.tracking import StudyTracker
 from ablations.study import load_study
 
-from .conftest import write_study
+from .conftest import TINY_BASE, write_study
 
 
 def test_resolve_gives_a_grid_trial_back_unchanged(tmp_path):
@@ -65,7 +65,8 @@ def test_every_tag_a_trial_run_gets_is_named_in_the_contract(tmp_path):
 
 
 def test_budgets_expand_into_separately_scheduled_trials_paired_at_the_same_budget(tmp_path):
-    study = load_study(write_study(tmp_path, seeds=[0, 1], budgets=[4, 2]))
+    base = {**TINY_BASE, "eval": {**TINY_BASE["eval"], "affinity_epochs": [2]}}  # inside both budgets
+    study = load_study(write_study(tmp_path, seeds=[0, 1], budgets=[4, 2], base=base))
     assert len(study.trials) == 2 * 2 * 2
     t = study.resolve({"trial": "mto-s1-epochs=4"})
     assert t.config.train.epochs == 4 and t.grid == {"train.epochs": 4} and t.reference == "simmim-s1-epochs=4"
