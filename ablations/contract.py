@@ -37,6 +37,9 @@ GRID_PREFIX = "ablation.grid."  # one tag per grid axis: ablation.grid.<dot path
 REFERENCE_TRIAL = "ablation.reference_trial"  # the trial a trial is compared with (same seed and study-grid point)
 REFERENCE_OF_TRIAL = "ablation.reference_arm_of_trial"  # that trial's arm (pairs by tags when it is missing)
 FAILURE = "ablation.failure"  # why a FAILED trial failed: "<ExceptionType>: <message>"
+FAILED_BEFORE = "ablation.failed_before"  # on a trial run again by --resume: why it had failed (outside the trial)
+CHECKPOINT_FALLBACK = "ablation.checkpoint_fallback"  # on a trial resumed past an unreadable checkpoint: which, why
+OWN_FAILURES = ("NonFiniteLossError", "ConfigError")  # raised by the trial's own numbers or config (mto)
 RESUMED = "ablation.resumed_from_epoch"  # set on a trial restarted from a checkpoint
 FUSED_UNIT = "ablation.fused_unit"  # set on a trial trained in a fused unit (resources.fuse): the unit's name
 # on the parent run: what the report compares
@@ -76,6 +79,7 @@ EPOCH = "epoch"
 OBJECTIVE = "objective"  # the search metric, carried forward between evaluations (for ASHA/Optuna)
 AFFINITY_FILE = "artifact/affinity"  # path of this epoch's affinity maps, for the driver to attach
 RESUMED_FROM = "resumed_from_epoch"  # set when the trial restarted from a checkpoint
+RESTORE_NOTE = "restore_note"  # set when the newest checkpoint could not be read: what was skipped, why
 MEMBERS = "members"  # a fused unit (resources.fuse): {trial name: that trial's keys above and metrics}
 MEMBER_FAILURES = "member_failures"  # a fused unit: {trial name: reason} of members that failed this epoch
 PHASE = "phase"  # "train", or FINETUNE_PHASE for the fine-tuning result of an epoch (its second report)
@@ -89,6 +93,12 @@ def validation_twin(metric: str) -> str | None:
     if metric == FINETUNE_TOP1:
         return VAL_FINETUNE_TOP1
     return VAL_PREFIX + metric[len(TEST_PREFIX):] if metric.startswith(TEST_PREFIX) else None
+
+
+def own_failure(reason: str) -> bool:
+    """Whether a ``FAILURE`` reason is the trial's own (a NaN loss, an invalid sample): running it again fails
+    the same way. Any other (a full disk, a killed worker, a lost node) is the machine's: ``--resume`` retries it."""
+    return reason.split(":", 1)[0].strip() in OWN_FAILURES
 
 
 def is_logged_metric(key: str) -> bool:

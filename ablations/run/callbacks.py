@@ -15,8 +15,8 @@ from typing import Any
 
 from ray import tune
 
-from ablations.contract import (AFFINITY_FILE, EPOCH, FINETUNE_CURVE, FUSED_UNIT, MEMBER_FAILURES, MEMBERS, PHASE,
-                                RESUMED, RESUMED_FROM, is_logged_metric)
+from ablations.contract import (AFFINITY_FILE, CHECKPOINT_FALLBACK, EPOCH, FINETUNE_CURVE, FUSED_UNIT, MEMBER_FAILURES,
+                                MEMBERS, PHASE, RESTORE_NOTE, RESUMED, RESUMED_FROM, is_logged_metric)
 from ablations.run.progress import TrialBoard
 from ablations.run.tracking import StudyTracker
 from ablations.study import Study, trial_units
@@ -56,7 +56,9 @@ class DriverSession:
     failed: dict[str, str] = field(default_factory=dict)  # trial name -> reason
     ended: set[str] = field(default_factory=set)  # trial names whose run was ended
     resumed: set[str] = field(default_factory=set)  # trial names already tagged as resumed
-    units: dict[str, list] = field(default_factory=dict)
+    noted: set[str] = field(default_factory=set)  # trial names already tagged with a checkpoint fallback
+    terminated: bool = False  # the driver got SIGTERM
+    units: dict[str, list] = field(init=False)  # unit name -> its trials (``trial_units``)
 
     def __post_init__(self) -> None:
         self.units = trial_units(self.study)
@@ -96,12 +98,18 @@ class DriverSession:
         if RESUMED_FROM in payload and name not in self.resumed:
             self.resumed.add(name)
             self.tracker.set_tag(run_id, RESUMED, str(payload[RESUMED_FROM]))
+        if payload.get(RESTORE_NOTE) and name not in self.noted:
+            self.noted.add(name)
+            self.tracker.set_tag(run_id, CHECKPOINT_FALLBACK, payload[RESTORE_NOTE])
+            self.board.warn(f"{name}: {payload[RESTORE_NOTE]}"
+                            + (f"; resumed from epoch {payload[RESUMED_FROM]}" if RESUMED_FROM in payload else ""))
 
     def _end(self, name: str, run_id: str, status: str, reason: str = "") -> None:
         if name in self.ended:
             return
         self.ended.add(name)
         self.tracker.end_trial(run_id, status, reason or None)
+        status, reason = self.tracker.ended[name]  # a run an earlier driver ended for good keeps its status
         if status == "FAILED":
             self.failed[name] = reason
 

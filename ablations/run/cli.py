@@ -19,7 +19,8 @@ from rich.table import Table
 
 from ablations.study import Study, StudyError, load_study, trial_units
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_TRACKING_DOWN, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_TRACKING_DOWN = 0, 1, 2, 3
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # Ctrl-C, SIGTERM: 128 + the signal, as a shell reports it
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -125,7 +126,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                   f"{experiment_url('http://127.0.0.1:5000', outcome.experiment_id)}")
     err.print(f"MLflow parent run {outcome.parent_run_id}\nbrowse: {browse}", highlight=False, soft_wrap=True)
     if outcome.interrupted:
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if outcome.terminated else EXIT_INTERRUPTED
     return EXIT_FAILED if outcome.failed else EXIT_OK
 
 

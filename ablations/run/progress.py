@@ -102,6 +102,10 @@ class TrialBoard:
             self.console.print(escape(line + (f"  {reason}" if reason else "")), highlight=False, soft_wrap=True)
         self._refresh()
 
+    def warn(self, message: str) -> None:
+        """A line above the board (or in the log when not on a terminal) that the user must see."""
+        self.console.print(f"[yellow]{escape(message)}[/]", highlight=False, soft_wrap=True)
+
     def render(self) -> Table:
         done = sum(r.status in ("done", "FAILED") for r in self.rows.values())
         table = Table(title=f"{self.title}: {done}/{max(len(self.rows), done)} trials finished, "

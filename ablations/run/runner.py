@@ -7,9 +7,11 @@ Layout under ``storage``::
         arms/                                Ray Tune experiment: variants x grid x seeds
         search/                              Ray Tune experiment: the Optuna search (kind: optuna)
 
-Ray's experiment state (with each trial's last checkpoint) is what ``--resume`` restores:
-finished trials are not run again, unfinished ones restart from their last checkpoint, and the
-driver reopens the same MLflow runs, skipping epochs it already logged.
+Ray's experiment state (with each trial's last two checkpoints) is what ``--resume`` restores:
+finished trials and trials that failed on their own (a NaN loss) are not run again; unfinished ones,
+and those the machine failed (a full disk, a killed worker), restart from their last readable
+checkpoint; the driver reopens the same MLflow runs, skipping epochs it already logged. SIGTERM
+stops a study as Ctrl-C does.
 """
 
 from __future__ import annotations
@@ -18,36 +20,24 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from ablations.contract import (EPOCH, FAILURE, OBJECTIVE, REFERENCE_ARM, RESOLVED_TRIALS, STUDY_FILE,
-                                TARGET_FRACTION, TARGET_METRIC, TRIAL, resolve_tracking_uri)
+from ablations.contract import (EPOCH, OBJECTIVE, REFERENCE_ARM, RESOLVED_TRIALS, STUDY_FILE, TARGET_FRACTION,
+                                TARGET_METRIC, resolve_tracking_uri)
 from ablations.run.callbacks import SESSIONS, DriverSession, StudyCallback
 from ablations.run.cleanup import STATE_FILE, ray_pids, stop_stale_ray
+from ablations.run.outcome import JOURNAL_FILE, StudyOutcome, close_study
 from ablations.run.progress import TrialBoard
 from ablations.run.trainable import trial_function
 from ablations.run.store import check_tracking
 from ablations.run.tracking import StudyTracker, dump_json
 from ablations.study import Study, StudyError, trial_units
 from mto.config_dicts import to_dict
-
-JOURNAL_FILE = "pending_tracking.jsonl"  # trial writes kept while the tracking store was down
-
-
-@dataclass
-class StudyOutcome:
-    parent_run_id: str
-    tracking_uri: str
-    folder: Path
-    finished: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)  # trial name -> reason
-    interrupted: bool = False
-    experiment_id: str = ""
-    tracking_down: int = 0  # writes kept in ``folder / JOURNAL_FILE`` because the store stopped answering
 
 
 def _ray_environment() -> None:
@@ -103,7 +93,20 @@ def _init_ray(address: Optional[str], env: dict[str, str]) -> None:
     if address:
         ray.init(address=address, runtime_env={"env_vars": env}, **kwargs)
     else:
-        ray.init(**kwargs)
+        ray.init(address="local", **kwargs)  # a cluster of its own, never one a `ray start` left running
+
+
+def _stop_on_sigterm(session: DriverSession) -> Any:
+    """SIGTERM (a scheduler's stop, ``timeout``, ``kill``) stops the study as Ctrl-C does: Ray Tune saves
+    its state, open runs are marked KILLED and ``--resume`` goes on. Returns the handler it replaced."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum: int, frame: Any) -> None:
+        session.terminated = True
+        signal.raise_signal(signal.SIGINT)  # Ray Tune's graceful stop (outside a fit: KeyboardInterrupt)
+
+    return signal.signal(signal.SIGTERM, stop)
 
 
 def _check_gpus(study: Study) -> None:
@@ -178,23 +181,25 @@ def _phases(study: Study) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     return phases
 
 
-def _tuner(study: Study, folder: Path, phase: str, space: dict, kwargs: dict, key: str):
+def _tuner(study: Study, folder: Path, phase: str, space: dict, kwargs: dict, key: str, settled: frozenset[str]):
     from ray import tune
 
     spec = study.spec
     threads = max(1, math.ceil(spec.resources.cpu))
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
-    trainable = tune.with_resources(tune.with_parameters(trial_function, study=study, threads=threads), resources)
+    trainable = tune.with_resources(tune.with_parameters(trial_function, study=study, threads=threads, settled=settled), resources)
     path = folder / phase
     if tune.Tuner.can_restore(str(path)):
         # The space is given again: a driver killed after Ray Tune wrote tuner.pkl but before its first
         # experiment state leaves nothing else to rebuild the trials from (Ray ignores it otherwise).
+        # Errored trials resume from their last checkpoint: those that failed on their own are settled and
+        # return at once; those the machine failed (a full disk, a killed worker) run on.
         return tune.Tuner.restore(str(path), trainable=trainable, param_space=space, resume_unfinished=True,
-                                  resume_errored=False)
+                                  resume_errored=True)
     run_config = tune.RunConfig(
         name=phase, storage_path=str(folder), callbacks=[StudyCallback(key)], verbose=0,
         failure_config=tune.FailureConfig(max_failures=spec.retries),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2))  # the one before the latest: a fallback
     return tune.Tuner(trainable, param_space=space, tune_config=tune.TuneConfig(**kwargs), run_config=run_config)
 
 
@@ -236,6 +241,10 @@ def run_study(study: Study, *, resume: bool = False, tracking_uri: Optional[str]
     folder.mkdir(parents=True, exist_ok=True)
     if resume:
         tracker.replay(folder / JOURNAL_FILE)  # what an earlier driver could not write (the store was down)
+        again = tracker.read_settled()
+        if again:
+            print(f"running again from their last checkpoints {len(again)} trials the machine failed (not their own "
+                  f"numbers or config): " + "; ".join(f"{n} ({r[:80]})" for n, r in sorted(again.items())), file=sys.stderr)
     tracker.journal = folder / JOURNAL_FILE
     state.update(parent_run_id=parent, tracking_uri=uri, study=study.raw, source=study.source, sets=sets or [],
                  driver_pid=os.getpid(), ray_pids=ray_pids() if address is None else [])
@@ -248,52 +257,20 @@ def run_study(study: Study, *, resume: bool = False, tracking_uri: Optional[str]
     board = TrialBoard(study.name, epochs, metric)
     key = str(folder)
     SESSIONS[key] = DriverSession(study, tracker, board, metric)
-    interrupted = False
+    interrupted, previous = False, _stop_on_sigterm(SESSIONS[key])
     try:
         with board:
             for phase, space, kwargs in _phases(study):
-                grid = _tuner(study, folder, phase, space, kwargs, key).fit()
+                grid = _tuner(study, folder, phase, space, kwargs, key, frozenset(tracker.settled)).fit()
                 if grid.num_terminated + grid.num_errors < len(grid):  # Ctrl-C: Ray saved its state and returned
                     interrupted = True
                     break
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        SESSIONS.pop(key, None)
-        outcome = _close(tracker, study, folder, interrupted)
-    return outcome
-
-
-def _close(tracker: StudyTracker, study: Study, folder: Path, interrupted: bool,
-           wait_s: float = float(os.environ.get("ABLATION_TRACKING_WAIT_S", "30"))) -> StudyOutcome:
-    """Read the trials' final states back from MLflow, mark runs left open as KILLED (resumable) and
-    end the parent run as FINISHED, FAILED (some trial failed) or KILLED (interrupted).
-
-    When the tracking store is down, wait up to ``wait_s`` for it; if it stays down, the kept
-    writes stay in the journal for ``--resume`` and the outcome says so (the runs cannot be ended)."""
-    outcome = StudyOutcome(tracker.parent_id, tracker.uri, folder, experiment_id=tracker.experiment_id or "")
-    deadline = time.monotonic() + wait_s
-    while not tracker.flush() and time.monotonic() < deadline:
-        time.sleep(2)
-    if tracker.down:
-        outcome.tracking_down = len(tracker.pending)
-        for name, (status, reason) in tracker.ended.items():
-            if status == "FINISHED":
-                outcome.finished.append(name)
-            else:
-                outcome.failed[name] = reason or "unknown error"
-        outcome.interrupted = True
-        return outcome
-    for run in tracker.children():
-        name = run.data.tags.get(TRIAL, run.info.run_name)
-        if run.info.status == "FINISHED":
-            outcome.finished.append(name)
-        elif run.info.status == "FAILED":
-            outcome.failed[name] = run.data.tags.get(FAILURE, "unknown error")
-        else:
-            tracker.client.set_terminated(run.info.run_id, "KILLED")
-    expected = len(study.trials) + (study.spec.search.num_samples * len(study.spec.search_seeds)
-                                    if study.spec.search.kind == "optuna" else 0)
-    outcome.interrupted = interrupted or len(outcome.finished) + len(outcome.failed) < expected
-    tracker.end_study("KILLED" if outcome.interrupted else ("FAILED" if outcome.failed else "FINISHED"))
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        terminated = SESSIONS.pop(key).terminated
+        outcome = close_study(tracker, study, folder, interrupted or terminated)
+        outcome.terminated = terminated
     return outcome

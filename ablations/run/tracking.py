@@ -20,8 +20,9 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from ablations.contract import (AFFINITY_FOLDER, ARM, EPOCH_METRIC, FAILURE, FINETUNE_EPOCH_METRIC, FINETUNE_FOLDER,
-                                FINETUNE_PHASE, GRID_PREFIX, REFERENCE_OF_TRIAL, REFERENCE_TRIAL, ROLE, SEED, STUDY, TRIAL)
+from ablations.contract import (AFFINITY_FOLDER, ARM, EPOCH_METRIC, FAILED_BEFORE, FAILURE, FINETUNE_EPOCH_METRIC, FINETUNE_FOLDER,
+                                FINETUNE_PHASE, GRID_PREFIX, REFERENCE_OF_TRIAL, REFERENCE_TRIAL, ROLE, SEED, STUDY, TRIAL,
+                                own_failure)
 from ablations.run.store import TrackingError, experiment_url, store_answers, ui_command  # noqa: F401 - re-exported
 from ablations.run.provenance import environment_tags, flatten_config
 from ablations.study import TrialSpec
@@ -45,6 +46,7 @@ class StudyTracker:
         self._last_epoch: dict[tuple[str, str], int] = {}  # (trial, phase) -> last epoch logged (or kept to be)
         self.pending: list[dict[str, Any]] = []  # writes kept while the store is down, in order
         self.ended: dict[str, tuple[str, str]] = {}  # trial name -> (status, reason) as this driver saw it
+        self.settled: dict[str, tuple[str, str]] = {}  # trial -> (status, reason): ended for good before a resume
         self._tried = 0.0
         self._client: Optional[MlflowClient] = None
         self._env: Optional[dict[str, str]] = None
@@ -102,6 +104,19 @@ class StudyTracker:
                     history = self.client.get_metric_history(run.info.run_id, marker)
                     self._last_epoch[(name, phase)] = max((m.step for m in history), default=-1)
 
+    def read_settled(self) -> dict[str, str]:
+        """At resume: the trials an earlier driver ended for good (FINISHED, or FAILED on their own: ``own_failure``)
+        are settled, not run again, their runs left as they are. Returns those the machine failed (a full disk,
+        a killed worker, a lost node) with their reasons: they run again from their last checkpoint."""
+        again = {}
+        for run in self.children():
+            name, reason = run.data.tags.get(TRIAL), run.data.tags.get(FAILURE, "")
+            if name and (run.info.status == "FINISHED" or (run.info.status == "FAILED" and own_failure(reason))):
+                self.settled[name] = (run.info.status, reason)
+            elif name and run.info.status == "FAILED":
+                again[name] = reason
+        return again
+
     def children(self) -> list:
         """All trial runs of this study invocation."""
         return self.client.search_runs([self.experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{self.parent_id}'",
@@ -155,6 +170,9 @@ class StudyTracker:
         self._op({"op": "tag", "trial": self._name(run_id), "key": key, "value": value})
 
     def end_trial(self, run_id: str, status: str, reason: Optional[str] = None) -> None:
+        if self._name(run_id) in self.settled:  # ended for good by an earlier driver: left as it was
+            self.ended[self._name(run_id)] = self.settled[self._name(run_id)]
+            return
         self.ended[self._name(run_id)] = (status, reason or "")
         self._op({"op": "end", "trial": self._name(run_id), "status": status, "reason": reason})
 
@@ -244,7 +262,11 @@ class StudyTracker:
             return
         run_id = self._runs[name]
         if kind == "reopen":
-            if self.client.get_run(run_id).info.status != "FINISHED":
+            run = self.client.get_run(run_id)
+            if run.info.status == "FAILED" and name not in self.settled:  # runs again: the old reason is history
+                self.client.set_tag(run_id, FAILED_BEFORE, run.data.tags.get(FAILURE, "")[:5000])
+                self.client.delete_tag(run_id, FAILURE)
+            if run.info.status != "FINISHED" and name not in self.settled:
                 self.client.update_run(run_id, status="RUNNING")
         elif kind == "epoch":
             batch = [Metric(k, v, op["time"], op["epoch"]) for k, v in op["metrics"].items()]

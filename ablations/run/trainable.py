@@ -15,11 +15,12 @@ import tempfile
 from typing import Any, Optional
 
 import numpy as np
+import pyarrow.fs as pafs
 import torch
 from ray import tune
 
 from ablations.contract import (AFFINITY_FILE, EPOCH, FINETUNE_CURVE, MEMBER_FAILURES, MEMBERS, OBJECTIVE, PHASE,
-                                RESUMED_FROM)
+                                RESTORE_NOTE, RESUMED_FROM)
 from ablations.study import Study, TrialSpec, trial_units
 from mto.config import TrialConfig
 from mto.trial import EpochReport, run_trial
@@ -39,12 +40,25 @@ def read_state(folder: str) -> dict[str, Any]:
     return torch.load(os.path.join(folder, STATE_FILE), map_location="cpu", weights_only=True)
 
 
-def _restore() -> Optional[dict[str, Any]]:
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is None:
-        return None
-    with checkpoint.as_directory() as folder:
-        return read_state(folder)
+def _restore() -> tuple[Optional[dict[str, Any]], str]:
+    """The trial's newest readable checkpoint (Ray Tune's latest, else the one kept before it, else none:
+    the trial starts over), and what was skipped to reach it ("" when nothing was)."""
+    latest = tune.get_checkpoint()
+    if latest is None:
+        return None, ""
+    fs, parent = latest.filesystem, os.path.dirname(latest.path.rstrip("/"))
+    found = fs.get_file_info(pafs.FileSelector(parent))
+    older = sorted((i.path for i in found if i.type == pafs.FileType.Directory
+                    and os.path.basename(i.path).startswith("checkpoint_") and i.path < latest.path), reverse=True)
+    skipped = []
+    for path in [latest.path, *older]:
+        try:
+            with tune.Checkpoint(path, filesystem=fs).as_directory() as folder:
+                return read_state(folder), "; ".join(skipped)
+        except Exception as err:  # noqa: BLE001 - a truncated or missing file fails in torch, zipfile or pyarrow
+            skipped.append(f"{os.path.basename(path)} unreadable ({type(err).__name__}: {str(err).splitlines()[0][:120]})"
+                           if str(err) else f"{os.path.basename(path)} unreadable ({type(err).__name__})")
+    return None, "; ".join(skipped + ["started over"])
 
 
 def _report(metrics: dict[str, Any], state: Optional[dict[str, Any]]) -> None:
@@ -60,14 +74,16 @@ class Payload:
     """One trial's per-epoch keys for the driver: metrics, the search objective carried forward between
     evaluations, where its affinity maps were written, the epoch it resumed from."""
 
-    def __init__(self, name: str, metric: str, resume: Optional[dict[str, Any]], trial_dir: str):
-        self.name, self.metric, self.resume, self.trial_dir = name, metric, resume, trial_dir
+    def __init__(self, name: str, metric: str, resume: Optional[dict[str, Any]], trial_dir: str, note: str = ""):
+        self.name, self.metric, self.resume, self.trial_dir, self.note = name, metric, resume, trial_dir, note
         self.last = {OBJECTIVE: h[metric] for h in (resume or {}).get("history", []) if metric in h}
 
     def __call__(self, r: EpochReport) -> dict[str, Any]:
         metrics: dict[str, Any] = {**r.metrics, EPOCH: r.epoch}
         if self.resume is not None:
             metrics[RESUMED_FROM] = int(self.resume["epoch"])
+        if self.note:
+            metrics[RESTORE_NOTE] = self.note
         if self.metric in r.metrics:
             self.last[OBJECTIVE] = r.metrics[self.metric]
         metrics.update(self.last)
@@ -83,15 +99,22 @@ class Payload:
         return metrics
 
 
-def trial_function(params: dict[str, Any], *, study: Study, threads: int) -> None:
-    """Run one Ray trial of ``study``; ``params`` is Ray's config (the trial or unit name, or an Optuna sample)."""
+def trial_function(params: dict[str, Any], *, study: Study, threads: int, settled: frozenset[str] = frozenset()) -> None:
+    """Run one Ray trial of ``study``; ``params`` is Ray's config (the trial or unit name, or an Optuna sample).
+
+    ``settled``: trials whose MLflow runs an earlier driver ended for good (FINISHED, or FAILED on their own).
+    Ray Tune may still find them unfinished (a driver killed just after one ended) or errored (``--resume``
+    retries errored trials, for those the machine failed); such a trial returns at once."""
     unit = trial_units(study).get(params["trial"], []) if study.spec.resources.fuse > 1 else []
-    if len(unit) > 1:
-        _fused_function(unit, study, threads)
+    members = unit if len(unit) > 1 else [study.resolve(params, tune.get_context().get_trial_id())]
+    if all(t.name in settled for t in members):
         return
-    config = _with_threads(study.resolve(params).config, threads)
-    resume = _restore()
-    payload = Payload("", study.spec.search.metric, resume, tune.get_context().get_trial_dir())
+    if len(members) > 1:
+        _fused_function(members, study, threads)
+        return
+    config = _with_threads(members[0].config, threads)
+    resume, note = _restore()
+    payload = Payload("", study.spec.search.metric, resume, tune.get_context().get_trial_dir(), note)
     run_trial(config, lambda r: _report(payload(r), r.checkpoint), resume=resume)
 
 
@@ -99,7 +122,8 @@ def _fused_function(unit: list[TrialSpec], study: Study, threads: int) -> None:
     """A fused unit: its members as one stacked model (``mto.fused``); members failed before a restart stay failed."""
     from mto.fused import run_fused
 
-    state = _restore() or {"members": {}, "failed": {}}
+    state, note = _restore()
+    state = state or {"members": {}, "failed": {}}
     failed: dict[str, str] = dict(state["failed"])
     live = [t for t in unit if t.name not in failed]
     restored = dict(failed)  # failed before a restart: said again, so the driver ends those runs as FAILED
@@ -108,7 +132,7 @@ def _fused_function(unit: list[TrialSpec], study: Study, threads: int) -> None:
         return
     resumes = [state["members"].get(t.name) for t in live]
     trial_dir = tune.get_context().get_trial_dir()
-    payloads = [Payload(t.name, study.spec.search.metric, r, trial_dir) for t, r in zip(live, resumes)]
+    payloads = [Payload(t.name, study.spec.search.metric, r, trial_dir, note) for t, r in zip(live, resumes)]
     epoch = max([int(r["epoch"]) for r in resumes if r] + [0])
 
     def report(reports: dict[int, EpochReport], failures: dict[int, str]) -> None:
