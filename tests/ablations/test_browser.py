@@ -9,16 +9,11 @@ elsewhere they are skipped with the reason.
 import os
 import re
 import shutil
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
 from .conftest import run_cli, write_study
-from .test_mlflow_server import _free_port
+from .helpers import free_port as _free_port, serve_mlflow, stop_mlflow
 
 pytestmark = pytest.mark.slow
 
@@ -58,18 +53,8 @@ def test_the_printed_experiment_url_shows_the_nested_trial_runs(browser, finishe
     url = re.search(r"then open (http://127\.0\.0\.1:5000/#/experiments/\S+)", err).group(1)
     assert "workflowType=machine_learning" in url
     port = _free_port()
-    server = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1",
-                               "--port", str(port), "--backend-store-uri", f"sqlite:///{folder}/mlflow.db",
-                               "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = serve_mlflow(f"sqlite:///{folder}/mlflow.db", port)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read()
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
-                time.sleep(0.5)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
         page.goto(url.replace(":5000", f":{port}"))
         page.get_by_text(re.compile(r"^tiny-\d{8}-\d{6}$")).first.wait_for(timeout=60_000)  # the parent run
@@ -79,8 +64,7 @@ def test_the_printed_experiment_url_shows_the_nested_trial_runs(browser, finishe
             page.get_by_text(trial, exact=True).first.wait_for(timeout=30_000)
         page.close()
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop_mlflow(server)
 
 
 def test_report_html_shows_rendered_text_and_every_figure(browser, finished_study):

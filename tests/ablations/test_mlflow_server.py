@@ -1,24 +1,14 @@
 """The study's runs read back over HTTP from a real ``mlflow server`` (what the UI shows)."""
 
 import json
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from .conftest import run_cli, write_study
+from .helpers import free_port, serve_mlflow, stop_mlflow
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _api(base: str, path: str, body: dict | None = None) -> dict:
@@ -30,24 +20,10 @@ def _api(base: str, path: str, body: dict | None = None) -> dict:
 
 @pytest.fixture
 def mlflow_server(tmp_path):
-    port = _free_port()
-    mlflow_bin = Path(sys.executable).with_name("mlflow")
-    server = subprocess.Popen([str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port),
-                               "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-                               "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(base + "/health", timeout=2).read()
-            break
-        except OSError:
-            assert server.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
-            time.sleep(0.5)
-    yield base
-    server.terminate()
-    server.wait(timeout=30)
+    port = free_port()
+    server = serve_mlflow(f"sqlite:///{tmp_path}/server.db", port, tmp_path / "artifacts")
+    yield f"http://127.0.0.1:{port}"
+    stop_mlflow(server)
 
 
 def test_study_runs_are_served_over_the_rest_api(tmp_path, mlflow_server):

@@ -3,38 +3,27 @@ exit 3 and the resume command; once the server is back, ``--resume`` writes what
 and closes the runs."""
 
 import os
+import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from .conftest import ROOT, TINY_BASE, write_study
-from .test_mlflow_server import _api, _free_port
+from .helpers import free_port as _free_port, serve_mlflow, stop_mlflow
+from .test_mlflow_server import _api
 
 pytestmark = pytest.mark.slow
 
 
 def _serve(folder: Path, port: int) -> subprocess.Popen:
-    server = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1",
-                               "--port", str(port), "--backend-store-uri", f"sqlite:///{folder}/server.db",
-                               "--artifacts-destination", str(folder / "artifacts"), "--workers", "1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read()
-            return server
-        except OSError:
-            assert server.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
-            time.sleep(0.5)
+    return serve_mlflow(f"sqlite:///{folder}/server.db", port, folder / "artifacts")
 
 
 def _kill(server: subprocess.Popen) -> None:
-    os.killpg(server.pid, 9)  # the server and its gunicorn/uvicorn workers, as a crash would
-    server.wait(timeout=30)
+    stop_mlflow(server, signal.SIGKILL)  # the server and its uvicorn workers, as a crash would
 
 
 def _runs(base: str) -> dict:
