@@ -14,9 +14,7 @@ $(VENV)/.installed: pyproject.toml
 quickstart: install  ## pre-train baseline vs MTO on digits over Ray Tune, log to MLflow, write the report
 	$(BIN)/python -m ablations.run studies/quickstart.yaml
 
-# Two workers, one test file each at a time: most of an end-to-end test's time is spent waiting on Ray and
-# MLflow, so two files share the cores well; a file's module fixtures stay in one worker.
-PYTEST := $(BIN)/python -m pytest -n 2 --dist loadfile --durations=20
+PYTEST := $(BIN)/python -m pytest --durations=20  # the slowest tests, for the suite's time budget
 
 test: install  ## the whole suite, slow end-to-end tests included (what CI runs)
 	$(PYTEST)

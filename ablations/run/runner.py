@@ -181,7 +181,8 @@ def _phases(study: Study) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     return phases
 
 
-def _tuner(study: Study, folder: Path, phase: str, space: dict, kwargs: dict, key: str, settled: frozenset[str]):
+def _tuner(study: Study, folder: Path, phase: str, space: dict, kwargs: dict, key: str, settled: frozenset[str],
+           retry_errored: bool = False):
     from ray import tune
 
     spec = study.spec
@@ -192,10 +193,10 @@ def _tuner(study: Study, folder: Path, phase: str, space: dict, kwargs: dict, ke
     if tune.Tuner.can_restore(str(path)):
         # The space is given again: a driver killed after Ray Tune wrote tuner.pkl but before its first
         # experiment state leaves nothing else to rebuild the trials from (Ray ignores it otherwise).
-        # Errored trials resume from their last checkpoint: those that failed on their own are settled and
-        # return at once; those the machine failed (a full disk, a killed worker) run on.
+        # With trials the machine failed, errored trials resume from their last checkpoint: those that
+        # failed on their own are settled and return at once, the others run on.
         return tune.Tuner.restore(str(path), trainable=trainable, param_space=space, resume_unfinished=True,
-                                  resume_errored=True)
+                                  resume_errored=retry_errored)
     run_config = tune.RunConfig(
         name=phase, storage_path=str(folder), callbacks=[StudyCallback(key)], verbose=0,
         failure_config=tune.FailureConfig(max_failures=spec.retries),
@@ -239,6 +240,7 @@ def run_study(study: Study, *, resume: bool = False, tracking_uri: Optional[str]
     parent = tracker.start_study(study.name, study.spec.description, files, target,
                                  resume_id=state.get("parent_run_id"))
     folder.mkdir(parents=True, exist_ok=True)
+    again: dict[str, str] = {}
     if resume:
         tracker.replay(folder / JOURNAL_FILE)  # what an earlier driver could not write (the store was down)
         again = tracker.read_settled()
@@ -261,7 +263,7 @@ def run_study(study: Study, *, resume: bool = False, tracking_uri: Optional[str]
     try:
         with board:
             for phase, space, kwargs in _phases(study):
-                grid = _tuner(study, folder, phase, space, kwargs, key, frozenset(tracker.settled)).fit()
+                grid = _tuner(study, folder, phase, space, kwargs, key, frozenset(tracker.settled), bool(again)).fit()
                 if grid.num_terminated + grid.num_errors < len(grid):  # Ctrl-C: Ray saved its state and returned
                     interrupted = True
                     break

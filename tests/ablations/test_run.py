@@ -60,8 +60,9 @@ def test_study_logs_one_parent_and_a_nested_run_per_trial_and_survives_failing_t
         assert f"FAILED {name}: {reason}" in proc.stderr
 
 
-@pytest.mark.parametrize("sig,fuse", [(signal.SIGINT, 1), (signal.SIGKILL, 1), (signal.SIGINT, 3)],
-                         ids=["ctrl-c", "driver-killed", "ctrl-c-fused"])
+# Ctrl-C of a study of single trials is the fine-tuning interrupt test's (test_finetune_e2e), SIGTERM's graceful
+# stop the machine-fault test's (test_machine_faults).
+@pytest.mark.parametrize("sig,fuse", [(signal.SIGKILL, 1), (signal.SIGINT, 3)], ids=["driver-killed", "ctrl-c-fused"])
 def test_interrupted_study_resumes_without_redoing_or_duplicating_trials(tmp_path, sig, fuse):
     long_epochs = 12
     fused = fuse > 1

@@ -1,6 +1,6 @@
-"""A remote tracking server killed mid-study: the driver says so at once, keeps every write, ends with
-exit 3 and the resume command; once the server is back, ``--resume`` writes what was kept (each epoch once)
-and closes the runs."""
+"""A study on a real ``mlflow server``, which is killed mid-study: the driver says so at once, keeps every
+write, ends with exit 3 and the resume command; once the server is back, ``--resume`` writes what was kept
+(each epoch once) and closes the runs, and the REST API (what the UI shows) serves them all."""
 
 import os
 import signal
@@ -69,15 +69,22 @@ def test_server_killed_mid_study_loses_nothing_and_resume_writes_it(tmp_path):
         proc = subprocess.run([sys.executable, "-m", "ablations.run", str(study), "--no-report", "--resume"],
                               cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
+        assert f"open {base}/#/experiments/" in proc.stderr and "workflowType=machine_learning in a browser" in proc.stderr
         runs = _runs(base)
         trials = {n: r for n, r in runs.items() if n in ("simmim-s0", "mto-s0")}
         assert sorted(trials) == ["mto-s0", "simmim-s0"] and len(runs) == 3  # one parent, each trial once
+        parent = next(r for n, r in runs.items() if n not in trials)
         for run in runs.values():
             assert run["info"]["status"] == "FINISHED"
-        for run in trials.values():
-            hist = _api(base, f"/api/2.0/mlflow/metrics/get-history?run_id={run['info']['run_id']}"
-                              "&metric_key=train/loss")["metrics"]
-            assert sorted(m["step"] for m in hist) == [1, 2, 3, 4, 5, 6]  # every epoch, once
+        for run in trials.values():  # what the MLflow UI shows: nested runs, their curves and artifacts
+            tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+            assert tags["mlflow.parentRunId"] == parent["info"]["run_id"] and tags["ablation.role"] == "trial"
+            for key, expected in (("train/loss", [1, 2, 3, 4, 5, 6]), ("eval/linear_top1", [0, 1, 2, 3, 4, 5, 6])):
+                hist = _api(base, f"/api/2.0/mlflow/metrics/get-history?run_id={run['info']['run_id']}"
+                                  f"&metric_key={key}")["metrics"]
+                assert sorted(m["step"] for m in hist) == expected, key  # every epoch, once
+            files = _api(base, f"/api/2.0/mlflow/artifacts/list?run_id={run['info']['run_id']}&path=affinity")
+            assert [f["path"] for f in files["files"]] == ["affinity/affinity_e0003.npz"]
         assert not journals[0].read_text().strip()
     finally:
         _kill(server)
