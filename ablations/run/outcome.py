@@ -29,7 +29,7 @@ class StudyOutcome:
 
 
 def close_study(tracker: StudyTracker, study: Study, folder: Path, interrupted: bool,
-           wait_s: float = float(os.environ.get("ABLATION_TRACKING_WAIT_S", "30"))) -> StudyOutcome:
+                wait_s: float = float(os.environ.get("ABLATION_TRACKING_WAIT_S", "30"))) -> StudyOutcome:
     """Read the trials' final states back from MLflow, mark runs left open as KILLED (resumable) and
     end the parent run as FINISHED, FAILED (some trial failed) or KILLED (interrupted).
 

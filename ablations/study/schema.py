@@ -43,6 +43,13 @@ class Distribution(_Strict):
         return self
 
 
+def not_empty(v: Optional[list], what: str, default: str) -> Optional[list]:
+    """A list that may be null (its default) but not empty: an empty list would mean the default silently."""
+    if v is not None and not v:
+        raise ValueError(f"an empty list: give {what}, or null (the default: {default})")
+    return v
+
+
 class ASHASpec(_Strict):
     """Asynchronous successive halving (Ray Tune's ASHAScheduler) over epochs."""
 
@@ -60,12 +67,7 @@ class SearchSpec(_Strict):
     arm: Optional[str] = None  # optuna: the arm whose config is searched (default: first non-reference arm)
     asha: Optional[ASHASpec] = None
 
-    @field_validator("seeds")
-    @classmethod
-    def _seeds(cls, v: Optional[list[int]]) -> Optional[list[int]]:
-        if v is not None and not v:
-            raise ValueError("an empty list: give the seeds, or null (the default: the study's seeds)")
-        return v
+    _seeds = field_validator("seeds")(lambda v: not_empty(v, "the seeds", "the study's seeds"))
 
 
 class ResourcesSpec(_Strict):
@@ -119,12 +121,7 @@ class StudySpec(_Strict):
             raise ValueError(f"seeds must be distinct, got {v}")
         return v
 
-    @field_validator("report_epochs")
-    @classmethod
-    def _not_empty(cls, v: Optional[list[int]]) -> Optional[list[int]]:
-        if v is not None and not v:
-            raise ValueError("an empty list: give the epochs, or null (the default: first, middle and last)")
-        return v
+    _report_epochs = field_validator("report_epochs")(lambda v: not_empty(v, "the epochs", "first, middle and last"))
 
     @field_validator("budgets")
     @classmethod
