@@ -27,14 +27,19 @@ def ray_pids() -> list[int]:
         pids = {p.process.pid for infos in node.all_processes.values() for p in infos}
     except Exception:  # noqa: BLE001 - a private API: without it only the README's `ray stop` is left
         return []
+    pids |= {pid for pid, parent in parents().items() if parent in pids}
+    return sorted(pids)
+
+
+def parents() -> dict[int, int]:
+    """Every live process's parent, from ``/proc/<pid>/stat``: process id -> parent process id."""
+    found = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            found[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
             continue
-        if ppid in pids:
-            pids.add(int(stat.parent.name))
-    return sorted(pids)
+    return found
 
 
 def stop_stale_ray(storage: str, study: str) -> list[int]:

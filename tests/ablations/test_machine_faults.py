@@ -5,10 +5,10 @@ worker killed, the driver stopped by SIGTERM (as schedulers stop jobs), its newe
 import os
 import signal
 import sys
-from pathlib import Path
 
 import pytest
 
+from ablations.run.cleanup import parents
 from ablations.run.trainable import read_state
 
 from .conftest import run_cli, write_study
@@ -20,15 +20,10 @@ EPOCHS = 12
 
 
 def _descendants(pid: int) -> list[int]:
-    parents = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
+    of = parents()
     found, frontier = [], {pid}
     while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier}
+        frontier = {child for child, parent in of.items() if parent in frontier}
         found += sorted(frontier)
     return found
 
