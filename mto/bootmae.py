@@ -7,8 +7,11 @@ MAE plus two ideas, as in LightDXY/BootMAE:
   linearly over the first quarter of training and the EMA rate rises 0.999 -> 0.9999;
 - target-aware decoders: every decoder block cross-attends to encoder features of the visible
   patches (masked queries included), so the encoder need not carry target-specific detail. The
-  pixel decoder reads an early encoder block, the feature decoder a deeper one (the authors'
-  blocks 0 and 6 of 12).
+  pixel decoder reads the first encoder block, the feature decoder the last (the authors'
+  ``fea_list=[0, 11]`` of ``bootmae_base``).
+With the authors' data path as the MAE family's options: BEiT block masking topped up and rolled,
+the decoders' position embedding on mask tokens only, per-channel pixel targets and ``--weight_mask``
+(``mto.mae``). The momentum encoder runs in eval mode, as the authors' ``feat_model.eval()``.
 Mask tokens enter both decoders, so MTO acts on both (its losses are averaged over the two
 stacks; heterogeneity is logged for the pixel decoder). docs/baselines.md lists what differs.
 """
@@ -19,10 +22,10 @@ import math
 
 import torch
 import torch.nn.functional as F
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from mto.attention import LayerCapture
+from mto.backbone import Encoder, embed_tokens, position_bias, run_encoder
 from mto.config import MIMConfig, MTOConfig
 from mto.errors import ConfigError
 from mto.mae import MAE, masked_mean_mse
@@ -53,25 +56,31 @@ class CrossAttention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(b, t, d))
 
 
-def feature_regression(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """BootMAE's feature loss: MSE between LayerNorm(pred) and LayerNorm(target) (no affine), per
-    channel, averaged over the masked patches. ``pred``, ``target``: ``[B, N, D]``; ``mask``: ``[B, N]``."""
+def feature_regression(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+                       weights: torch.Tensor | None = None) -> torch.Tensor:
+    """BootMAE's feature loss: MSE between LayerNorm(pred) and LayerNorm(target) (no affine, eps 1e-6 as the
+    authors'), per channel, averaged over the masked patches (weighted by ``weights``, the ``--weight_mask``).
+    ``pred``, ``target``: ``[B, N, D]``; ``mask``: ``[B, N]``."""
     d = pred.shape[-1:]
-    return masked_mean_mse(F.layer_norm(pred.float(), d), F.layer_norm(target.float(), d), mask)
+    return masked_mean_mse(F.layer_norm(pred.float(), d, eps=1e-6), F.layer_norm(target.float(), d, eps=1e-6), mask,
+                           weights)
 
 
 class BootMAE(MAE):
     """BootMAE: pixel and momentum-feature regression, cross-attention injection, MTO on both decoders."""
 
-    def __init__(self, encoder: VisionTransformer, *, mim: MIMConfig, mto: MTOConfig):
+    teachers = ("momentum_encoder",)
+    decay_exempt = ("encoder.cls_token", "encoder.pos_embed")  # the authors' no_weight_decay(), unlike MAE's
+
+    def __init__(self, encoder: Encoder, *, mim: MIMConfig, mto: MTOConfig):
         super().__init__(encoder, mim=mim, mto=mto)  # self.decoder: the pixel decoder
         depth, dim = len(encoder.blocks), encoder.embed_dim
-        self.context_blocks = list(mim.context_blocks or [0, depth // 2])
+        self.context_blocks = list(mim.context_blocks or [0, depth - 1])
         if max(self.context_blocks) >= depth:
             raise ConfigError("mim.context_blocks", mim.context_blocks, f"block indices below the encoder depth {depth}")
         self.momentum_range, self.momentum_ramp_epochs = mim.momentum_range, mim.momentum_ramp_epochs
         self.feature_weight, self.feature_weight_ramp_epochs = mim.feature_weight, mim.feature_weight_ramp_epochs
-        self.momentum_encoder = momentum_copy(encoder)
+        self.momentum_encoder = momentum_copy(encoder).eval()
         self.feature_decoder = self.new_decoder(mim, dim)
         self.cross_pixel, self.cross_feature = (
             nn.ModuleList(CrossAttention(mim.decoder_dim, dim, mim.decoder_heads) for _ in range(mim.decoder_depth))
@@ -100,9 +109,7 @@ class BootMAE(MAE):
     def feature_target(self, images: torch.Tensor) -> torch.Tensor:
         """The momentum encoder's last-block output (before the final norm) at every patch: ``[B, N, D]``."""
         enc = self.momentum_encoder
-        x = enc.norm_pre(enc._pos_embed(enc.patch_embed(images)))
-        for blk in enc.blocks:
-            x = blk(x)
+        x = run_encoder(enc, embed_tokens(enc, enc.patch_embed(images)), position_bias(enc))
         return x[:, self.num_prefix:]
 
     def reconstruct(self, images: torch.Tensor, mask: torch.Tensor, *, token_layers: frozenset[int],
@@ -119,7 +126,7 @@ class BootMAE(MAE):
             captures.append(capture)
             preds.append(decoder.head(x))
         loss_pix = self.masked_mse(preds[0], images, mask)
-        loss_feat = feature_regression(preds[1], self.feature_target(images), mask)
+        loss_feat = feature_regression(preds[1], self.feature_target(images), mask, self.patch_weights(mask))
         weight = self.current_feature_weight
         parts = {"loss_mim": loss_pix + weight * loss_feat, "loss_pix": loss_pix, "loss_feat": loss_feat}
         return parts, captures

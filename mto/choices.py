@@ -22,6 +22,8 @@ BLOCK_MASK_METHODS = ("simmim", "conmim", "dtm")
 # its EMA teacher is ours, ConMIM's schedule). mim.momentum / mim.momentum_end override them.
 MOMENTUM_DEFAULTS: dict[str, tuple[float, float]] = {"bootmae": (0.999, 0.9999), "conmim": (0.996, 1.0),
                                                       "dtm": (0.996, 1.0)}
+# model.pos_embed: the encoder's position information (mto.backbone).
+POS_EMBEDS = ("abs", "rel_bias", "none")
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder", "synthetic")
 AFFINITIES = ("cosine", "attention")
 RECALIBRATIONS = ("none", "soft", "hard")

@@ -8,10 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
-from mto.choices import (AFFINITIES, BLOCK_MASK_METHODS, DATASETS, DECODER_METHODS, LAMBDA_SCHEDULES, METHODS,
-                         MOMENTUM_DEFAULTS, PRESETS, RECALIBRATIONS, preset_depth)
+from mto.choices import (AFFINITIES, BLOCK_MASK_METHODS, DATASETS, DECODER_METHODS, LAMBDA_SCHEDULES, POS_EMBEDS,
+                         PRESETS, RECALIBRATIONS, preset_depth)
 from mto.errors import ConfigError, check as _check, check_choice as _check_choice
 from mto.finetune_config import FinetuneConfig
+from mto.mim_config import MIMConfig
 from mto.schedules import LayerSchedule, check_layer_schedule, layer_weights
 
 __all__ = ["ConfigError", "DataConfig", "EvalConfig", "FinetuneConfig", "MIMConfig", "MTOConfig", "ModelConfig",
@@ -63,93 +64,22 @@ class ModelConfig:
     depth: Optional[int] = None
     num_heads: Optional[int] = None
     drop_path: float = 0.0
+    # abs: an absolute position embedding (learnt; fixed 2-D sin-cos for MAE/BootMAE, as their authors);
+    # rel_bias: none, and one relative position bias table shared by all blocks (BEiT's, with class-token
+    # entries: SimMIM's, ConMIM's and DTM's authors' backbone); none: no position information in the encoder.
+    pos_embed: str = "abs"
+    layer_scale: Optional[float] = None  # LayerScale init of every block (authors' backbone: 0.1); None: off
 
     def __post_init__(self) -> None:
         _check_choice("model.preset", self.preset, tuple(PRESETS))
+        _check_choice("model.pos_embed", self.pos_embed, POS_EMBEDS)
+        _check(self.layer_scale is None or self.layer_scale > 0, "model.layer_scale", self.layer_scale,
+               "a number > 0 or null (no layer scale)")
         _check(self.patch_size >= 1, "model.patch_size", self.patch_size, "an integer >= 1")
         for name in ("embed_dim", "depth", "num_heads"):
             v = getattr(self, name)
             _check(v is None or v >= 1, f"model.{name}", v, "a positive integer or null")
         _check(0 <= self.drop_path < 1, "model.drop_path", self.drop_path, "a number in [0, 1)")
-
-
-@dataclass
-class MIMConfig:
-    """The masked image modeling method MTO is plugged into."""
-    __pydantic_config__ = _STRICT
-    method: str = "simmim"
-    mask_ratio: float = 0.6
-    mask_patch_size: Optional[int] = None  # SimMIM block size in pixels; None: 2 model patches
-    norm_pix_loss: bool = True  # MAE family: regress per-patch normalised pixels
-    decoder_dim: int = 64  # MAE family decoder width
-    decoder_depth: int = 2
-    decoder_heads: int = 4
-    # Momentum encoders (BootMAE, ConMIM, DTM's EMA teacher); docs/baselines.md. None: the
-    # method's published value (mto.choices.MOMENTUM_DEFAULTS).
-    momentum: Optional[float] = None  # EMA rate at the start
-    momentum_end: Optional[float] = None  # EMA rate at the end (ConMIM/DTM: per-step cosine; BootMAE: linear ramp)
-    momentum_ramp_epochs: Optional[float] = None  # BootMAE ramp length; None: train.epochs / 8 (100 of 800)
-    feature_weight: float = 1.0  # BootMAE: weight of the feature-regression target
-    feature_weight_ramp_epochs: Optional[float] = None  # BootMAE linear ramp; None: train.epochs / 4; 0: none
-    context_blocks: Optional[list[int]] = None  # BootMAE: encoder blocks (0-based) the [pixel, feature]
-    #   decoders cross-attend to; None: [0, depth // 2] (the authors' [0, 6] of 12)
-    contrast_temperature: float = 0.1  # ConMIM: InfoNCE temperature
-    projector_depth: int = 3  # ConMIM: layers of the MLP projector (Linear-BN-ReLU ..., last BN without affine)
-    projector_hidden_dim: Optional[int] = None  # None: 4 x the encoder width (authors: 4096 for 768)
-    projector_dim: Optional[int] = None  # None: the encoder width (authors: 256)
-    # ConMIM: strong augmentation of the momentum branch's full view (the online view gets only the shared
-    # crop/flip): colour jitter (brightness, contrast, saturation, hue), grayscale, blur, solarisation, each with its probability.
-    strong_jitter: list[float] = field(default_factory=lambda: [0.4, 0.4, 0.2, 0.1])
-    strong_jitter_prob: float = 0.8
-    strong_gray_prob: float = 0.2
-    strong_blur_prob: float = 0.1
-    strong_solarize_prob: float = 0.2
-    # DTM: per step, draw n merged tokens in 0..dtm_max_merges and k iterations in 1..dtm_max_iterations
-    # (the authors' n1 = 196, k1 = 14 for 196 patches), dtm_draws times (their L = 2).
-    dtm_max_merges: Optional[int] = None  # None: all patches
-    dtm_max_iterations: Optional[int] = None  # None: patches per side
-    dtm_draws: int = 2
-    dtm_teacher: Optional[str] = None  # path of a frozen teacher encoder (torch.load, never downloaded); None: EMA
-    dtm_normalize_target: bool = True  # per-token standardised targets (authors' --normalize_target)
-
-    def __post_init__(self) -> None:
-        _check_choice("mim.method", self.method, METHODS)
-        _check(0 < self.mask_ratio < 1, "mim.mask_ratio", self.mask_ratio, "a number strictly between 0 and 1")
-        _check(self.mask_patch_size is None or self.mask_patch_size >= 1, "mim.mask_patch_size",
-               self.mask_patch_size, "a positive integer (pixels) or null")
-        for name in ("decoder_dim", "decoder_depth", "decoder_heads"):
-            _check(getattr(self, name) >= 1, f"mim.{name}", getattr(self, name), "a positive integer")
-        start, end = self.momentum_range
-        _check(0 <= start < 1, "mim.momentum", self.momentum, "a number in [0, 1) or null")
-        _check(start <= end <= 1, "mim.momentum_end", self.momentum_end, f"a number in [mim.momentum={start}, 1] or null")
-        for name in ("momentum_ramp_epochs", "feature_weight_ramp_epochs"):
-            v = getattr(self, name)
-            _check(v is None or v >= 0, f"mim.{name}", v, "a number of epochs >= 0 or null")
-        _check(self.feature_weight >= 0, "mim.feature_weight", self.feature_weight, "a number >= 0")
-        cb = self.context_blocks
-        _check(cb is None or (len(cb) == 2 and all(isinstance(b, int) and b >= 0 for b in cb)), "mim.context_blocks",
-               cb, "two encoder block indices >= 0 [pixel decoder, feature decoder], or null")
-        _check(self.contrast_temperature > 0, "mim.contrast_temperature", self.contrast_temperature, "a number > 0")
-        _check(self.projector_depth >= 1, "mim.projector_depth", self.projector_depth, "an integer >= 1")
-        for name in ("projector_hidden_dim", "projector_dim", "dtm_max_merges", "dtm_max_iterations"):
-            v = getattr(self, name)
-            _check(v is None or v >= 1, f"mim.{name}", v, "a positive integer or null")
-        j = self.strong_jitter
-        _check(len(j) == 4 and all(v >= 0 for v in j) and j[3] <= 0.5, "mim.strong_jitter", j,
-               "[brightness, contrast, saturation, hue], each >= 0, hue <= 0.5")
-        for name in ("strong_jitter_prob", "strong_gray_prob", "strong_blur_prob", "strong_solarize_prob"):
-            _check(0 <= getattr(self, name) <= 1, f"mim.{name}", getattr(self, name), "a probability in [0, 1]")
-        _check(self.dtm_draws >= 1, "mim.dtm_draws", self.dtm_draws, "an integer >= 1")
-        _check(self.dtm_teacher is None or (self.method == "dtm" and bool(self.dtm_teacher)), "mim.dtm_teacher",
-               self.dtm_teacher, "a local checkpoint path with mim.method: dtm, or null")
-
-    @property
-    def momentum_range(self) -> tuple[float, float]:
-        """(start, end) of the momentum schedule: the configured values, else the method's published ones."""
-        start, end = MOMENTUM_DEFAULTS.get(self.method, (0.996, 1.0))
-        start = start if self.momentum is None else self.momentum
-        end = max(start, end) if self.momentum_end is None else self.momentum_end
-        return start, end
 
 
 @dataclass

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from mto.attention import LayerCapture
+from mto.backbone import Encoder
 from mto.augment import StrongAugmentation
 from mto.config import MIMConfig, MTOConfig
 from mto.heterogeneity import gather_tokens
@@ -61,9 +61,16 @@ class TokenMLP(nn.Module):
 
 
 class ConMIM(SimMIM):
-    """ConMIM: denoising patch contrast against a momentum encoder, MTO on the encoder blocks."""
+    """ConMIM: denoising patch contrast against a momentum encoder, MTO on the encoder blocks.
 
-    def __init__(self, encoder: VisionTransformer, *, mim: MIMConfig, mto: MTOConfig):
+    The momentum encoder runs in eval mode (no drop-path: the authors' default drop-path is 0, where train
+    and eval mode agree); the momentum projector stays in train mode, its BatchNorm on the batch's
+    statistics, as the authors' teacher, which is never put in eval mode.
+    """
+
+    teachers = ("momentum_encoder",)
+
+    def __init__(self, encoder: Encoder, *, mim: MIMConfig, mto: MTOConfig):
         super().__init__(encoder, mim=mim, mto=mto)
         del self.decoder  # no pixel head: the target is the momentum encoder's features
         self.temperature, self.momentum_range = mim.contrast_temperature, mim.momentum_range
@@ -71,7 +78,7 @@ class ConMIM(SimMIM):
                                                mim.strong_blur_prob, mim.strong_solarize_prob)
         dim = encoder.embed_dim
         self.projector = TokenMLP(mim.projector_depth, dim, mim.projector_hidden_dim or 4 * dim, mim.projector_dim or dim)
-        self.momentum_encoder = momentum_copy(encoder)
+        self.momentum_encoder = momentum_copy(encoder).eval()
         self.momentum_projector = momentum_copy(self.projector)
 
     @property

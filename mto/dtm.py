@@ -21,36 +21,41 @@ import zipfile
 
 import torch
 import torch.nn.functional as F
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from mto.attention import LayerCapture
+from mto.backbone import Encoder
 from mto.config import MIMConfig, MTOConfig, TrialConfig
 from mto.data import channels
 from mto.errors import ConfigError
-from mto.models import create_vit
+from mto.backbone import create_vit
 from mto.momentum import cosine_momentum, ema_update, momentum_copy
 from mto.simmim import SimMIM
 
 SMOOTH_L1_BETA = 2.0  # the authors' smooth_l1_loss(beta=2.0)
 
 
-def bipartite_matching(tokens: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def bipartite_matching(tokens: torch.Tensor, r: int, protect_first: bool = False
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """ToMe's bipartite soft matching: which of the even tokens merge into which odd ones.
 
     Args:
         tokens: ``[B, T, C]``; even positions form set A, odd positions set B.
-        r: merges, at most ``T // 2``.
+        r: merges, at most ``T // 2`` (``(T - 1) // 2`` with ``protect_first``).
+        protect_first: ToMe's ``class_token=True``: token 0 never merges (its scores are ``-inf``) and the kept
+            A-tokens stay in their order, so it stays first.
     Returns:
         ``src`` ``[B, r]`` A-indices merged (the ``r`` with the highest best cosine similarity),
         ``dst`` ``[B, r]`` their most similar B-index, ``unm`` ``[B, |A| - r]`` A-indices kept.
     """
     x = F.normalize(tokens.float(), dim=-1)
     scores = x[:, ::2] @ x[:, 1::2].transpose(1, 2)  # [B, |A|, |B|]
+    if protect_first:
+        scores[:, 0] = -math.inf
     best, best_idx = scores.max(dim=-1)
     order = best.argsort(dim=-1, descending=True)
     src, unm = order[:, :r], order[:, r:]
-    return src, best_idx.gather(1, src), unm
+    return src, best_idx.gather(1, src), unm.sort(dim=1).values if protect_first else unm
 
 
 def merge(values: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, unm: torch.Tensor, reduce: str) -> torch.Tensor:
@@ -63,9 +68,10 @@ def merge(values: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, unm: torch
 
 
 @torch.no_grad()
-def morph_groups(tokens: torch.Tensor, merges: int, iterations: int) -> torch.Tensor:
+def morph_groups(tokens: torch.Tensor, merges: int, iterations: int, protect_first: bool = False) -> torch.Tensor:
     """Token morphing: ``iterations`` rounds of bipartite matching, each merging ``merges`` tokens
-    (at most half of those left), on size-weighted averages of the tokens merged so far.
+    (at most half of those left, not counting a protected first token), on size-weighted averages of the
+    tokens merged so far.
 
     Args:
         tokens: ``[B, N, C]`` target tokens.
@@ -77,10 +83,10 @@ def morph_groups(tokens: torch.Tensor, merges: int, iterations: int) -> torch.Te
     source = torch.eye(n, device=tokens.device).expand(b, n, n)
     x, size = tokens.float(), tokens.new_ones(b, n, 1, dtype=torch.float32)
     for _ in range(iterations):
-        r = min(merges, x.shape[1] // 2)
+        r = min(merges, (x.shape[1] - protect_first) // 2)
         if r <= 0:
             break
-        src, dst, unm = bipartite_matching(x, r)
+        src, dst, unm = bipartite_matching(x, r, protect_first)
         x = merge(x * size, src, dst, unm, "sum")
         size = merge(size, src, dst, unm, "sum")
         x = x / size
@@ -121,7 +127,7 @@ def draw_morphing(generator: torch.Generator, max_merges: int, max_iterations: i
     return (r if r * k <= max_merges else n // k), k
 
 
-def load_teacher(encoder: VisionTransformer, path: str) -> VisionTransformer:
+def load_teacher(encoder: Encoder, path: str) -> Encoder:
     """A frozen copy of ``encoder``'s architecture with the weights of a local checkpoint: a ViT
     state dict, or a trial checkpoint (``{"model": ...}``, its ``encoder.`` weights)."""
     if not os.path.isfile(path):
@@ -157,22 +163,18 @@ def check_teacher(cfg: TrialConfig) -> None:
 class DTM(SimMIM):
     """DTM: morphed token-feature regression against a teacher, MTO on the encoder blocks."""
 
-    def __init__(self, encoder: VisionTransformer, *, mim: MIMConfig, mto: MTOConfig):
+    teachers = ("teacher",)  # the authors' CLIP teacher runs in eval mode; so do ours, EMA or frozen
+
+    def __init__(self, encoder: Encoder, *, mim: MIMConfig, mto: MTOConfig):
         super().__init__(encoder, mim=mim, mto=mto)
         del self.decoder  # the target is the teacher's features
         dim = encoder.embed_dim
         self.head = nn.Linear(dim, dim)
         self.max_merges = min(mim.dtm_max_merges or self.num_patches, self.num_patches)
         self.max_iterations = mim.dtm_max_iterations or self.grid
-        self.draws, self.normalize_target = mim.dtm_draws, mim.dtm_normalize_target
+        self.draws, self.normalize_target, self.protect_first = mim.dtm_draws, mim.dtm_normalize_target, mim.dtm_protect_first
         self.momentum_range, self.frozen_teacher = mim.momentum_range, mim.dtm_teacher is not None
-        self.teacher = load_teacher(encoder, mim.dtm_teacher) if self.frozen_teacher else momentum_copy(encoder)
-
-    def train(self, mode: bool = True) -> DTM:
-        super().train(mode)
-        if self.frozen_teacher:
-            self.teacher.eval()
-        return self
+        self.teacher = load_teacher(encoder, mim.dtm_teacher) if self.frozen_teacher else momentum_copy(encoder).eval()
 
     @property
     def current_momentum(self) -> float:
@@ -191,7 +193,7 @@ class DTM(SimMIM):
         losses = []
         for _ in range(self.draws):
             r, k = draw_morphing(g, self.max_merges, self.max_iterations)
-            losses.append(morphed_loss(pred, target, morph_groups(target, r, k), self.normalize_target))
+            losses.append(morphed_loss(pred, target, morph_groups(target, r, k, self.protect_first), self.normalize_target))
         return {"loss_mim": torch.stack(losses).mean()}, [capture]
 
     def after_step(self) -> None:

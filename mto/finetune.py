@@ -25,13 +25,12 @@ import torch
 from timm.data import Mixup
 from timm.layers import trunc_normal_
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-from timm.models.vision_transformer import VisionTransformer
 from timm.optim import create_optimizer_v2
 
+from mto.backbone import Encoder, create_vit
 from mto.config import TrialConfig
 from mto.data import ImageData, augment, crop_params, normalize
 from mto.errors import ConfigError
-from mto.models import create_vit
 from mto.probes import accuracy
 from mto.schedules import learning_rate
 from mto.train import NonFiniteLossError
@@ -39,7 +38,7 @@ from mto.train import NonFiniteLossError
 TOP1, VAL_TOP1, TRAIN_LOSS, SECONDS = "finetune/top1", "val/finetune_top1", "finetune/train_loss", "finetune/seconds"
 
 
-def classifier(encoder: VisionTransformer, cfg: TrialConfig, num_classes: int) -> VisionTransformer:
+def classifier(encoder: Encoder, cfg: TrialConfig, num_classes: int) -> Encoder:
     """A copy of ``encoder`` with fine-tuning's drop-path and a linear head on its mean-pooled patch tokens
     (MAE's head initialisation: weights ~ N(0, 2e-5), bias 0). Every parameter is trainable."""
     model_cfg = dataclasses.replace(cfg.model, drop_path=cfg.eval.finetune.drop_path)
@@ -53,7 +52,7 @@ def classifier(encoder: VisionTransformer, cfg: TrialConfig, num_classes: int) -
     return vit.to(next(encoder.parameters()).device)
 
 
-def optimizer(vit: VisionTransformer, cfg: TrialConfig) -> torch.optim.Optimizer:
+def optimizer(vit: Encoder, cfg: TrialConfig) -> torch.optim.Optimizer:
     """AdamW over timm's layer-decay groups: block i of L gets ``lr_scale = layer_decay^(L - i)``; no decay on
     biases, norms, the class token and the position embedding (timm's ``no_weight_decay``)."""
     ft = cfg.eval.finetune
@@ -81,7 +80,7 @@ def isolated_rng(seed: int, device: torch.device) -> Iterator[None]:
             np.random.set_state(state)
 
 
-def finetune(cfg: TrialConfig, encoder: VisionTransformer, data: ImageData, *, from_epoch: int,
+def finetune(cfg: TrialConfig, encoder: Encoder, data: ImageData, *, from_epoch: int,
              autocast) -> tuple[dict[str, float], list[float]]:
     """Fine-tune a copy of ``encoder`` (pre-trained for ``from_epoch`` epochs) and score it.
 
@@ -145,7 +144,7 @@ def finetune(cfg: TrialConfig, encoder: VisionTransformer, data: ImageData, *, f
 
 
 @torch.no_grad()
-def top1(vit: VisionTransformer, images: torch.Tensor, labels: torch.Tensor, data: ImageData, autocast,
+def top1(vit: Encoder, images: torch.Tensor, labels: torch.Tensor, data: ImageData, autocast,
          chunk: int = 512) -> float:
     """Top-1 accuracy of the fine-tuned classifier on whole (uncropped) images."""
     vit.eval()

@@ -8,7 +8,8 @@ from mto.config import TrialConfig
 from mto.conmim import ConMIM
 from mto.dtm import DTM
 from mto.mae import MAE
-from mto.models import MaskedImageModel, create_vit
+from mto.backbone import create_vit
+from mto.models import MaskedImageModel
 from mto.simmim import SimMIM
 
 METHOD_CLASSES: dict[str, type[MaskedImageModel]] = {"simmim": SimMIM, "mae": MAE, "bootmae": BootMAE, "conmim": ConMIM,

@@ -1,38 +1,18 @@
-"""timm Vision Transformers by preset name, and the shared base of the MIM models."""
+"""The shared base of the MIM models, and the pixel and feature helpers they share."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from typing import Any, Callable, Sequence
 
-import timm
 import torch
 from timm.layers import trunc_normal_
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from mto.attention import LayerCapture, check_supported, run_blocks
-from mto.choices import PRESETS
-from mto.config import MTOConfig, ModelConfig
+from mto.attention import LayerCapture, run_blocks
+from mto.backbone import Encoder
+from mto.config import MTOConfig
 from mto.objective import MTOObjective
-
-def create_vit(cfg: ModelConfig, *, img_size: int, in_chans: int, num_classes: int = 0) -> VisionTransformer:
-    """A randomly initialised timm ``VisionTransformer`` for the preset and sizes: no head, or (``num_classes``)
-    a linear head on the mean-pooled patch tokens of the normed last block (the probes' features).
-
-    Nothing is downloaded: ``pretrained=False`` always.
-    """
-    name, dim, depth, heads = PRESETS[cfg.preset]
-    dim, depth, heads = cfg.embed_dim or dim, cfg.depth or depth, cfg.num_heads or heads
-    if dim % heads:
-        raise ValueError(f"model.embed_dim={dim} must be divisible by model.num_heads={heads}")
-    head = {"num_classes": num_classes, **({"global_pool": "avg", "fc_norm": False} if num_classes else {})}
-    model = timm.create_model(name, pretrained=False, img_size=img_size, patch_size=cfg.patch_size,
-                              in_chans=in_chans, embed_dim=dim, depth=depth, num_heads=heads,
-                              drop_path_rate=cfg.drop_path, **head)
-    check_supported(model.blocks)
-    return model
-
 
 def patchify(images: torch.Tensor, patch: int) -> torch.Tensor:
     """``[B, C, H, W]`` -> ``[B, N, patch*patch*C]`` in raster order (the MAE layout)."""
@@ -41,7 +21,7 @@ def patchify(images: torch.Tensor, patch: int) -> torch.Tensor:
     return torch.einsum("bchpwq->bhwpqc", x).reshape(b, (h // patch) * (w // patch), patch * patch * c)
 
 
-def encode_patches(vit: VisionTransformer, images: torch.Tensor) -> torch.Tensor:
+def encode_patches(vit: Encoder, images: torch.Tensor) -> torch.Tensor:
     """Mean-pooled patch tokens of the final (normed) layer, ``[B, D]``: the probes' features."""
     x = vit.forward_features(images)
     return x[:, vit.num_prefix_tokens:].mean(dim=1)
@@ -57,8 +37,12 @@ class MaskedImageModel(nn.Module, ABC):
 
     num_prefix: int  # prefix tokens in the MTO stack
     num_masked: int  # masked patches per sample: the same in every sample, by construction of the masks
+    teachers: tuple[str, ...] = ()  # submodules that make targets: always in eval mode (no drop-path, no dropout)
+    # Parameters the authors' optimiser does not decay beyond 1-D ones and biases (their no_weight_decay();
+    # mto.optim): SimMIM, BootMAE, ConMIM and DTM skip {pos_embed, cls_token}; MAE skips nothing.
+    decay_exempt: tuple[str, ...] = ("encoder.cls_token", "encoder.pos_embed")
 
-    def __init__(self, encoder: VisionTransformer, mto: MTOConfig, num_mto_layers: int):
+    def __init__(self, encoder: Encoder, mto: MTOConfig, num_mto_layers: int):
         super().__init__()
         self.encoder = encoder
         self.objective = MTOObjective(mto, num_mto_layers)
@@ -98,6 +82,13 @@ class MaskedImageModel(nn.Module, ABC):
         # Inactive MTO adds nothing at all, so the loss is bit-for-bit the plain method's.
         loss = parts["loss_mim"] + loss_mto if obj.cfg.active else parts["loss_mim"]
         return {"loss": loss, **parts, **mto}
+
+    def train(self, mode: bool = True) -> MaskedImageModel:
+        """``nn.Module.train``, with the teachers left in eval mode: a target is the same however often it is computed."""
+        super().train(mode)
+        for name in self.teachers:
+            getattr(self, name).eval()
+        return self
 
     def on_step_end(self) -> None:
         """Called after each optimiser step: momentum encoders update in ``after_step``, then the clock ticks."""
@@ -144,11 +135,12 @@ class MaskedImageModel(nn.Module, ABC):
         return encode_patches(self.encoder, images)
 
     def run_stack(self, blocks: nn.ModuleList, x: torch.Tensor, mask: torch.Tensor, token_layers: frozenset[int],
-                  prob_layers: frozenset[int], cross: Sequence[Callable[[torch.Tensor], torch.Tensor]] | None = None
-                  ) -> tuple[torch.Tensor, LayerCapture]:
-        """Run the MTO stack with the hard recalibration mask (if any) and the requested captures."""
+                  prob_layers: frozenset[int], cross: Sequence[Callable[[torch.Tensor], torch.Tensor]] | None = None,
+                  bias: torch.Tensor | None = None) -> tuple[torch.Tensor, LayerCapture]:
+        """Run the MTO stack with the hard recalibration mask (if any), the encoder's position bias (``bias``,
+        when the stack is the encoder) and the requested captures."""
         return run_blocks(blocks, x, num_prefix=self.num_prefix, attn_mask=self.objective.attn_mask(mask, self.num_prefix),
-                          token_layers=token_layers, prob_layers=prob_layers, cross=cross)
+                          bias=bias, token_layers=token_layers, prob_layers=prob_layers, cross=cross)
 
 
 def new_mask_token(dim: int) -> nn.Parameter:

@@ -12,10 +12,10 @@ import math
 
 import torch
 import torch.nn.functional as F
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from mto.attention import LayerCapture
+from mto.backbone import Encoder, embed_tokens, position_bias
 from mto.config import MIMConfig, MTOConfig
 from mto.masking import block_masking
 from mto.models import MaskedImageModel, new_mask_token
@@ -30,7 +30,7 @@ class SimMIM(MaskedImageModel):
         mto: MTO settings.
     """
 
-    def __init__(self, encoder: VisionTransformer, *, mim: MIMConfig, mto: MTOConfig):
+    def __init__(self, encoder: Encoder, *, mim: MIMConfig, mto: MTOConfig):
         super().__init__(encoder, mto, num_mto_layers=len(encoder.blocks))
         self.num_prefix = encoder.num_prefix_tokens
         self.mask_ratio = mim.mask_ratio
@@ -50,11 +50,10 @@ class SimMIM(MaskedImageModel):
 
     def embed(self, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Layer 0: patch embeddings with the mask token substituted, plus position embedding. ``[B, T, D]``."""
-        enc = self.encoder
-        x = enc.patch_embed(images)  # [B, N, D]
+        x = self.encoder.patch_embed(images)  # [B, N, D]
         w = mask.unsqueeze(-1).to(x.dtype)
         x = x * (1 - w) + self.mask_token.to(x.dtype) * w
-        return enc.norm_pre(enc.patch_drop(enc._pos_embed(x)))
+        return embed_tokens(self.encoder, x)
 
     def reconstruct(self, images: torch.Tensor, mask: torch.Tensor, *, token_layers: frozenset[int],
                     prob_layers: frozenset[int]) -> tuple[dict[str, torch.Tensor], list[LayerCapture]]:
@@ -66,7 +65,8 @@ class SimMIM(MaskedImageModel):
     def encode_masked(self, images: torch.Tensor, mask: torch.Tensor, token_layers: frozenset[int],
                       prob_layers: frozenset[int]) -> tuple[torch.Tensor, LayerCapture]:
         """The encoder (the MTO stack) on the masked view: final normed patch tokens ``[B, N, D]`` and the capture."""
-        x, capture = self.run_stack(self.encoder.blocks, self.embed(images, mask), mask, token_layers, prob_layers)
+        x, capture = self.run_stack(self.encoder.blocks, self.embed(images, mask), mask, token_layers, prob_layers,
+                                    bias=position_bias(self.encoder))
         return self.encoder.norm(x)[:, self.num_prefix:], capture
 
     def masked_l1(self, pred: torch.Tensor, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ from mto import ConfigError, NonFiniteLossError, run_trial
 from mto.data import load_data
 from mto.finetune import classifier, finetune, optimizer, set_lr
 from mto.fused import run_fused
-from mto.models import create_vit
+from mto.backbone import create_vit
 
 
 def _with(cfg, **sections):
