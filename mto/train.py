@@ -115,7 +115,7 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)  # weights are initialised on the CPU: same start on any device
         self.model: MaskedImageModel = build_model(cfg, data.in_chans).to(self.device)
         self.step_model = torch.compile(self.model) if compiles(cfg, self.device) else self.model
-        # weight decay on weight matrices only; momentum encoders and fixed embeddings left out
+        # weight decay grouped as the method's authors do (mto.optim); momentum encoders and fixed embeddings left out
         self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.train.weight_decay), lr=0.0, betas=(0.9, 0.95),
                                            fused=self.device.type == "cuda")  # one kernel for all parameters
         self.generator = torch.Generator().manual_seed(cfg.train.seed)
