@@ -41,6 +41,7 @@ FAILED_BEFORE = "ablation.failed_before"  # on a trial run again by --resume: wh
 CHECKPOINT_FALLBACK = "ablation.checkpoint_fallback"  # on a trial resumed past an unreadable checkpoint: which, why
 OWN_FAILURES = ("NonFiniteLossError", "ConfigError")  # raised by the trial's own numbers or config (mto)
 RESUMED = "ablation.resumed_from_epoch"  # set on a trial restarted from a checkpoint
+NODE_TAG = "ablation.node"  # on each trial run: the Ray node id it last ran on (a retried trial may move)
 FUSED_UNIT = "ablation.fused_unit"  # set on a trial trained in a fused unit (resources.fuse): the unit's name
 # on the parent run: what the report compares
 TARGET_METRIC = "ablation.target.metric"
@@ -77,7 +78,9 @@ FINETUNE_FOLDER = "finetune"  # on each trial run: loss_eNNNN.json, the fine-tun
 # ---- what a Ray trial reports to the driver, beside its metrics ---------------------------------
 EPOCH = "epoch"
 OBJECTIVE = "objective"  # the search metric, carried forward between evaluations (for ASHA/Optuna)
-AFFINITY_FILE = "artifact/affinity"  # path of this epoch's affinity maps, for the driver to attach
+AFFINITY_DATA = "artifact/affinity"  # this epoch's affinity maps as .npz bytes: they travel in the result, the driver
+#   writes and attaches the file (no worker's disk is read, so trials may run on any node of a cluster)
+NODE = "node"  # the Ray node the trial ran this epoch on
 RESUMED_FROM = "resumed_from_epoch"  # set when the trial restarted from a checkpoint
 RESTORE_NOTE = "restore_note"  # set when the newest checkpoint could not be read: what was skipped, why
 MEMBERS = "members"  # a fused unit (resources.fuse): {trial name: that trial's keys above and metrics}

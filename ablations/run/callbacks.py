@@ -15,7 +15,7 @@ from typing import Any
 
 from ray import tune
 
-from ablations.contract import (AFFINITY_FILE, CHECKPOINT_FALLBACK, EPOCH, FINETUNE_CURVE, FUSED_UNIT, MEMBER_FAILURES,
+from ablations.contract import (AFFINITY_DATA, NODE, NODE_TAG, CHECKPOINT_FALLBACK, EPOCH, FINETUNE_CURVE, FUSED_UNIT, MEMBER_FAILURES,
                                 MEMBERS, PHASE, RESTORE_NOTE, RESUMED, RESUMED_FROM, is_logged_metric)
 from ablations.run.progress import TrialBoard
 from ablations.run.tracking import StudyTracker
@@ -57,6 +57,7 @@ class DriverSession:
     ended: set[str] = field(default_factory=set)  # trial names whose run was ended
     resumed: set[str] = field(default_factory=set)  # trial names already tagged as resumed
     noted: set[str] = field(default_factory=set)  # trial names already tagged with a checkpoint fallback
+    nodes: dict[str, str] = field(default_factory=dict)  # trial name -> the Ray node its runs tag says
     terminated: bool = False  # the driver got SIGTERM
     units: dict[str, list] = field(init=False)  # unit name -> its trials (``trial_units``)
 
@@ -91,8 +92,12 @@ class DriverSession:
     def _log(self, name: str, run_id: str, epoch: int, payload: dict) -> None:
         metrics = {k: v for k, v in payload.items() if is_logged_metric(k)}
         logged = self.tracker.log_epoch(run_id, epoch, metrics, payload.get(PHASE, "train"))
-        if logged and payload.get(AFFINITY_FILE):
-            self.tracker.log_affinity(run_id, payload[AFFINITY_FILE])
+        data = payload.pop(AFFINITY_DATA, None)  # popped: Ray Tune's saved state need not carry it
+        if logged and data:
+            self.tracker.log_affinity(run_id, epoch, data)
+        if payload.get(NODE) and self.nodes.get(name) != payload[NODE]:
+            self.nodes[name] = payload[NODE]
+            self.tracker.set_tag(run_id, NODE_TAG, payload[NODE])
         if logged and payload.get(FINETUNE_CURVE):
             self.tracker.log_finetune_curve(run_id, epoch, payload[FINETUNE_CURVE])
         if RESUMED_FROM in payload and name not in self.resumed:

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ablations.contract import own_failure
 from ablations.study import Study, StudyError, load_study, trial_units
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_TRACKING_DOWN = 0, 1, 2, 3
@@ -97,7 +98,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     for name, reason in sorted(outcome.failed.items()):
         err.print(f"  [red]FAILED[/] {escape(name)}: {escape(reason)}", highlight=False, soft_wrap=True)
     again = " ".join([shlex.quote(sys.executable), "-m ablations.run", shlex.quote(args.study),
-                      *[f"--set {shlex.quote(s)}" for s in args.sets], "--resume"])
+                      *[f"--set {shlex.quote(s)}" for s in args.sets], "--resume",
+                      *([f"--address {shlex.quote(args.address)}"] if args.address else [])])
     if outcome.tracking_down:
         err.print(f"[red]the tracking store {escape(outcome.tracking_uri)} stopped answering[/]: {outcome.tracking_down} "
                   f"writes are kept in {escape(str(outcome.folder))} and the trials' checkpoints; the MLflow runs "
@@ -119,6 +121,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         except Exception as e:  # noqa: BLE001 - the runs are safe in MLflow; the report can be rebuilt
             err.print(f"[yellow]the report could not be built ({e}); rebuild it with python -m ablations.report "
                       f"--run {outcome.parent_run_id}[/]", highlight=False, soft_wrap=True)
+    machine = [name for name, reason in outcome.failed.items() if not own_failure(reason)]
+    if machine and not outcome.interrupted:
+        err.print(f"{len(machine)} failed from the machine (a lost worker or node), not from their own numbers; "
+                  f"resume with: {again}\n  (runs them again from their last checkpoints)", highlight=False, soft_wrap=True)
     if outcome.tracking_uri.startswith(("http://", "https://")):
         browse = f"open {experiment_url(outcome.tracking_uri, outcome.experiment_id)} in a browser"
     else:

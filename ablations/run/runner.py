@@ -1,9 +1,11 @@
 """Running a study on Ray Tune: one invocation = one MLflow parent run and one state folder.
 
-Layout under ``storage``::
+Layout under ``storage`` (a folder; with a URI, Ray Tune's experiments go to the URI and the rest
+stays under ``ray_results``)::
 
     <storage>/<study>/<YYYYmmdd-HHMMSS>/     one invocation (``--resume`` picks the latest)
         ablation.json                        parent run id, tracking URI, the study as run
+        artifacts/<trial>/                   files the driver attaches (affinity maps from the results)
         arms/                                Ray Tune experiment: variants x grid x seeds
         search/                              Ray Tune experiment: the Optuna search (kind: optuna)
 
@@ -35,7 +37,8 @@ from ablations.run.outcome import JOURNAL_FILE, StudyOutcome, close_study
 from ablations.run.progress import TrialBoard
 from ablations.run.trainable import trial_function
 from ablations.run.store import check_tracking
-from ablations.run.tracking import StudyTracker, dump_json
+from ablations.run.files import dump_json, safe_name
+from ablations.run.tracking import StudyTracker
 from ablations.study import Study, StudyError, trial_units
 from mto.config_dicts import to_dict
 
@@ -53,9 +56,9 @@ def _ray_environment() -> None:
 def compile_cache(study: Study) -> dict[str, str]:
     """``torch.compile``'s caches (Inductor's FX graphs, AOTAutograd) shared by every trial of the study and
     kept across its invocations: a model shape compiled once is loaded, not compiled, by the trials after it.
-    Set here for the local workers; returned for the workers of a cluster joined with ``--address``
-    (which needs ``storage`` on a shared file system anyway)."""
-    folder = Path(study.spec.storage).resolve() / study.name / "compile-cache"
+    Set here for the local workers; returned for the workers of a cluster joined with ``--address`` (each node
+    keeps its own copy where ``storage`` is not shared)."""
+    folder = Path(study.spec.driver_storage).resolve() / study.name / "compile-cache"
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
     os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
     os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
@@ -64,7 +67,8 @@ def compile_cache(study: Study) -> dict[str, str]:
 
 
 def invocation_folder(study: Study, resume: bool) -> Path:
-    root = Path(study.spec.storage).resolve() / study.name
+    """The driver's folder of this invocation (``<driver storage>/<study>/<date-time>``): new, or the latest on resume."""
+    root = Path(study.spec.driver_storage).resolve() / study.name
     if resume:
         found = sorted(p for p in root.glob("*") if (p / STATE_FILE).is_file()) if root.is_dir() else []
         if not found:
@@ -132,7 +136,7 @@ class TrialNamer:
         return self.study.resolve(trial.config, trial.trial_id).name
 
     def dirname(self, trial: Any) -> str:
-        return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in self.name(trial))[:120]
+        return safe_name(self.name(trial))
 
 
 def _search_space(study: Study) -> dict[str, Any]:
@@ -156,8 +160,9 @@ def _phases(study: Study) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     from ray import tune
 
     namer = TrialNamer(study)
+    # reuse_actors: a worker that ended a trial starts the next one (no new process importing torch per trial)
     common = dict(max_concurrent_trials=study.spec.max_concurrent, trial_name_creator=namer.name,
-                  trial_dirname_creator=namer.dirname)
+                  trial_dirname_creator=namer.dirname, reuse_actors=True)
     phases = [("arms", {"trial": tune.grid_search(list(trial_units(study)))}, common)]  # trials or fused units
     search = study.spec.search
     if search.kind == "optuna":
@@ -181,7 +186,15 @@ def _phases(study: Study) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     return phases
 
 
-def _tuner(study: Study, folder: Path, phase: str, space: dict, kwargs: dict, key: str, settled: frozenset[str],
+def tune_storage(study: Study, folder: Path) -> str:
+    """Where Ray Tune keeps this invocation's experiment state and checkpoints: the driver's folder, or the same
+    name under a ``storage`` URI (Ray Tune's own storage layer, pyarrow file systems)."""
+    if not study.spec.storage_uri:
+        return str(folder)
+    return f"{study.spec.storage.rstrip('/')}/{study.name}/{folder.name}"
+
+
+def _tuner(study: Study, folder: str, phase: str, space: dict, kwargs: dict, key: str, settled: frozenset[str],
            retry_errored: bool = False):
     from ray import tune
 
@@ -189,17 +202,18 @@ def _tuner(study: Study, folder: Path, phase: str, space: dict, kwargs: dict, ke
     threads = max(1, math.ceil(spec.resources.cpu))
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
     trainable = tune.with_resources(tune.with_parameters(trial_function, study=study, threads=threads, settled=settled), resources)
-    path = folder / phase
-    if tune.Tuner.can_restore(str(path)):
+    path = f"{folder}/{phase}"
+    if tune.Tuner.can_restore(path):
         # The space is given again: a driver killed after Ray Tune wrote tuner.pkl but before its first
         # experiment state leaves nothing else to rebuild the trials from (Ray ignores it otherwise).
         # With trials the machine failed, errored trials resume from their last checkpoint: those that
         # failed on their own are settled and return at once, the others run on.
-        return tune.Tuner.restore(str(path), trainable=trainable, param_space=space, resume_unfinished=True,
+        return tune.Tuner.restore(path, trainable=trainable, param_space=space, resume_unfinished=True,
                                   resume_errored=retry_errored)
     run_config = tune.RunConfig(
-        name=phase, storage_path=str(folder), callbacks=[StudyCallback(key)], verbose=0,
+        name=phase, storage_path=folder, callbacks=[StudyCallback(key)], verbose=0,
         failure_config=tune.FailureConfig(max_failures=spec.retries),
+        sync_config=tune.SyncConfig(sync_period=1),  # a storage URI gets the experiment state as often as a folder
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2))  # the one before the latest: a fallback
     return tune.Tuner(trainable, param_space=space, tune_config=tune.TuneConfig(**kwargs), run_config=run_config)
 
@@ -224,7 +238,7 @@ def run_study(study: Study, *, resume: bool = False, tracking_uri: Optional[str]
     _ray_environment()
     compile_env = compile_cache(study)
     if address is None:
-        stale = stop_stale_ray(study.spec.storage, study.name)
+        stale = stop_stale_ray(study.spec.driver_storage, study.name)
         if stale:
             print(f"stopped {len(stale)} Ray processes left behind by a killed driver of this study", file=sys.stderr)
     _init_ray(address, compile_env)
@@ -263,7 +277,8 @@ def run_study(study: Study, *, resume: bool = False, tracking_uri: Optional[str]
     try:
         with board:
             for phase, space, kwargs in _phases(study):
-                grid = _tuner(study, folder, phase, space, kwargs, key, frozenset(tracker.settled), bool(again)).fit()
+                grid = _tuner(study, tune_storage(study, folder), phase, space, kwargs, key, frozenset(tracker.settled),
+                              bool(again)).fit()
                 if grid.num_terminated + grid.num_errors < len(grid):  # Ctrl-C: Ray saved its state and returned
                     interrupted = True
                     break

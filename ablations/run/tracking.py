@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -24,6 +25,7 @@ from ablations.contract import (AFFINITY_FOLDER, ARM, EPOCH_METRIC, FAILED_BEFOR
                                 FINETUNE_PHASE, GRID_PREFIX, REFERENCE_OF_TRIAL, REFERENCE_TRIAL, ROLE, SEED, STUDY, TRIAL,
                                 own_failure)
 from ablations.run.store import TrackingError, experiment_url, store_answers, ui_command  # noqa: F401 - re-exported
+from ablations.run.files import safe_name
 from ablations.run.provenance import environment_tags, flatten_config
 from ablations.study import TrialSpec
 
@@ -47,14 +49,10 @@ class StudyTracker:
         self.pending: list[dict[str, Any]] = []  # writes kept while the store is down, in order
         self.ended: dict[str, tuple[str, str]] = {}  # trial name -> (status, reason) as this driver saw it
         self.settled: dict[str, tuple[str, str]] = {}  # trial -> (status, reason): ended for good before a resume
-        self._tried = 0.0
-        self._client: Optional[MlflowClient] = None
-        self._env: Optional[dict[str, str]] = None
+        self._tried, self._client, self._env = 0.0, None, None  # last retry time, MlflowClient, environment tags
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_client"] = None
-        return state
+        return {**self.__dict__, "_client": None}
 
     @property
     def client(self) -> MlflowClient:
@@ -162,9 +160,14 @@ class StudyTracker:
         """Attach the fine-tuning loss per fine-tuning epoch of the fine-tuning from ``epoch``."""
         self._op({"op": "finetune_curve", "trial": self._name(run_id), "epoch": epoch, "loss": loss})
 
-    def log_affinity(self, run_id: str, path: str) -> None:
-        """Attach a trial's affinity maps (an ``.npz`` its worker wrote)."""
-        self._op({"op": "artifact", "trial": self._name(run_id), "path": path})
+    def log_affinity(self, run_id: str, epoch: int, data: bytes) -> None:
+        """Attach a trial's affinity maps of ``epoch`` (``.npz`` bytes from its result), written first to the
+        driver's own folder (beside the journal) so that a store that is down gets the file later."""
+        folder = (self.journal.parent if self.journal else Path(tempfile.mkdtemp())) / "artifacts"
+        path = folder / safe_name(self._name(run_id)) / f"affinity_e{epoch:04d}.npz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        self._op({"op": "artifact", "trial": self._name(run_id), "path": str(path)})
 
     def set_tag(self, run_id: str, key: str, value: str) -> None:
         self._op({"op": "tag", "trial": self._name(run_id), "key": key, "value": value})
@@ -294,7 +297,3 @@ def _warn(message: str) -> None:
     from rich.markup import escape
 
     Console(stderr=True).print(f"[yellow]{escape(message)}[/]", highlight=False, soft_wrap=True)
-
-
-def dump_json(data: Any) -> str:
-    return json.dumps(data, indent=2, default=str)  # insertion order: trials stay in the study's order

@@ -10,16 +10,18 @@ its members (``MEMBERS``, ``MEMBER_FAILURES``) and checkpoints them together.
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import tempfile
 from typing import Any, Optional
 
 import numpy as np
 import pyarrow.fs as pafs
+import ray
 import torch
 from ray import tune
 
-from ablations.contract import (AFFINITY_FILE, EPOCH, FINETUNE_CURVE, MEMBER_FAILURES, MEMBERS, OBJECTIVE, PHASE,
+from ablations.contract import (AFFINITY_DATA, NODE, EPOCH, FINETUNE_CURVE, MEMBER_FAILURES, MEMBERS, OBJECTIVE, PHASE,
                                 RESTORE_NOTE, RESUMED_FROM)
 from ablations.study import Study, TrialSpec, trial_units
 from mto.config import TrialConfig
@@ -72,14 +74,15 @@ def _report(metrics: dict[str, Any], state: Optional[dict[str, Any]]) -> None:
 
 class Payload:
     """One trial's per-epoch keys for the driver: metrics, the search objective carried forward between
-    evaluations, where its affinity maps were written, the epoch it resumed from."""
+    evaluations, its affinity maps (bytes), the epoch it resumed from, the node it runs on."""
 
-    def __init__(self, name: str, metric: str, resume: Optional[dict[str, Any]], trial_dir: str, note: str = ""):
-        self.name, self.metric, self.resume, self.trial_dir, self.note = name, metric, resume, trial_dir, note
+    def __init__(self, metric: str, resume: Optional[dict[str, Any]], note: str = ""):
+        self.metric, self.resume, self.note = metric, resume, note
         self.last = {OBJECTIVE: h[metric] for h in (resume or {}).get("history", []) if metric in h}
+        self.node = ray.get_runtime_context().get_node_id()
 
     def __call__(self, r: EpochReport) -> dict[str, Any]:
-        metrics: dict[str, Any] = {**r.metrics, EPOCH: r.epoch}
+        metrics: dict[str, Any] = {**r.metrics, EPOCH: r.epoch, NODE: self.node}
         if self.resume is not None:
             metrics[RESUMED_FROM] = int(self.resume["epoch"])
         if self.note:
@@ -91,11 +94,10 @@ class Payload:
             metrics[PHASE] = r.phase
         if "finetune_loss" in r.arrays:  # a short list: it travels in the result, not through a disk
             metrics[FINETUNE_CURVE] = [float(v) for v in r.arrays["finetune_loss"]]
-        if "affinity" in r.arrays:
-            safe = "".join(c if c.isalnum() or c in "-_.=" else "_" for c in self.name)[:100]  # "": one trial
-            path = os.path.join(self.trial_dir, f"affinity_{safe + '_' if safe else ''}e{r.epoch:04d}.npz")
-            np.savez_compressed(path, **r.arrays)
-            metrics[AFFINITY_FILE] = path
+        if "affinity" in r.arrays:  # a few hundred kB, at eval.affinity_epochs only
+            buffer = io.BytesIO()
+            np.savez_compressed(buffer, **r.arrays)
+            metrics[AFFINITY_DATA] = buffer.getvalue()
         return metrics
 
 
@@ -114,7 +116,7 @@ def trial_function(params: dict[str, Any], *, study: Study, threads: int, settle
         return
     config = _with_threads(members[0].config, threads)
     resume, note = _restore()
-    payload = Payload("", study.spec.search.metric, resume, tune.get_context().get_trial_dir(), note)
+    payload = Payload(study.spec.search.metric, resume, note)
     run_trial(config, lambda r: _report(payload(r), r.checkpoint), resume=resume)
 
 
@@ -131,8 +133,7 @@ def _fused_function(unit: list[TrialSpec], study: Study, threads: int) -> None:
         _report({EPOCH: 0, MEMBERS: {}, MEMBER_FAILURES: restored}, None)
         return
     resumes = [state["members"].get(t.name) for t in live]
-    trial_dir = tune.get_context().get_trial_dir()
-    payloads = [Payload(t.name, study.spec.search.metric, r, trial_dir, note) for t, r in zip(live, resumes)]
+    payloads = [Payload(study.spec.search.metric, r, note) for r in resumes]
     epoch = max([int(r["epoch"]) for r in resumes if r] + [0])
 
     def report(reports: dict[int, EpochReport], failures: dict[int, str]) -> None:

@@ -22,6 +22,8 @@ from typing import Any, Optional
 from ablations.contract import FINETUNE_METRICS
 from ablations.study.messages import shorten
 from ablations.study.schema import StudySpec
+
+STORAGE_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")  # pyarrow's file systems
 from mto.choices import DECODER_METHODS, PRESETS
 from mto.config import TrialConfig, validation_size
 from mto.config_dicts import flatten, to_dict
@@ -74,9 +76,12 @@ def _study_level(spec: StudySpec, problem) -> None:
     if math.isfinite(fraction) and _is_accuracy(spec.target.metric) and fraction > MAX_ACCURACY_FRACTION:
         problem("target.fraction", f"{spec.target.fraction:g} is invalid for the accuracy {spec.target.metric}: "
                 f"at most {MAX_ACCURACY_FRACTION:g} (the target, reference final x fraction, must stay below 100%)")
-    storage = _unusable_folder(spec.storage)
+    scheme = spec.storage.split("://", 1)[0] if spec.storage_uri else None
+    if scheme is not None and scheme not in STORAGE_SCHEMES:
+        problem("storage", f"{shorten(spec.storage)} is invalid: a folder, or a URI of {', '.join(STORAGE_SCHEMES)}")
+    storage = _unusable_folder(spec.driver_storage)
     if storage:
-        problem("storage", f"{shorten(spec.storage)} cannot be used: {storage}")
+        problem("storage", f"{shorten(spec.driver_storage)} cannot be used: {storage}")
 
 
 def _trial_level(spec: StudySpec, t: Any, problem) -> None:

@@ -111,7 +111,9 @@ class StudySpec(_Strict):
     retries: int = Field(0, ge=0)  # Ray restarts a crashed trial this many times (from its checkpoint)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     target: TargetSpec = Field(default_factory=TargetSpec)
-    storage: str = "ray_results"  # Ray Tune's storage folder (a study's state lives under it)
+    # Ray Tune's storage: a folder (shared by every node of a multi-node cluster), or a URI of a file system
+    # Ray Tune reaches through pyarrow (s3://bucket/path, gs://...), then the driver's own files stay in ./ray_results.
+    storage: str = "ray_results"
     report_epochs: Optional[list[int]] = None  # epochs of the heterogeneity-vs-depth figure; null: first, middle, last
 
     @field_validator("seeds")
@@ -136,6 +138,17 @@ class StudySpec(_Strict):
     def search_seeds(self) -> list[int]:
         """The seeds every Optuna sample runs on."""
         return self.seeds if self.search.seeds is None else self.search.seeds
+
+    @property
+    def storage_uri(self) -> bool:
+        """Whether ``storage`` is a URI (``scheme://...``) rather than a folder."""
+        return "://" in self.storage
+
+    @property
+    def driver_storage(self) -> str:
+        """The folder of the driver's own files (state, journal, artifacts, compile cache): ``storage``, or
+        ``ray_results`` when ``storage`` is a URI."""
+        return "ray_results" if self.storage_uri else self.storage
 
     @property
     def search_arm(self) -> str:

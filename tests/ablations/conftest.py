@@ -26,9 +26,9 @@ def write_study(folder: Path, **fields) -> Path:
     return path
 
 
-def run_cli(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_cli(*args: str, cwd: Path, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """``python -m ablations.run ...`` as a user runs it (a real Ray cluster, a real MLflow store)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run([sys.executable, "-m", "ablations.run", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
 

@@ -1,4 +1,5 @@
-"""Reading a study's runs back from a real MLflow store, and driving a study in the background."""
+"""Reading a study's runs back from a real MLflow store, driving a study in the background, and the real servers
+the tests start on 127.0.0.1 (mlflow server, an S3-compatible store)."""
 
 import os
 import signal
@@ -6,8 +7,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 from mlflow import MlflowClient
 
@@ -27,10 +29,10 @@ def steps(uri: str, run, metric: str) -> list[int]:
     return [m.step for m in MlflowClient(uri).get_metric_history(run.info.run_id, metric)]
 
 
-def start_driver(path, cwd) -> subprocess.Popen:
-    """``python -m ablations.run PATH --no-report`` in the background, in its own process group (for signals)."""
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    return subprocess.Popen([sys.executable, "-m", "ablations.run", str(path), "--no-report"], cwd=cwd, env=env,
+def start_driver(path, cwd, *args: str, env: Optional[dict] = None) -> subprocess.Popen:
+    """``python -m ablations.run PATH --no-report ARGS`` in the background, in its own process group (for signals)."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "ablations.run", str(path), "--no-report", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
@@ -71,15 +73,40 @@ def serve_mlflow(backend_uri: str, port: int, artifacts: Optional[Path] = None) 
             return server
         except OSError:
             if server.poll() is not None or time.monotonic() > deadline:
-                stop_mlflow(server)
+                stop_server(server)
                 raise AssertionError("mlflow server did not start")
             time.sleep(0.5)
 
 
-def stop_mlflow(server: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
-    """Stop the server and every process it started (``signal.SIGKILL``: as a crash would)."""
+def stop_server(server: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    """Stop a server started in its own process group, and every process it started (``signal.SIGKILL``: as a
+    crash would)."""
     try:
         os.killpg(server.pid, sig)
     except ProcessLookupError:
         pass
     server.wait(timeout=30)
+
+
+@contextmanager
+def s3_server(bucket: str) -> Iterator[dict[str, str]]:
+    """A real S3-compatible server (moto's ``moto_server``) on 127.0.0.1 holding an empty ``bucket``; yields the
+    environment that points AWS clients (pyarrow's S3 file system, as Ray Tune uses it) at it."""
+    port = free_port()
+    env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    server = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                request = urllib.request.Request(f"http://127.0.0.1:{port}/{bucket}", method="PUT")  # creates it
+                urllib.request.urlopen(request, timeout=2).read()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "moto_server did not start"
+                time.sleep(0.3)
+        yield env
+    finally:
+        stop_server(server)

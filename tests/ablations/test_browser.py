@@ -13,7 +13,7 @@ import shutil
 import pytest
 
 from .conftest import run_cli, write_study
-from .helpers import free_port as _free_port, serve_mlflow, stop_mlflow
+from .helpers import free_port as _free_port, serve_mlflow, stop_server
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +64,7 @@ def test_the_printed_experiment_url_shows_the_nested_trial_runs(browser, finishe
             page.get_by_text(trial, exact=True).first.wait_for(timeout=30_000)
         page.close()
     finally:
-        stop_mlflow(server)
+        stop_server(server)
 
 
 def test_report_html_shows_rendered_text_and_every_figure(browser, finished_study):

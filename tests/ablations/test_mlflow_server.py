@@ -5,7 +5,7 @@ import urllib.request
 
 import pytest
 
-from .helpers import free_port, serve_mlflow, stop_mlflow
+from .helpers import free_port, serve_mlflow, stop_server
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +22,7 @@ def mlflow_server(tmp_path):
     port = free_port()
     server = serve_mlflow(f"sqlite:///{tmp_path}/server.db", port, tmp_path / "artifacts")
     yield f"http://127.0.0.1:{port}"
-    stop_mlflow(server)
+    stop_server(server)
 
 
 def test_report_over_the_rest_api_reads_and_writes_what_the_sqlite_fast_paths_do(tmp_path, mlflow_server):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import ROOT, TINY_BASE, write_study
-from .helpers import free_port as _free_port, serve_mlflow, stop_mlflow
+from .helpers import free_port as _free_port, serve_mlflow, stop_server
 from .test_mlflow_server import _api
 
 pytestmark = pytest.mark.slow
@@ -23,7 +23,7 @@ def _serve(folder: Path, port: int) -> subprocess.Popen:
 
 
 def _kill(server: subprocess.Popen) -> None:
-    stop_mlflow(server, signal.SIGKILL)  # the server and its uvicorn workers, as a crash would
+    stop_server(server, signal.SIGKILL)  # the server and its uvicorn workers, as a crash would
 
 
 def _runs(base: str) -> dict:

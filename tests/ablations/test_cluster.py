@@ -1,0 +1,141 @@
+"""Studies on a Ray cluster of several real nodes (``--address``): Ray's own ``cluster_utils.Cluster`` started on
+this machine (tests/ablations/ray_nodes.py), each node a raylet with its own resources, and real MLflow.
+
+Trials spread over the nodes; every run and epoch reaches MLflow once, affinity maps included, through Ray's
+results; with ``storage`` on an S3 server (moto's, on 127.0.0.1) no file system is shared at all; declared GPUs
+pack fractional trials; a node killed mid-study restarts its trials elsewhere (``retries: 1``) or fails them
+with the reason (``retries: 0``); a driver killed and started again with ``--resume --address`` goes on from
+the cluster's state."""
+
+import os
+import re
+import signal
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from ablations.contract import NODE_TAG, RESUMED, own_failure
+from tests.ablations.conftest import TINY_BASE, run_cli, write_study
+from tests.ablations.helpers import s3_server, start_driver, study_runs, wait_for
+from tests.ablations.ray_nodes import LOOPBACK, ray_nodes
+
+pytestmark = pytest.mark.slow
+
+HEAD = {"num_cpus": 0}  # the head schedules nothing: every trial runs on a worker node
+
+
+def _study(tmp_path: Path, epochs: int, affinity: bool = True, **fields) -> Path:
+    base = {**TINY_BASE, "train": {**TINY_BASE["train"], "epochs": epochs},
+            "eval": {**TINY_BASE["eval"], "every": epochs, "affinity_epochs": [epochs] if affinity else []}}
+    return write_study(tmp_path, base=base, **fields)
+
+
+def _epochs(client: MlflowClient, run) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss"))
+
+
+def _logged(children, epoch: int) -> bool:
+    """Whether some trial has logged ``epoch`` (``trial/epoch``, its latest value)."""
+    return any(r.data.metrics.get("trial/epoch", 0) >= epoch for r in children.values())
+
+
+def _bucket_keys(env: dict[str, str], bucket: str) -> list[str]:
+    """The object keys in ``bucket`` of the S3 server."""
+    listing = urllib.request.urlopen(f"{env['AWS_ENDPOINT_URL']}/{bucket}?list-type=2&max-keys=10000").read().decode()
+    return re.findall(r"<Key>([^<]*)</Key>", listing)
+
+
+def _state_records_a_checkpoint(env: dict[str, str], bucket: str) -> bool:
+    """Whether Ray Tune's experiment state on S3 (synced every few seconds) names a trial checkpoint yet."""
+    states = [k for k in _bucket_keys(env, bucket) if "/experiment_state-" in k]
+    return any(b"checkpoint_0" in urllib.request.urlopen(f"{env['AWS_ENDPOINT_URL']}/{bucket}/{k}").read()
+               for k in states)
+
+
+def test_a_study_spreads_over_two_nodes_with_s3_storage_and_a_restarted_driver_goes_on(tmp_path):
+    path = _study(tmp_path, epochs=6, storage="s3://studies/ray")  # two trials, one per node
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    with s3_server("studies") as s3, ray_nodes(HEAD, {"num_cpus": 1}, {"num_cpus": 1}, env=s3) as cluster:
+        env = {**LOOPBACK, **s3}
+        driver = start_driver(path, tmp_path, "--address", cluster.address, env=env)
+        wait_for(driver, uri, lambda children: _logged(children, 1))
+        while not _state_records_a_checkpoint(s3, "studies"):  # else the resumed trials rightly start over
+            assert driver.poll() is None
+            time.sleep(0.5)
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver dies; the cluster's nodes stay up
+        driver.wait()
+        resumed = run_cli(str(path), "--resume", "--address", cluster.address, cwd=tmp_path, env=env)
+        assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+        nodes, listing = set(cluster.nodes), _bucket_keys(s3, "studies")
+    parents, children = study_runs(uri)
+    client = MlflowClient(uri)
+    assert len(parents) == 1 and sorted(children) == ["mto-s0", "simmim-s0"]
+    for name, run in children.items():
+        assert run.info.status == "FINISHED", name
+        assert _epochs(client, run) == list(range(1, 7)), name  # each epoch once, across the two drivers
+        assert [a.path for a in client.list_artifacts(run.info.run_id, "affinity")] == ["affinity/affinity_e0006.npz"]
+    assert {run.data.tags[NODE_TAG] for run in children.values()} == nodes  # trials ran on both nodes
+    assert any(RESUMED in run.data.tags for run in children.values())  # the killed driver's trials went on
+    assert any("/checkpoint_" in k for k in listing) and any("/experiment_state-" in k for k in listing)  # on S3
+    assert not any(k.endswith(".npz") for k in listing)  # affinity maps came through Ray's results, not storage
+    assert len(list((tmp_path / "ray_results" / "tiny").glob("*/artifacts/*/affinity_e0006.npz"))) == 2  # the driver's
+    assert client.list_artifacts(parents[0].info.run_id, "report")  # and the report was built
+
+
+def _concurrency(client: MlflowClient, children) -> int:
+    """The most trials running at once, from the times their epochs reached the driver (first to last)."""
+    spans = []
+    for run in children.values():
+        times = [m.timestamp for m in client.get_metric_history(run.info.run_id, "trial/epoch")]
+        spans.append((min(times), max(times)))
+    return max(sum(start <= t <= end for start, end in spans) for t, _ in spans)
+
+
+def test_fractional_gpus_pack_two_trials_per_declared_gpu_and_whole_gpus_one(tmp_path):
+    with ray_nodes(HEAD, {"num_cpus": 4, "num_gpus": 1}) as cluster:  # a GPU as Ray sees it; no CUDA here
+        measured = {}
+        for gpu in (0.5, 1):  # two trials each
+            folder = tmp_path / f"gpu{gpu}"
+            folder.mkdir()
+            path = _study(folder, epochs=5, affinity=False, resources={"cpu": 1, "gpu": gpu})
+            proc = run_cli(str(path), "--no-report", "--address", cluster.address, cwd=folder, env=LOOPBACK)
+            assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+            uri = f"sqlite:///{folder}/mlflow.db"
+            _, children = study_runs(uri)
+            assert all(r.info.status == "FINISHED" for r in children.values())  # train.device auto: the CPU
+            measured[gpu] = _concurrency(MlflowClient(uri), children)
+    assert measured == {0.5: 2, 1: 1}, measured
+
+
+@pytest.mark.parametrize("retries", [1, 0])
+def test_a_node_killed_mid_study(tmp_path, retries):
+    path = _study(tmp_path, epochs=8, seeds=[0], variants={"simmim": {}, "mto": {"mto.lambda_e": 0.1}},
+                  retries=retries)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    with ray_nodes(HEAD, {"num_cpus": 1}, {"num_cpus": 1}) as cluster:
+        driver = start_driver(path, tmp_path, "--address", cluster.address, env=LOOPBACK)
+        children = wait_for(driver, uri, lambda c: len(c) == 2 and all(NODE_TAG in r.data.tags for r in c.values())
+                            and _logged(c, 2))
+        victim = next(name for name, r in children.items() if int(r.data.metrics.get("trial/epoch", 0)) >= 2)
+        killed = cluster.nodes.index(children[victim].data.tags[NODE_TAG])
+        cluster.remove(killed)
+        output, _ = driver.communicate(timeout=600)
+        survivor = cluster.nodes[1 - killed]
+    _, children = study_runs(uri)
+    client = MlflowClient(uri)
+    other = next(name for name in children if name != victim)
+    assert children[other].info.status == "FINISHED" and _epochs(client, children[other]) == list(range(1, 9))
+    run = children[victim]
+    if retries:
+        assert driver.returncode == 0, output[-3000:]
+        assert run.info.status == "FINISHED" and _epochs(client, run) == list(range(1, 9))  # each epoch once
+        assert int(run.data.tags[RESUMED]) >= 2 and run.data.tags[NODE_TAG] == survivor  # its last checkpoint, elsewhere
+    else:
+        assert driver.returncode == 1, output[-3000:]
+        reason = run.data.tags["ablation.failure"]
+        assert run.info.status == "FAILED" and reason and not own_failure(reason), reason  # the machine's: --resume retries
+        assert f"FAILED {victim}" in output and "resume with:" in output, output[-4000:]
+        assert max(_epochs(client, run)) >= 2
