@@ -135,6 +135,10 @@ SETTINGS = {  # name -> (edit of the good study, words the one line must hold)
     "300-character name": (lambda t: t.replace("name: bad", "name: " + "n" * 300), "name (line 1): 300 characters"),
     "storage is a file": (lambda t: t.replace("storage: ", "storage: /etc/hostname/"), "storage (line 2)"),
     "storage not writable": (lambda t: t.replace("storage: ", "storage: /proc/1/x"), "storage (line 2)"),
+    "storage URI of no file system": (lambda t: t.replace("storage: /", "storage: ftp://host/"),
+                                      "is invalid: a folder, or a URI of file, s3, gs"),
+    "MAE-family option on SimMIM": (lambda t: t + "  blocks: {mim.block_masking: true}\n",
+                                    "mim.block_masking=True is invalid: null unless mim.method is mae or bootmae"),
 }
 
 
