@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mto.attention import LayerCapture
-from mto.backbone import Encoder
 from mto.augment import StrongAugmentation
+from mto.backbone import Encoder
 from mto.config import MIMConfig, MTOConfig
 from mto.heterogeneity import gather_tokens
 from mto.masking import masked_first_order

@@ -24,11 +24,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from mto.attention import LayerCapture
-from mto.backbone import Encoder
+from mto.backbone import Encoder, create_vit
 from mto.config import MIMConfig, MTOConfig, TrialConfig
 from mto.data import channels
 from mto.errors import ConfigError
-from mto.backbone import create_vit
 from mto.momentum import cosine_momentum, ema_update, momentum_copy
 from mto.simmim import SimMIM
 
@@ -172,9 +171,11 @@ class DTM(SimMIM):
         self.head = nn.Linear(dim, dim)
         self.max_merges = min(mim.dtm_max_merges or self.num_patches, self.num_patches)
         self.max_iterations = mim.dtm_max_iterations or self.grid
-        self.draws, self.normalize_target, self.protect_first = mim.dtm_draws, mim.dtm_normalize_target, mim.dtm_protect_first
+        self.draws, self.normalize_target = mim.dtm_draws, mim.dtm_normalize_target
+        self.protect_first = mim.dtm_protect_first
         self.momentum_range, self.frozen_teacher = mim.momentum_range, mim.dtm_teacher is not None
-        self.teacher = load_teacher(encoder, mim.dtm_teacher) if self.frozen_teacher else momentum_copy(encoder).eval()
+        self.teacher = (load_teacher(encoder, mim.dtm_teacher) if self.frozen_teacher
+                        else momentum_copy(encoder).eval())
 
     @property
     def current_momentum(self) -> float:
@@ -193,7 +194,8 @@ class DTM(SimMIM):
         losses = []
         for _ in range(self.draws):
             r, k = draw_morphing(g, self.max_merges, self.max_iterations)
-            losses.append(morphed_loss(pred, target, morph_groups(target, r, k, self.protect_first), self.normalize_target))
+            groups = morph_groups(target, r, k, self.protect_first)
+            losses.append(morphed_loss(pred, target, groups, self.normalize_target))
         return {"loss_mim": torch.stack(losses).mean()}, [capture]
 
     def after_step(self) -> None:

@@ -20,8 +20,8 @@ from torch import nn
 from mto.attention import LayerCapture
 from mto.backbone import Encoder, position_bias, pre_norm, run_encoder, visible_bias
 from mto.config import MIMConfig, MTOConfig
-from mto.mim_config import MAE_FAMILY_OPTIONS
 from mto.masking import beit_block_masking, num_masked, random_masking
+from mto.mim_config import MAE_FAMILY_OPTIONS
 from mto.models import MaskedImageModel, new_mask_token, patchify
 
 
@@ -47,7 +47,8 @@ def sincos_position_embedding(grid: int, dim: int) -> torch.Tensor:
 
 def fix_sincos_position_embedding(vit: Encoder) -> None:
     """Replace a timm ViT's learnable position embedding with MAE's fixed sin-cos one (zeros at the
-    prefix tokens' positions) and freeze it. Encoders without one (``model.pos_embed: rel_bias | none``) stay as they are."""
+    prefix tokens' positions) and freeze it. Encoders without one (``model.pos_embed: rel_bias | none``) are left
+    as they are."""
     pos = getattr(vit, "pos_embed", None)
     if pos is None:
         return

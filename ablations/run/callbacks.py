@@ -15,8 +15,8 @@ from typing import Any
 
 from ray import tune
 
-from ablations.contract import (AFFINITY_DATA, NODE, NODE_TAG, CHECKPOINT_FALLBACK, EPOCH, FINETUNE_CURVE, FUSED_UNIT, MEMBER_FAILURES,
-                                MEMBERS, PHASE, RESTORE_NOTE, RESUMED, RESUMED_FROM, is_logged_metric)
+from ablations.contract import (AFFINITY_DATA, CHECKPOINT_FALLBACK, EPOCH, FINETUNE_CURVE, FUSED_UNIT, MEMBER_FAILURES,
+                                MEMBERS, NODE, NODE_TAG, PHASE, RESTORE_NOTE, RESUMED, RESUMED_FROM, is_logged_metric)
 from ablations.run.progress import TrialBoard
 from ablations.run.tracking import StudyTracker
 from ablations.study import Study, trial_units

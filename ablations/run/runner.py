@@ -35,9 +35,9 @@ from ablations.run.callbacks import SESSIONS, DriverSession, StudyCallback
 from ablations.run.cleanup import STATE_FILE, ray_pids, stop_stale_ray
 from ablations.run.outcome import JOURNAL_FILE, StudyOutcome, close_study
 from ablations.run.progress import TrialBoard
+from ablations.run.files import dump_json, safe_name
 from ablations.run.trainable import trial_function
 from ablations.run.store import check_tracking
-from ablations.run.files import dump_json, safe_name
 from ablations.run.tracking import StudyTracker
 from ablations.study import Study, StudyError, trial_units
 from mto.config_dicts import to_dict

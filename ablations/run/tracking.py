@@ -24,8 +24,8 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from ablations.contract import (AFFINITY_FOLDER, ARM, EPOCH_METRIC, FAILED_BEFORE, FAILURE, FINETUNE_EPOCH_METRIC, FINETUNE_FOLDER,
                                 FINETUNE_PHASE, GRID_PREFIX, REFERENCE_OF_TRIAL, REFERENCE_TRIAL, ROLE, SEED, STUDY, TRIAL,
                                 own_failure)
-from ablations.run.store import TrackingError, experiment_url, store_answers, ui_command  # noqa: F401 - re-exported
 from ablations.run.files import safe_name
+from ablations.run.store import TrackingError, experiment_url, store_answers, ui_command  # noqa: F401 - re-exported
 from ablations.run.provenance import environment_tags, flatten_config
 from ablations.study import TrialSpec
 

@@ -21,7 +21,7 @@ import ray
 import torch
 from ray import tune
 
-from ablations.contract import (AFFINITY_DATA, NODE, EPOCH, FINETUNE_CURVE, MEMBER_FAILURES, MEMBERS, OBJECTIVE, PHASE,
+from ablations.contract import (AFFINITY_DATA, EPOCH, FINETUNE_CURVE, MEMBER_FAILURES, MEMBERS, NODE, OBJECTIVE, PHASE,
                                 RESTORE_NOTE, RESUMED_FROM)
 from ablations.study import Study, TrialSpec, trial_units
 from mto.config import TrialConfig

@@ -22,11 +22,11 @@ from typing import Any, Optional
 from ablations.contract import FINETUNE_METRICS
 from ablations.study.messages import shorten
 from ablations.study.schema import StudySpec
-
-STORAGE_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")  # pyarrow's file systems
 from mto.choices import DECODER_METHODS, PRESETS
 from mto.config import TrialConfig, validation_size
 from mto.config_dicts import flatten, to_dict
+
+STORAGE_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")  # pyarrow's file systems
 
 # Training / test images of each data set (digits: scikit-learn's 1,797 split 80/20, stratified).
 # imagefolder is counted only by reading it, so its sizes are not checked here.
