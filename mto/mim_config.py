@@ -35,7 +35,7 @@ class MIMConfig:
     context_blocks: Optional[list[int]] = None  # BootMAE: encoder blocks (0-based) the [pixel, feature]
     #   decoders cross-attend to; None: [0, depth - 1] (the authors' fea_list=[0, 11] of 12)
     # MAE family (MAE, BootMAE); None: the method's authors' value, on for BootMAE, off for MAE.
-    block_masking: Optional[bool] = None  # BEiT block masking (blocks of 16-all patches, 120/196 of the image),
+    block_masking: Optional[bool] = None  # BEiT block masking (120/196 of the patches, in blocks of 16-60 of 196),
     #   topped up at random to mask_ratio and rolled by 0-3 patches; off: uniform random masking
     pos_embed_mask_only: Optional[bool] = None  # the decoders add their position embedding to mask tokens only
     norm_pix_per_channel: Optional[bool] = None  # norm_pix_loss per patch and channel (else per patch, MAE)

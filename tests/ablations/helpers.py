@@ -66,16 +66,22 @@ def serve_mlflow(backend_uri: str, port: int, artifacts: Optional[Path] = None) 
                                "--port", str(port), "--backend-store-uri", backend_uri, "--workers", "1", *args],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                               env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
-    deadline = time.monotonic() + 120
+    answered(server, urllib.request.Request(f"http://127.0.0.1:{port}/health"), "mlflow server", timeout=120)
+    return server
+
+
+def answered(server: subprocess.Popen, request: urllib.request.Request, name: str, timeout: float) -> None:
+    """Send ``request`` until ``server`` answers it; stop the server and fail if it exits or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
     while True:
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read()
-            return server
+            urllib.request.urlopen(request, timeout=2).read()
+            return
         except OSError:
             if server.poll() is not None or time.monotonic() > deadline:
                 stop_server(server)
-                raise AssertionError("mlflow server did not start")
-            time.sleep(0.5)
+                raise AssertionError(f"{name} did not start")
+            time.sleep(0.3)
 
 
 def stop_server(server: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
@@ -97,16 +103,9 @@ def s3_server(bucket: str) -> Iterator[dict[str, str]]:
            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
     server = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    answered(server, urllib.request.Request(f"http://127.0.0.1:{port}/{bucket}", method="PUT"), "moto_server",
+             timeout=60)  # the PUT creates the bucket
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                request = urllib.request.Request(f"http://127.0.0.1:{port}/{bucket}", method="PUT")  # creates it
-                urllib.request.urlopen(request, timeout=2).read()
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "moto_server did not start"
-                time.sleep(0.3)
         yield env
     finally:
         stop_server(server)
