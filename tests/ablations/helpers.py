@@ -100,7 +100,7 @@ def s3_server(bucket: str) -> Iterator[dict[str, str]]:
     environment that points AWS clients (pyarrow's S3 file system, as Ray Tune uses it) at it."""
     port = free_port()
     env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_EC2_METADATA_DISABLED": "true"}  # no instance metadata
     server = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     answered(server, urllib.request.Request(f"http://127.0.0.1:{port}/{bucket}", method="PUT"), "moto_server",
