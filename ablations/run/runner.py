@@ -214,7 +214,9 @@ def _tuner(study: Study, folder: str, phase: str, space: dict, kwargs: dict, key
         name=phase, storage_path=folder, callbacks=[StudyCallback(key)], verbose=0,
         failure_config=tune.FailureConfig(max_failures=spec.retries),
         sync_config=tune.SyncConfig(sync_period=1),  # a storage URI gets the experiment state as often as a folder
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2))  # the one before the latest: a fallback
+        # the one before the latest: a fallback; with a URI all, as its experiment state (uploaded every few
+        # seconds) may name a checkpoint older than the last two
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=None if spec.storage_uri else 2))
     return tune.Tuner(trainable, param_space=space, tune_config=tune.TuneConfig(**kwargs), run_config=run_config)
 
 
