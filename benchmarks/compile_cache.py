@@ -28,8 +28,8 @@ CHILD = """
 import json, sys
 from benchmarks.harness import sized_config
 from mto.config import EvalConfig, MTOConfig
-from mto.trial import run_trial
-cfg = sized_config("simmim", MTOConfig(lambda_e=0.1, lambda_r=0.1))
+from mto.training.trial import run_trial
+cfg = sized_config(mto=MTOConfig(lambda_e=0.1, lambda_r=0.1))
 cfg.train.compile, cfg.train.epochs = True, int(sys.argv[1])
 cfg.eval = EvalConfig(every=cfg.train.epochs, linear=False, knn=False, hetero_batch=16)
 print(json.dumps([h["perf/epoch_s"] for h in run_trial(cfg).history if "perf/epoch_s" in h]))

@@ -4,7 +4,7 @@ model, data and batch size, timed interleaved in one process.
     python benchmarks/finetune_cost.py [--epochs 2] [--rounds 5]
 
 One pre-training epoch is ``Trainer.train_epoch`` (SimMIM + MTO, the benchmark size of
-``benchmarks/harness.py``); fine-tuning is ``mto.finetune.finetune`` for ``--epochs`` epochs from the
+``benchmarks/harness.py``); fine-tuning is ``mto.training.finetune.finetune`` for ``--epochs`` epochs from the
 same encoder (its classifier copy, layer-decay AdamW, augmentation, and the two scoring passes included).
 ``RESULT finetune_epoch_per_pretrain_epoch <ratio>``: a fine-tuning from one budget costs about
 ``ratio x eval.finetune.epochs`` pre-training epochs.
@@ -21,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.harness import describe, device, interleaved, sized_config  # noqa: E402
 from mto.config import EvalConfig, MTOConfig  # noqa: E402
-from mto.finetune import finetune  # noqa: E402
-from mto.finetune_config import FinetuneConfig  # noqa: E402
-from mto.train import Trainer  # noqa: E402
+from mto.training.finetune import finetune  # noqa: E402
+from mto.config.finetune import FinetuneConfig  # noqa: E402
+from mto.training.trainer import Trainer  # noqa: E402
 
 
 def main() -> None:
@@ -32,7 +32,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     args = p.parse_args()
     dev = device()
-    cfg = sized_config("simmim", MTOConfig(lambda_e=0.1, lambda_r=0.1), dev)
+    cfg = sized_config(mto=MTOConfig(lambda_e=0.1, lambda_r=0.1), dev=dev)
     ft = FinetuneConfig(enabled=True, epochs=args.epochs, warmup_epochs=0, batch_size=cfg.train.batch_size)
     cfg = dataclasses.replace(cfg, eval=EvalConfig(linear=False, knn=False, hetero_batch=16, finetune=ft))
     trainer = Trainer(cfg)

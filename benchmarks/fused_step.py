@@ -20,15 +20,15 @@ import dataclasses  # noqa: E402
 
 from benchmarks.harness import arguments, describe, device, interleaved, sized_config  # noqa: E402
 from mto.config import MTOConfig  # noqa: E402
-from mto.data import load_data  # noqa: E402
-from mto.fused import FusedTrainer  # noqa: E402
-from mto.train import Trainer  # noqa: E402
+from mto.data.datasets import load_data  # noqa: E402
+from mto.training.fused import FusedTrainer  # noqa: E402
+from mto.training.trainer import Trainer  # noqa: E402
 
 
 def main() -> None:
     args = arguments(__doc__.splitlines()[0], trials=4)
     dev = device()
-    base = sized_config("simmim", MTOConfig(lambda_e=0.1, lambda_r=0.1), dev)
+    base = sized_config(mto=MTOConfig(lambda_e=0.1, lambda_r=0.1), dev=dev)
     configs = [dataclasses.replace(base, train=dataclasses.replace(base.train, seed=s)) for s in range(args.trials)]
     data = load_data(base.data)
     separate = [Trainer(c, data) for c in configs]

@@ -21,14 +21,14 @@ import torch  # noqa: E402
 
 from benchmarks.harness import sized_config  # noqa: E402
 from mto.config import EvalConfig, MTOConfig  # noqa: E402
-from mto.trial import run_trial  # noqa: E402
+from mto.training.trial import run_trial  # noqa: E402
 
 EPOCHS = 4
 
 
 def throughput(_: int) -> float:
     """Median training images/s over the epochs after the first (warm-up) of one trial."""
-    cfg = sized_config("simmim", MTOConfig(lambda_e=0.1, lambda_r=0.1), torch.device("cuda"))
+    cfg = sized_config(mto=MTOConfig(lambda_e=0.1, lambda_r=0.1), dev=torch.device("cuda"))
     cfg.train.epochs = EPOCHS
     cfg.eval = EvalConfig(every=EPOCHS, linear=False, knn=False)
     rates = [h["perf/img_per_s"] for h in run_trial(cfg).history[1:]]

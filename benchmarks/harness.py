@@ -14,6 +14,7 @@ from typing import Callable
 
 import torch
 
+from mto.methods import registry
 from mto.config import DataConfig, MIMConfig, ModelConfig, MTOConfig, TrainConfig, TrialConfig
 
 
@@ -32,7 +33,7 @@ def describe(dev: torch.device) -> str:
     return f"cpu: {torch.get_num_threads()} threads"
 
 
-def sized_config(method: str = "simmim", mto: MTOConfig | None = None, dev: torch.device | None = None,
+def sized_config(method: str = registry.DEFAULT, mto: MTOConfig | None = None, dev: torch.device | None = None,
                  **mim) -> TrialConfig:
     """The quickstart size on a CPU (tiny ViT, 16x16 digits, patch 2); ViT-Tiny/4 on 32x32 on a GPU."""
     dev = dev or device()

@@ -21,8 +21,8 @@ from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from benchmarks.harness import arguments, describe, device, interleaved, training_steps  # noqa: E402
 from mto.config import DataConfig, EvalConfig, ModelConfig, MTOConfig, TrainConfig, TrialConfig  # noqa: E402
-from mto.train import Trainer  # noqa: E402
-from mto.trial import run_trial  # noqa: E402
+from mto.training.trainer import Trainer  # noqa: E402
+from mto.training.trial import run_trial  # noqa: E402
 
 MTO = MTOConfig(lambda_e=0.1, lambda_r=0.1)
 

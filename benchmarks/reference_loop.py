@@ -21,13 +21,14 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from benchmarks.harness import arguments, describe, device, interleaved, sized_config, training_steps  # noqa: E402
-from mto.bootmae import BootMAE  # noqa: E402
-from mto.conmim import ConMIM  # noqa: E402
-from mto.dtm import DTM, draw_morphing, morph_groups  # noqa: E402
-from mto.mae import MAE  # noqa: E402
-from mto.models import patchify  # noqa: E402
-from mto.simmim import SimMIM  # noqa: E402
-from mto.train import Trainer  # noqa: E402
+from mto.methods import registry  # noqa: E402
+from mto.methods.bootmae.model import BootMAE  # noqa: E402
+from mto.methods.conmim.model import ConMIM  # noqa: E402
+from mto.methods.dtm.model import DTM, draw_morphing, morph_groups  # noqa: E402
+from mto.methods.mae.model import MAE  # noqa: E402
+from mto.methods.base import patchify  # noqa: E402
+from mto.methods.simmim.model import SimMIM  # noqa: E402
+from mto.training.trainer import Trainer  # noqa: E402
 
 
 def simmim_loss(m: SimMIM, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -135,7 +136,7 @@ def dtm_loss(m: DTM, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return loss / m.draws
 
 
-REFERENCE = {"simmim": simmim_loss, "mae": mae_loss, "bootmae": bootmae_loss, "conmim": conmim_loss, "dtm": dtm_loss}
+REFERENCE = {name: globals()[f"{name}_loss"] for name in registry.names()}  # a hand-written loss for every method
 
 
 def main() -> None:

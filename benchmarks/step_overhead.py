@@ -16,14 +16,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.harness import arguments, describe, device, interleaved, sized_config, training_steps  # noqa: E402
 from mto.config import MTOConfig  # noqa: E402
-from mto.train import Trainer  # noqa: E402
+from mto.methods import registry  # noqa: E402
+from mto.training.trainer import Trainer  # noqa: E402
 
 VARIANTS = {
     "plain": MTOConfig(),
     "soft": MTOConfig(lambda_spa=0.1, lambda_e=0.1, lambda_r=0.1, recalibration="soft", layers_spa="all"),
     "hard": MTOConfig(lambda_e=0.1, lambda_r=0.1, recalibration="hard"),
 }
-METHODS = ("simmim", "mae", "bootmae", "conmim", "dtm")
 
 
 def main() -> None:
@@ -31,7 +31,7 @@ def main() -> None:
     dev = device()
     print(f"device {describe(dev)}")
     worst = 0.0
-    for method in METHODS:
+    for method in registry.names():
         trainers = {v: Trainer(sized_config(method, mto, dev)) for v, mto in VARIANTS.items()}
         med = interleaved({v: training_steps(t, args.steps) for v, t in trainers.items()}, rounds=args.rounds, dev=dev)
         for v in ("soft", "hard"):

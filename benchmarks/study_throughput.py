@@ -75,7 +75,7 @@ def trial_rates(uri: str, experiment: str) -> list[float]:
 def alone(path: Path) -> float:
     """One trial of the study in this process, no Ray: its median training images/s after the first epoch."""
     from ablations.study import load_study
-    from mto.trial import run_trial
+    from mto.training.trial import run_trial
 
     history = run_trial(load_study(path).trials[0].config).history
     rates = [h["perf/img_per_s"] for h in history if "perf/img_per_s" in h]

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ablations.study import load_study  # noqa: E402
-from mto.trial import run_trial  # noqa: E402
+from mto.training.trial import run_trial  # noqa: E402
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Masked Token Optimization (MTO) for SimMIM and MAE on timm Vision Transformers.
+"""Masked Token Optimization (MTO) on timm Vision Transformers, for SimMIM, MAE, BootMAE, ConMIM and DTM.
 
 Three lines from a notebook::
 
@@ -16,7 +16,7 @@ def __getattr__(name: str):
     # torch and timm load on first use of the trial loop, so validating a config (the suite's
     # study files) takes a fraction of a second
     if name in ("EpochReport", "NonFiniteLossError", "TrialResult", "run_trial"):
-        from mto import trial
+        from mto.training import trial
 
         return getattr(trial, name)
     raise AttributeError(f"module 'mto' has no attribute {name!r}")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ablations.study import flatten
 from mto.config import TrialConfig
-from mto.config_dicts import to_dict
+from mto.config.dicts import to_dict
 
 PACKAGES = ("torch", "timm", "numpy", "scikit-learn", "ray", "mlflow", "optuna", "pydantic")
 

@@ -40,7 +40,7 @@ from ablations.run.trainable import trial_function
 from ablations.run.store import check_tracking
 from ablations.run.tracking import StudyTracker
 from ablations.study import Study, StudyError, trial_units
-from mto.config_dicts import to_dict
+from mto.config.dicts import to_dict
 
 
 def _ray_environment() -> None:

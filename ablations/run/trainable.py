@@ -1,4 +1,4 @@
-"""The Ray Tune trial function: ``mto.run_trial`` (or ``mto.fused.run_fused`` for a fused unit) with
+"""The Ray Tune trial function: ``mto.run_trial`` (or ``mto.training.fused.run_fused`` for a fused unit) with
 Ray's report and checkpoints.
 
 Runs in a Ray worker. It never touches MLflow: each epoch goes to ``tune.report`` and the
@@ -25,7 +25,7 @@ from ablations.contract import (AFFINITY_DATA, EPOCH, FINETUNE_CURVE, MEMBER_FAI
                                 RESTORE_NOTE, RESUMED_FROM)
 from ablations.study import Study, TrialSpec, trial_units
 from mto.config import TrialConfig
-from mto.trial import EpochReport, run_trial
+from mto.training.trial import EpochReport, run_trial
 
 STATE_FILE = "state.pt"
 
@@ -121,8 +121,8 @@ def trial_function(params: dict[str, Any], *, study: Study, threads: int, settle
 
 
 def _fused_function(unit: list[TrialSpec], study: Study, threads: int) -> None:
-    """A fused unit: its members as one stacked model (``mto.fused``); members failed before a restart stay failed."""
-    from mto.fused import run_fused
+    """A fused unit: its members as one stacked model (``mto.training.fused``); members failed before a restart stay failed."""
+    from mto.training.fused import run_fused
 
     state, note = _restore()
     state = state or {"members": {}, "failed": {}}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from pydantic import TypeAdapter, ValidationError
@@ -16,8 +16,9 @@ from ablations.contract import BUDGET_AXIS, FINETUNE_TOP1, VAL_FINETUNE_TOP1, va
 from ablations.study.feasibility import feasibility_problems
 from ablations.study.messages import StudyError, describe, suggest
 from ablations.study.schema import StudySpec
-from mto.config import ConfigError, TrialConfig
-from mto.config_dicts import flatten, to_dict
+from mto.config import ConfigError, TrialConfig, setting_defaults
+from mto.config.dicts import flatten, to_dict
+from mto.methods import registry
 
 
 SAMPLE_SEED = "__trial_index__"  # Ray Tune's Repeater: which of the search seeds a repeat of a sample runs
@@ -159,17 +160,15 @@ def validate_study(raw: dict[str, Any], source: str, lines: Optional[dict[tuple,
     trials = _expand(spec, source)
     problems += feasibility_problems(spec, trials, lines)
     if check_paths:
-        from mto.data import check_data  # torch: only once the study is otherwise valid
+        from mto.data.datasets import check_data  # torch: only once the study is otherwise valid
 
         checked = set()
         for t in trials:
             c = t.config
             checks = [((c.data.name, c.data.path), lambda: check_data(c.data))]
-            if c.mim.dtm_teacher is not None and not problems:  # the teacher is read into the configured encoder
-                from mto.dtm import check_teacher  # timm: only for a study with a DTM teacher
-
-                checks.append(((c.mim.dtm_teacher, repr(c.model), c.data.image_size, c.data.name),
-                               lambda: check_teacher(c)))
+            preflight = registry.get(c.mim.method).preflight  # a method's checks that read files (DTM's teacher)
+            if preflight is not None and not problems:
+                checks.append(((repr(c.mim), repr(c.model), c.data.image_size, c.data.name), lambda: preflight(c)))
             for key, check in checks:
                 if key not in checked:
                     checked.add(key)
@@ -273,19 +272,7 @@ def apply_overrides(config: dict[str, Any], overrides: dict[str, Any]) -> dict[s
     return out
 
 
-def config_paths(cls: type = TrialConfig, prefix: str = "") -> list[str]:
-    """Every settable dot path of a TrialConfig (``mto.lambda_e``, ``train.epochs`` ...)."""
-    out = []
-    for f in fields(cls):
-        t = f.default_factory() if callable(f.default_factory) else None  # type: ignore[misc]
-        if t is not None and is_dataclass(t):
-            out += config_paths(type(t), f"{prefix}{f.name}.")
-        else:
-            out.append(f"{prefix}{f.name}")
-    return out
-
-
-_PATHS = config_paths()
+_PATHS = list(setting_defaults())
 
 
 def _check_dot_path(where: str, path: str, problem) -> None:

@@ -22,9 +22,10 @@ from typing import Any, Optional
 from ablations.contract import FINETUNE_METRICS
 from ablations.study.messages import shorten
 from ablations.study.schema import StudySpec
-from mto.choices import DECODER_METHODS, PRESETS
+from mto.config.choices import PRESETS
 from mto.config import TrialConfig, validation_size
-from mto.config_dicts import flatten, to_dict
+from mto.config.dicts import flatten, to_dict
+from mto.methods import registry
 
 STORAGE_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")  # pyarrow's file systems
 
@@ -130,7 +131,7 @@ def _trial_level(spec: StudySpec, t: Any, problem) -> None:
     if width % heads:
         problem(at("model.num_heads" if c.model.num_heads else "model.embed_dim"),
                 f"{heads} heads do not divide the width {width}: choose num_heads dividing embed_dim")
-    if c.mim.method in DECODER_METHODS and c.mim.decoder_dim % c.mim.decoder_heads:
+    if c.mim.method in registry.owners("decoder_dim") and c.mim.decoder_dim % c.mim.decoder_heads:
         problem(at("mim.decoder_heads"), f"{c.mim.decoder_heads} heads do not divide mim.decoder_dim "
                 f"{c.mim.decoder_dim}: choose decoder_heads dividing decoder_dim")
     if spec.search.kind == "optuna" and spec.search.asha and c.eval.finetune.enabled:

@@ -1,7 +1,7 @@
-"""Which trials of a study train together as one stacked model (``resources.fuse``, ``mto.fused``).
+"""Which trials of a study train together as one stacked model (``resources.fuse``, ``mto.training.fused``).
 
 The grid's trials are partitioned into *units*, one Ray trial each: a unit is one trial, or up to
-``resources.fuse`` trials with the same ``mto.fusable.fusion_key`` (they differ only in seed,
+``resources.fuse`` trials with the same ``mto.training.fusable.fusion_key`` (they differ only in seed,
 learning rate, weight decay, clipping or MTO lambdas), taken in study order. A fused unit is named
 ``<first member>+<K-1>``; each member keeps its own name, MLflow run and curves. The Optuna
 search (its samples arrive one at a time) is never fused.
@@ -10,7 +10,7 @@ search (its samples arrive one at a time) is never fused.
 from __future__ import annotations
 
 from ablations.study.expansion import Study, TrialSpec
-from mto.fusable import fusion_key
+from mto.training.fusable import fusion_key
 
 
 def trial_units(study: Study) -> dict[str, list[TrialSpec]]:

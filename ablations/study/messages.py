@@ -10,7 +10,7 @@ from typing import Any, Optional, Union
 from pydantic import BaseModel
 
 from ablations.study.schema import StudySpec
-from mto.errors import ConfigError
+from mto.config import ConfigError, section
 
 
 MAX_VALUE_CHARS = 200  # a bad value is echoed up to this many characters, never whole
@@ -82,9 +82,7 @@ def _allowed_keys(loc: tuple) -> list[str]:
         if isinstance(model, type) and issubclass(model, BaseModel) and part in model.model_fields:
             sub = model.model_fields[part].annotation
         elif is_dataclass(model):
-            f = {f.name: f for f in fields(model)}.get(part)
-            sub = f.default_factory() if f is not None and callable(f.default_factory) else None  # type: ignore[misc]
-            sub = type(sub) if sub is not None and is_dataclass(sub) else None
+            sub = section(model, part)
         if sub is None:
             return []
         model = getattr(sub, "__args__", (sub,))[0] if getattr(sub, "__origin__", None) is Union else sub

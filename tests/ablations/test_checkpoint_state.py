@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ablations.run.trainable import STATE_FILE, read_state
-from mto.trial import run_trial
+from mto.training.trial import run_trial
 
 
 def test_the_states_trials_write_load_back_as_data(tmp_path, tiny_config):

@@ -234,7 +234,7 @@ def test_a_dtm_teacher_is_read_into_the_configured_encoder_before_start(tmp_path
     import torch
 
     from mto.config import ModelConfig
-    from mto.backbone import create_vit
+    from mto.methods.backbone import create_vit
 
     def teacher(depth: int) -> str:
         path = tmp_path / f"teacher{depth}.pt"

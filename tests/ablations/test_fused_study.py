@@ -6,7 +6,7 @@ import pytest
 from mlflow import MlflowClient
 
 from ablations.study import load_study, trial_units
-from mto.trial import run_trial
+from mto.training.trial import run_trial
 
 from .conftest import run_cli, write_study
 from .helpers import steps, study_runs

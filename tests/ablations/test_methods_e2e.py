@@ -4,12 +4,13 @@ absolute position embedding, one shared relative position bias, layer scale 0.1)
 import pytest
 from mlflow import MlflowClient
 
+from mto.methods.registry import names
 from tests.ablations.conftest import TINY_BASE, run_cli, write_study
 from tests.ablations.helpers import steps, study_runs
 
 pytestmark = pytest.mark.slow
 
-METHODS = ("simmim", "mae", "bootmae", "conmim", "dtm")
+METHODS = names()
 
 
 def test_each_method_lowers_its_loss_and_logs_probe_curves_through_the_suite(tmp_path):

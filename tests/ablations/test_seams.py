@@ -32,7 +32,7 @@ def test_resolve_names_and_configures_an_optuna_sample(tmp_path):
 
 
 def test_resolve_refuses_an_invalid_sample(tmp_path):
-    from mto.errors import ConfigError
+    from mto.config.errors import ConfigError
 
     study = load_study(write_study(tmp_path, search={
         "kind": "optuna", "space": {"mto.tau": {"uniform": [0.1, 1.0]}}}))

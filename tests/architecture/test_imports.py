@@ -84,7 +84,7 @@ def test_the_study_stage_knows_nothing_of_ray_mlflow_torch_or_the_report():
         if m.startswith("ablations.study"):
             top = {i.split(".")[0] for i in imports(p, set(mods))}
             assert not top & heavy, f"{m} imports {top & heavy}"
-            assert "mto.fused" not in imports(p, set(mods)), f"{m} imports mto.fused (torch): use mto.fusable"
+            assert "mto.training.fused" not in imports(p, set(mods)), f"{m} imports mto.training.fused (torch): use mto.training.fusable"
             assert not [i for i in imports(p, set(mods)) if i.startswith(("ablations.run", "ablations.report"))]
 
 
@@ -113,3 +113,18 @@ def test_no_file_points_outside_the_repository():
         if p.suffix in {".py", ".md", ".yaml", ".toml", ".cfg", ""} and p.is_file():
             text = p.read_text(errors="ignore")
             assert not [o for o in outside if o in text], f"{name} points outside the repository"
+
+
+def test_no_module_outside_the_method_registry_names_a_method():
+    """A method is one place: its folder of ``mto.methods`` (and the registry's default). Everywhere else asks
+    the registry, so adding a method touches no other module."""
+    from mto.methods import registry
+
+    methods = set(registry.names())
+    for m, p in sources().items():
+        if m == "mto.methods.registry" or any(m == f"mto.methods.{n}" or m.startswith(f"mto.methods.{n}.")
+                                              for n in methods):
+            continue
+        named = sorted({node.value for node in ast.walk(ast.parse(p.read_text()))
+                        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in methods})
+        assert not named, f"{m} names the methods {named}: ask mto.methods.registry instead"

@@ -1,4 +1,4 @@
-"""The encoder's position handling (mto.backbone): the authors' relative-position backbone (timm's
+"""The encoder's position handling (mto.methods.backbone): the authors' relative-position backbone (timm's
 VisionTransformerRelPos with one shared BEiT bias table and layer scale) and the one without any position
 embedding run every method, with MTO's capture and recalibration, exactly as timm's own forward."""
 
@@ -8,15 +8,16 @@ import pytest
 import torch
 from timm.models.vision_transformer_relpos import VisionTransformerRelPos
 
-from mto.attention import block_forward, call_block, combined_mask
-from mto.backbone import create_vit, embed_tokens, position_bias, run_encoder, visible_bias
+from mto.methods.attention import block_forward, call_block, combined_mask
+from mto.methods.backbone import create_vit, embed_tokens, position_bias, run_encoder, visible_bias
 from mto.config import ConfigError, MIMConfig, ModelConfig, MTOConfig, TrialConfig
-from mto.data import load_data
-from mto.finetune import classifier
-from mto.fused import run_fused
-from mto.methods import METHOD_CLASSES, build_model
-from mto.recalibration import hard_attention_mask
-from mto.trial import run_trial
+from mto.data.datasets import load_data
+from mto.training.finetune import classifier
+from mto.training.fused import run_fused
+from mto.methods.base import build_model
+from mto.methods.registry import names
+from mto.objective.recalibration import hard_attention_mask
+from mto.training.trial import run_trial
 
 AUTHORS = {"pos_embed": "rel_bias", "layer_scale": 0.1}
 FULL = MTOConfig(lambda_e=0.5, lambda_r=0.5, lambda_spa=0.5, recalibration="soft")
@@ -83,7 +84,7 @@ def test_the_bias_between_visible_tokens_is_the_full_bias_at_their_positions():
 
 
 @pytest.mark.parametrize("pos_embed", ["rel_bias", "none"])
-@pytest.mark.parametrize("method", list(METHOD_CLASSES))
+@pytest.mark.parametrize("method", names())
 def test_every_method_runs_on_the_backbone_and_zero_mto_weights_give_the_plain_loss_bit_for_bit(method, pos_embed):
     model = dict(AUTHORS, pos_embed=pos_embed)
     plain = _model(method, **model)

@@ -8,16 +8,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mto.augment import StrongAugmentation, strong_augment
+from mto.data.augment import StrongAugmentation, strong_augment
 from mto.config import ConfigError, DataConfig, EvalConfig, MIMConfig, ModelConfig, MTOConfig, TrainConfig, TrialConfig
-from mto.dtm import bipartite_matching, draw_morphing, group_average, morph_groups, morphed_loss
-from mto.mae import sincos_position_embedding
-from mto.methods import build_model
-from mto.momentum import cosine_momentum, linear_ramp_momentum, linear_weight_ramp
-from mto.optim import param_groups
-from mto.train import Trainer
+from mto.methods.dtm.model import bipartite_matching, draw_morphing, group_average, morph_groups, morphed_loss
+from mto.methods.mae.model import sincos_position_embedding
+from mto.methods.base import build_model
+from mto.methods.registry import names
+from mto.methods.momentum import cosine_momentum, linear_ramp_momentum, linear_weight_ramp
+from mto.training.optim import param_groups
+from mto.training.trainer import Trainer
 
-METHODS = ["simmim", "mae", "bootmae", "conmim", "dtm"]
+METHODS = names()
 
 
 def _cfg(method, mto=MTOConfig(), model=None, **mim):

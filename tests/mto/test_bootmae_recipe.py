@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from mto.config import ConfigError, MIMConfig, ModelConfig, MTOConfig, TrialConfig
-from mto.mae import neighbour_weights, per_channel_normalized
-from mto.masking import beit_block_masking, beit_blocks, topped_up_and_rolled
-from mto.methods import build_model
-from mto.models import patchify
+from mto.methods.mae.model import neighbour_weights, per_channel_normalized
+from mto.methods.masking import beit_block_masking, beit_blocks, topped_up_and_rolled
+from mto.methods.base import build_model
+from mto.methods.base import patchify
 from tests.mto.test_baselines import _neighbour_weights_by_hand
 
 

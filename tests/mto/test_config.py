@@ -2,8 +2,7 @@ import pytest
 
 from mto.config import (ConfigError, DataConfig, EvalConfig, MIMConfig, ModelConfig, MTOConfig, TrainConfig,
                         TrialConfig)
-from mto.config_dicts import from_dict, to_dict
-from mto.data import check_data
+from mto.data.datasets import check_data
 
 
 @pytest.mark.parametrize("build, field, value", [
@@ -35,13 +34,6 @@ def test_missing_data_folder_is_refused_before_training(tmp_path):
         check_data(DataConfig(name="cifar10", path=str(tmp_path)))
     with pytest.raises(ConfigError, match="train/ and val/"):
         check_data(DataConfig(name="imagefolder", path=str(tmp_path)))
-
-
-def test_from_dict_round_trips_and_refuses_unknown_keys():
-    cfg = TrialConfig(mto=MTOConfig(lambda_e=0.1, layers_e=[0, 1]), train=TrainConfig(epochs=7))
-    assert from_dict(TrialConfig, to_dict(cfg)) == cfg
-    with pytest.raises(ConfigError, match="mto.lamda_e"):
-        from_dict(TrialConfig, {"mto": {"lamda_e": 1}})
 
 
 def test_mto_stack_depth_is_encoder_for_simmim_and_decoder_for_mae():

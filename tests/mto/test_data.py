@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from mto.config import ConfigError, DataConfig
-from mto.data import augment, crop_params, load_data, normalize
+from mto.data.datasets import augment, crop_params, load_data, normalize
 
 
 def test_digits_are_embedded_split_and_upsampled():
@@ -88,7 +88,7 @@ def test_an_imagefolder_subset_holds_every_class(tmp_path):
 
 
 def test_validation_probe_train_and_test_sets_are_disjoint():
-    from mto.splits import split_off, stratified_subset
+    from mto.data.splits import split_off, stratified_subset
 
     labels = torch.arange(100) % 4
     keep, val = split_off(labels, 0.2, seed=3)
@@ -103,7 +103,7 @@ def test_validation_probe_train_and_test_sets_are_disjoint():
 def test_a_corrupt_cifar_file_is_named_before_any_training(tmp_path):
     from torchvision.datasets import CIFAR10
 
-    from mto.data import check_data
+    from mto.data.datasets import check_data
 
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()

@@ -1,4 +1,4 @@
-"""Fine-tuning evaluation (mto.finetune, eval.finetune): the recipe's parts on real timm models, and its
+"""Fine-tuning evaluation (mto.training.finetune, eval.finetune): the recipe's parts on real timm models, and its
 place in a trial: pre-training untouched, results at the right epochs, resume in the middle."""
 
 import dataclasses
@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from mto import ConfigError, NonFiniteLossError, run_trial
-from mto.data import load_data
-from mto.finetune import classifier, finetune, optimizer, set_lr
-from mto.fused import run_fused
-from mto.backbone import create_vit
+from mto.data.datasets import load_data
+from mto.training.finetune import classifier, finetune, optimizer, set_lr
+from mto.training.fused import run_fused
+from mto.methods.backbone import create_vit
 
 
 def _with(cfg, **sections):

@@ -1,4 +1,4 @@
-"""Fused trials (mto.fused): K trials trained as one stacked model give each trial its own curve,
+"""Fused trials (mto.training.fused): K trials trained as one stacked model give each trial its own curve,
 the curve it has when run alone."""
 
 import dataclasses
@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from mto import ConfigError
-from mto.data import load_data
-from mto.fusable import fusion_key
-from mto.fused import FusedTrainer, run_fused
-from mto.train import Trainer
-from mto.trial import run_trial
+from mto.data.datasets import load_data
+from mto.training.fusable import fusion_key
+from mto.training.fused import FusedTrainer, run_fused
+from mto.training.trainer import Trainer
+from mto.training.trial import run_trial
 
 
 def _with(cfg, **sections):

@@ -1,6 +1,6 @@
 import torch
 
-from mto.masking import block_masking, masked_first_order, num_masked, random_masking
+from mto.methods.masking import block_masking, masked_first_order, num_masked, random_masking
 
 
 def test_random_masking_keeps_exactly_int_n_times_one_minus_r():

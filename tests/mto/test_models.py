@@ -2,8 +2,9 @@ import pytest
 import torch
 
 from mto.config import MIMConfig, ModelConfig, MTOConfig, TrialConfig
-from mto.heterogeneity import token_heterogeneity
-from mto.methods import build_model
+from mto.objective.heterogeneity import token_heterogeneity
+from mto.methods.base import build_model
+from mto.methods.registry import names
 
 ZERO = MTOConfig()
 FULL = MTOConfig(lambda_e=0.5, lambda_r=0.5, lambda_spa=0.5, recalibration="soft")
@@ -20,7 +21,7 @@ def _batch(model, seed=0):
     return torch.randn(4, 1, 16, 16, generator=g), model.sample_mask(4, g, torch.device("cpu"))
 
 
-ALL_METHODS = ["simmim", "mae", "bootmae", "conmim", "dtm"]
+ALL_METHODS = names()
 
 
 @pytest.mark.parametrize("method", ALL_METHODS)

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from mto.config import MIMConfig, ModelConfig, MTOConfig, TrialConfig
-from mto.conmim import patch_contrast
-from mto.methods import build_model
-from mto.momentum import ema_update, momentum_copy
+from mto.methods.conmim.model import patch_contrast
+from mto.methods.base import build_model
+from mto.methods.momentum import ema_update, momentum_copy
 
 
 def _model(method, **mim):

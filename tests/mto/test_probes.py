@@ -1,6 +1,6 @@
 import torch
 
-from mto.probes import knn_top1, linear_probe
+from mto.training.probes import knn_top1, linear_probe
 
 
 def _blobs(n=200, d=8, classes=4, spread=0.3, seed=0):

@@ -1,8 +1,8 @@
 import torch
 from timm.models.vision_transformer import Block
 
-from mto.attention import block_forward, run_blocks
-from mto.recalibration import hard_attention_mask, visible_to_masked_mass
+from mto.methods.attention import block_forward, run_blocks
+from mto.objective.recalibration import hard_attention_mask, visible_to_masked_mass
 
 
 def _setup(prefix=1):

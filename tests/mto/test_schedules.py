@@ -3,7 +3,7 @@ import math
 import pytest
 
 from mto.config import ConfigError
-from mto.schedules import lambda_factor, layer_weights, learning_rate
+from mto.objective.schedules import lambda_factor, layer_weights, learning_rate
 
 
 @pytest.mark.parametrize("schedule, expected", [

@@ -103,7 +103,7 @@ def test_every_curve_starts_at_epoch_0(tiny_config):
 
 
 def test_compile_is_optional_and_off_on_cpu_by_default(tiny_config):
-    from mto.train import Trainer
+    from mto.training.trainer import Trainer
 
     assert tiny_config.train.compile == "auto"
     trainer = Trainer(_with(tiny_config, train={"device": "cpu"}))

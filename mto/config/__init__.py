@@ -1,0 +1,15 @@
+"""A trial's settings, torch-free: ``TrialConfig`` and its sections, each field checked by its dataclass.
+
+``trial`` holds ``TrialConfig`` and the sections every method shares, ``mim`` the method's settings,
+``finetune`` the fine-tuning evaluation's, ``dicts`` the plain-dict form (YAML, JSON, MLflow params),
+``errors`` the one error type. This package exports what callers use.
+"""
+
+from mto.config.errors import ConfigError
+from mto.config.finetune import FinetuneConfig
+from mto.config.mim import MIMConfig
+from mto.config.trial import (MAX_EPOCHS, MAX_SEED, DataConfig, EvalConfig, ModelConfig, MTOConfig, TrainConfig,
+                              TrialConfig, section, setting_defaults, validation_size)
+
+__all__ = ["MAX_EPOCHS", "MAX_SEED", "ConfigError", "DataConfig", "EvalConfig", "FinetuneConfig", "MIMConfig",
+           "MTOConfig", "ModelConfig", "TrainConfig", "TrialConfig", "section", "setting_defaults", "validation_size"]

@@ -1,0 +1,1 @@
+"""Images on the device: the data sets (``datasets``), their seeded splits and the on-device augmentation."""

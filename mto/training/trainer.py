@@ -1,0 +1,268 @@
+"""The state of one trial while it trains: data on the device, model, optimiser, generator.
+
+``Trainer`` holds one trial's steps, epochs, evaluations and checkpoints; ``mto.training.trial.run_trial``
+drives it epoch by epoch and ``mto.training.fused`` drives several at once as one stacked model.
+
+Randomness (shuffling, crops, masks) is drawn on the CPU from one seeded generator and moved to
+the device once per epoch, so a seed gives the same batches on any device and a CPU run is
+exactly reproducible; the GPU differs only by floating-point precision (bf16 autocast).
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+
+from mto.config import ConfigError, TrialConfig
+from mto.data.datasets import ImageData, augment, crop_params, load_data, normalize
+from mto.objective.heterogeneity import affinity_map, similarity, token_heterogeneity
+from mto.methods.masking import masked_first_order
+from mto.methods.base import build_model
+from mto.methods.base import MaskedImageModel
+from mto.training.optim import param_groups
+from mto.training.probes import accuracy, fit_linear_probe, knn_top1
+from mto.objective.schedules import lambda_factor, learning_rate
+from mto.data.splits import stratified_subset
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+
+
+@dataclass
+class EpochPlan:
+    """One epoch's draws for every step: image order ``[n]``, crop boxes and masks ``[n, N]``, on the device."""
+
+    order: torch.Tensor
+    crops: torch.Tensor
+    masks: torch.Tensor
+
+
+class LossSums:
+    """Per-step losses summed on the device and read back once per epoch (one host sync)."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.sums: Optional[torch.Tensor] = None
+        self.steps = 0
+
+    def add(self, out: dict[str, torch.Tensor]) -> None:
+        self.keys = self.keys or sorted(out)  # loss, loss_mim, loss_e, ... and a method's own parts
+        step = torch.stack([out[k].detach().float() for k in self.keys], dim=-1)
+        self.sums = step if self.sums is None else self.sums + step
+        self.steps += 1
+
+    def means(self) -> list[dict[str, float]] | dict[str, float]:
+        """{loss name: mean}; one such dict per trial when the losses have a leading trial dimension."""
+        values = (self.sums / self.steps).tolist()
+        if values and isinstance(values[0], list):
+            return [dict(zip(self.keys, row)) for row in values]
+        return dict(zip(self.keys, values))
+
+
+def epoch_metrics(means: dict[str, float], epoch: int, lr: float, images: int, elapsed: float) -> dict[str, float]:
+    """``train/*`` and ``perf/*`` of epoch ``epoch`` (0-based); raises NonFiniteLossError for a NaN or infinite loss."""
+    if not all(np.isfinite(list(means.values()))):
+        raise NonFiniteLossError(f"non-finite training loss at epoch {epoch + 1}: "
+                                 + ", ".join(f"{k}={v}" for k, v in means.items()))
+    metrics = {f"train/{k}": v for k, v in means.items()}
+    metrics.update({"train/lr": lr, "perf/img_per_s": images / elapsed, "perf/epoch_s": elapsed})
+    return metrics
+
+
+def resolve_device(cfg: TrialConfig) -> torch.device:
+    """``train.device``: auto picks CUDA when present."""
+    want = cfg.train.device
+    if want == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device", want, "auto or cpu: no CUDA device is available here")
+    return torch.device("cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+def compiles(cfg: TrialConfig, device: torch.device) -> bool:
+    """``train.compile``: true, false, or auto (on CUDA only)."""
+    return cfg.train.compile is True or (cfg.train.compile == "auto" and device.type == "cuda")
+
+
+def _autocast(device: torch.device, precision: str):
+    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+
+class Trainer:
+    """The state of one trial: data on the device, model, optimiser, generator, history."""
+
+    def __init__(self, cfg: TrialConfig, data: Optional[ImageData] = None):
+        self.cfg = cfg
+        self.device = resolve_device(cfg)
+        if cfg.train.num_threads:
+            torch.set_num_threads(cfg.train.num_threads)
+        data = data or load_data(cfg.data)
+        n = data.train_x.shape[0]
+        if cfg.train.batch_size > n:
+            raise ConfigError("train.batch_size", cfg.train.batch_size, f"at most the {n} training images")
+        if (cfg.eval.linear or cfg.eval.knn) and data.num_classes < 2:
+            raise ConfigError("eval.linear" if cfg.eval.linear else "eval.knn", True,
+                              f"the probes need labels, but {cfg.data.name} at {cfg.data.path} has "
+                              f"{data.num_classes} class; set eval.linear and eval.knn to false")
+        self.data = data.to(self.device)
+        torch.manual_seed(cfg.train.seed)  # weights are initialised on the CPU: same start on any device
+        self.model: MaskedImageModel = build_model(cfg, data.in_chans).to(self.device)
+        self.step_model = torch.compile(self.model) if compiles(cfg, self.device) else self.model
+        # weight decay grouped as the method's authors do (mto.training.optim); momentum encoders and fixed embeddings left out
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.train.weight_decay), lr=0.0, betas=(0.9, 0.95),
+                                           fused=self.device.type == "cuda")  # one kernel for all parameters
+        self.generator = torch.Generator().manual_seed(cfg.train.seed)
+        self.steps_per_epoch = n // cfg.train.batch_size
+        self.model.configure_run(self.steps_per_epoch, cfg.train.epochs, self.data.mean, self.data.std)
+        self.peak_lr = cfg.train.base_lr * cfg.train.batch_size / 256
+        self.autocast = _autocast(self.device, cfg.train.precision)
+        self.epoch = 0
+        self.history: list[dict[str, float]] = []
+        self.finetune_epochs = cfg.eval.finetune.epochs_for(cfg.train.epochs)  # eval.finetune.at (none when off)
+        self.finetune_pending: Optional[int] = None  # a pre-training epoch checkpointed but not yet fine-tuned from
+        self.eval_images, self.eval_mask = self._fixed_eval_batch()
+
+    def _fixed_eval_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch (test images, one fixed mask) on which heterogeneity and affinity are measured."""
+        g = torch.Generator().manual_seed(10_000 + self.cfg.train.seed)
+        pick = stratified_subset(self.data.test_y, self.cfg.eval.hetero_batch, self.cfg.data.split_seed)
+        mask = self.model.sample_mask(pick.numel(), g, torch.device("cpu")).to(self.device)
+        return self.normalize(self.data.test_x[pick.to(self.device)]), mask
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 images of this data set -> standardised float images on the device."""
+        return normalize(x, self.data.mean, self.data.std)
+
+    def fixed_batch(self, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``n`` training images (normalised) and a seeded mask: a batch for timing and checks."""
+        images = self.normalize(self.data.train_x[:n])
+        mask = self.model.sample_mask(n, torch.Generator().manual_seed(seed), torch.device("cpu"))
+        return images, mask.to(self.device)
+
+    def step(self, images: torch.Tensor, mask: torch.Tensor, factor: float = 1.0,
+             loss_fn: Optional[Callable[[MaskedImageModel, torch.Tensor, torch.Tensor], torch.Tensor]] = None
+             ) -> dict[str, torch.Tensor]:
+        """One optimisation step on a batch (learning rate as currently set); returns the step's losses.
+
+        ``loss_fn(model, images, mask)`` replaces the model's own loss (hand-written references in benchmarks).
+        """
+        with self.autocast:
+            out = {"loss": loss_fn(self.model, images, mask)} if loss_fn else self.step_model(images, mask, factor)
+        out["loss"].backward()
+        self.apply_gradients()
+        return out
+
+    def apply_gradients(self) -> None:
+        """Clip (``train.grad_clip``), step the optimiser, clear the gradients, tick the model's clock."""
+        if self.cfg.train.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.model.on_step_end()
+
+    # ---- training -------------------------------------------------------------------------
+    def epoch_plan(self) -> EpochPlan:
+        """This epoch's randomness, drawn from the trial's generator on the CPU and moved to the device once."""
+        cfg, n = self.cfg, self.steps_per_epoch * self.cfg.train.batch_size
+        order = torch.randperm(self.data.train_x.shape[0], generator=self.generator)[:n]
+        crops = crop_params(n, min_scale=cfg.data.crop_min_scale, hflip=cfg.data.hflip, generator=self.generator)
+        masks = self.model.sample_mask(n, self.generator, torch.device("cpu"))
+        return EpochPlan(*(t.to(self.device, non_blocking=True) for t in (order, crops, masks)))
+
+    def begin_step(self, step: int) -> tuple[float, float]:
+        """Set the learning rate of step ``step`` of the current epoch; returns (lr, the lambda schedule's factor)."""
+        cfg, steps = self.cfg, self.steps_per_epoch
+        lr = learning_rate(self.epoch * steps + step, cfg.train.epochs * steps, cfg.train.warmup_epochs * steps,
+                           self.peak_lr, cfg.train.min_lr)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        factor = lambda_factor(cfg.mto.lambda_schedule, self.epoch + step / steps, cfg.train.epochs,
+                               cfg.mto.lambda_warmup_epochs)
+        return lr, factor
+
+    def batch(self, plan: EpochPlan, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step ``step``'s augmented images and masks."""
+        sl = slice(step * self.cfg.train.batch_size, (step + 1) * self.cfg.train.batch_size)
+        return augment(self.normalize(self.data.train_x[plan.order[sl]]), plan.crops[sl]), plan.masks[sl]
+
+    def train_epoch(self) -> dict[str, float]:
+        """One pass over the training set; returns mean losses and throughput."""
+        plan = self.epoch_plan()
+        self.model.train()
+        sums = LossSums()
+        start = time.perf_counter()
+        for step in range(self.steps_per_epoch):
+            lr, factor = self.begin_step(step)
+            sums.add(self.step(*self.batch(plan, step), factor))
+        means = sums.means()  # the epoch's one host sync
+        return epoch_metrics(means, self.epoch, lr, self.steps_per_epoch * self.cfg.train.batch_size,
+                             time.perf_counter() - start)
+
+    # ---- evaluation -----------------------------------------------------------------------
+    @torch.no_grad()
+    def features(self, images: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+        self.model.eval()
+        out = []
+        for start in range(0, images.shape[0], chunk):
+            with self.autocast:
+                out.append(self.model.features(self.normalize(images[start:start + chunk])).float())
+        return torch.cat(out)
+
+    def probe(self) -> dict[str, float]:
+        """Linear-probe and kNN top-1 on frozen features: fitted on (a stratified subset of) the
+        pre-training images, scored on the test split (``eval/*``) and the validation split (``val/*``)."""
+        cfg, d = self.cfg.eval, self.data
+        pick = stratified_subset(d.train_y, cfg.max_probe_train or d.train_y.numel(), self.cfg.data.split_seed)
+        pick = pick.to(d.train_y.device)
+        train_f, train_y = self.features(d.train_x[pick]), d.train_y[pick]
+        scored = {"eval": (self.features(d.test_x), d.test_y)}
+        if d.val_x is not None:
+            scored["val"] = (self.features(d.val_x), d.val_y)
+        metrics = {}
+        if cfg.linear:  # fitted once, scored on each split
+            classify = fit_linear_probe(train_f, train_y, d.num_classes, steps=cfg.probe_steps,
+                                        weight_decay=cfg.probe_weight_decay)
+            metrics.update({f"{split}/linear_top1": accuracy(classify(x), y) for split, (x, y) in scored.items()})
+        if cfg.knn:
+            metrics.update({f"{split}/knn_top1": knn_top1(train_f, train_y, x, y, d.num_classes, k=cfg.knn_k,
+                                                          temperature=cfg.knn_temperature)
+                            for split, (x, y) in scored.items()})
+        return metrics
+
+    @torch.no_grad()
+    def layer_profile(self, with_affinity: bool) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+        """Heterogeneity of every layer of the MTO stack on the fixed batch (cosine, ``eval.hetero_tau``),
+        and optionally the affinity maps of its first image, masked tokens first."""
+        self.model.eval()
+        tau = self.cfg.eval.hetero_tau
+        with self.autocast:
+            tokens = self.model.stack_tokens(self.eval_images, self.eval_mask).tokens
+        metrics = {f"hetero/l{l:02d}": token_heterogeneity(x, self.eval_mask, tau).item() for l, x in tokens.items()}
+        arrays = {}
+        if with_affinity:
+            order = masked_first_order(self.eval_mask[0])
+            maps = [affinity_map(similarity(tokens[l][:1], tau))[0][order][:, order] for l in sorted(tokens)]
+            arrays = {"affinity": torch.stack(maps).cpu().numpy(),
+                      "num_masked": np.array(int(self.eval_mask[0].sum()))}
+        return metrics, arrays
+
+    # ---- checkpoints ----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
+                "history": list(self.history), "finetune_pending": self.finetune_pending}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.epoch, self.history = int(state["epoch"]), list(state["history"])
+        self.finetune_pending = state.get("finetune_pending")
