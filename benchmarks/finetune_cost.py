@@ -3,7 +3,7 @@ model, data and batch size, timed interleaved in one process.
 
     python benchmarks/finetune_cost.py [--epochs 2] [--rounds 5]
 
-One pre-training epoch is ``Trainer.train_epoch`` (SimMIM + MTO, the benchmark size of
+One pre-training epoch is ``Unit.train_epoch`` (a unit of one trial) (SimMIM + MTO, the benchmark size of
 ``benchmarks/harness.py``); fine-tuning is ``mto.training.finetune.finetune`` for ``--epochs`` epochs from the
 same encoder (its classifier copy, layer-decay AdamW, augmentation, and the two scoring passes included).
 ``RESULT finetune_epoch_per_pretrain_epoch <ratio>``: a fine-tuning from one budget costs about
@@ -23,7 +23,7 @@ from benchmarks.harness import describe, device, interleaved, sized_config  # no
 from mto.config import EvalConfig, MTOConfig  # noqa: E402
 from mto.training.finetune import finetune  # noqa: E402
 from mto.config.finetune import FinetuneConfig  # noqa: E402
-from mto.training.trainer import Trainer  # noqa: E402
+from mto.training.unit import Unit  # noqa: E402
 
 
 def main() -> None:
@@ -35,11 +35,12 @@ def main() -> None:
     cfg = sized_config(mto=MTOConfig(lambda_e=0.1, lambda_r=0.1), dev=dev)
     ft = FinetuneConfig(enabled=True, epochs=args.epochs, warmup_epochs=0, batch_size=cfg.train.batch_size)
     cfg = dataclasses.replace(cfg, eval=EvalConfig(linear=False, knn=False, hetero_batch=16, finetune=ft))
-    trainer = Trainer(cfg)
+    unit = Unit([cfg])
+    trainer = unit.trainers[0]
 
     def pretrain() -> None:
         for _ in range(args.epochs):
-            trainer.train_epoch()
+            unit.train_epoch()
 
     def tune() -> None:
         finetune(cfg, trainer.model.encoder, trainer.data, from_epoch=0, autocast=trainer.autocast)

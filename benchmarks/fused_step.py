@@ -5,7 +5,7 @@
 The K trials are SimMIM + MTO (L_e + L_r at 0.1) at the benchmark size (the quickstart size on a
 CPU, ViT-Tiny/4 on 32x32 at batch 256 on a GPU), each with its own seed and batch. "separate"
 calls each trial's ``Trainer.step`` in turn (K models, K optimisers); "fused" calls
-``FusedTrainer.step`` once (one vmapped forward and backward, then K optimiser steps), timed
+``Unit.step`` once (one vmapped forward and backward, then K optimiser steps), timed
 interleaved in one run. Prints images/s of both and ``RESULT fused_speedup <separate / fused time>``.
 """
 
@@ -21,7 +21,7 @@ import dataclasses  # noqa: E402
 from benchmarks.harness import arguments, describe, device, interleaved, sized_config  # noqa: E402
 from mto.config import MTOConfig  # noqa: E402
 from mto.data.datasets import load_data  # noqa: E402
-from mto.training.fused import FusedTrainer  # noqa: E402
+from mto.training.unit import Unit  # noqa: E402
 from mto.training.trainer import Trainer  # noqa: E402
 
 
@@ -32,7 +32,7 @@ def main() -> None:
     configs = [dataclasses.replace(base, train=dataclasses.replace(base.train, seed=s)) for s in range(args.trials)]
     data = load_data(base.data)
     separate = [Trainer(c, data) for c in configs]
-    fused = FusedTrainer(configs, data)
+    fused = Unit(configs, data)
     b = base.train.batch_size
     batches = [t.fixed_batch(b, seed=i) for i, t in enumerate(separate)]
 

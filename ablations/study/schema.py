@@ -73,7 +73,7 @@ class SearchSpec(_Strict):
 class ResourcesSpec(_Strict):
     cpu: float = Field(1.0, gt=0)
     gpu: float = Field(0.0, ge=0)  # fractional values pack several trials on one GPU
-    fuse: int = Field(1, ge=1, le=64)  # up to this many fusable trials train as one stacked model (mto.training.fused)
+    fuse: int = Field(1, ge=1, le=64)  # up to this many fusable trials train as one stacked model (mto.training.unit)
 
     @field_validator("gpu")
     @classmethod

@@ -1,4 +1,4 @@
-"""The one error type of the method library, and the checks that raise it."""
+"""The method library's two error types (a config refused, a loss gone non-finite) and the checks that raise the first."""
 
 from __future__ import annotations
 
@@ -14,6 +14,10 @@ class ConfigError(ValueError):
 
     def __reduce__(self):  # picklable, so it crosses process boundaries (Ray workers) intact
         return type(self), (self.path, self.value, self.allowed)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
 
 
 def check(ok: bool, path: str, value: Any, allowed: str) -> None:

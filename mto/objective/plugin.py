@@ -63,7 +63,7 @@ class MTOObjective:
 
     def lambdas(self) -> torch.Tensor:
         """``[lambda_spa, lambda_e, lambda_r]``: a tensor, so that trials fused into one stacked model
-        (``mto.training.fused``) each weigh their losses with their own lambdas."""
+        (``mto.training.unit``) each weigh their losses with their own lambdas."""
         return torch.tensor([self.cfg.lambda_spa, self.cfg.lambda_e, self.cfg.lambda_r], dtype=torch.float32)
 
     def losses(self, capture: LayerCapture, mask: torch.Tensor, num_prefix: int, num_masked: int,

@@ -33,7 +33,7 @@ from mto.data.datasets import ImageData, augment, crop_params, normalize
 from mto.config.errors import ConfigError
 from mto.training.probes import accuracy
 from mto.objective.schedules import learning_rate
-from mto.training.trainer import NonFiniteLossError
+from mto.config.errors import NonFiniteLossError
 
 TOP1, VAL_TOP1, TRAIN_LOSS, SECONDS = "finetune/top1", "val/finetune_top1", "finetune/train_loss", "finetune/seconds"
 

@@ -1,6 +1,6 @@
-"""Which trials may be fused into one stacked model (``mto.training.fused``): a pure rule on configs.
+"""Which trials may be fused into one stacked model (``mto.training.unit``): a pure rule on configs.
 
-Kept apart from ``mto.training.fused`` so that a study can be grouped and checked without importing torch.
+Kept apart from ``mto.training.unit`` so that a study can be grouped and checked without importing torch.
 """
 
 from __future__ import annotations

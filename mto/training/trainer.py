@@ -1,7 +1,8 @@
-"""The state of one trial while it trains: data on the device, model, optimiser, generator.
+"""The state of one trial while it trains: data on the device, model, optimiser, generator, epoch, history.
 
-``Trainer`` holds one trial's steps, epochs, evaluations and checkpoints; ``mto.training.trial.run_trial``
-drives it epoch by epoch and ``mto.training.fused`` drives several at once as one stacked model.
+``Trainer`` holds one trial's steps, evaluations, reports and checkpoints, and counts its own epochs;
+``mto.training.unit`` runs the epochs of one or several trainers (a lone trial, or a fused unit trained
+as one stacked model) in its one epoch loop.
 
 Randomness (shuffling, crops, masks) is drawn on the CPU from one seeded generator and moved to
 the device once per epoch, so a seed gives the same batches on any device and a CPU run is
@@ -10,7 +11,6 @@ exactly reproducible; the GPU differs only by floating-point precision (bf16 aut
 
 from __future__ import annotations
 
-import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
@@ -25,15 +25,11 @@ from mto.methods.masking import masked_first_order
 from mto.methods.base import build_model
 from mto.methods.base import MaskedImageModel
 from mto.training.optim import param_groups
+from mto.training.finetune import finetune
 from mto.training.probes import accuracy, fit_linear_probe, knn_top1
+from mto.training.reports import EpochReport
 from mto.objective.schedules import lambda_factor, learning_rate
 from mto.data.splits import stratified_subset
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite."""
-
-
 
 
 @dataclass
@@ -43,38 +39,6 @@ class EpochPlan:
     order: torch.Tensor
     crops: torch.Tensor
     masks: torch.Tensor
-
-
-class LossSums:
-    """Per-step losses summed on the device and read back once per epoch (one host sync)."""
-
-    def __init__(self) -> None:
-        self.keys: list[str] = []
-        self.sums: Optional[torch.Tensor] = None
-        self.steps = 0
-
-    def add(self, out: dict[str, torch.Tensor]) -> None:
-        self.keys = self.keys or sorted(out)  # loss, loss_mim, loss_e, ... and a method's own parts
-        step = torch.stack([out[k].detach().float() for k in self.keys], dim=-1)
-        self.sums = step if self.sums is None else self.sums + step
-        self.steps += 1
-
-    def means(self) -> list[dict[str, float]] | dict[str, float]:
-        """{loss name: mean}; one such dict per trial when the losses have a leading trial dimension."""
-        values = (self.sums / self.steps).tolist()
-        if values and isinstance(values[0], list):
-            return [dict(zip(self.keys, row)) for row in values]
-        return dict(zip(self.keys, values))
-
-
-def epoch_metrics(means: dict[str, float], epoch: int, lr: float, images: int, elapsed: float) -> dict[str, float]:
-    """``train/*`` and ``perf/*`` of epoch ``epoch`` (0-based); raises NonFiniteLossError for a NaN or infinite loss."""
-    if not all(np.isfinite(list(means.values()))):
-        raise NonFiniteLossError(f"non-finite training loss at epoch {epoch + 1}: "
-                                 + ", ".join(f"{k}={v}" for k, v in means.items()))
-    metrics = {f"train/{k}": v for k, v in means.items()}
-    metrics.update({"train/lr": lr, "perf/img_per_s": images / elapsed, "perf/epoch_s": elapsed})
-    return metrics
 
 
 def resolve_device(cfg: TrialConfig) -> torch.device:
@@ -167,7 +131,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.model.on_step_end()
 
-    # ---- training -------------------------------------------------------------------------
+    # ---- one epoch's draws and steps (the loop over them is mto.training.unit's) --------------
     def epoch_plan(self) -> EpochPlan:
         """This epoch's randomness, drawn from the trial's generator on the CPU and moved to the device once."""
         cfg, n = self.cfg, self.steps_per_epoch * self.cfg.train.batch_size
@@ -191,19 +155,6 @@ class Trainer:
         """Step ``step``'s augmented images and masks."""
         sl = slice(step * self.cfg.train.batch_size, (step + 1) * self.cfg.train.batch_size)
         return augment(self.normalize(self.data.train_x[plan.order[sl]]), plan.crops[sl]), plan.masks[sl]
-
-    def train_epoch(self) -> dict[str, float]:
-        """One pass over the training set; returns mean losses and throughput."""
-        plan = self.epoch_plan()
-        self.model.train()
-        sums = LossSums()
-        start = time.perf_counter()
-        for step in range(self.steps_per_epoch):
-            lr, factor = self.begin_step(step)
-            sums.add(self.step(*self.batch(plan, step), factor))
-        means = sums.means()  # the epoch's one host sync
-        return epoch_metrics(means, self.epoch, lr, self.steps_per_epoch * self.cfg.train.batch_size,
-                             time.perf_counter() - start)
 
     # ---- evaluation -----------------------------------------------------------------------
     @torch.no_grad()
@@ -252,6 +203,44 @@ class Trainer:
             arrays = {"affinity": torch.stack(maps).cpu().numpy(),
                       "num_masked": np.array(int(self.eval_mask[0].sum()))}
         return metrics, arrays
+
+    # ---- reports: the trainer counts its epochs and keeps its history ------------------------
+    def start_report(self) -> EpochReport:
+        """Epoch 0, the untrained model: every curve starts there (evaluations only)."""
+        profile, _ = self.layer_profile(with_affinity=False)
+        metrics = {**profile, **self.probe()}
+        self.history.append({"epoch": 0.0, **metrics})
+        due = self._finetune_due(0)
+        return EpochReport(0, self.cfg.train.epochs, metrics, checkpoint=self.state_dict() if due else None)
+
+    def epoch_report(self, metrics: dict[str, float], checkpoint: bool = False) -> EpochReport:
+        """End the epoch just trained (its ``train/*`` and ``perf/*`` metrics): heterogeneity, probes when due, a
+        checkpoint when due (or when ``checkpoint``)."""
+        self.epoch += 1
+        cfg, e = self.cfg, self.epoch
+        profile, arrays = self.layer_profile(with_affinity=e in cfg.eval.affinity_epochs)
+        metrics = {**metrics, **profile}
+        if e % cfg.eval.every == 0 or e == cfg.train.epochs:
+            metrics.update(self.probe())
+        self.history.append({"epoch": float(e), **metrics})
+        due = self._finetune_due(e) or checkpoint or e % cfg.train.checkpoint_every == 0 or e == cfg.train.epochs
+        return EpochReport(e, cfg.train.epochs, metrics, arrays, self.state_dict() if due else None)
+
+    def finetune_report(self) -> EpochReport:
+        """Fine-tune a copy of the encoder from the pending epoch (``mto.training.finetune``), as that epoch's
+        second report."""
+        e = self.finetune_pending
+        metrics, curve = finetune(self.cfg, self.model.encoder, self.data, from_epoch=e, autocast=self.autocast)
+        self.finetune_pending = None
+        next(h for h in self.history if h["epoch"] == e).update(metrics)
+        return EpochReport(e, self.cfg.train.epochs, metrics, {"finetune_loss": np.asarray(curve)},
+                           self.state_dict(), phase="finetune")
+
+    def _finetune_due(self, epoch: int) -> bool:
+        """Mark ``epoch`` for fine-tuning when ``eval.finetune.at`` names it (its report then carries a checkpoint)."""
+        if epoch in self.finetune_epochs:
+            self.finetune_pending = epoch
+        return self.finetune_pending == epoch
 
     # ---- checkpoints ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

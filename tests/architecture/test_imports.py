@@ -84,7 +84,7 @@ def test_the_study_stage_knows_nothing_of_ray_mlflow_torch_or_the_report():
         if m.startswith("ablations.study"):
             top = {i.split(".")[0] for i in imports(p, set(mods))}
             assert not top & heavy, f"{m} imports {top & heavy}"
-            assert "mto.training.fused" not in imports(p, set(mods)), f"{m} imports mto.training.fused (torch): use mto.training.fusable"
+            assert "mto.training.unit" not in imports(p, set(mods)), f"{m} imports mto.training.unit (torch): use mto.training.fusable"
             assert not [i for i in imports(p, set(mods)) if i.startswith(("ablations.run", "ablations.report"))]
 
 

@@ -13,7 +13,7 @@ from mto.methods.backbone import create_vit, embed_tokens, position_bias, run_en
 from mto.config import ConfigError, MIMConfig, ModelConfig, MTOConfig, TrialConfig
 from mto.data.datasets import load_data
 from mto.training.finetune import classifier
-from mto.training.fused import run_fused
+from mto.training.unit import run_unit
 from mto.methods.base import build_model
 from mto.methods.registry import names
 from mto.objective.recalibration import hard_attention_mask
@@ -112,7 +112,7 @@ def test_fused_trials_on_the_authors_backbone_give_the_curves_of_separate_runs(t
     configs = [base, dataclasses.replace(base, train=dataclasses.replace(base.train, seed=1))]
     data = load_data(base.data)
     alone = [run_trial(c, data=data).history for c in configs]
-    fused = run_fused(configs, lambda reports, failures: None, data=data)
+    fused = run_unit(configs, lambda reports, failures: None, data=data)
     for solo, together in zip(alone, fused):
         assert together.history[-1]["train/loss"] == pytest.approx(solo[-1]["train/loss"], rel=1e-4)
 

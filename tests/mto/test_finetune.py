@@ -11,7 +11,7 @@ import torch
 from mto import ConfigError, NonFiniteLossError, run_trial
 from mto.data.datasets import load_data
 from mto.training.finetune import classifier, finetune, optimizer, set_lr
-from mto.training.fused import run_fused
+from mto.training.unit import run_unit
 from mto.methods.backbone import create_vit
 
 
@@ -139,7 +139,7 @@ def test_a_fused_unit_finetunes_each_member_as_it_would_alone(tiny_config):
     data = load_data(base.data)
     alone = [run_trial(c, data=data).history[-1] for c in configs]
     seen = []
-    fused = run_fused(configs, lambda reports, failures: seen.append(sorted((r.epoch, r.phase) for r in reports.values())),
+    fused = run_unit(configs, lambda reports, failures: seen.append(sorted((r.epoch, r.phase) for r in reports.values())),
                       data=data)
     assert seen[-1] == [(2, "finetune")] * 2 and seen[-2] == [(2, "train")] * 2
     for solo, member in zip(alone, fused):
