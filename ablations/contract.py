@@ -83,8 +83,8 @@ AFFINITY_DATA = "artifact/affinity"  # this epoch's affinity maps as .npz bytes:
 NODE = "node"  # the Ray node the trial ran this epoch on
 RESUMED_FROM = "resumed_from_epoch"  # set when the trial restarted from a checkpoint
 RESTORE_NOTE = "restore_note"  # set when the newest checkpoint could not be read: what was skipped, why
-MEMBERS = "members"  # a fused unit (resources.fuse): {trial name: that trial's keys above and metrics}
-MEMBER_FAILURES = "member_failures"  # a fused unit: {trial name: reason} of members that failed this epoch
+MEMBERS = "members"  # every Ray trial is a unit of K >= 1 trials: {trial name: that trial's keys above and metrics}
+MEMBER_FAILURES = "member_failures"  # {trial name: reason} of the unit's members that failed this epoch
 PHASE = "phase"  # "train", or FINETUNE_PHASE for the fine-tuning result of an epoch (its second report)
 FINETUNE_PHASE = "finetune"
 FINETUNE_CURVE = "artifact/finetune_loss"  # the fine-tuning loss per fine-tuning epoch (a list), for the driver

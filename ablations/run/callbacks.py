@@ -19,7 +19,7 @@ from ablations.contract import (AFFINITY_DATA, CHECKPOINT_FALLBACK, EPOCH, FINET
                                 MEMBERS, NODE, NODE_TAG, PHASE, RESTORE_NOTE, RESUMED, RESUMED_FROM, is_logged_metric)
 from ablations.run.progress import TrialBoard
 from ablations.run.tracking import StudyTracker
-from ablations.study import Study, trial_units
+from ablations.study import Study, unit_name
 
 _EXCEPTION_LINE = re.compile(r"^(?:\w+\.)*(\w+(?:Error|Exception|Interrupt|Exit))(?::\s*(.*))?$")
 SESSIONS: dict[str, DriverSession] = {}
@@ -46,7 +46,7 @@ def failure_reason(trial: Any) -> str:
 @dataclass
 class DriverSession:
     """What the driver knows while a study runs: its tracker, its board, and Ray trial -> MLflow runs
-    (one run per trial; a fused unit, ``resources.fuse``, has one per member)."""
+    (every Ray trial is a unit: one run per member, a lone trial's unit has one)."""
 
     study: Study
     tracker: StudyTracker
@@ -59,29 +59,26 @@ class DriverSession:
     noted: set[str] = field(default_factory=set)  # trial names already tagged with a checkpoint fallback
     nodes: dict[str, str] = field(default_factory=dict)  # trial name -> the Ray node its runs tag says
     terminated: bool = False  # the driver got SIGTERM
-    units: dict[str, list] = field(init=False)  # unit name -> its trials (``trial_units``)
-
-    def __post_init__(self) -> None:
-        self.units = trial_units(self.study)
+    names: dict[str, str] = field(default_factory=dict)  # Ray trial id -> its unit's name
 
     def runs_of(self, trial: Any) -> dict[str, str]:
         if trial.trial_id not in self.runs:
-            unit = self.units.get(trial.config.get("trial", ""))
-            specs = unit if unit and len(unit) > 1 else [self.study.resolve(trial.config, trial.trial_id)]
-            self.runs[trial.trial_id] = {spec.name: self.tracker.trial_run(spec) for spec in specs}
-            if len(specs) > 1:
+            unit = self.study.unit(trial.config, trial.trial_id)
+            self.names[trial.trial_id] = unit_name(unit)
+            self.runs[trial.trial_id] = {spec.name: self.tracker.trial_run(spec) for spec in unit}
+            if len(unit) > 1:
                 for run_id in self.runs[trial.trial_id].values():
-                    self.tracker.set_tag(run_id, FUSED_UNIT, trial.config["trial"])
+                    self.tracker.set_tag(run_id, FUSED_UNIT, unit_name(unit))
         return self.runs[trial.trial_id]
 
     def on_start(self, trial: Any) -> None:
-        names = list(self.runs_of(trial))
-        self.board.start(trial.trial_id, names[0] if len(names) == 1 else trial.config["trial"])  # a unit: first+K-1
+        self.runs_of(trial)
+        self.board.start(trial.trial_id, self.names[trial.trial_id])
 
     def on_result(self, trial: Any, result: dict) -> None:
         runs = self.runs_of(trial)
         epoch = int(result[EPOCH])
-        members = result[MEMBERS] if MEMBERS in result else {next(iter(runs)): result}
+        members = result[MEMBERS]
         for name, payload in members.items():
             self._log(name, runs[name], epoch, payload)
         for name, reason in (result.get(MEMBER_FAILURES) or {}).items():

@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ablations.contract import own_failure
-from ablations.study import Study, StudyError, load_study, trial_units
+from ablations.study import Study, StudyError, load_study
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_TRACKING_DOWN = 0, 1, 2, 3
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # Ctrl-C, SIGTERM: 128 + the signal, as a shell reports it
@@ -41,7 +41,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 def trial_table(study: Study) -> Table:
     spec = study.spec
     grid_keys = sorted({k for t in study.trials for k in t.grid})
-    units = trial_units(study)
+    units = study.units
     unit_of = {t.name: name for name, unit in units.items() for t in unit}
     fused = spec.resources.fuse > 1
     table = Table(title=f"study {study.name}: {len(study.trials)} trials"

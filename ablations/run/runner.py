@@ -39,7 +39,7 @@ from ablations.run.files import dump_json, safe_name
 from ablations.run.trainable import trial_function
 from ablations.run.store import check_tracking
 from ablations.run.tracking import StudyTracker
-from ablations.study import Study, StudyError, trial_units
+from ablations.study import Study, StudyError, unit_name
 from mto.config.dicts import to_dict
 
 
@@ -124,16 +124,13 @@ def _check_gpus(study: Study) -> None:
 
 
 class TrialNamer:
-    """Ray's trial names and folder names, from ``Study.resolve`` (picklable: Ray stores it with the tuner)."""
+    """Ray's trial names and folder names: the unit's (``Study.unit``; picklable: Ray stores it with the tuner)."""
 
     def __init__(self, study: Study):
         self.study = study
-        self.fused = {name for name, unit in trial_units(study).items() if len(unit) > 1}
 
     def name(self, trial: Any) -> str:
-        if trial.config.get("trial") in self.fused:
-            return trial.config["trial"]
-        return self.study.resolve(trial.config, trial.trial_id).name
+        return unit_name(self.study.unit(trial.config, trial.trial_id))
 
     def dirname(self, trial: Any) -> str:
         return safe_name(self.name(trial))
@@ -163,7 +160,7 @@ def _phases(study: Study) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     # reuse_actors: a worker that ended a trial starts the next one (no new process importing torch per trial)
     common = dict(max_concurrent_trials=study.spec.max_concurrent, trial_name_creator=namer.name,
                   trial_dirname_creator=namer.dirname, reuse_actors=True)
-    phases = [("arms", {"trial": tune.grid_search(list(trial_units(study)))}, common)]  # trials or fused units
+    phases = [("arms", {"trial": tune.grid_search(list(study.units))}, common)]  # one Ray trial per unit
     search = study.spec.search
     if search.kind == "optuna":
         import optuna
@@ -269,7 +266,7 @@ def run_study(study: Study, *, resume: bool = False, tracking_uri: Optional[str]
     (folder / STATE_FILE).write_text(dump_json(state))
 
     metric = study.spec.target.metric
-    epochs = {name: unit[0].config.train.epochs for name, unit in trial_units(study).items()}
+    epochs = {name: unit[0].config.train.epochs for name, unit in study.units.items()}
     if study.spec.search.kind == "optuna":
         epochs["*"] = study.search_config(study.search_arm, study.spec.seeds[0], {}).train.epochs
     board = TrialBoard(study.name, epochs, metric)

@@ -23,9 +23,10 @@ from ray import tune
 
 from ablations.contract import (AFFINITY_DATA, EPOCH, FINETUNE_CURVE, MEMBER_FAILURES, MEMBERS, NODE, OBJECTIVE, PHASE,
                                 RESTORE_NOTE, RESUMED_FROM)
-from ablations.study import Study, TrialSpec, trial_units
+from ablations.study import Study
 from mto.config import TrialConfig
-from mto.training.trial import EpochReport, run_trial
+from mto.training.reports import EpochReport
+from mto.training.unit import run_unit
 
 STATE_FILE = "state.pt"
 
@@ -102,28 +103,17 @@ class Payload:
 
 
 def trial_function(params: dict[str, Any], *, study: Study, threads: int, settled: frozenset[str] = frozenset()) -> None:
-    """Run one Ray trial of ``study``; ``params`` is Ray's config (the trial or unit name, or an Optuna sample).
+    """Run one Ray trial of ``study``: a unit of K >= 1 members (``Study.unit``; ``params`` is Ray's config, the
+    unit's name or an Optuna sample) trained by ``mto.training.unit.run_unit``, reporting once per epoch for all
+    members (``MEMBERS``, ``MEMBER_FAILURES``) and checkpointing them together.
 
     ``settled``: trials whose MLflow runs an earlier driver ended for good (FINISHED, or FAILED on their own).
     Ray Tune may still find them unfinished (a driver killed just after one ended) or errored (``--resume``
-    retries errored trials, for those the machine failed); such a trial returns at once."""
-    unit = trial_units(study).get(params["trial"], []) if study.spec.resources.fuse > 1 else []
-    members = unit if len(unit) > 1 else [study.resolve(params, tune.get_context().get_trial_id())]
-    if all(t.name in settled for t in members):
+    retries errored trials, for those the machine failed); such a trial returns at once. Members that failed
+    before a restart stay failed."""
+    unit = study.unit(params, tune.get_context().get_trial_id())
+    if all(t.name in settled for t in unit):
         return
-    if len(members) > 1:
-        _fused_function(members, study, threads)
-        return
-    config = _with_threads(members[0].config, threads)
-    resume, note = _restore()
-    payload = Payload(study.spec.search.metric, resume, note)
-    run_trial(config, lambda r: _report(payload(r), r.checkpoint), resume=resume)
-
-
-def _fused_function(unit: list[TrialSpec], study: Study, threads: int) -> None:
-    """A fused unit: its members as one stacked model (``mto.training.fused``); members failed before a restart stay failed."""
-    from mto.training.fused import run_fused
-
     state, note = _restore()
     state = state or {"members": {}, "failed": {}}
     failed: dict[str, str] = dict(state["failed"])
@@ -135,17 +125,25 @@ def _fused_function(unit: list[TrialSpec], study: Study, threads: int) -> None:
     resumes = [state["members"].get(t.name) for t in live]
     payloads = [Payload(study.spec.search.metric, r, note) for r in resumes]
     epoch = max([int(r["epoch"]) for r in resumes if r] + [0])
+    errors: list[Exception] = []
 
-    def report(reports: dict[int, EpochReport], failures: dict[int, str]) -> None:
+    def report(reports: dict[int, EpochReport], failures: dict[int, Exception]) -> None:
         nonlocal epoch
         epoch = next(iter(reports.values())).epoch if reports else epoch + 1
-        failed.update({live[i].name: reason for i, reason in failures.items()})
+        said = {live[i].name: f"{type(err).__name__}: {err}" for i, err in failures.items()}
+        failed.update(said)
+        errors.extend(failures.values())
         members = {live[i].name: payloads[i](r) for i, r in reports.items()}
         due = {live[i].name: r.checkpoint for i, r in reports.items() if r.checkpoint is not None}
-        checkpoint = {"members": due, "failed": dict(failed)} if due else None
-        said = {live[i].name: f for i, f in failures.items()}
-        _report({EPOCH: epoch, MEMBERS: members, MEMBER_FAILURES: {**restored, **said}}, checkpoint)
+        # a failure is checkpointed too, so that a restart never trains a failed member again
+        checkpoint = {"members": due, "failed": dict(failed)} if due or failures else None
+        result = {EPOCH: epoch, MEMBERS: members, MEMBER_FAILURES: {**restored, **said}}
+        first = next(iter(members.values()), {})
+        if OBJECTIVE in first:  # what Optuna and ASHA read (a search unit has one member)
+            result[OBJECTIVE] = first[OBJECTIVE]
+        _report(result, checkpoint)
         restored.clear()
 
-    run_fused([_with_threads(t.config, threads) for t in live], report,
-              resumes=resumes if any(resumes) else None)
+    results = run_unit([_with_threads(t.config, threads) for t in live], report, resumes=resumes)
+    if errors and all(r is None for r in results):  # no member left: the Ray trial fails with the last error
+        raise errors[-1]

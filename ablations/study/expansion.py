@@ -1,24 +1,26 @@
 """From a validated study to its trials: arms x (study grid x arm grid) x seeds, each a typed
-``TrialConfig`` paired with its reference trial; and ``Study.resolve``, the one place a Ray
-trial's identity (name, arm, seed, grid point or Optuna sample, config) comes from.
+``TrialConfig`` paired with its reference trial; the trials grouped into units, one Ray trial each
+(``Study.units``: a lone trial, or up to ``resources.fuse`` trials trained as one stacked model); and
+``Study.unit``, the one place a Ray trial's members (name, arm, seed, grid point or Optuna sample,
+config) come from.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from pydantic import TypeAdapter, ValidationError
 
-from ablations.contract import BUDGET_AXIS, FINETUNE_TOP1, VAL_FINETUNE_TOP1, validation_twin
-from ablations.study.feasibility import feasibility_problems
-from ablations.study.messages import StudyError, describe, suggest
+from ablations.contract import BUDGET_AXIS
+from ablations.study.messages import Problems
 from ablations.study.schema import StudySpec
-from mto.config import ConfigError, TrialConfig, setting_defaults
+from mto.config import ConfigError, TrialConfig
 from mto.config.dicts import flatten, to_dict
-from mto.methods import registry
+from mto.training.fusable import fused_groups
 
 
 SAMPLE_SEED = "__trial_index__"  # Ray Tune's Repeater: which of the search seeds a repeat of a sample runs
@@ -82,108 +84,26 @@ class Study:
         fixed, _ = arm_overrides(self.spec.variants[arm])
         return _validate_trial(apply_overrides(to_dict(self.spec.base), {**fixed, **sample, "train.seed": seed}))
 
+    @functools.cached_property
+    def units(self) -> dict[str, list[TrialSpec]]:
+        """Unit name -> its trials, one Ray trial per unit, in study order of each unit's first trial: each
+        trial alone, or with ``resources.fuse`` > 1 up to that many trials of one fusion key
+        (``mto.training.fusable``). An Optuna sample is a unit of one (``unit``)."""
+        groups = fused_groups([t.config for t in self.trials], self.spec.resources.fuse)
+        units = [[self.trials[i] for i in g] for g in groups]
+        return {unit_name(u): u for u in units}
 
-def validate_study(raw: dict[str, Any], source: str, lines: Optional[dict[tuple, int]] = None, *,
-                   check_paths: bool = True) -> Study:
-    lines = lines or {}
-    try:
-        spec = StudySpec.model_validate(raw)
-    except ValidationError as err:
-        raise StudyError(source, [describe(e, lines) for e in err.errors()]) from None
-    problems: list[str] = []
-    arms = list(spec.variants)
-
-    def problem(path: str, msg: str) -> None:
-        line = lines.get(tuple(path.split(".")))
-        problems.append(f"{path}{f' (line {line})' if line else ''}: {msg}")
-
-    if spec.reference not in spec.variants:
-        problem("target.reference", f"unknown arm {spec.reference!r}; arms are {', '.join(arms)}"
-                + suggest(spec.reference, arms))
-    for arm, ref in spec.target.reference_of.items():
-        for where, name in ((f"target.reference_of.{arm}", arm), (f"target.reference_of.{arm}", ref)):
-            if name not in spec.variants:
-                problem(where, f"unknown arm {name!r}; arms are {', '.join(arms)}" + suggest(name, arms))
-    cycle = reference_cycle(spec)
-    if cycle:
-        problem(f"target.reference_of.{cycle[0]}", f"{' -> '.join(cycle)} is a cycle: every chain of references must "
-                f"end at an arm compared with nothing (target.reference {spec.reference!r})")
-    if spec.budgets and (BUDGET_AXIS in spec.grid or any(BUDGET_AXIS in flatten(v) or f"grid.{BUDGET_AXIS}"
-                                                         in flatten(v) for v in spec.variants.values())):
-        problem("budgets", f"budgets set {BUDGET_AXIS} for every arm: remove {BUDGET_AXIS} from grid and variants")
-    for path, values in spec.grid.items():
-        _check_dot_path(f"grid.{path}", path, problem)
-        if not values:
-            problem(f"grid.{path}", "an empty list: give at least one value")
-    for arm, overrides in spec.variants.items():
-        flat = flatten(overrides)
-        for path, value in flat.items():
-            if path.startswith("grid."):
-                _check_dot_path(f"variants.{arm}.{path}", path[5:], problem)
-                if not isinstance(value, list) or not value:
-                    problem(f"variants.{arm}.{path}", f"{value!r}: an arm's grid needs a non-empty list of values")
-            else:
-                _check_dot_path(f"variants.{arm}.{path}", path, problem)
-    for arm in {spec.reference, *spec.target.reference_of.values()} & set(spec.variants):
-        if "grid" in spec.variants[arm] or any(k.startswith("grid.") for k in spec.variants[arm]):
-            problem(f"variants.{arm}.grid", "a reference arm cannot have its own grid (which point would the "
-                                            "others be compared with?); use the study-level grid")
-    if spec.search.kind == "optuna":
-        if spec.grid:
-            problem("grid", "an Optuna study takes no study-level grid (its samples could not be paired with a "
-                            "reference point); put grids on arms")
-        if not spec.search.space:
-            problem("search.space", "optuna search needs at least one dimension (dot path -> distribution)")
-        for path in spec.search.space:
-            _check_dot_path(f"search.space.{path}", path, problem)
-        if spec.search.arm is not None and spec.search.arm not in spec.variants:
-            problem("search.arm", f"unknown arm {spec.search.arm!r}; arms are {', '.join(arms)}"
-                    + suggest(spec.search.arm, arms))
-        twin = validation_twin(spec.search.metric)
-        if twin:
-            problem("search.metric", f"{spec.search.metric!r} is measured on the test split, which only the tables "
-                                     f"read; select on its validation twin {twin!r}")
-        if spec.search.asha and spec.search.metric in (FINETUNE_TOP1, VAL_FINETUNE_TOP1):
-            problem("search.asha", f"ASHA cuts at each epoch's report, and {spec.search.metric} arrives in a second "
-                                   "report after it: select on a probe with ASHA, or remove search.asha")
-        if spec.budgets:
-            problem("budgets", "an Optuna study takes no budgets (its samples could not be paired across budgets)")
-        missing = sorted(set(spec.search_seeds) - set(spec.seeds))
-        if missing:
-            problem("search.seeds", f"{missing} are not among the study's seeds {spec.seeds}: the samples' "
-                                    "references run on the study's seeds")
-    elif spec.search.space or spec.search.asha:
-        problem("search.kind", "space and asha are for kind: optuna; a grid study crosses variants, grid and seeds")
-    if problems:
-        raise StudyError(source, problems)
-
-    trials = _expand(spec, source)
-    problems += feasibility_problems(spec, trials, lines)
-    if check_paths:
-        from mto.data.datasets import check_data  # torch: only once the study is otherwise valid
-
-        checked = set()
-        for t in trials:
-            c = t.config
-            checks = [((c.data.name, c.data.path), lambda: check_data(c.data))]
-            preflight = registry.get(c.mim.method).preflight  # a method's checks that read files (DTM's teacher)
-            if preflight is not None and not problems:
-                checks.append(((repr(c.mim), repr(c.model), c.data.image_size, c.data.name), lambda: preflight(c)))
-            for key, check in checks:
-                if key not in checked:
-                    checked.add(key)
-                    try:
-                        check()
-                    except ConfigError as err:
-                        problems.append(f"trial {t.name}: {err}")
-    if problems:
-        raise StudyError(source, problems)
-    return Study(spec, source, trials, raw)
+    def unit(self, params: dict[str, Any], trial_id: str = "") -> list[TrialSpec]:
+        """The members of the Ray trial with config ``params``: a grid unit's trials, or an Optuna sample's one."""
+        if SAMPLE_SEED not in params and params["trial"] in self.units:
+            return self.units[params["trial"]]
+        return [self.resolve(params, trial_id)]
 
 
-def _expand(spec: StudySpec, source: str) -> list[TrialSpec]:
-    """Arms x (study grid x arm grid) x seeds, each validated into a TrialConfig and paired with its reference."""
-    problems, trials, names = [], [], set()
+def expand(spec: StudySpec, problems: Problems) -> list[TrialSpec]:
+    """Arms x (study grid x arm grid) x seeds, each validated into a TrialConfig and paired with its reference;
+    a trial whose config is invalid is a problem (and is left out)."""
+    trials, names = [], set()
     base = to_dict(spec.base)
     axes_of, fixed_of = {}, {}
     study_grid = {**spec.grid, **({BUDGET_AXIS: spec.budgets} if spec.budgets else {})}
@@ -202,26 +122,13 @@ def _expand(spec: StudySpec, source: str) -> list[TrialSpec]:
                 try:
                     cfg = _validate_trial(apply_overrides(base, {**fixed_of[arm], **point, "train.seed": seed}))
                 except ConfigError as err:
-                    problems.append(f"variants.{arm} (trial {name}): {err}")
+                    problems.say(f"variants.{arm} (trial {name}): {err}")
                     continue
                 if name in names:
-                    problems.append(f"variants.{arm}: trial {name} appears twice (duplicate grid values?)")
+                    problems.say(f"variants.{arm}: trial {name} appears twice (duplicate grid values?)")
                 names.add(name)
                 trials.append(TrialSpec(name, arm, seed, point, cfg, ref_name, ref))
-    if problems:
-        raise StudyError(source, problems)
     return trials
-
-
-def reference_cycle(spec: StudySpec) -> list[str]:
-    """The first cycle of ``target.reference_of`` (arm -> its reference -> ... -> that arm), or []."""
-    for start in spec.target.reference_of:
-        chain = [start]
-        while chain[-1] in spec.target.reference_of and spec.target.reference_of[chain[-1]] != chain[-1]:
-            chain.append(spec.target.reference_of[chain[-1]])
-            if chain[-1] in chain[:-1]:
-                return chain[chain.index(chain[-1]):]
-    return []
 
 
 def arm_overrides(variant: dict[str, Any]) -> tuple[dict[str, Any], dict[str, list]]:
@@ -235,6 +142,11 @@ def trial_name(arm: str, seed: int, point: dict[str, Any], axes: dict[str, list]
     """``<arm>-s<seed>`` plus ``-<leaf>=<value>`` for each grid axis with more than one value."""
     extra = "".join(f"-{k.split('.')[-1]}={short_value(v)}" for k, v in point.items() if len(axes[k]) > 1)
     return f"{arm}-s{seed}{extra}"
+
+
+def unit_name(trials: list[TrialSpec]) -> str:
+    """A unit's name: its trial's, or ``<first member>+<K-1>`` for K fused trials."""
+    return trials[0].name if len(trials) == 1 else f"{trials[0].name}+{len(trials) - 1}"
 
 
 def short_value(v: Any) -> str:
@@ -272,11 +184,3 @@ def apply_overrides(config: dict[str, Any], overrides: dict[str, Any]) -> dict[s
     return out
 
 
-_PATHS = list(setting_defaults())
-
-
-def _check_dot_path(where: str, path: str, problem) -> None:
-    if path == "train.seed":
-        problem(where, "seeds come from the study's seeds list, not from train.seed")
-    elif path not in _PATHS:
-        problem(where, f"unknown setting {path!r}" + suggest(path, _PATHS))

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ablations.contract import FINETUNE_METRICS
-from ablations.study.messages import shorten
+from ablations.study.messages import Problems, shorten
 from ablations.study.schema import StudySpec
 from mto.config.choices import PRESETS
 from mto.config import TrialConfig, validation_size
@@ -39,22 +39,11 @@ MEMORY = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # this machin
 PROBE_METRICS = {"linear_top1": "linear", "knn_top1": "knn"}  # eval/<name> (test) and val/<name>
 
 
-def feasibility_problems(spec: StudySpec, trials: list, lines: dict[tuple, int]) -> list[str]:
-    """One message per setting that cannot work, each naming its field (and line) and what is allowed."""
-    found: dict[str, list[str]] = {}  # message -> the trials it applies to (one message for all of them)
-
-    def problem(path: str, msg: str, trial: str = "") -> None:
-        parts = tuple(path.split("."))
-        line = next((lines[parts[:n]] for n in range(len(parts), 0, -1) if parts[:n] in lines), None)
-        names = found.setdefault(f"{path}{f' (line {line})' if line else ''}: {msg}", [])
-        if trial:
-            names.append(trial)
-
-    _study_level(spec, problem)
+def check_feasibility(spec: StudySpec, trials: list, problems: Problems) -> None:
+    """Add a problem for every setting that cannot work, naming its field and what is allowed."""
+    _study_level(spec, problems.add)
     for t in trials:
-        _trial_level(spec, t, lambda path, msg, t=t: problem(path, msg, t.name))
-    return [text + (f" (trial {names[0]}{f' and {len(names) - 1} more' if len(names) > 1 else ''})" if names else "")
-            for text, names in found.items()]
+        _trial_level(spec, t, lambda path, msg, t=t: problems.add(path, msg, t.name))
 
 
 def _study_level(spec: StudySpec, problem) -> None:

@@ -16,7 +16,8 @@ from typing import Any, Optional, Union
 
 import yaml
 
-from ablations.study.expansion import Study, validate_study
+from ablations.study.expansion import Study
+from ablations.study.validation import validate_study
 from ablations.study.messages import StudyError, shorten
 
 MAX_FILE_BYTES = 1_000_000  # the largest study in studies/ is under 4 kB

@@ -1,5 +1,6 @@
-"""How a study's problems are worded: one line each, naming the field path (and line), the bad
-value and what is allowed."""
+"""How a study's problems are collected and worded: one line each, naming the field path (and its line in
+the file), the bad value and what is allowed. ``Problems`` is the one collector every check adds to, and
+``line_of`` the one lookup of a field path's line."""
 
 from __future__ import annotations
 
@@ -52,13 +53,13 @@ def describe(e: dict[str, Any], lines: dict[tuple, int]) -> str:
     """One line for one pydantic error: path (line): bad value -> what is allowed."""
     loc = tuple(str(p) for p in e["loc"])
     path = ".".join(loc) or "(top level)"
-    line = _nearest_line(loc, lines)
+    line = line_of(lines, loc)
     where = f"{path}{f' (line {line})' if line else ''}"
     msg = e["msg"].removeprefix("Value error, ")
     cause = e.get("ctx", {}).get("error")
     if isinstance(cause, ConfigError) and loc[:1] == ("base",):  # mto's own check: it names the field
         full = ("base",) + tuple(cause.path.split("."))
-        line = _nearest_line(full, lines)
+        line = line_of(lines, full)
         return f"{'.'.join(full)}{f' (line {line})' if line else ''}: {shorten(cause.value)} is invalid: {cause.allowed}"
     if e["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
         allowed = _allowed_keys(loc[:-1])
@@ -68,11 +69,41 @@ def describe(e: dict[str, Any], lines: dict[tuple, int]) -> str:
     return f"{where}: {shorten(e.get('input'))} is invalid: {_one_line(msg)[:MAX_VALUE_CHARS]}"
 
 
-def _nearest_line(loc: tuple, lines: dict[tuple, int]) -> Optional[int]:
+def line_of(lines: dict[tuple, int], path: Union[str, tuple]) -> Optional[int]:
+    """The line of field ``path`` (a dot path or its parts) in the study file, else of its nearest parent."""
+    loc = tuple(path.split(".")) if isinstance(path, str) else path
     for n in range(len(loc), 0, -1):
         if loc[:n] in lines:
             return lines[loc[:n]]
     return None
+
+
+class Problems:
+    """Every problem found in a study, in the order found. ``add`` words one as ``<path> (line N): <message>``;
+    the same message for several trials is said once, naming the first trial and how many more."""
+
+    def __init__(self, source: str, lines: Optional[dict[tuple, int]] = None):
+        self.source, self.lines = source, lines or {}
+        self._found: dict[str, list[str]] = {}  # message -> the trials it applies to
+
+    def add(self, path: str, msg: str, trial: str = "") -> None:
+        line = line_of(self.lines, path)
+        names = self._found.setdefault(f"{path}{f' (line {line})' if line else ''}: {msg}", [])
+        if trial:
+            names.append(trial)
+
+    def say(self, text: str) -> None:
+        """A problem already worded (a pydantic error, a trial's own check)."""
+        self._found.setdefault(text, [])
+
+    def __bool__(self) -> bool:
+        return bool(self._found)
+
+    def raise_any(self) -> None:
+        """Raise StudyError with every problem found so far, if any."""
+        if self._found:
+            raise StudyError(self.source, [text + (f" (trial {names[0]}{f' and {len(names) - 1} more' if len(names) > 1 else ''})"
+                                                   if names else "") for text, names in self._found.items()])
 
 
 def _allowed_keys(loc: tuple) -> list[str]:

@@ -1,4 +1,5 @@
-"""Which trials may be fused into one stacked model (``mto.training.unit``): a pure rule on configs.
+"""Which trials may be fused into one stacked model (``mto.training.unit``) and how a list of them is grouped
+into units: pure rules on configs.
 
 Kept apart from ``mto.training.unit`` so that a study can be grouped and checked without importing torch.
 """
@@ -47,3 +48,21 @@ def check_fusable(configs: list[TrialConfig]) -> None:
             if value != first[path]:
                 raise ConfigError(path, value, f"{first[path]!r} as in the group's first trial: fused trials "
                                   f"may differ only in {', '.join(PER_TRIAL + LAMBDAS)} (zero or not alike)")
+
+
+def fused_groups(configs: list[TrialConfig], k: int) -> list[list[int]]:
+    """``configs`` (by index) partitioned into units, in order of each unit's first member: each alone, or with
+    ``k`` > 1 up to ``k`` configs of one ``fusion_key``, taken in order."""
+    open_groups: dict[str, list[int]] = {}
+    groups: list[list[int]] = []
+    for i, cfg in enumerate(configs):
+        key = fusion_key(cfg) if k > 1 else None
+        if key is None:
+            groups.append([i])
+            continue
+        group = open_groups.get(key)
+        if group is None or len(group) == k:
+            group = open_groups[key] = []
+            groups.append(group)
+        group.append(i)
+    return groups

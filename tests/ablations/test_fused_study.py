@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 from mlflow import MlflowClient
 
-from ablations.study import load_study, trial_units
+from ablations.study import load_study
 from mto.training.trial import run_trial
 
 from .conftest import run_cli, write_study
@@ -19,7 +19,7 @@ def test_fused_units_log_one_run_per_member_and_a_diverging_member_fails_alone(t
         "simmim": {}, "mto": {"mto.lambda_e": 0.1}, "strong": {"mto.lambda_e": 0.3},
         "diverges": {"mto.lambda_e": 0.1, "train.base_lr": 1.0e30}})
     study = load_study(path)
-    units = {name: [t.name for t in unit] for name, unit in trial_units(study).items()}
+    units = {name: [t.name for t in unit] for name, unit in study.units.items()}
     assert units == {"simmim-s0+1": ["simmim-s0", "simmim-s1"], "mto-s0+2": ["mto-s0", "mto-s1", "strong-s0"],
                      "strong-s1+2": ["strong-s1", "diverges-s0", "diverges-s1"]}
     proc = run_cli(str(path), "--no-report", cwd=tmp_path)

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from ablations.run.cli import main
-from ablations.study import StudyError, apply_set, load_study, trial_units
+from ablations.study import StudyError, apply_set, load_study
 
 from .conftest import ROOT, TINY_BASE, write_study
 
@@ -131,12 +131,12 @@ def test_fused_units_group_only_fusable_trials_and_the_dry_run_shows_them(tmp_pa
     path = write_study(tmp_path, seeds=[0, 1, 2], resources={"fuse": 2}, variants={
         "simmim": {}, "mto": {"mto.lambda_e": 0.1}, "lr": {"mto.lambda_e": 0.3, "train.base_lr": 0.01},
         "conmim": {"mim.method": "conmim"}, "droppath": {"model.drop_path": 0.1}})
-    units = {name: [t.name for t in unit] for name, unit in trial_units(load_study(path)).items()}
+    units = {name: [t.name for t in unit] for name, unit in load_study(path).units.items()}
     assert units == {  # study order, at most 2 per unit; lambdas and learning rates may differ inside a unit
         "simmim-s0+1": ["simmim-s0", "simmim-s1"], "simmim-s2": ["simmim-s2"],
         "mto-s0+1": ["mto-s0", "mto-s1"], "mto-s2+1": ["mto-s2", "lr-s0"], "lr-s1+1": ["lr-s1", "lr-s2"],
         **{f"{arm}-s{s}": [f"{arm}-s{s}"] for arm in ("conmim", "droppath") for s in range(3)}}
-    assert units == {name: [t.name for t in unit] for name, unit in trial_units(load_study(path)).items()}  # stable
+    assert units == {name: [t.name for t in unit] for name, unit in load_study(path).units.items()}  # stable
     assert main([str(path), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "15 trials in 11 Ray trials (resources.fuse: 2)" in out and "fused unit" in out and "mto-s2+1" in out
