@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install quickstart test test-fast bench
+.PHONY: install quickstart lint format test test-fast bench
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -16,7 +16,15 @@ quickstart: install  ## pre-train baseline vs MTO on digits over Ray Tune, log t
 
 PYTEST := $(BIN)/python -m pytest --durations=20  # the slowest tests, for the suite's time budget
 
-test: install  ## the whole suite, slow end-to-end tests included (what CI runs)
+lint: install  ## ruff: lint rules and formatting, checked (configured in pyproject.toml)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install  ## ruff: apply the formatting and the safe fixes
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: install lint  ## the linter, then the whole suite, slow end-to-end tests included (what CI runs)
 	$(PYTEST)
 
 test-fast: install  ## unit tests only

@@ -34,7 +34,7 @@ from ablations.report.aggregate import GroupRow, TrialSummary, aggregate, shown_
 from ablations.report.budgets import BudgetRow, budget_rows
 from ablations.report.legend import DEFINITIONS, caption
 from ablations.report.metrics import MIN_SEEDS_FOR_INTERVAL, is_accuracy
-from ablations.report.reader import ReportError, StudyRecord, TrialRecord, histories, load_study, selection_metric
+from ablations.report.reader import ReportError, StudyRecord, TrialRecord, histories, read_study_record, selection_metric
 from ablations.report.tables import AblationTable, ablation_table, budget_table, trials_frame
 
 FORMATS = ("md", "csv", "tex", "html")
@@ -119,7 +119,7 @@ def build_report(uri: str, *, parent_run_id: Optional[str] = None, experiment: O
         ReportError: no such study or run, no complete reference trial, or the metric is missing.
     """
     uri = resolve_tracking_uri(uri)
-    record = load_study(uri, run_id=parent_run_id, experiment=experiment, metric=metric, fraction=fraction)
+    record = read_study_record(uri, run_id=parent_run_id, experiment=experiment, metric=metric, fraction=fraction)
     summaries = summarize(record)
     if not summaries:
         raise ReportError("no trial is complete yet: nothing to aggregate")

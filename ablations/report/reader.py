@@ -102,7 +102,7 @@ def find_parent(client: MlflowClient, *, run_id: Optional[str] = None, experimen
     return runs[0]
 
 
-def load_study(uri: str, *, run_id: Optional[str] = None, experiment: Optional[str] = None,
+def read_study_record(uri: str, *, run_id: Optional[str] = None, experiment: Optional[str] = None,
                metric: Optional[str] = None, fraction: Optional[float] = None, threads: int = 8) -> StudyRecord:
     """Read a study invocation's trials and their target-metric histories."""
     client = MlflowClient(uri)

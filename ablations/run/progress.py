@@ -1,5 +1,6 @@
-"""Live progress of a study with rich: one row per trial (status, epoch of total, latest metric,
-elapsed and ETA), then a closing summary."""
+"""Progress of a study with rich: on a terminal, a live table with one row per Ray trial (status, epoch of
+total, latest metric, elapsed and ETA); elsewhere (a CI log, ``| tee``), one line per evaluation and one
+per finished trial, so a log shows progress from the first evaluation (epoch 0) on."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def _clock(seconds: Optional[float]) -> str:
 
 
 class TrialBoard:
-    """The table of trials; live on a terminal, otherwise one line per finished trial."""
+    """The table of trials; live on a terminal, otherwise one line per evaluation and per finished trial."""
 
     def __init__(self, title: str, epochs: dict[str, int], metric: str, console: Optional[Console] = None):
         self.title, self.metric, self.epochs = title, metric, epochs
@@ -91,7 +92,13 @@ class TrialBoard:
         row.epoch = epoch
         if metric is not None:
             row.metric = float(metric)
+            if self._live is None:  # not a terminal: each evaluation is a line of the log
+                self._line(f"[epoch] {row.name}  epoch {epoch}/{row.epochs}  {self.metric}={row.metric:.4f}  "
+                           f"elapsed {_clock(time.monotonic() - row.started)}")
         self._refresh()
+
+    def _line(self, text: str) -> None:
+        self.console.print(escape(text), highlight=False, soft_wrap=True)
 
     def finish(self, trial_id: str, status: str, reason: str = "") -> None:
         row = self.rows[trial_id]
@@ -99,7 +106,7 @@ class TrialBoard:
         if self._live is None:
             shown = f"{row.metric:.4f}" if row.metric is not None else "-"
             line = f"[{status}] {row.name}  epoch {row.epoch}/{row.epochs}  {self.metric}={shown}"
-            self.console.print(escape(line + (f"  {reason}" if reason else "")), highlight=False, soft_wrap=True)
+            self._line(line + (f"  {reason}" if reason else ""))
         self._refresh()
 
     def warn(self, message: str) -> None:

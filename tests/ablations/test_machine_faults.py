@@ -63,7 +63,7 @@ def test_resume_reruns_what_the_machine_failed_past_a_truncated_checkpoint_after
 
     checkpoints = sorted((tmp_path / "ray").glob("tiny/*/arms/truncated-s0*/checkpoint_*/state.pt"))
     assert len(checkpoints) >= 2, checkpoints  # Ray Tune's latest and the one kept before it (num_to_keep: 2)
-    oldest_epoch = int(read_state(str(checkpoints[0].parent))["epoch"])
+    oldest_epoch = int(read_state(str(checkpoints[0].parent))["members"]["truncated-s0"]["epoch"])  # a unit of one
     for state in checkpoints[1:]:  # a crash mid-write; the oldest kept one stays whole
         state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
 

@@ -32,13 +32,13 @@ def test_report_over_the_rest_api_reads_and_writes_what_the_sqlite_fast_paths_do
     from mlflow import MlflowClient
 
     from ablations.report import build_report
-    from ablations.report.reader import load_study
+    from ablations.report.reader import read_study_record
 
     from .test_report import known_study
 
     parent = known_study(mlflow_server)
-    over_http = load_study(mlflow_server, run_id=parent)
-    direct = load_study(f"sqlite:///{tmp_path}/server.db", run_id=parent)
+    over_http = read_study_record(mlflow_server, run_id=parent)
+    direct = read_study_record(f"sqlite:///{tmp_path}/server.db", run_id=parent)
     assert [t.name for t in over_http.trials] == [t.name for t in direct.trials] and len(direct.trials) == 7
     for a, b in zip(over_http.trials, direct.trials):
         assert (a.run_id, a.arm, a.seed, a.grid, a.reference, a.status, a.epochs, a.metric_keys) == \

@@ -1,0 +1,23 @@
+"""The progress board when its output is not a terminal (a CI log, ``| tee``): a line per evaluation and per
+finished trial, none for an epoch without one."""
+
+import io
+
+from rich.console import Console
+
+from ablations.run.progress import TrialBoard
+
+
+def test_a_log_gets_one_line_per_evaluation_and_per_finished_trial():
+    out = io.StringIO()
+    board = TrialBoard("demo", {"simmim-s0": 3}, "eval/knn_top1", console=Console(file=out, force_terminal=False))
+    with board:
+        board.start("t1", "simmim-s0")
+        board.update("t1", 0, 0.25)  # epoch 0: the untrained model's evaluation
+        board.update("t1", 1, None)  # an epoch without an evaluation: no line
+        board.update("t1", 3, 0.5)
+        board.finish("t1", "done")
+    lines = out.getvalue().splitlines()
+    assert [l.split("  elapsed")[0] for l in lines[:2]] == ["[epoch] simmim-s0  epoch 0/3  eval/knn_top1=0.2500",
+                                                           "[epoch] simmim-s0  epoch 3/3  eval/knn_top1=0.5000"]
+    assert lines[2:] == ["[done] simmim-s0  epoch 3/3  eval/knn_top1=0.5000"]
