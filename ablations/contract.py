@@ -21,7 +21,7 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # relative to the working director
 def resolve_tracking_uri(uri: str) -> str:
     """Make a relative SQLite or file store absolute, so every process and ``mlflow ui`` agree."""
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+        return "sqlite:///" + str(Path(uri[len("sqlite:///") :]).resolve())
     if "://" not in uri:
         return str(Path(uri).resolve())
     return uri
@@ -64,8 +64,12 @@ EPOCH_METRIC = "trial/epoch"  # logged every epoch (0 included): where a resumed
 FINETUNE_EPOCH_METRIC = "trial/finetune_epoch"  # logged with each fine-tuning result, at the epoch fine-tuned from
 HETERO_PREFIX = "hetero/l"  # hetero/l00 .. hetero/lNN: heterogeneity per layer
 SUMMARY = {  # written by the report on every trial run (step 0)
-    "auc": "summary/auc", "rauc": "summary/rauc", "final": "summary/final", "best": "summary/best",
-    "epochs_to_target": "summary/epochs_to_target", "speedup": "summary/speedup",
+    "auc": "summary/auc",
+    "rauc": "summary/rauc",
+    "final": "summary/final",
+    "best": "summary/best",
+    "epochs_to_target": "summary/epochs_to_target",
+    "speedup": "summary/speedup",
 }
 
 # ---- artifacts --------------------------------------------------------------------------------
@@ -95,7 +99,7 @@ def validation_twin(metric: str) -> str | None:
     ``finetune/top1`` -> ``val/finetune_top1``), if any. Tables report the test split; selection reads this."""
     if metric == FINETUNE_TOP1:
         return VAL_FINETUNE_TOP1
-    return VAL_PREFIX + metric[len(TEST_PREFIX):] if metric.startswith(TEST_PREFIX) else None
+    return VAL_PREFIX + metric[len(TEST_PREFIX) :] if metric.startswith(TEST_PREFIX) else None
 
 
 def own_failure(reason: str) -> bool:
@@ -108,7 +112,10 @@ def is_logged_metric(key: str) -> bool:
     """Whether a reported key is a metric to log (``train/...``, ``eval/...``), not a control key."""
     return "/" in key and not key.startswith(("artifact/", "config/"))
 
+
 # ---- written by the report -----------------------------------------------------------------------
 REACHED = "summary/reached"  # on each trial run: 1 when it reached the target, 0 when censored (never reached)
 CENSORED = "ablation.censored"  # on each trial run: "true" when it never reached the target, else "false"
-ARM_METRIC_PREFIX = "arm/"  # on the parent run: arm/<arm>[/<axis>_<value>...]/{rauc,final,auc,epochs_to_target,reached,speedup}
+ARM_METRIC_PREFIX = (
+    "arm/"  # on the parent run: arm/<arm>[/<axis>_<value>...]/{rauc,final,auc,epochs_to_target,reached,speedup}
+)

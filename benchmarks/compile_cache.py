@@ -41,15 +41,24 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=2)
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as cache:
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "TORCHINDUCTOR_CACHE_DIR": cache,
-               "TORCHINDUCTOR_FX_GRAPH_CACHE": "1", "TORCHINDUCTOR_AUTOGRAD_CACHE": "1"}
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "TORCHINDUCTOR_CACHE_DIR": cache,
+            "TORCHINDUCTOR_FX_GRAPH_CACHE": "1",
+            "TORCHINDUCTOR_AUTOGRAD_CACHE": "1",
+        }
         epochs = {}
         for run in ("cold", "warm"):
-            out = subprocess.run([sys.executable, "-c", CHILD, str(args.epochs)], env=env, capture_output=True,
-                                 text=True, check=True)
+            out = subprocess.run(
+                [sys.executable, "-c", CHILD, str(args.epochs)], env=env, capture_output=True, text=True, check=True
+            )
             epochs[run] = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"{run}: first epoch {epochs[run][0]:.1f} s, later epochs "
-                  + ", ".join(f"{s:.1f}" for s in epochs[run][1:]) + " s")
+            print(
+                f"{run}: first epoch {epochs[run][0]:.1f} s, later epochs "
+                + ", ".join(f"{s:.1f}" for s in epochs[run][1:])
+                + " s"
+            )
     print(f"RESULT compile_cache_speedup {epochs['cold'][0] / epochs['warm'][0]:.2f}")
 
 

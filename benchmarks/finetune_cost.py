@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.harness import describe, device, interleaved, sized_config  # noqa: E402
 from mto.config import EvalConfig, MTOConfig  # noqa: E402
-from mto.training.finetune import finetune  # noqa: E402
 from mto.config.finetune import FinetuneConfig  # noqa: E402
+from mto.training.finetune import finetune  # noqa: E402
 from mto.training.unit import Unit  # noqa: E402
 
 
@@ -48,8 +48,10 @@ def main() -> None:
     times = interleaved({"pretrain": pretrain, "finetune": tune}, rounds=args.rounds, dev=dev)
     images = trainer.steps_per_epoch * cfg.train.batch_size
     print(f"{describe(dev)}; {images} images per epoch, batch {cfg.train.batch_size}, {args.epochs} epochs per call")
-    print(f"pre-training: {times['pretrain'] / args.epochs:.2f} s per epoch; "
-          f"fine-tuning: {times['finetune'] / args.epochs:.2f} s per epoch")
+    print(
+        f"pre-training: {times['pretrain'] / args.epochs:.2f} s per epoch; "
+        f"fine-tuning: {times['finetune'] / args.epochs:.2f} s per epoch"
+    )
     print(f"RESULT finetune_epoch_per_pretrain_epoch {times['finetune'] / times['pretrain']:.2f}")
 
 

@@ -21,8 +21,8 @@ import dataclasses  # noqa: E402
 from benchmarks.harness import arguments, describe, device, interleaved, sized_config  # noqa: E402
 from mto.config import MTOConfig  # noqa: E402
 from mto.data.datasets import load_data  # noqa: E402
-from mto.training.unit import Unit  # noqa: E402
 from mto.training.trainer import Trainer  # noqa: E402
+from mto.training.unit import Unit  # noqa: E402
 
 
 def main() -> None:

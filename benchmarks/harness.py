@@ -10,12 +10,12 @@ import argparse
 import random
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
-from mto.methods import registry
 from mto.config import DataConfig, MIMConfig, ModelConfig, MTOConfig, TrainConfig, TrialConfig
+from mto.methods import registry
 
 
 def device() -> torch.device:
@@ -33,14 +33,20 @@ def describe(dev: torch.device) -> str:
     return f"cpu: {torch.get_num_threads()} threads"
 
 
-def sized_config(method: str = registry.DEFAULT, mto: MTOConfig | None = None, dev: torch.device | None = None,
-                 **mim) -> TrialConfig:
+def sized_config(
+    method: str = registry.DEFAULT, mto: MTOConfig | None = None, dev: torch.device | None = None, **mim
+) -> TrialConfig:
     """The quickstart size on a CPU (tiny ViT, 16x16 digits, patch 2); ViT-Tiny/4 on 32x32 on a GPU."""
     dev = dev or device()
     mim_cfg = MIMConfig(method=method, **mim)
     if dev.type == "cuda":
-        return TrialConfig(data=DataConfig(image_size=32), model=ModelConfig(preset="vit_tiny", patch_size=4),
-                           mim=mim_cfg, mto=mto or MTOConfig(), train=TrainConfig(batch_size=256))
+        return TrialConfig(
+            data=DataConfig(image_size=32),
+            model=ModelConfig(preset="vit_tiny", patch_size=4),
+            mim=mim_cfg,
+            mto=mto or MTOConfig(),
+            train=TrainConfig(batch_size=256),
+        )
     return TrialConfig(mim=mim_cfg, mto=mto or MTOConfig(), train=TrainConfig(batch_size=128))
 
 

@@ -28,9 +28,13 @@ MTO = MTOConfig(lambda_e=0.1, lambda_r=0.1)
 
 
 def cifar_sized(mto: MTOConfig, epochs: int) -> TrialConfig:
-    return TrialConfig(data=DataConfig(image_size=32), model=ModelConfig(preset="vit_tiny", patch_size=4),
-                       mto=mto, train=TrainConfig(epochs=epochs, batch_size=256),
-                       eval=EvalConfig(every=epochs, linear=False, knn=False))
+    return TrialConfig(
+        data=DataConfig(image_size=32),
+        model=ModelConfig(preset="vit_tiny", patch_size=4),
+        mto=mto,
+        train=TrainConfig(epochs=epochs, batch_size=256),
+        eval=EvalConfig(every=epochs, linear=False, knn=False),
+    )
 
 
 def main() -> None:
@@ -39,8 +43,10 @@ def main() -> None:
     print(f"device {describe(dev)}")
     epochs = 2
     history = run_trial(cifar_sized(MTO, epochs)).history
-    print(f"SimMIM + MTO, ViT-Tiny/4 at 32x32, batch 256: {history[-1]['perf/img_per_s']:.0f} img/s "
-          f"(epoch {epochs}, {history[-1]['perf/epoch_s']:.1f} s)")
+    print(
+        f"SimMIM + MTO, ViT-Tiny/4 at 32x32, batch 256: {history[-1]['perf/img_per_s']:.0f} img/s "
+        f"(epoch {epochs}, {history[-1]['perf/epoch_s']:.1f} s)"
+    )
     plain, mto = Trainer(cifar_sized(MTOConfig(), 1)), Trainer(cifar_sized(MTO, 1))
     steps = {"plain": training_steps(plain, args.steps), "mto": training_steps(mto, args.steps)}
     med = interleaved(steps, rounds=args.rounds, dev=dev)

@@ -22,11 +22,11 @@ import torch.nn.functional as F  # noqa: E402
 
 from benchmarks.harness import arguments, describe, device, interleaved, sized_config, training_steps  # noqa: E402
 from mto.methods import registry  # noqa: E402
+from mto.methods.base import patchify  # noqa: E402
 from mto.methods.bootmae.model import BootMAE  # noqa: E402
 from mto.methods.conmim.model import ConMIM  # noqa: E402
 from mto.methods.dtm.model import DTM, draw_morphing, morph_groups  # noqa: E402
 from mto.methods.mae.model import MAE  # noqa: E402
-from mto.methods.base import patchify  # noqa: E402
 from mto.methods.simmim.model import SimMIM  # noqa: E402
 from mto.training.trainer import Trainer  # noqa: E402
 
@@ -38,7 +38,7 @@ def simmim_loss(m: SimMIM, images: torch.Tensor, mask: torch.Tensor) -> torch.Te
     x = vit._pos_embed(x * (1 - w) + m.mask_token.to(x.dtype) * w)
     for blk in vit.blocks:
         x = blk(x)
-    z = vit.norm(x)[:, vit.num_prefix_tokens:]
+    z = vit.norm(x)[:, vit.num_prefix_tokens :]
     b, n, d = z.shape
     pred = m.decoder(z.transpose(1, 2).reshape(b, d, m.grid, m.grid))
     pix = mask.view(b, 1, m.grid, m.grid).float()
@@ -109,7 +109,7 @@ def masked_encoder(m, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     x = vit.patch_embed(images)
     w = mask.unsqueeze(-1).to(x.dtype)
     x = vit._pos_embed(x * (1 - w) + m.mask_token.to(x.dtype) * w)
-    return vit.norm(vit.blocks(x))[:, vit.num_prefix_tokens:]
+    return vit.norm(vit.blocks(x))[:, vit.num_prefix_tokens :]
 
 
 def conmim_loss(m: ConMIM, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -150,13 +150,17 @@ def main() -> None:
             images, mask = ours.fixed_batch(8)
             a, b = ours.model(images, mask)["loss"], REFERENCE[method](ours.model, images, mask)
             assert torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-5), (method, a, b)
-        med = interleaved({"ours": training_steps(ours, args.steps),
-                           "reference": training_steps(ref, args.steps, REFERENCE[method])},
-                          rounds=args.rounds, dev=dev)
+        med = interleaved(
+            {"ours": training_steps(ours, args.steps), "reference": training_steps(ref, args.steps, REFERENCE[method])},
+            rounds=args.rounds,
+            dev=dev,
+        )
         ratio = med["ours"] / med["reference"]
         worst = max(worst, ratio)
-        print(f"{method:8s} ours {med['ours'] / args.steps * 1e3:8.2f} ms  reference "
-              f"{med['reference'] / args.steps * 1e3:8.2f} ms  ratio {ratio:.3f}")
+        print(
+            f"{method:8s} ours {med['ours'] / args.steps * 1e3:8.2f} ms  reference "
+            f"{med['reference'] / args.steps * 1e3:8.2f} ms  ratio {ratio:.3f}"
+        )
     print(f"RESULT reference_loop_max {worst:.3f}")
 
 

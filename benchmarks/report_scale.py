@@ -21,18 +21,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 from mlflow.entities import Metric  # noqa: E402
 
-from ablations.report import build_report  # noqa: E402
-from ablations.study import TrialSpec  # noqa: E402
 from ablations.contract import REFERENCE_ARM, TARGET_FRACTION, TARGET_METRIC  # noqa: E402
+from ablations.report import build_report  # noqa: E402
 from ablations.run.tracking import StudyTracker  # noqa: E402
+from ablations.study import TrialSpec  # noqa: E402
 from mto.config import TrainConfig, TrialConfig  # noqa: E402
 
 
 def build_store(uri: str, trials: int, epochs: int) -> str:
     """A study with ``trials`` finished runs; returns the parent run id."""
     tracker = StudyTracker(uri, "scale")
-    parent = tracker.start_study("scale", "report_scale benchmark", {}, {
-        TARGET_METRIC: "eval/linear_top1", TARGET_FRACTION: "1.0", REFERENCE_ARM: "arm00"})
+    parent = tracker.start_study(
+        "scale",
+        "report_scale benchmark",
+        {},
+        {TARGET_METRIC: "eval/linear_top1", TARGET_FRACTION: "1.0", REFERENCE_ARM: "arm00"},
+    )
     cfg = TrialConfig(train=TrainConfig(epochs=epochs))
     seeds, points = 5, 10
     rng = np.random.default_rng(0)
@@ -84,8 +88,10 @@ def main() -> None:
         else:
             report = build_report(uri, parent_run_id=parent, out=Path(tmp) / "report")
         seconds = time.perf_counter() - start
-        print(f"report over {len(report.summaries)} trial runs x {args.epochs} epochs: {seconds:.2f} s "
-              f"({len(report.rows)} table rows, {len(report.files)} files); goal <= 10 s")
+        print(
+            f"report over {len(report.summaries)} trial runs x {args.epochs} epochs: {seconds:.2f} s "
+            f"({len(report.rows)} table rows, {len(report.files)} files); goal <= 10 s"
+        )
     print(f"RESULT report_seconds {seconds:.2f}")
 
 

@@ -37,8 +37,10 @@ def main() -> None:
         for v in ("soft", "hard"):
             ratio = med[v] / med["plain"]
             worst = max(worst, ratio)
-            print(f"{method:8s} {v:5s} step {med[v] / args.steps * 1e3:8.2f} ms  plain "
-                  f"{med['plain'] / args.steps * 1e3:8.2f} ms  ratio {ratio:.3f}")
+            print(
+                f"{method:8s} {v:5s} step {med[v] / args.steps * 1e3:8.2f} ms  plain "
+                f"{med['plain'] / args.steps * 1e3:8.2f} ms  ratio {ratio:.3f}"
+            )
     print(f"RESULT step_overhead_max {worst:.3f}")
 
 

@@ -41,16 +41,20 @@ def study(folder: Path, name: str, args: argparse.Namespace, gpu: bool, *, compi
     concurrent = max(1, args.concurrent // fuse) if fuse > 1 else args.concurrent
     spec = {
         "name": name,
-        "base": {"data": {"name": "synthetic", "image_size": size, "synthetic_size": [args.images, 256],
-                          "val_fraction": 0},
-                 "model": model, "train": {"epochs": args.epochs, "batch_size": batch, "warmup_epochs": 0,
-                                           "compile": compile_},
-                 "mto": {"lambda_e": 0.1, "lambda_r": 0.1},
-                 "eval": {"every": args.epochs, "linear": False, "knn": False, "hetero_batch": 16}},
-        "variants": {"mto": {}}, "seeds": list(range(args.trials)),
+        "base": {
+            "data": {"name": "synthetic", "image_size": size, "synthetic_size": [args.images, 256], "val_fraction": 0},
+            "model": model,
+            "train": {"epochs": args.epochs, "batch_size": batch, "warmup_epochs": 0, "compile": compile_},
+            "mto": {"lambda_e": 0.1, "lambda_r": 0.1},
+            "eval": {"every": args.epochs, "linear": False, "knn": False, "hetero_batch": 16},
+        },
+        "variants": {"mto": {}},
+        "seeds": list(range(args.trials)),
         "resources": {"cpu": 1, "gpu": round(1 / concurrent, 4) if gpu else 0, "fuse": fuse},
-        "max_concurrent": concurrent, "target": {"metric": "train/loss"},
-        "storage": str(folder / "ray"), "tracking": {"uri": f"sqlite:///{folder}/mlflow.db"},
+        "max_concurrent": concurrent,
+        "target": {"metric": "train/loss"},
+        "storage": str(folder / "ray"),
+        "tracking": {"uri": f"sqlite:///{folder}/mlflow.db"},
     }
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
@@ -93,10 +97,15 @@ def main() -> None:
     args = p.parse_args()
     gpu = torch.cuda.is_available()
     args.concurrent = args.concurrent or (4 if gpu else 2)
-    print(f"device {torch.cuda.get_device_name() if gpu else f'cpu ({os.cpu_count()} cores)'}; "
-          f"{args.trials} trials x {args.epochs} epochs x {args.images} synthetic images")
-    settings = {"packed": dict(compile_=False, fuse=1), "compiled": dict(compile_=True, fuse=1),
-                "fused": dict(compile_=gpu, fuse=args.fuse)}
+    print(
+        f"device {torch.cuda.get_device_name() if gpu else f'cpu ({os.cpu_count()} cores)'}; "
+        f"{args.trials} trials x {args.epochs} epochs x {args.images} synthetic images"
+    )
+    settings = {
+        "packed": dict(compile_=False, fuse=1),
+        "compiled": dict(compile_=True, fuse=1),
+        "fused": dict(compile_=gpu, fuse=args.fuse),
+    }
     best = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -104,8 +113,13 @@ def main() -> None:
         for name in args.settings.split(","):
             path = study(folder, f"throughput-{name}", args, gpu, **settings[name])
             start = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-m", "ablations.run", str(path), "--no-report"], cwd=folder, env=env,
-                                  capture_output=True, text=True)
+            proc = subprocess.run(
+                [sys.executable, "-m", "ablations.run", str(path), "--no-report"],
+                cwd=folder,
+                env=env,
+                capture_output=True,
+                text=True,
+            )
             wall = time.perf_counter() - start
             if proc.returncode != 0:
                 print(proc.stderr[-3000:])
@@ -114,8 +128,10 @@ def main() -> None:
             images = args.trials * args.epochs * (args.images // batch) * batch
             rates = trial_rates(f"sqlite:///{folder}/mlflow.db", f"throughput-{name}")
             best = max(best, images / wall)
-            print(f"{name:9s} wall {wall:7.1f} s  study {images / wall:9.0f} img/s  per trial (training) "
-                  f"median {statistics.median(rates):8.0f} img/s over {len(rates)} trials")
+            print(
+                f"{name:9s} wall {wall:7.1f} s  study {images / wall:9.0f} img/s  per trial (training) "
+                f"median {statistics.median(rates):8.0f} img/s over {len(rates)} trials"
+            )
         print(f"one trial alone, in-process: {alone(path):.0f} img/s (training)")
     print(f"RESULT study_img_per_s {best:.0f}")
 

@@ -46,14 +46,26 @@ def main() -> None:
     print(f"serial: {len(study.trials)} trials in one process, {threads} thread(s) each: {serial:.1f} s")
 
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "ablations.run", args.study, "--no-report", *[a for s in sets for a in ("--set", s)],
-               "--set", f"storage={tmp}/ray", "--set", f"tracking.uri=sqlite:///{tmp}/mlflow.db"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "ablations.run",
+            args.study,
+            "--no-report",
+            *[a for s in sets for a in ("--set", s)],
+            "--set",
+            f"storage={tmp}/ray",
+            "--set",
+            f"tracking.uri=sqlite:///{tmp}/mlflow.db",
+        ]
         start = time.perf_counter()
         proc = subprocess.run(cmd, cwd=tmp, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
         suite = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit(f"the study failed:\n{proc.stderr}")
-    print(f"suite: python -m ablations.run (Ray Tune, MLflow, max_concurrent={study.spec.max_concurrent}): {suite:.1f} s")
+    print(
+        f"suite: python -m ablations.run (Ray Tune, MLflow, max_concurrent={study.spec.max_concurrent}): {suite:.1f} s"
+    )
     print(f"RESULT suite_overhead {suite / serial:.3f}")
 
 

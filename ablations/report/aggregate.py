@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
 
-
-from ablations.report.metrics import (Curve, Interval, auc, epoch_reduction, epochs_to_target, mean_ci, mean_curve,
-                                      rauc, speedup)
+from ablations.report.metrics import (
+    Curve,
+    Interval,
+    auc,
+    epoch_reduction,
+    epochs_to_target,
+    mean_ci,
+    mean_curve,
+    rauc,
+    speedup,
+)
 from ablations.report.reader import StudyRecord, TrialRecord
 
 
@@ -27,15 +34,15 @@ class TrialSummary:
     best: float
     auc: float
     rauc: float
-    epochs_to_target: Optional[float]  # None = censored (never reached)
-    reference_epochs: Optional[float]  # the reference's own epochs-to-target
-    speedup: Optional[float]
-    reduction: Optional[float]
+    epochs_to_target: float | None  # None = censored (never reached)
+    reference_epochs: float | None  # the reference's own epochs-to-target
+    speedup: float | None
+    reduction: float | None
     delta_final: float  # final - reference final
     selection: float  # the validation counterpart's final value (NaN without a validation split)
 
 
-def reference_curve(trial: TrialRecord, trials: dict[str, TrialRecord]) -> tuple[Optional[Curve], bool]:
+def reference_curve(trial: TrialRecord, trials: dict[str, TrialRecord]) -> tuple[Curve | None, bool]:
     """The curve ``trial`` is compared with, and whether it is the same seed's (paired)."""
     ref = trials.get(trial.reference)
     if ref is not None and ref.complete:
@@ -43,12 +50,13 @@ def reference_curve(trial: TrialRecord, trials: dict[str, TrialRecord]) -> tuple
     # The reference's other seeds at the same study-grid point, found by tags: the reference arm,
     # whose grid point is part of this trial's (a reference arm has no grid of its own).
     point = set(trial.grid.items())
-    others = [t.curve for t in trials.values()
-              if t.arm == trial.reference_arm and t.complete and set(t.grid.items()) <= point]
+    others = [
+        t.curve for t in trials.values() if t.arm == trial.reference_arm and t.complete and set(t.grid.items()) <= point
+    ]
     return (mean_curve(others), False) if others else (None, False)
 
 
-def summarize_trial(trial: TrialRecord, reference: Optional[Curve], paired: bool, fraction: float) -> TrialSummary:
+def summarize_trial(trial: TrialRecord, reference: Curve | None, paired: bool, fraction: float) -> TrialSummary:
     curve = trial.curve
     final, best = float(curve[1][-1]), float(curve[1].max())
     selection = float(trial.val_curve[1][-1]) if trial.val_curve is not None else math.nan
@@ -58,8 +66,21 @@ def summarize_trial(trial: TrialRecord, reference: Optional[Curve], paired: bool
     ref_final = float(reference[1][-1])
     target = fraction * ref_final
     ett, ref_ett = epochs_to_target(curve, target), epochs_to_target(reference, target)
-    return TrialSummary(trial, paired, target, final, best, auc(curve), rauc(curve, reference), ett, ref_ett,
-                        speedup(ref_ett, ett), epoch_reduction(ref_ett, ett), final - ref_final, selection)
+    return TrialSummary(
+        trial,
+        paired,
+        target,
+        final,
+        best,
+        auc(curve),
+        rauc(curve, reference),
+        ett,
+        ref_ett,
+        speedup(ref_ett, ett),
+        epoch_reduction(ref_ett, ett),
+        final - ref_final,
+        selection,
+    )
 
 
 def summarize(record: StudyRecord) -> list[TrialSummary]:
@@ -85,7 +106,7 @@ class GroupRow:
     best: Interval
     auc: Interval
     rauc: Interval
-    epochs_to_target: Optional[Interval]  # None when some seed never reached the target
+    epochs_to_target: Interval | None  # None when some seed never reached the target
     reached: int  # seeds that reached the target
     speedup: Interval  # over seeds where both reached
     reduction: Interval
@@ -110,15 +131,26 @@ def aggregate(summaries: list[TrialSummary]) -> list[GroupRow]:
     rows = []
     for (arm, grid), items in groups.items():
         etts = [s.epochs_to_target for s in items]
-        rows.append(GroupRow(
-            arm, dict(grid), all(s.trial.name == s.trial.reference for s in items), items[0].trial.reference_arm,
-            max(s.trial.epochs for s in items),
-            mean_ci([s.final for s in items]), mean_ci([s.best for s in items]), mean_ci([s.auc for s in items]),
-            mean_ci([s.rauc for s in items]),
-            mean_ci(etts) if all(e is not None for e in etts) else None, sum(e is not None for e in etts),
-            mean_ci([s.speedup for s in items if s.speedup is not None]),
-            mean_ci([s.reduction for s in items if s.reduction is not None]),
-            mean_ci([s.delta_final for s in items]), mean_ci([s.selection for s in items]), items))
+        rows.append(
+            GroupRow(
+                arm,
+                dict(grid),
+                all(s.trial.name == s.trial.reference for s in items),
+                items[0].trial.reference_arm,
+                max(s.trial.epochs for s in items),
+                mean_ci([s.final for s in items]),
+                mean_ci([s.best for s in items]),
+                mean_ci([s.auc for s in items]),
+                mean_ci([s.rauc for s in items]),
+                mean_ci(etts) if all(e is not None for e in etts) else None,
+                sum(e is not None for e in etts),
+                mean_ci([s.speedup for s in items if s.speedup is not None]),
+                mean_ci([s.reduction for s in items if s.reduction is not None]),
+                mean_ci([s.delta_final for s in items]),
+                mean_ci([s.selection for s in items]),
+                items,
+            )
+        )
     return rows
 
 
@@ -135,7 +167,7 @@ def shown_rows(rows: list[GroupRow], limit: int = 6) -> list[GroupRow]:
     return refs + sorted(best.values(), key=_key, reverse=True)[:limit]
 
 
-def winner(rows: list[GroupRow]) -> Optional[GroupRow]:
+def winner(rows: list[GroupRow]) -> GroupRow | None:
     """The row with the highest mean validation final, or None without a validation split."""
     scored = [r for r in rows if not math.isnan(r.selection.mean)]
     return max(scored, key=_key) if scored else None

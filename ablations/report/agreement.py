@@ -53,8 +53,9 @@ def _tau(x: np.ndarray, y: np.ndarray) -> float:
     return float(kendalltau(x, y).statistic)
 
 
-def rank_agreement(name: str, probe: dict[str, Curve], finetuned: dict[str, Curve], confidence: float = 0.95,
-                   seed: int = 0) -> Agreement:
+def rank_agreement(
+    name: str, probe: dict[str, Curve], finetuned: dict[str, Curve], confidence: float = 0.95, seed: int = 0
+) -> Agreement:
     """Kendall's tau-b between ``probe`` and ``finetuned`` curves (run id -> curve) over their shared points."""
     pairs = list(paired_points(probe, finetuned).values())
     x = np.concatenate([p[0] for p in pairs]) if pairs else np.array([])
@@ -75,13 +76,20 @@ def rank_agreement(name: str, probe: dict[str, Curve], finetuned: dict[str, Curv
 
 def agreement_markdown(rows: list[Agreement], metric: str) -> str:
     """The report's section: one row per probe."""
-    lines = [f"Kendall's tau-b between each probe and `{metric}` over the (trial, epoch) points where both were "
-             "measured; 95% percentile-bootstrap interval over trials (shown from 3 trials on). 1 = the probe ranks "
-             "every pair of points as fine-tuning does; a probe-based table can be trusted only as far as this.", "",
-             "| Probe | Kendall's tau-b [95% CI] | Points | Trials |", "|---|---|---|---|"]
+    lines = [
+        f"Kendall's tau-b between each probe and `{metric}` over the (trial, epoch) points where both were "
+        "measured; 95% percentile-bootstrap interval over trials (shown from 3 trials on). 1 = the probe ranks "
+        "every pair of points as fine-tuning does; a probe-based table can be trusted only as far as this.",
+        "",
+        "| Probe | Kendall's tau-b [95% CI] | Points | Trials |",
+        "|---|---|---|---|",
+    ]
     for a in rows:
-        cell = "–" if math.isnan(a.tau) else f"{a.tau:.2f}" + (f" [{a.low:.2f}, {a.high:.2f}]"
-                                                               if not math.isnan(a.low) else "")
+        cell = (
+            "–"
+            if math.isnan(a.tau)
+            else f"{a.tau:.2f}" + (f" [{a.low:.2f}, {a.high:.2f}]" if not math.isnan(a.low) else "")
+        )
         lines.append(f"| `{a.probe}` | {cell} | {a.points} | {a.trials} |")
     return "\n".join(lines) + "\n"
 

@@ -12,7 +12,6 @@ pre-training epochs" (MTO at 400 against the baseline at 800).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 from ablations.contract import BUDGET_AXIS
 from ablations.report.aggregate import TrialSummary
@@ -33,7 +32,7 @@ class BudgetRow:
     reached: int
     seeds: int
     reduction: Interval  # 1 - budget to target / the reference's full budget, over the seeds that reached it
-    per_seed: dict[int, Optional[float]] = field(default_factory=dict)  # seed -> budget to target (None: censored)
+    per_seed: dict[int, float | None] = field(default_factory=dict)  # seed -> budget to target (None: censored)
     runs: dict[int, list[TrialSummary]] = field(default_factory=dict)  # budget -> its trials (one per seed)
 
     @property
@@ -46,7 +45,7 @@ def is_budget_study(summaries: list[TrialSummary]) -> bool:
     return len({s.trial.grid.get(BUDGET_AXIS) for s in summaries} - {None}) > 1
 
 
-def _start(summary: TrialSummary) -> Optional[float]:
+def _start(summary: TrialSummary) -> float | None:
     """The epoch-0 value (the untrained model), when the curve has one."""
     epochs, values = summary.trial.curve
     return float(values[0]) if epochs[0] == 0 else None
@@ -67,7 +66,7 @@ def budget_rows(summaries: list[TrialSummary], fraction: float) -> list[BudgetRo
         ref_arm = any_summary.trial.reference_arm or arm
         ref = _reference_group(groups, ref_arm, dict(other))
         budgets = sorted({b for runs in by_seed.values() for b in runs})
-        per_seed: dict[int, Optional[float]] = {}
+        per_seed: dict[int, float | None] = {}
         reductions = []
         full = max((b for runs in (ref or {}).values() for b in runs), default=None)
         for seed, runs in by_seed.items():
@@ -81,14 +80,26 @@ def budget_rows(summaries: list[TrialSummary], fraction: float) -> list[BudgetRo
                 reductions.append(1.0 - per_seed[seed] / full)
         reached = [v for v in per_seed.values() if v is not None]
         at_budget = {b: [runs[b] for runs in by_seed.values() if b in runs] for b in budgets}
-        rows.append(BudgetRow(
-            arm, dict(other), arm == ref_arm, ref_arm, budgets,
-            {b: mean_ci([s.final for s in trials]) for b, trials in at_budget.items()},
-            mean_ci(reached), len(reached), len(per_seed), mean_ci(reductions), per_seed, at_budget))
+        rows.append(
+            BudgetRow(
+                arm,
+                dict(other),
+                arm == ref_arm,
+                ref_arm,
+                budgets,
+                {b: mean_ci([s.final for s in trials]) for b, trials in at_budget.items()},
+                mean_ci(reached),
+                len(reached),
+                len(per_seed),
+                mean_ci(reductions),
+                per_seed,
+                at_budget,
+            )
+        )
     return rows
 
 
-def _reference_group(groups: dict, ref_arm: str, point: dict[str, str]) -> Optional[dict]:
+def _reference_group(groups: dict, ref_arm: str, point: dict[str, str]) -> dict | None:
     """The reference arm's runs at the same point of the other grid axes (the reference has no grid of its own)."""
     for (arm, other), by_seed in groups.items():
         if arm == ref_arm and set(other) <= set(point.items()):

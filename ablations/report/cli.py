@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Optional
 
 from rich.console import Console
 from rich.markup import escape
@@ -21,7 +20,7 @@ from ablations.report.reader import ReportError
 from ablations.study import StudyError, load_study
 
 
-def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m ablations.report", description=__doc__.splitlines()[0])
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("study", nargs="?", help="the study file (its name is the MLflow experiment)")
@@ -37,7 +36,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     err = Console(stderr=True)
     uri, experiment = args.tracking_uri, args.experiment
@@ -54,10 +53,17 @@ def main(argv: Optional[list[str]] = None) -> int:
         err.print(f"[red]error[/] --format {args.format!r}: choose from {', '.join(FORMATS)}")
         return 2
     try:
-        report = build_report(uri or DEFAULT_TRACKING_URI, parent_run_id=args.run, experiment=experiment,
-                              out=args.out, formats=formats, metric=args.metric, fraction=args.fraction,
-                              epochs=[int(e) for e in args.epochs.split(",")] if args.epochs else None,
-                              log=not args.no_log)
+        report = build_report(
+            uri or DEFAULT_TRACKING_URI,
+            parent_run_id=args.run,
+            experiment=experiment,
+            out=args.out,
+            formats=formats,
+            metric=args.metric,
+            fraction=args.fraction,
+            epochs=[int(e) for e in args.epochs.split(",")] if args.epochs else None,
+            log=not args.no_log,
+        )
     except ReportError as e:
         err.print(f"[red]error[/] {escape(str(e))}", soft_wrap=True)
         return 2
@@ -66,4 +72,3 @@ def main(argv: Optional[list[str]] = None) -> int:
         err.print(escape(line), soft_wrap=True, highlight=False)
     err.print(f"wrote {report.folder}/ ({', '.join(p.name for p in report.files)})", soft_wrap=True, highlight=False)
     return 0
-

@@ -34,15 +34,15 @@ DEFINITIONS = """\
 
 CAPTIONS = {  # what to look at in each figure
     "learning_curves": "Learning curves: the higher and the earlier an arm's curve rises, the faster it learns; "
-                       "dashed lines are the targets its epochs-to-target is measured against.",
+    "dashed lines are the targets its epochs-to-target is measured against.",
     "epochs_to_target": "Epochs to reach the target: further left is faster; an arrow `> E` marks an arm where some "
-                        "seed never reached it within its E epochs (censored).",
+    "seed never reached it within its E epochs (censored).",
     "heterogeneity_depth": "Heterogeneity of masked vs visible tokens per layer: MTO should keep it high in the "
-                           "early layers, where the mask tokens would otherwise blur into the visible ones.",
+    "early layers, where the mask tokens would otherwise blur into the visible ones.",
     "budgets": "Final accuracy per budget, each budget its own schedule: where an arm's line crosses the dashed "
-               "target (the reference's full-budget final), it has caught up; further left = fewer epochs.",
+    "target (the reference's full-budget final), it has caught up; further left = fewer epochs.",
     "affinity_maps": "Affinity maps, masked tokens first: compare the off-diagonal masked-to-visible blocks between "
-                     "arms (each block normalised on its own, so its pattern is visible).",
+    "arms (each block normalised on its own, so its pattern is visible).",
 }
 
 

@@ -7,8 +7,8 @@ target metric: values at the evaluated epochs only, in epoch order.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 import numpy as np
 
@@ -26,7 +26,7 @@ def as_curve(epochs: Sequence[float], values: Sequence[float]) -> Curve:
     return e[order], v[order]
 
 
-def auc(curve: Curve, start: Optional[float] = None, end: Optional[float] = None) -> float:
+def auc(curve: Curve, start: float | None = None, end: float | None = None) -> float:
     """Trapezoidal area of ``m`` over ``[start, end]`` divided by the span: a mean accuracy.
 
     Defaults to the curve's own first and last evaluated epochs; a single point gives its value.
@@ -49,7 +49,7 @@ def rauc(curve: Curve, reference: Curve) -> float:
     return auc(curve, lo, hi) / auc(reference, lo, hi)
 
 
-def epochs_to_target(curve: Curve, target: float) -> Optional[float]:
+def epochs_to_target(curve: Curve, target: float) -> float | None:
     """The first epoch at which ``m`` reaches ``target``, linearly interpolated between evaluations.
 
     Returns None when the curve never reaches it (censored: report ``> E``, never a number).
@@ -66,22 +66,23 @@ def epochs_to_target(curve: Curve, target: float) -> Optional[float]:
     return float(e0 + (target - v0) / (v1 - v0) * (e1 - e0))
 
 
-def speedup(reference_epochs: Optional[float], method_epochs: Optional[float]) -> Optional[float]:
+def speedup(reference_epochs: float | None, method_epochs: float | None) -> float | None:
     """Reference epochs-to-target / method epochs-to-target (None when either is censored)."""
     if reference_epochs is None or method_epochs is None or method_epochs <= 0:
         return None
     return reference_epochs / method_epochs
 
 
-def epoch_reduction(reference_epochs: Optional[float], method_epochs: Optional[float]) -> Optional[float]:
+def epoch_reduction(reference_epochs: float | None, method_epochs: float | None) -> float | None:
     """``1 - method / reference``: the paper's "about 50% fewer epochs" (None when either is censored)."""
     if reference_epochs is None or method_epochs is None or reference_epochs <= 0:
         return None
     return 1.0 - method_epochs / reference_epochs
 
 
-def budget_to_target(budgets: Sequence[float], finals: Sequence[float], target: float,
-                     start: Optional[float] = None) -> Optional[float]:
+def budget_to_target(
+    budgets: Sequence[float], finals: Sequence[float], target: float, start: float | None = None
+) -> float | None:
     """The pre-training budget at which separately scheduled runs reach ``target`` (the paper's sense).
 
     Each budget is its own run, warmed up and annealed to its own end; ``finals[i]`` is the final
@@ -114,8 +115,9 @@ class Interval:
         return not (math.isnan(self.low) or math.isnan(self.high))
 
 
-def bootstrap_band(values: np.ndarray, confidence: float = 0.95, seed: int = 0
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def bootstrap_band(
+    values: np.ndarray, confidence: float = 0.95, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean and percentile-bootstrap interval over seeds of ``values`` ``[seeds, points]``, per point.
 
     The one interval method of every table and figure: seeds are resampled with replacement
@@ -135,7 +137,7 @@ def bootstrap_band(values: np.ndarray, confidence: float = 0.95, seed: int = 0
     return mean, low, high
 
 
-def mean_ci(values: Sequence[Optional[float]], confidence: float = 0.95, seed: int = 0) -> Interval:
+def mean_ci(values: Sequence[float | None], confidence: float = 0.95, seed: int = 0) -> Interval:
     """Mean and ``bootstrap_band`` interval of one number per seed (None and NaN values are left out)."""
     x = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
     if x.size == 0:

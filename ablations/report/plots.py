@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Optional
 
 import matplotlib
 import matplotlib.ticker
@@ -93,8 +92,11 @@ def affinity_maps(maps: dict[str, tuple[np.ndarray, int, int]], path: Path) -> P
                 ax.set_title(f"layer {l}", fontsize=9)
             if l == 0:
                 ax.set_ylabel(f"{label}\n(epoch {epoch})", fontsize=8)
-    fig.suptitle("Affinity maps: masked tokens first (top-left block), diagonal hidden;\n"
-                 "each block (masked-masked, masked-visible, ...) min-max normalised on its own", fontsize=9)
+    fig.suptitle(
+        "Affinity maps: masked tokens first (top-left block), diagonal hidden;\n"
+        "each block (masked-masked, masked-visible, ...) min-max normalised on its own",
+        fontsize=9,
+    )
     return _save(fig, path)
 
 
@@ -123,10 +125,17 @@ def epochs_to_target(rows: list[GroupRow], path: Path, limit: int = 40) -> Path:
         color = "C0" if row.is_reference else "C1"
         if iv is None:  # censored: a hatched bar over the whole training and an arrow past its end
             ax.barh(y, row.epochs, height=0.5, color="none", edgecolor="gray", hatch="//", lw=0.8)
-            ax.annotate("", xy=(row.epochs * 1.08, y), xytext=(row.epochs, y),
-                        arrowprops=dict(arrowstyle="->", color="gray"))
-            ax.text(row.epochs * 1.1, y, f"> {row.epochs} ({row.reached}/{row.n} reached)", va="center", fontsize=8,
-                    color="dimgray")
+            ax.annotate(
+                "", xy=(row.epochs * 1.08, y), xytext=(row.epochs, y), arrowprops=dict(arrowstyle="->", color="gray")
+            )
+            ax.text(
+                row.epochs * 1.1,
+                y,
+                f"> {row.epochs} ({row.reached}/{row.n} reached)",
+                va="center",
+                fontsize=8,
+                color="dimgray",
+            )
         else:
             err = None if math.isnan(iv.low) else [[iv.mean - iv.low], [iv.high - iv.mean]]
             ax.errorbar(iv.mean, y, xerr=err, fmt="o", color=color, capsize=3)
@@ -145,7 +154,7 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def chosen_epochs(available: list[int], wanted: Optional[list[int]]) -> list[int]:
+def chosen_epochs(available: list[int], wanted: list[int] | None) -> list[int]:
     """The epochs to show: the wanted ones that exist, else first, middle and last."""
     if wanted:
         return [e for e in wanted if e in available] or available[-1:]
@@ -163,14 +172,26 @@ def budget_curves(rows: list[BudgetRow], metric: str, fraction: float, path: Pat
         budgets = [b for b in row.budgets if b in row.finals]
         ivs = [row.finals[b] for b in budgets]
         color = f"C{i % 10}"
-        ax.plot(budgets, [iv.mean * scale for iv in ivs], marker="o", color=color, lw=2 if row.is_reference else 1.5,
-                label=row.label + (" (reference)" if row.is_reference else ""))
+        ax.plot(
+            budgets,
+            [iv.mean * scale for iv in ivs],
+            marker="o",
+            color=color,
+            lw=2 if row.is_reference else 1.5,
+            label=row.label + (" (reference)" if row.is_reference else ""),
+        )
         if all(iv.has_interval for iv in ivs):
-            ax.fill_between(budgets, [iv.low * scale for iv in ivs], [iv.high * scale for iv in ivs], color=color,
-                            alpha=0.2, lw=0)
+            ax.fill_between(
+                budgets, [iv.low * scale for iv in ivs], [iv.high * scale for iv in ivs], color=color, alpha=0.2, lw=0
+            )
         if row.is_reference and budgets:
-            ax.axhline(row.finals[budgets[-1]].mean * fraction * scale, color=color, ls="--", lw=1,
-                       label=f"target: {row.arm} at {budgets[-1]} epochs x {fraction:g}")
+            ax.axhline(
+                row.finals[budgets[-1]].mean * fraction * scale,
+                color=color,
+                ls="--",
+                lw=1,
+                label=f"target: {row.arm} at {budgets[-1]} epochs x {fraction:g}",
+            )
     ax.set_xlabel("pre-training budget (epochs; each its own schedule)")
     ax.set_ylabel("final " + metric + unit)
     ax.set_title("Final accuracy per budget: where each arm reaches the reference's full-budget final", fontsize=9)

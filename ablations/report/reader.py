@@ -10,15 +10,30 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from ablations.contract import (ARM, DATA_PARAM, DEFAULT_TARGET_METRIC, EPOCHS_PARAM, FAILURE, GRID_PREFIX,
-                                REFERENCE_ARM, REFERENCE_OF_TRIAL, REFERENCE_TRIAL, RESOLVED_TRIALS, ROLE, SEED, STUDY,
-                                TARGET_FRACTION, TARGET_METRIC, TRIAL, validation_twin)
+from ablations.contract import (
+    ARM,
+    DATA_PARAM,
+    DEFAULT_TARGET_METRIC,
+    EPOCHS_PARAM,
+    FAILURE,
+    GRID_PREFIX,
+    REFERENCE_ARM,
+    REFERENCE_OF_TRIAL,
+    REFERENCE_TRIAL,
+    RESOLVED_TRIALS,
+    ROLE,
+    SEED,
+    STUDY,
+    TARGET_FRACTION,
+    TARGET_METRIC,
+    TRIAL,
+    validation_twin,
+)
 from ablations.report import sqlstore
 from ablations.report.metrics import Curve, as_curve
 from ablations.report.sqlstore import RunRow
@@ -40,8 +55,8 @@ class TrialRecord:
     status: str  # MLflow run status
     failure: str
     epochs: int  # planned epochs
-    curve: Optional[Curve] = None  # the target metric (test split) over evaluated epochs
-    val_curve: Optional[Curve] = None  # its validation-split counterpart: what selection reads
+    curve: Curve | None = None  # the target metric (test split) over evaluated epochs
+    val_curve: Curve | None = None  # its validation-split counterpart: what selection reads
     metric_keys: list[str] = field(default_factory=list)  # every metric the run logged
     data: str = ""  # the data set (``data.name``)
 
@@ -81,7 +96,7 @@ class StudyRecord:
         return {t.name: t for t in self.trials}
 
 
-def find_parent(client: MlflowClient, *, run_id: Optional[str] = None, experiment: Optional[str] = None) -> Run:
+def find_parent(client: MlflowClient, *, run_id: str | None = None, experiment: str | None = None) -> Run:
     """The study's parent run: by id, or the latest one of the experiment."""
     if run_id:
         try:
@@ -94,24 +109,39 @@ def find_parent(client: MlflowClient, *, run_id: Optional[str] = None, experimen
     exp = client.get_experiment_by_name(experiment or "")
     if exp is None:
         known = [e.name for e in client.search_experiments()]
-        raise ReportError(f"no experiment {experiment!r} in {client.tracking_uri}; experiments: {', '.join(known) or 'none'}")
-    runs = client.search_runs([exp.experiment_id], f"tags.`{ROLE}` = 'study'", order_by=["attributes.start_time DESC"],
-                              max_results=1)
+        raise ReportError(
+            f"no experiment {experiment!r} in {client.tracking_uri}; experiments: {', '.join(known) or 'none'}"
+        )
+    runs = client.search_runs(
+        [exp.experiment_id], f"tags.`{ROLE}` = 'study'", order_by=["attributes.start_time DESC"], max_results=1
+    )
     if not runs:
         raise ReportError(f"experiment {experiment!r} has no study runs (tag {ROLE} = 'study')")
     return runs[0]
 
 
-def read_study_record(uri: str, *, run_id: Optional[str] = None, experiment: Optional[str] = None,
-               metric: Optional[str] = None, fraction: Optional[float] = None, threads: int = 8) -> StudyRecord:
+def read_study_record(
+    uri: str,
+    *,
+    run_id: str | None = None,
+    experiment: str | None = None,
+    metric: str | None = None,
+    fraction: float | None = None,
+    threads: int = 8,
+) -> StudyRecord:
     """Read a study invocation's trials and their target-metric histories."""
     client = MlflowClient(uri)
     parent = find_parent(client, run_id=run_id, experiment=experiment)
     tags = parent.data.tags
-    record = StudyRecord(uri, tags.get(STUDY, ""), parent.info.run_id, parent.info.run_name or "",
-                         metric or tags.get(TARGET_METRIC, DEFAULT_TARGET_METRIC),
-                         fraction if fraction is not None else float(tags.get(TARGET_FRACTION, 1.0)),
-                         tags.get(REFERENCE_ARM, ""))
+    record = StudyRecord(
+        uri,
+        tags.get(STUDY, ""),
+        parent.info.run_id,
+        parent.info.run_name or "",
+        metric or tags.get(TARGET_METRIC, DEFAULT_TARGET_METRIC),
+        fraction if fraction is not None else float(tags.get(TARGET_FRACTION, 1.0)),
+        tags.get(REFERENCE_ARM, ""),
+    )
     children = trial_runs(client, parent)
     if not children:
         raise ReportError(f"study run {parent.info.run_id} has no trial runs yet")
@@ -121,12 +151,24 @@ def read_study_record(uri: str, *, run_id: Optional[str] = None, experiment: Opt
     val_by_run = histories(client, ids, selection, threads) if selection else {}
     for run in children:
         t = run.tags
-        record.trials.append(TrialRecord(
-            run.run_id, t.get(TRIAL, run.name), t.get(ARM, "?"), int(t.get(SEED, 0)),
-            {k[len(GRID_PREFIX):]: v for k, v in t.items() if k.startswith(GRID_PREFIX)},
-            t.get(REFERENCE_TRIAL, ""), t.get(REFERENCE_OF_TRIAL, ""), run.status, t.get(FAILURE, ""),
-            int(run.params.get(EPOCHS_PARAM, 0)), by_run.get(run.run_id), val_by_run.get(run.run_id),
-            run.metric_keys, run.params.get(DATA_PARAM, "")))
+        record.trials.append(
+            TrialRecord(
+                run.run_id,
+                t.get(TRIAL, run.name),
+                t.get(ARM, "?"),
+                int(t.get(SEED, 0)),
+                {k[len(GRID_PREFIX) :]: v for k, v in t.items() if k.startswith(GRID_PREFIX)},
+                t.get(REFERENCE_TRIAL, ""),
+                t.get(REFERENCE_OF_TRIAL, ""),
+                run.status,
+                t.get(FAILURE, ""),
+                int(run.params.get(EPOCHS_PARAM, 0)),
+                by_run.get(run.run_id),
+                val_by_run.get(run.run_id),
+                run.metric_keys,
+                run.params.get(DATA_PARAM, ""),
+            )
+        )
     if not any(t.curve is not None for t in record.trials):
         raise ReportError(f"no trial of study run {parent.info.run_id} has the metric {record.metric!r}")
     if record.reference_arm and not any(t.arm == record.reference_arm and t.complete for t in record.trials):
@@ -135,7 +177,7 @@ def read_study_record(uri: str, *, run_id: Optional[str] = None, experiment: Opt
     return record
 
 
-def selection_metric(metric: str) -> Optional[str]:
+def selection_metric(metric: str) -> str | None:
     """The validation counterpart of a test metric (``contract.validation_twin``): tables report the test
     split; every choice of a "best" row reads the validation split."""
     return validation_twin(metric)
@@ -151,9 +193,17 @@ def trial_runs(client: MlflowClient, parent: Run) -> list[RunRow]:
     store = sqlstore.sql_store(client)
     if store is not None:
         return sqlstore.child_runs(store, exp, parent_id, PARAMS)
-    return [RunRow(r.info.run_id, r.info.run_name or "", r.info.status, r.data.tags,
-                   {k: v for k, v in r.data.params.items() if k in PARAMS}, sorted(r.data.metrics))
-            for r in client.search_runs([exp], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_id}'", max_results=50_000)]
+    return [
+        RunRow(
+            r.info.run_id,
+            r.info.run_name or "",
+            r.info.status,
+            r.data.tags,
+            {k: v for k, v in r.data.params.items() if k in PARAMS},
+            sorted(r.data.metrics),
+        )
+        for r in client.search_runs([exp], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_id}'", max_results=50_000)
+    ]
 
 
 def histories(client: MlflowClient, run_ids: list[str], metric: str, threads: int = 8) -> dict[str, Curve]:
@@ -170,7 +220,7 @@ def histories(client: MlflowClient, run_ids: list[str], metric: str, threads: in
     elif bulk is not None:  # another SQL database: MLflow's own bulk query
         points = {}
         for i in range(0, len(run_ids), 500):
-            for m in bulk(run_ids[i:i + 500], metric, max_results=10**9):
+            for m in bulk(run_ids[i : i + 500], metric, max_results=10**9):
                 points.setdefault(m.run_id, []).append((m.step, m.value))
     else:
         with ThreadPoolExecutor(threads) as pool:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 from mlflow import MlflowClient
 from mlflow.entities import LifecycleStage, Metric, RunTag
@@ -39,7 +39,7 @@ class RunRow:
     metric_keys: list[str]  # every metric the run logged
 
 
-def sql_store(client: MlflowClient) -> Optional[SqlAlchemyStore]:
+def sql_store(client: MlflowClient) -> SqlAlchemyStore | None:
     """The client's SQLAlchemy store when it is a SQLite file; None for any other store (a server, a folder)."""
     store = getattr(getattr(client, "_tracking_client", None), "store", None)
     if getattr(store, "db_type", None) != "sqlite":
@@ -59,21 +59,30 @@ def child_runs(store: SqlAlchemyStore, experiment_id: str, parent_id: str, param
     with store.ManagedSessionMaker() as session:
         runs = session.execute(
             select(SqlRun.run_uuid, SqlRun.name, SqlRun.status)
-            .where(SqlRun.run_uuid.in_(children), SqlRun.experiment_id == int(experiment_id),
-                   SqlRun.lifecycle_stage == LifecycleStage.ACTIVE)
-            .order_by(SqlRun.start_time.desc(), SqlRun.run_uuid)).all()
+            .where(
+                SqlRun.run_uuid.in_(children),
+                SqlRun.experiment_id == int(experiment_id),
+                SqlRun.lifecycle_stage == LifecycleStage.ACTIVE,
+            )
+            .order_by(SqlRun.start_time.desc(), SqlRun.run_uuid)
+        ).all()
         rows = {r: RunRow(r, name or "", status, {}, {}, []) for r, name, status in runs}
         for run_id, key, value in session.execute(
-                select(SqlTag.run_uuid, SqlTag.key, SqlTag.value).where(SqlTag.run_uuid.in_(children))):
+            select(SqlTag.run_uuid, SqlTag.key, SqlTag.value).where(SqlTag.run_uuid.in_(children))
+        ):
             if run_id in rows:
                 rows[run_id].tags[key] = value
         if params:
-            for run_id, key, value in session.execute(select(SqlParam.run_uuid, SqlParam.key, SqlParam.value).where(
-                    SqlParam.run_uuid.in_(children), SqlParam.key.in_(params))):
+            for run_id, key, value in session.execute(
+                select(SqlParam.run_uuid, SqlParam.key, SqlParam.value).where(
+                    SqlParam.run_uuid.in_(children), SqlParam.key.in_(params)
+                )
+            ):
                 if run_id in rows:
                     rows[run_id].params[key] = value
-        for run_id, key in session.execute(select(SqlLatestMetric.run_uuid, SqlLatestMetric.key).where(
-                SqlLatestMetric.run_uuid.in_(children))):
+        for run_id, key in session.execute(
+            select(SqlLatestMetric.run_uuid, SqlLatestMetric.key).where(SqlLatestMetric.run_uuid.in_(children))
+        ):
             if run_id in rows:
                 rows[run_id].metric_keys.append(key)
     for row in rows.values():
@@ -92,9 +101,10 @@ def metric_points(store: SqlAlchemyStore, run_ids: list[str], key: str) -> dict[
     with store.ManagedSessionMaker() as session:
         for i in range(0, len(run_ids), CHUNK):
             for run_id, step, value, is_nan in session.execute(
-                    select(SqlMetric.run_uuid, SqlMetric.step, SqlMetric.value, SqlMetric.is_nan)
-                    .where(SqlMetric.key == key, SqlMetric.run_uuid.in_(run_ids[i:i + CHUNK]))
-                    .order_by(SqlMetric.run_uuid, SqlMetric.timestamp, SqlMetric.step, SqlMetric.value)):
+                select(SqlMetric.run_uuid, SqlMetric.step, SqlMetric.value, SqlMetric.is_nan)
+                .where(SqlMetric.key == key, SqlMetric.run_uuid.in_(run_ids[i : i + CHUNK]))
+                .order_by(SqlMetric.run_uuid, SqlMetric.timestamp, SqlMetric.step, SqlMetric.value)
+            ):
                 out.setdefault(run_id, []).append((step, math.nan if is_nan else value))
     return out
 
@@ -113,8 +123,13 @@ def log_batches(store: SqlAlchemyStore, batches: list[tuple[str, list[Metric], l
     with store.ManagedSessionMaker(read_only=False) as session:
         active = set()
         for i in range(0, len(ids), CHUNK):
-            active |= set(session.scalars(select(SqlRun.run_uuid).where(
-                SqlRun.run_uuid.in_(ids[i:i + CHUNK]), SqlRun.lifecycle_stage == LifecycleStage.ACTIVE)))
+            active |= set(
+                session.scalars(
+                    select(SqlRun.run_uuid).where(
+                        SqlRun.run_uuid.in_(ids[i : i + CHUNK]), SqlRun.lifecycle_stage == LifecycleStage.ACTIVE
+                    )
+                )
+            )
         if active != set(ids) or any(t.key == MLFLOW_RUN_NAME for _, _, ts in batches for t in ts):
             return False  # (``log_batch`` renames the run for that tag: left to it)
         metrics, latest, tags = [], {}, {}
@@ -122,8 +137,14 @@ def log_batches(store: SqlAlchemyStore, batches: list[tuple[str, list[Metric], l
             for m in batch_metrics:
                 is_nan = math.isnan(m.value)
                 value = 0.0 if is_nan else max(-MAX_FLOAT, min(MAX_FLOAT, m.value))
-                row = {"run_uuid": run_id, "key": m.key, "value": value, "timestamp": m.timestamp, "step": m.step,
-                       "is_nan": is_nan}
+                row = {
+                    "run_uuid": run_id,
+                    "key": m.key,
+                    "value": value,
+                    "timestamp": m.timestamp,
+                    "step": m.step,
+                    "is_nan": is_nan,
+                }
                 metrics.append(row)
                 old = latest.get((run_id, m.key))  # the batch's own latest per key, by MLflow's rule
                 if old is None or (m.step, m.timestamp, value) > (old["step"], old["timestamp"], old["value"]):
@@ -135,15 +156,24 @@ def log_batches(store: SqlAlchemyStore, batches: list[tuple[str, list[Metric], l
             session.execute(insert(SqlMetric.__table__).on_conflict_do_nothing(), metrics)
             table = SqlLatestMetric.__table__
             stmt = insert(table)
-            newer = (tuple_(stmt.excluded.step, stmt.excluded.timestamp, stmt.excluded.value)
-                     > tuple_(table.c.step, table.c.timestamp, table.c.value))
-            session.execute(stmt.on_conflict_do_update(
-                index_elements=[table.c.key, table.c.run_uuid],
-                set_={c: stmt.excluded[c] for c in ("value", "timestamp", "step", "is_nan")}, where=newer),
-                list(latest.values()))
+            newer = tuple_(stmt.excluded.step, stmt.excluded.timestamp, stmt.excluded.value) > tuple_(
+                table.c.step, table.c.timestamp, table.c.value
+            )
+            session.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[table.c.key, table.c.run_uuid],
+                    set_={c: stmt.excluded[c] for c in ("value", "timestamp", "step", "is_nan")},
+                    where=newer,
+                ),
+                list(latest.values()),
+            )
         if tags:
             table = SqlTag.__table__
             stmt = insert(table)
-            session.execute(stmt.on_conflict_do_update(index_elements=[table.c.key, table.c.run_uuid],
-                                                       set_={"value": stmt.excluded.value}), list(tags.values()))
+            session.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[table.c.key, table.c.run_uuid], set_={"value": stmt.excluded.value}
+                ),
+                list(tags.values()),
+            )
     return True

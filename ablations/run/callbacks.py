@@ -9,14 +9,28 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ray import tune
 
-from ablations.contract import (AFFINITY_DATA, CHECKPOINT_FALLBACK, EPOCH, FINETUNE_CURVE, FUSED_UNIT, MEMBER_FAILURES,
-                                MEMBERS, NODE, NODE_TAG, PHASE, RESTORE_NOTE, RESUMED, RESUMED_FROM, is_logged_metric)
+from ablations.contract import (
+    AFFINITY_DATA,
+    CHECKPOINT_FALLBACK,
+    EPOCH,
+    FINETUNE_CURVE,
+    FUSED_UNIT,
+    MEMBER_FAILURES,
+    MEMBERS,
+    NODE,
+    NODE_TAG,
+    PHASE,
+    RESTORE_NOTE,
+    RESUMED,
+    RESUMED_FROM,
+    is_logged_metric,
+)
 from ablations.run.progress import TrialBoard
 from ablations.run.tracking import StudyTracker
 from ablations.study import Study, unit_name
@@ -103,8 +117,10 @@ class DriverSession:
         if payload.get(RESTORE_NOTE) and name not in self.noted:
             self.noted.add(name)
             self.tracker.set_tag(run_id, CHECKPOINT_FALLBACK, payload[RESTORE_NOTE])
-            self.board.warn(f"{name}: {payload[RESTORE_NOTE]}"
-                            + (f"; resumed from epoch {payload[RESUMED_FROM]}" if RESUMED_FROM in payload else ""))
+            self.board.warn(
+                f"{name}: {payload[RESTORE_NOTE]}"
+                + (f"; resumed from epoch {payload[RESUMED_FROM]}" if RESUMED_FROM in payload else "")
+            )
 
     def _end(self, name: str, run_id: str, status: str, reason: str = "") -> None:
         if name in self.ended:

@@ -28,8 +28,13 @@ class StudyOutcome:
     terminated: bool = False  # stopped by SIGTERM (exit 143), not Ctrl-C (exit 130)
 
 
-def close_study(tracker: StudyTracker, study: Study, folder: Path, interrupted: bool,
-                wait_s: float = float(os.environ.get("ABLATION_TRACKING_WAIT_S", "30"))) -> StudyOutcome:
+def close_study(
+    tracker: StudyTracker,
+    study: Study,
+    folder: Path,
+    interrupted: bool,
+    wait_s: float = float(os.environ.get("ABLATION_TRACKING_WAIT_S", "30")),
+) -> StudyOutcome:
     """Read the trials' final states back from MLflow, mark runs left open as KILLED (resumable) and
     end the parent run as FINISHED, FAILED (some trial failed) or KILLED (interrupted).
 
@@ -56,8 +61,9 @@ def close_study(tracker: StudyTracker, study: Study, folder: Path, interrupted: 
             outcome.failed[name] = run.data.tags.get(FAILURE, "unknown error")
         else:
             tracker.client.set_terminated(run.info.run_id, "KILLED")
-    expected = len(study.trials) + (study.spec.search.num_samples * len(study.spec.search_seeds)
-                                    if study.spec.search.kind == "optuna" else 0)
+    expected = len(study.trials) + (
+        study.spec.search.num_samples * len(study.spec.search_seeds) if study.spec.search.kind == "optuna" else 0
+    )
     outcome.interrupted = interrupted or len(outcome.finished) + len(outcome.failed) < expected
     tracker.end_study("KILLED" if outcome.interrupted else ("FAILED" if outcome.failed else "FINISHED"))
     return outcome

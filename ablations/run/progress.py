@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from rich.console import Console
 from rich.live import Live
@@ -21,19 +21,19 @@ class Row:
     epochs: int
     status: str = "pending"
     epoch: int = 0
-    metric: Optional[float] = None
+    metric: float | None = None
     started: float = field(default_factory=time.monotonic)
     first_epoch: int = 0  # epochs already done when this process picked the trial up (resume)
     reason: str = ""
 
-    def eta(self) -> Optional[float]:
+    def eta(self) -> float | None:
         done = self.epoch - self.first_epoch
         if self.status != "running" or done <= 0:
             return None
         return (time.monotonic() - self.started) / done * (self.epochs - self.epoch)
 
 
-def _clock(seconds: Optional[float]) -> str:
+def _clock(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     m, s = divmod(int(seconds), 60)
@@ -44,12 +44,12 @@ def _clock(seconds: Optional[float]) -> str:
 class TrialBoard:
     """The table of trials; live on a terminal, otherwise one line per evaluation and per finished trial."""
 
-    def __init__(self, title: str, epochs: dict[str, int], metric: str, console: Optional[Console] = None):
+    def __init__(self, title: str, epochs: dict[str, int], metric: str, console: Console | None = None):
         self.title, self.metric, self.epochs = title, metric, epochs
         self.rows: dict[str, Row] = {}
         self.started = time.monotonic()
         self._console = console
-        self._live: Optional[Live] = None
+        self._live: Live | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -85,7 +85,7 @@ class TrialBoard:
         row.status, row.started, row.first_epoch = "running", time.monotonic(), row.epoch
         self._refresh()
 
-    def update(self, trial_id: str, epoch: int, metric: Optional[float]) -> None:
+    def update(self, trial_id: str, epoch: int, metric: float | None) -> None:
         row = self.rows[trial_id]
         if row.first_epoch == 0 and row.epoch == 0 and epoch > 1:
             row.first_epoch = epoch - 1  # resumed from a checkpoint
@@ -93,8 +93,10 @@ class TrialBoard:
         if metric is not None:
             row.metric = float(metric)
             if self._live is None:  # not a terminal: each evaluation is a line of the log
-                self._line(f"[epoch] {row.name}  epoch {epoch}/{row.epochs}  {self.metric}={row.metric:.4f}  "
-                           f"elapsed {_clock(time.monotonic() - row.started)}")
+                self._line(
+                    f"[epoch] {row.name}  epoch {epoch}/{row.epochs}  {self.metric}={row.metric:.4f}  "
+                    f"elapsed {_clock(time.monotonic() - row.started)}"
+                )
         self._refresh()
 
     def _line(self, text: str) -> None:
@@ -115,13 +117,22 @@ class TrialBoard:
 
     def render(self) -> Table:
         done = sum(r.status in ("done", "FAILED") for r in self.rows.values())
-        table = Table(title=f"{self.title}: {done}/{max(len(self.rows), done)} trials finished, "
-                            f"elapsed {_clock(time.monotonic() - self.started)}", title_justify="left")
+        table = Table(
+            title=f"{self.title}: {done}/{max(len(self.rows), done)} trials finished, "
+            f"elapsed {_clock(time.monotonic() - self.started)}",
+            title_justify="left",
+        )
         for col in ("trial", "status", "epoch", self.metric, "elapsed", "ETA"):
             table.add_column(col, justify="right" if col not in ("trial", "status") else "left")
         for row in self.rows.values():
             style = {"FAILED": "red", "done": "green", "running": "cyan"}.get(row.status, "")
             metric = f"{row.metric:.4f}" if row.metric is not None else "-"
-            table.add_row(row.name, f"[{style}]{row.status}[/]" if style else row.status, f"{row.epoch}/{row.epochs}",
-                          metric, _clock(time.monotonic() - row.started), _clock(row.eta()))
+            table.add_row(
+                row.name,
+                f"[{style}]{row.status}[/]" if style else row.status,
+                f"{row.epoch}/{row.epochs}",
+                metric,
+                _clock(time.monotonic() - row.started),
+                _clock(row.eta()),
+            )
         return table

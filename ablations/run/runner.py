@@ -27,18 +27,26 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-from ablations.contract import (EPOCH, OBJECTIVE, REFERENCE_ARM, RESOLVED_TRIALS, STUDY_FILE, TARGET_FRACTION,
-                                TARGET_METRIC, resolve_tracking_uri)
+from ablations.contract import (
+    EPOCH,
+    OBJECTIVE,
+    REFERENCE_ARM,
+    RESOLVED_TRIALS,
+    STUDY_FILE,
+    TARGET_FRACTION,
+    TARGET_METRIC,
+    resolve_tracking_uri,
+)
 from ablations.run.callbacks import SESSIONS, DriverSession, StudyCallback
 from ablations.run.cleanup import STATE_FILE, ray_pids, stop_stale_ray
+from ablations.run.files import dump_json, safe_name
 from ablations.run.outcome import JOURNAL_FILE, StudyOutcome, close_study
 from ablations.run.progress import TrialBoard
-from ablations.run.files import dump_json, safe_name
-from ablations.run.trainable import trial_function
 from ablations.run.store import check_tracking
 from ablations.run.tracking import StudyTracker
+from ablations.run.trainable import trial_function
 from ablations.study import Study, StudyError, unit_name
 from mto.config.dicts import to_dict
 
@@ -47,9 +55,14 @@ def _ray_environment() -> None:
     # Set before Ray Tune reads them. Save experiment state every second (a killed driver loses
     # at most that much), keep Ray's own console output and loggers out of the way (MLflow is
     # the record), and let trials report the search objective only once it is measured.
-    for key, value in {"TUNE_GLOBAL_CHECKPOINT_S": "1", "RAY_AIR_NEW_OUTPUT": "0",
-                       "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
-                       "TUNE_MAX_PENDING_TRIALS_PG": "8", "RAY_DEDUP_LOGS": "0"}.items():
+    for key, value in {
+        "TUNE_GLOBAL_CHECKPOINT_S": "1",
+        "RAY_AIR_NEW_OUTPUT": "0",
+        "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+        "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
+        "TUNE_MAX_PENDING_TRIALS_PG": "8",
+        "RAY_DEDUP_LOGS": "0",
+    }.items():
         os.environ.setdefault(key, value)
 
 
@@ -62,12 +75,15 @@ def compile_cache(study: Study) -> dict[str, str]:
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
     os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
     os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
-    return {k: os.environ[k] for k in ("TORCHINDUCTOR_CACHE_DIR", "TORCHINDUCTOR_FX_GRAPH_CACHE",
-                                       "TORCHINDUCTOR_AUTOGRAD_CACHE")}
+    return {
+        k: os.environ[k]
+        for k in ("TORCHINDUCTOR_CACHE_DIR", "TORCHINDUCTOR_FX_GRAPH_CACHE", "TORCHINDUCTOR_AUTOGRAD_CACHE")
+    }
 
 
 def invocation_folder(study: Study, resume: bool) -> Path:
-    """The driver's folder of this invocation (``<driver storage>/<study>/<date-time>``): new, or the latest on resume."""
+    """The driver's folder of this invocation (``<driver storage>/<study>/<date-time>``): new, or the latest on
+    resume."""
     root = Path(study.spec.driver_storage).resolve() / study.name
     if resume:
         found = sorted(p for p in root.glob("*") if (p / STATE_FILE).is_file()) if root.is_dir() else []
@@ -81,7 +97,7 @@ def invocation_folder(study: Study, resume: bool) -> Path:
     return folder
 
 
-def _init_ray(address: Optional[str], env: dict[str, str]) -> None:
+def _init_ray(address: str | None, env: dict[str, str]) -> None:
     """Start a local Ray cluster (its workers inherit this process's environment), or join ``address``
     with ``env`` set in the workers of this job."""
     import ray
@@ -92,8 +108,9 @@ def _init_ray(address: Optional[str], env: dict[str, str]) -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL)
     if ray.is_initialized():
         return
-    kwargs: dict[str, Any] = dict(include_dashboard=False, configure_logging=True, logging_level="ERROR",
-                                  log_to_driver=False)
+    kwargs: dict[str, Any] = dict(
+        include_dashboard=False, configure_logging=True, logging_level="ERROR", log_to_driver=False
+    )
     if address:
         ray.init(address=address, runtime_env={"env_vars": env}, **kwargs)
     else:
@@ -119,8 +136,10 @@ def _check_gpus(study: Study) -> None:
     want = study.spec.resources.gpu
     have = ray.cluster_resources().get("GPU", 0)
     if want > 0 and have < want:
-        raise StudyError(study.source, [f"resources.gpu={want}: the Ray cluster has {have:g} GPUs; "
-                                        "set resources.gpu: 0 to run on CPUs"])
+        raise StudyError(
+            study.source,
+            [f"resources.gpu={want}: the Ray cluster has {have:g} GPUs; set resources.gpu: 0 to run on CPUs"],
+        )
 
 
 class TrialNamer:
@@ -158,27 +177,38 @@ def _phases(study: Study) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
 
     namer = TrialNamer(study)
     # reuse_actors: a worker that ended a trial starts the next one (no new process importing torch per trial)
-    common = dict(max_concurrent_trials=study.spec.max_concurrent, trial_name_creator=namer.name,
-                  trial_dirname_creator=namer.dirname, reuse_actors=True)
+    common = dict(
+        max_concurrent_trials=study.spec.max_concurrent,
+        trial_name_creator=namer.name,
+        trial_dirname_creator=namer.dirname,
+        reuse_actors=True,
+    )
     phases = [("arms", {"trial": tune.grid_search(list(study.units))}, common)]  # one Ray trial per unit
     search = study.spec.search
     if search.kind == "optuna":
         import optuna
         from ray.tune.schedulers import ASHAScheduler
-        from ray.tune.search.optuna import OptunaSearch
-
         from ray.tune.search import Repeater
+        from ray.tune.search.optuna import OptunaSearch
 
         # Each sample runs on every search seed; Optuna sees the mean objective over them.
         seeds = len(study.spec.search_seeds)
-        searcher = Repeater(OptunaSearch(metric=OBJECTIVE, mode=search.mode,
-                                         sampler=optuna.samplers.TPESampler(seed=0)), repeat=seeds, set_index=True)
+        searcher = Repeater(
+            OptunaSearch(metric=OBJECTIVE, mode=search.mode, sampler=optuna.samplers.TPESampler(seed=0)),
+            repeat=seeds,
+            set_index=True,
+        )
         kwargs = dict(common, search_alg=searcher, num_samples=search.num_samples * seeds)
         if search.asha:
             epochs = study.search_config(study.search_arm, study.spec.seeds[0], {}).train.epochs
-            kwargs["scheduler"] = ASHAScheduler(time_attr=EPOCH, metric=OBJECTIVE, mode=search.mode, max_t=epochs,
-                                                grace_period=search.asha.grace_period,
-                                                reduction_factor=search.asha.reduction_factor)
+            kwargs["scheduler"] = ASHAScheduler(
+                time_attr=EPOCH,
+                metric=OBJECTIVE,
+                mode=search.mode,
+                max_t=epochs,
+                grace_period=search.asha.grace_period,
+                reduction_factor=search.asha.reduction_factor,
+            )
         phases.append(("search", _search_space(study), kwargs))
     return phases
 
@@ -191,34 +221,55 @@ def tune_storage(study: Study, folder: Path) -> str:
     return f"{study.spec.storage.rstrip('/')}/{study.name}/{folder.name}"
 
 
-def _tuner(study: Study, folder: str, phase: str, space: dict, kwargs: dict, key: str, settled: frozenset[str],
-           retry_errored: bool = False):
+def _tuner(
+    study: Study,
+    folder: str,
+    phase: str,
+    space: dict,
+    kwargs: dict,
+    key: str,
+    settled: frozenset[str],
+    retry_errored: bool = False,
+):
     from ray import tune
 
     spec = study.spec
     threads = max(1, math.ceil(spec.resources.cpu))
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
-    trainable = tune.with_resources(tune.with_parameters(trial_function, study=study, threads=threads, settled=settled), resources)
+    trainable = tune.with_resources(
+        tune.with_parameters(trial_function, study=study, threads=threads, settled=settled), resources
+    )
     path = f"{folder}/{phase}"
     if tune.Tuner.can_restore(path):
         # The space is given again: a driver killed after Ray Tune wrote tuner.pkl but before its first
         # experiment state leaves nothing else to rebuild the trials from (Ray ignores it otherwise).
         # With trials the machine failed, errored trials resume from their last checkpoint: those that
         # failed on their own are settled and return at once, the others run on.
-        return tune.Tuner.restore(path, trainable=trainable, param_space=space, resume_unfinished=True,
-                                  resume_errored=retry_errored)
+        return tune.Tuner.restore(
+            path, trainable=trainable, param_space=space, resume_unfinished=True, resume_errored=retry_errored
+        )
     run_config = tune.RunConfig(
-        name=phase, storage_path=folder, callbacks=[StudyCallback(key)], verbose=0,
+        name=phase,
+        storage_path=folder,
+        callbacks=[StudyCallback(key)],
+        verbose=0,
         failure_config=tune.FailureConfig(max_failures=spec.retries),
         sync_config=tune.SyncConfig(sync_period=1),  # a storage URI gets the experiment state as often as a folder
         # the one before the latest: a fallback; with a URI all, as its experiment state (uploaded every few
         # seconds) may name a checkpoint older than the last two
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=None if spec.storage_uri else 2))
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=None if spec.storage_uri else 2),
+    )
     return tune.Tuner(trainable, param_space=space, tune_config=tune.TuneConfig(**kwargs), run_config=run_config)
 
 
-def run_study(study: Study, *, resume: bool = False, tracking_uri: Optional[str] = None,
-              address: Optional[str] = None, sets: Optional[list[str]] = None) -> StudyOutcome:
+def run_study(
+    study: Study,
+    *,
+    resume: bool = False,
+    tracking_uri: str | None = None,
+    address: str | None = None,
+    sets: list[str] | None = None,
+) -> StudyOutcome:
     """Run (or resume) every trial of ``study`` on Ray Tune, tracked in MLflow.
 
     Raises:
@@ -230,8 +281,13 @@ def run_study(study: Study, *, resume: bool = False, tracking_uri: Optional[str]
     if resume:
         state = json.loads((folder / STATE_FILE).read_text())
         if state["study"] != json.loads(dump_json(study.raw)):  # compared as stored (JSON)
-            raise StudyError(study.source, [f"--resume: the study differs from the interrupted invocation in {folder}; "
-                                            "resume it with the same file and --set values, or start afresh"])
+            raise StudyError(
+                study.source,
+                [
+                    f"--resume: the study differs from the interrupted invocation in {folder}; "
+                    "resume it with the same file and --set values, or start afresh"
+                ],
+            )
     uri = resolve_tracking_uri(tracking_uri or state.get("tracking_uri") or study.spec.tracking.uri)
     check_tracking(uri)
     _ray_environment()
@@ -244,25 +300,50 @@ def run_study(study: Study, *, resume: bool = False, tracking_uri: Optional[str]
     _check_gpus(study)
 
     tracker = StudyTracker(uri, study.spec.tracking.experiment or study.name)
-    files = {STUDY_FILE: Path(study.source).read_text() if Path(study.source).is_file() else "",
-             RESOLVED_TRIALS: dump_json({t.name: {"arm": t.arm, "seed": t.seed, "grid": t.grid,
-                                                         "reference": t.reference, "config": to_dict(t.config)}
-                                                for t in study.trials})}
-    target = {TARGET_METRIC: study.spec.target.metric, TARGET_FRACTION: str(study.spec.target.fraction),
-              REFERENCE_ARM: study.spec.reference}
-    parent = tracker.start_study(study.name, study.spec.description, files, target,
-                                 resume_id=state.get("parent_run_id"))
+    files = {
+        STUDY_FILE: Path(study.source).read_text() if Path(study.source).is_file() else "",
+        RESOLVED_TRIALS: dump_json(
+            {
+                t.name: {
+                    "arm": t.arm,
+                    "seed": t.seed,
+                    "grid": t.grid,
+                    "reference": t.reference,
+                    "config": to_dict(t.config),
+                }
+                for t in study.trials
+            }
+        ),
+    }
+    target = {
+        TARGET_METRIC: study.spec.target.metric,
+        TARGET_FRACTION: str(study.spec.target.fraction),
+        REFERENCE_ARM: study.spec.reference,
+    }
+    parent = tracker.start_study(
+        study.name, study.spec.description, files, target, resume_id=state.get("parent_run_id")
+    )
     folder.mkdir(parents=True, exist_ok=True)
     again: dict[str, str] = {}
     if resume:
         tracker.replay(folder / JOURNAL_FILE)  # what an earlier driver could not write (the store was down)
         again = tracker.read_settled()
         if again:
-            print(f"running again from their last checkpoints {len(again)} trials the machine failed (not their own "
-                  f"numbers or config): " + "; ".join(f"{n} ({r[:80]})" for n, r in sorted(again.items())), file=sys.stderr)
+            print(
+                f"running again from their last checkpoints {len(again)} trials the machine failed (not their own "
+                f"numbers or config): " + "; ".join(f"{n} ({r[:80]})" for n, r in sorted(again.items())),
+                file=sys.stderr,
+            )
     tracker.journal = folder / JOURNAL_FILE
-    state.update(parent_run_id=parent, tracking_uri=uri, study=study.raw, source=study.source, sets=sets or [],
-                 driver_pid=os.getpid(), ray_pids=ray_pids() if address is None else [])
+    state.update(
+        parent_run_id=parent,
+        tracking_uri=uri,
+        study=study.raw,
+        source=study.source,
+        sets=sets or [],
+        driver_pid=os.getpid(),
+        ray_pids=ray_pids() if address is None else [],
+    )
     (folder / STATE_FILE).write_text(dump_json(state))
 
     metric = study.spec.target.metric
@@ -276,8 +357,16 @@ def run_study(study: Study, *, resume: bool = False, tracking_uri: Optional[str]
     try:
         with board:
             for phase, space, kwargs in _phases(study):
-                grid = _tuner(study, tune_storage(study, folder), phase, space, kwargs, key, frozenset(tracker.settled),
-                              bool(again)).fit()
+                grid = _tuner(
+                    study,
+                    tune_storage(study, folder),
+                    phase,
+                    space,
+                    kwargs,
+                    key,
+                    frozenset(tracker.settled),
+                    bool(again),
+                ).fit()
                 if grid.num_terminated + grid.num_errors < len(grid):  # Ctrl-C: Ray saved its state and returned
                     interrupted = True
                     break

@@ -20,8 +20,12 @@ class TrackingError(RuntimeError):
 # The driver's MLflow HTTP client: give up on a dead server in seconds, not minutes (MLflow's
 # defaults retry 7 times with exponential backoff and wait 120 s per request). Writes that fail
 # are kept and made later (StudyTracker), so nothing is lost by giving up early.
-for _key, _value in {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                     "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}.items():
+for _key, _value in {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}.items():
     os.environ.setdefault(_key, _value)
 
 SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks")
@@ -33,16 +37,18 @@ def check_tracking(uri: str, timeout: float = 5.0) -> None:
     writable folder. Creates nothing."""
     scheme = uri.split("://", 1)[0] if "://" in uri else "file"
     if scheme.split("+")[0] not in SCHEMES:
-        raise TrackingError(f"tracking URI {uri[:200]!r}: unknown scheme {scheme[:40]!r}; use sqlite:///path/mlflow.db, "
-                            "http://host:port (an mlflow server) or a folder")
+        raise TrackingError(
+            f"tracking URI {uri[:200]!r}: unknown scheme {scheme[:40]!r}; use sqlite:///path/mlflow.db, "
+            "http://host:port (an mlflow server) or a folder"
+        )
     if scheme in ("http", "https"):
         _check_server(uri, timeout)
     elif scheme == "sqlite":
         if not uri.startswith("sqlite:///"):
             raise TrackingError(f"tracking URI {uri[:200]!r}: a SQLite store is sqlite:/// followed by a file path")
-        _check_sqlite(Path(uri[len("sqlite:///"):]))
+        _check_sqlite(Path(uri[len("sqlite:///") :]))
     elif scheme == "file":
-        folder = Path(uri[len("file://"):] if uri.startswith("file://") else uri)
+        folder = Path(uri[len("file://") :] if uri.startswith("file://") else uri)
         if folder.exists() and not folder.is_dir():
             raise TrackingError(f"tracking store {uri[:200]}: {folder} is a file; a file store is a folder")
 
@@ -53,11 +59,14 @@ def _check_server(uri: str, timeout: float) -> None:
         with urllib.request.urlopen(base + "/health", timeout=timeout) as resp:
             resp.read(1000)
     except urllib.error.HTTPError as err:
-        raise TrackingError(f"tracking server {uri} answered HTTP {err.code} on /health: is it an mlflow server?"
-                            ) from None
+        raise TrackingError(
+            f"tracking server {uri} answered HTTP {err.code} on /health: is it an mlflow server?"
+        ) from None
     except (urllib.error.URLError, OSError, ValueError) as err:
-        raise TrackingError(f"tracking server {uri} is unreachable ({str(getattr(err, 'reason', err))[:200]}); "
-                            "start it (mlflow server ...) or pass another --tracking-uri") from None
+        raise TrackingError(
+            f"tracking server {uri} is unreachable ({str(getattr(err, 'reason', err))[:200]}); "
+            "start it (mlflow server ...) or pass another --tracking-uri"
+        ) from None
     probe = base + "/api/2.0/mlflow/experiments/search?max_results=1"
     try:
         with urllib.request.urlopen(probe, timeout=timeout) as resp:
@@ -66,8 +75,10 @@ def _check_server(uri: str, timeout: float) -> None:
     except (urllib.error.URLError, OSError, ValueError):
         ok = False
     if not ok:
-        raise TrackingError(f"{uri} answers, but not as an MLflow tracking server (no JSON from "
-                            "/api/2.0/mlflow/experiments/search); check the address and port")
+        raise TrackingError(
+            f"{uri} answers, but not as an MLflow tracking server (no JSON from "
+            "/api/2.0/mlflow/experiments/search); check the address and port"
+        )
 
 
 def _check_sqlite(path: Path) -> None:

@@ -15,18 +15,33 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from ablations.contract import (AFFINITY_FOLDER, ARM, EPOCH_METRIC, FAILED_BEFORE, FAILURE, FINETUNE_EPOCH_METRIC, FINETUNE_FOLDER,
-                                FINETUNE_PHASE, GRID_PREFIX, REFERENCE_OF_TRIAL, REFERENCE_TRIAL, ROLE, SEED, STUDY, TRIAL,
-                                own_failure)
+from ablations.contract import (
+    AFFINITY_FOLDER,
+    ARM,
+    EPOCH_METRIC,
+    FAILED_BEFORE,
+    FAILURE,
+    FINETUNE_EPOCH_METRIC,
+    FINETUNE_FOLDER,
+    FINETUNE_PHASE,
+    GRID_PREFIX,
+    REFERENCE_OF_TRIAL,
+    REFERENCE_TRIAL,
+    ROLE,
+    SEED,
+    STUDY,
+    TRIAL,
+    own_failure,
+)
 from ablations.run.files import safe_name
-from ablations.run.store import TrackingError, experiment_url, store_answers, ui_command  # noqa: F401 - re-exported
 from ablations.run.provenance import environment_tags, flatten_config
+from ablations.run.store import TrackingError, experiment_url, store_answers, ui_command  # noqa: F401 - re-exported
 from ablations.study import TrialSpec
 
 PHASE_MARKERS = {"train": EPOCH_METRIC, FINETUNE_PHASE: FINETUNE_EPOCH_METRIC}  # the metric each phase's log carries
@@ -42,8 +57,8 @@ class StudyTracker:
 
     def __init__(self, uri: str, experiment: str):
         self.uri, self.experiment = uri, experiment
-        self.parent_id: Optional[str] = None
-        self.experiment_id: Optional[str] = None
+        self.parent_id: str | None = None
+        self.experiment_id: str | None = None
         self._runs: dict[str, str] = {}  # trial name -> run id
         self._last_epoch: dict[tuple[str, str], int] = {}  # (trial, phase) -> last epoch logged (or kept to be)
         self.pending: list[dict[str, Any]] = []  # writes kept while the store is down, in order
@@ -67,14 +82,15 @@ class StudyTracker:
         return self._env
 
     # ---- the study's parent run ---------------------------------------------------------------
-    def start_study(self, name: str, description: str, files: dict[str, str], target: dict[str, str],
-                    resume_id: Optional[str] = None) -> str:
+    def start_study(
+        self, name: str, description: str, files: dict[str, str], target: dict[str, str], resume_id: str | None = None
+    ) -> str:
         """Create the parent run (or reopen ``resume_id``) and attach the study files as artifacts."""
         exp = self.client.get_experiment_by_name(self.experiment)
         if exp is None:
             location = None
             if self.uri.startswith("sqlite:///"):  # keep artifacts beside the database, not in the cwd
-                location = (Path(self.uri[len("sqlite:///"):]).parent / "mlartifacts" / self.experiment).as_uri()
+                location = (Path(self.uri[len("sqlite:///") :]).parent / "mlartifacts" / self.experiment).as_uri()
             self.experiment_id = self.client.create_experiment(self.experiment, artifact_location=location)
         else:
             self.experiment_id = exp.experiment_id
@@ -117,15 +133,16 @@ class StudyTracker:
 
     def children(self) -> list:
         """All trial runs of this study invocation."""
-        return self.client.search_runs([self.experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{self.parent_id}'",
-                                       max_results=50_000)
+        return self.client.search_runs(
+            [self.experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{self.parent_id}'", max_results=50_000
+        )
 
     # ---- trial runs ---------------------------------------------------------------------------
     # Every trial write is an op (a JSON-able dict naming its trial). While the store answers, an
     # op is made at once. When a write fails and the store does not answer, the op and every later
     # one are kept, in order, in memory and in ``journal`` (so a killed driver keeps them too);
     # they are written when the store answers again, at the end of the study, or by ``--resume``.
-    journal: Optional[Path] = None
+    journal: Path | None = None
     RETRY_S = 15.0  # between attempts to reach a store that is down
 
     def trial_run(self, trial: TrialSpec) -> str:
@@ -134,9 +151,18 @@ class StudyTracker:
         Returns its run id, or ``pending:<trial name>`` while the store is down."""
         name = trial.name
         if name not in self._runs:
-            tags = {MLFLOW_PARENT_RUN_ID: self.parent_id, ROLE: "trial", ARM: trial.arm, SEED: str(trial.seed),
-                    TRIAL: name, REFERENCE_TRIAL: trial.reference, REFERENCE_OF_TRIAL: trial.reference_arm,
-                    STUDY: self.experiment, **{GRID_PREFIX + k: str(v) for k, v in trial.grid.items()}, **self.env}
+            tags = {
+                MLFLOW_PARENT_RUN_ID: self.parent_id,
+                ROLE: "trial",
+                ARM: trial.arm,
+                SEED: str(trial.seed),
+                TRIAL: name,
+                REFERENCE_TRIAL: trial.reference,
+                REFERENCE_OF_TRIAL: trial.reference_arm,
+                STUDY: self.experiment,
+                **{GRID_PREFIX + k: str(v) for k, v in trial.grid.items()},
+                **self.env,
+            }
             self._op({"op": "create", "trial": name, "tags": tags, "params": flatten_config(trial.config)})
         else:
             self._op({"op": "reopen", "trial": name})
@@ -149,10 +175,21 @@ class StudyTracker:
         name = self._name(run_id)
         if epoch <= self._last_epoch.get((name, phase), -1):
             return False
-        values = {k: float(v) for k, v in {**metrics, PHASE_MARKERS[phase]: epoch}.items()
-                  if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(float(v))}
-        self._op({"op": "epoch", "trial": name, "epoch": epoch, "phase": phase, "metrics": values,
-                  "time": int(time.time() * 1000)})
+        values = {
+            k: float(v)
+            for k, v in {**metrics, PHASE_MARKERS[phase]: epoch}.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(float(v))
+        }
+        self._op(
+            {
+                "op": "epoch",
+                "trial": name,
+                "epoch": epoch,
+                "phase": phase,
+                "metrics": values,
+                "time": int(time.time() * 1000),
+            }
+        )
         self._last_epoch[(name, phase)] = epoch
         return True
 
@@ -172,7 +209,7 @@ class StudyTracker:
     def set_tag(self, run_id: str, key: str, value: str) -> None:
         self._op({"op": "tag", "trial": self._name(run_id), "key": key, "value": value})
 
-    def end_trial(self, run_id: str, status: str, reason: Optional[str] = None) -> None:
+    def end_trial(self, run_id: str, status: str, reason: str | None = None) -> None:
         if self._name(run_id) in self.settled:  # ended for good by an earlier driver: left as it was
             self.ended[self._name(run_id)] = self.settled[self._name(run_id)]
             return
@@ -186,7 +223,7 @@ class StudyTracker:
 
     def _name(self, run_id: str) -> str:
         if run_id.startswith(PENDING):
-            return run_id[len(PENDING):]
+            return run_id[len(PENDING) :]
         return next(n for n, r in self._runs.items() if r == run_id)
 
     def _op(self, op: dict[str, Any]) -> None:
@@ -202,8 +239,10 @@ class StudyTracker:
                 raise
             self._keep(op)
             self._tried = time.monotonic()
-            _warn(f"tracking store {self.uri} does not answer ({type(err).__name__}); the trials go on and their "
-                  f"results are kept{f' in {self.journal}' if self.journal else ''} until it is back")
+            _warn(
+                f"tracking store {self.uri} does not answer ({type(err).__name__}); the trials go on and their "
+                f"results are kept{f' in {self.journal}' if self.journal else ''} until it is back"
+            )
 
     def _keep(self, op: dict[str, Any]) -> None:
         self.pending.append(op)
@@ -248,8 +287,9 @@ class StudyTracker:
                 self._last_epoch[key] = max(op["epoch"], self._last_epoch.get(key, -1))
         self.flush()
         if self.pending:
-            raise TrackingError(f"tracking store {self.uri} does not take the {len(self.pending)} kept writes "
-                                f"in {journal}")
+            raise TrackingError(
+                f"tracking store {self.uri} does not take the {len(self.pending)} kept writes in {journal}"
+            )
         return len(ops)
 
     def _apply(self, op: dict[str, Any]) -> None:
@@ -260,7 +300,7 @@ class StudyTracker:
                 run_id = self.client.create_run(self.experiment_id, run_name=name, tags=op["tags"]).info.run_id
                 params = [Param(k, v[:6000]) for k, v in op["params"].items()]
                 for i in range(0, len(params), 100):
-                    self.client.log_batch(run_id, params=params[i:i + 100])
+                    self.client.log_batch(run_id, params=params[i : i + 100])
                 self._runs[name] = run_id
             return
         run_id = self._runs[name]
@@ -274,13 +314,14 @@ class StudyTracker:
         elif kind == "epoch":
             batch = [Metric(k, v, op["time"], op["epoch"]) for k, v in op["metrics"].items()]
             for i in range(0, len(batch), 1000):
-                self.client.log_batch(run_id, metrics=batch[i:i + 1000])
+                self.client.log_batch(run_id, metrics=batch[i : i + 1000])
         elif kind == "artifact":
             if os.path.isfile(op["path"]):
                 self.client.log_artifact(run_id, op["path"], AFFINITY_FOLDER)
         elif kind == "finetune_curve":
-            self.client.log_dict(run_id, {"epoch": op["epoch"], "loss": op["loss"]},
-                                 f"{FINETUNE_FOLDER}/loss_e{op['epoch']:04d}.json")
+            self.client.log_dict(
+                run_id, {"epoch": op["epoch"], "loss": op["loss"]}, f"{FINETUNE_FOLDER}/loss_e{op['epoch']:04d}.json"
+            )
         elif kind == "tag":
             self.client.set_tag(run_id, op["key"], op["value"])
         elif kind == "end":

@@ -13,7 +13,7 @@ import dataclasses
 import io
 import os
 import tempfile
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pyarrow.fs as pafs
@@ -21,8 +21,18 @@ import ray
 import torch
 from ray import tune
 
-from ablations.contract import (AFFINITY_DATA, EPOCH, FINETUNE_CURVE, MEMBER_FAILURES, MEMBERS, NODE, OBJECTIVE, PHASE,
-                                RESTORE_NOTE, RESUMED_FROM)
+from ablations.contract import (
+    AFFINITY_DATA,
+    EPOCH,
+    FINETUNE_CURVE,
+    MEMBER_FAILURES,
+    MEMBERS,
+    NODE,
+    OBJECTIVE,
+    PHASE,
+    RESTORE_NOTE,
+    RESUMED_FROM,
+)
 from ablations.study import Study
 from mto.config import TrialConfig
 from mto.training.reports import EpochReport
@@ -43,7 +53,7 @@ def read_state(folder: str) -> dict[str, Any]:
     return torch.load(os.path.join(folder, STATE_FILE), map_location="cpu", weights_only=True)
 
 
-def _restore() -> tuple[Optional[dict[str, Any]], str]:
+def _restore() -> tuple[dict[str, Any] | None, str]:
     """The trial's newest readable checkpoint (Ray Tune's latest, else the one kept before it, else none:
     the trial starts over), and what was skipped to reach it ("" when nothing was)."""
     latest = tune.get_checkpoint()
@@ -51,20 +61,31 @@ def _restore() -> tuple[Optional[dict[str, Any]], str]:
         return None, ""
     fs, parent = latest.filesystem, os.path.dirname(latest.path.rstrip("/"))
     found = fs.get_file_info(pafs.FileSelector(parent))
-    older = sorted((i.path for i in found if i.type == pafs.FileType.Directory
-                    and os.path.basename(i.path).startswith("checkpoint_") and i.path < latest.path), reverse=True)
+    older = sorted(
+        (
+            i.path
+            for i in found
+            if i.type == pafs.FileType.Directory
+            and os.path.basename(i.path).startswith("checkpoint_")
+            and i.path < latest.path
+        ),
+        reverse=True,
+    )
     skipped = []
     for path in [latest.path, *older]:
         try:
             with tune.Checkpoint(path, filesystem=fs).as_directory() as folder:
                 return read_state(folder), "; ".join(skipped)
         except Exception as err:  # noqa: BLE001 - a truncated or missing file fails in torch, zipfile or pyarrow
-            skipped.append(f"{os.path.basename(path)} unreadable ({type(err).__name__}: {str(err).splitlines()[0][:120]})"
-                           if str(err) else f"{os.path.basename(path)} unreadable ({type(err).__name__})")
+            skipped.append(
+                f"{os.path.basename(path)} unreadable ({type(err).__name__}: {str(err).splitlines()[0][:120]})"
+                if str(err)
+                else f"{os.path.basename(path)} unreadable ({type(err).__name__})"
+            )
     return None, "; ".join(skipped + ["started over"])
 
 
-def _report(metrics: dict[str, Any], state: Optional[dict[str, Any]]) -> None:
+def _report(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
     if state is None:
         tune.report(metrics)
         return
@@ -77,9 +98,10 @@ class Payload:
     """One trial's per-epoch keys for the driver: metrics, the search objective carried forward between
     evaluations, its affinity maps (bytes), the epoch it resumed from, the node it runs on."""
 
-    def __init__(self, metric: str, resume: Optional[dict[str, Any]], note: str = ""):
+    def __init__(self, metric: str, resume: dict[str, Any] | None, note: str = ""):
         self.metric, self.resume, self.note = metric, resume, note
-        self.last = {OBJECTIVE: h[metric] for h in (resume or {}).get("history", []) if metric in h}
+        measured = [h[metric] for h in (resume or {}).get("history", []) if metric in h]
+        self.last = {OBJECTIVE: measured[-1]} if measured else {}  # carried forward from the latest measurement
         self.node = ray.get_runtime_context().get_node_id()
 
     def __call__(self, r: EpochReport) -> dict[str, Any]:
@@ -102,7 +124,9 @@ class Payload:
         return metrics
 
 
-def trial_function(params: dict[str, Any], *, study: Study, threads: int, settled: frozenset[str] = frozenset()) -> None:
+def trial_function(
+    params: dict[str, Any], *, study: Study, threads: int, settled: frozenset[str] = frozenset()
+) -> None:
     """Run one Ray trial of ``study``: a unit of K >= 1 members (``Study.unit``; ``params`` is Ray's config, the
     unit's name or an Optuna sample) trained by ``mto.training.unit.run_unit``, reporting once per epoch for all
     members (``MEMBERS``, ``MEMBER_FAILURES``) and checkpointing them together.

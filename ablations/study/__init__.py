@@ -13,5 +13,17 @@ from ablations.study.messages import StudyError
 from ablations.study.schema import StudySpec
 from ablations.study.validation import validate_study
 
-__all__ = ["Study", "StudyError", "StudySpec", "TrialSpec", "apply_overrides", "apply_set", "flatten", "load_study",
-           "parse_yaml", "trial_name", "unit_name", "validate_study"]
+__all__ = [
+    "Study",
+    "StudyError",
+    "StudySpec",
+    "TrialSpec",
+    "apply_overrides",
+    "apply_set",
+    "flatten",
+    "load_study",
+    "parse_yaml",
+    "trial_name",
+    "unit_name",
+    "validate_study",
+]

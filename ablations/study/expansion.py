@@ -11,7 +11,7 @@ import copy
 import functools
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -21,7 +21,6 @@ from ablations.study.schema import StudySpec
 from mto.config import ConfigError, TrialConfig
 from mto.config.dicts import flatten, to_dict
 from mto.training.fusable import fused_groups
-
 
 SAMPLE_SEED = "__trial_index__"  # Ray Tune's Repeater: which of the search seeds a repeat of a sample runs
 
@@ -69,11 +68,20 @@ class Study:
             return self.trial(name)
         seed = self.spec.search_seeds[int(params[SAMPLE_SEED])]
         sample = {k: v for k, v in params.items() if k not in ("trial", SAMPLE_SEED)}
-        shown = "".join(f"-{k.split('.')[-1]}={short_value(round(v, 4) if isinstance(v, float) else v)}"
-                        for k, v in sorted(sample.items()))
+        shown = "".join(
+            f"-{k.split('.')[-1]}={short_value(round(v, 4) if isinstance(v, float) else v)}"
+            for k, v in sorted(sample.items())
+        )
         ref_arm = self.spec.reference_for(name)
-        return TrialSpec(f"{name}-s{seed}-o{trial_id.split('_')[-1]}{shown}", name, seed, sample,
-                         self.search_config(name, seed, sample), trial_name(ref_arm, seed, {}, {}), ref_arm)
+        return TrialSpec(
+            f"{name}-s{seed}-o{trial_id.split('_')[-1]}{shown}",
+            name,
+            seed,
+            sample,
+            self.search_config(name, seed, sample),
+            trial_name(ref_arm, seed, {}, {}),
+            ref_arm,
+        )
 
     @property
     def search_arm(self) -> str:
@@ -135,7 +143,7 @@ def arm_overrides(variant: dict[str, Any]) -> tuple[dict[str, Any], dict[str, li
     """An arm's fixed dot-path settings and its own grid (``grid.<path>: [values]``)."""
     flat = flatten(variant)
     fixed = {k: v for k, v in flat.items() if not k.startswith("grid.")}
-    return fixed, {k[len("grid."):]: v for k, v in flat.items() if k.startswith("grid.")}
+    return fixed, {k[len("grid.") :]: v for k, v in flat.items() if k.startswith("grid.")}
 
 
 def trial_name(arm: str, seed: int, point: dict[str, Any], axes: dict[str, list]) -> str:
@@ -153,7 +161,6 @@ def short_value(v: Any) -> str:
     if isinstance(v, list):
         return "[" + ",".join(map(str, v)) + "]"
     return f"{v:g}" if isinstance(v, float) else str(v)
-
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -182,5 +189,3 @@ def apply_overrides(config: dict[str, Any], overrides: dict[str, Any]) -> dict[s
             node = node.setdefault(p, {})
         node[leaf] = value
     return out
-
-

@@ -17,13 +17,13 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from ablations.contract import FINETUNE_METRICS
 from ablations.study.messages import Problems, shorten
 from ablations.study.schema import StudySpec
-from mto.config.choices import PRESETS
 from mto.config import TrialConfig, validation_size
+from mto.config.choices import PRESETS
 from mto.config.dicts import flatten, to_dict
 from mto.methods import registry
 
@@ -53,8 +53,11 @@ def _study_level(spec: StudySpec, problem) -> None:
     for seed in spec.seeds:
         if not 0 <= seed <= MAX_SEED:
             problem("seeds", f"{shorten(seed, 40)} is invalid: seeds are integers in [0, 2^63 - 1]")
-    numbers = {"resources.cpu": spec.resources.cpu, "resources.gpu": spec.resources.gpu,
-               "target.fraction": spec.target.fraction}
+    numbers = {
+        "resources.cpu": spec.resources.cpu,
+        "resources.gpu": spec.resources.gpu,
+        "target.fraction": spec.target.fraction,
+    }
     for path, d in spec.search.space.items():
         for kind in ("loguniform", "uniform"):
             for v in getattr(d, kind) or ():
@@ -64,8 +67,11 @@ def _study_level(spec: StudySpec, problem) -> None:
             problem(path, f"{v!r} is invalid: a finite number")
     fraction = spec.target.fraction
     if math.isfinite(fraction) and _is_accuracy(spec.target.metric) and fraction > MAX_ACCURACY_FRACTION:
-        problem("target.fraction", f"{spec.target.fraction:g} is invalid for the accuracy {spec.target.metric}: "
-                f"at most {MAX_ACCURACY_FRACTION:g} (the target, reference final x fraction, must stay below 100%)")
+        problem(
+            "target.fraction",
+            f"{spec.target.fraction:g} is invalid for the accuracy {spec.target.metric}: "
+            f"at most {MAX_ACCURACY_FRACTION:g} (the target, reference final x fraction, must stay below 100%)",
+        )
     scheme = spec.storage.split("://", 1)[0] if spec.storage_uri else None
     if scheme is not None and scheme not in STORAGE_SCHEMES:
         problem("storage", f"{shorten(spec.storage)} is invalid: a folder, or a URI of {', '.join(STORAGE_SCHEMES)}")
@@ -89,48 +95,79 @@ def _trial_level(spec: StudySpec, t: Any, problem) -> None:
         train -= validation_size(train, c.data.val_fraction)  # the validation split is carved from train
         train = min(train, c.data.max_train or train)
         capped = c.data.max_train is not None and c.data.max_train < full
-        images = (f"the {train:,} training images ({c.data.name}{', data.max_train' if capped else ''}, less the "
-                  f"validation split): at most {train}")
+        images = (
+            f"the {train:,} training images ({c.data.name}{', data.max_train' if capped else ''}, less the "
+            f"validation split): at most {train}"
+        )
         if c.train.batch_size > train:
             if capped and at("data.max_train") != "base.data.max_train":  # the arm cut the data set
-                problem(at("data.max_train"), f"{c.data.max_train} training images are fewer than "
-                        f"train.batch_size={c.train.batch_size}: keep at least a batch")
+                problem(
+                    at("data.max_train"),
+                    f"{c.data.max_train} training images are fewer than "
+                    f"train.batch_size={c.train.batch_size}: keep at least a batch",
+                )
             else:
                 problem(at("train.batch_size"), f"{c.train.batch_size} is above {images}")
         if c.eval.finetune.enabled and c.eval.finetune.batch_size > train:
-            problem(at("eval.finetune.batch_size"), f"{c.eval.finetune.batch_size} is above {images} (fine-tuning "
-                    "trains on them)")
+            problem(
+                at("eval.finetune.batch_size"),
+                f"{c.eval.finetune.batch_size} is above {images} (fine-tuning trains on them)",
+            )
         probe = min(train, c.eval.max_probe_train or train)
         if c.eval.knn and c.eval.knn_k > probe:
-            problem(at("eval.knn_k"), f"{c.eval.knn_k} is above the {probe:,} images the kNN probe votes among: "
-                    f"at most {probe}")
+            problem(
+                at("eval.knn_k"),
+                f"{c.eval.knn_k} is above the {probe:,} images the kNN probe votes among: at most {probe}",
+            )
     if test is not None and c.eval.hetero_batch > test:
-        problem(at("eval.hetero_batch"), f"{c.eval.hetero_batch} is above the {test:,} test images ({c.data.name}) "
-                f"the heterogeneity batch is drawn from: at most {test}")
-    need = sum(c.data.synthetic_size) * 3 * c.data.image_size ** 2 if c.data.name == "synthetic" else 0  # uint8
+        problem(
+            at("eval.hetero_batch"),
+            f"{c.eval.hetero_batch} is above the {test:,} test images ({c.data.name}) "
+            f"the heterogeneity batch is drawn from: at most {test}",
+        )
+    need = sum(c.data.synthetic_size) * 3 * c.data.image_size**2 if c.data.name == "synthetic" else 0  # uint8
     if need > MEMORY:
-        problem(at("data.synthetic_size"), f"{c.data.synthetic_size} images of {c.data.image_size}px take "
-                f"{need / 2**30:,.1f} GiB of memory; this machine has {MEMORY / 2**30:,.1f} GiB")
+        problem(
+            at("data.synthetic_size"),
+            f"{c.data.synthetic_size} images of {c.data.image_size}px take "
+            f"{need / 2**30:,.1f} GiB of memory; this machine has {MEMORY / 2**30:,.1f} GiB",
+        )
     asha = spec.search.asha if spec.search.kind == "optuna" else None
     if asha and t.arm == spec.search_arm and asha.grace_period > c.train.epochs:
-        problem("search.asha.grace_period", f"{asha.grace_period} is above train.epochs={c.train.epochs} of the "
-                f"searched arm {spec.search_arm}: ASHA's first cut must come within the training, at most {c.train.epochs}")
+        problem(
+            "search.asha.grace_period",
+            f"{asha.grace_period} is above train.epochs={c.train.epochs} of the "
+            f"searched arm {spec.search_arm}: ASHA's first cut must come within the training, at most {c.train.epochs}",
+        )
     _, width, _, heads = PRESETS[c.model.preset]
     width, heads = c.model.embed_dim or width, c.model.num_heads or heads
     if width % heads:
-        problem(at("model.num_heads" if c.model.num_heads else "model.embed_dim"),
-                f"{heads} heads do not divide the width {width}: choose num_heads dividing embed_dim")
+        problem(
+            at("model.num_heads" if c.model.num_heads else "model.embed_dim"),
+            f"{heads} heads do not divide the width {width}: choose num_heads dividing embed_dim",
+        )
     if c.mim.method in registry.owners("decoder_dim") and c.mim.decoder_dim % c.mim.decoder_heads:
-        problem(at("mim.decoder_heads"), f"{c.mim.decoder_heads} heads do not divide mim.decoder_dim "
-                f"{c.mim.decoder_dim}: choose decoder_heads dividing decoder_dim")
+        problem(
+            at("mim.decoder_heads"),
+            f"{c.mim.decoder_heads} heads do not divide mim.decoder_dim "
+            f"{c.mim.decoder_dim}: choose decoder_heads dividing decoder_dim",
+        )
     if spec.search.kind == "optuna" and spec.search.asha and c.eval.finetune.enabled:
-        problem(at("eval.finetune.enabled"), "true with search.asha: ASHA stops a trial at its last epoch's report, "
-                "before that epoch's fine-tuning; turn one of them off")
+        problem(
+            at("eval.finetune.enabled"),
+            "true with search.asha: ASHA stops a trial at its last epoch's report, "
+            "before that epoch's fine-tuning; turn one of them off",
+        )
     if c.train.device == "cuda" and spec.resources.gpu == 0:
-        problem(at("train.device"), "cuda, but resources.gpu is 0 so trials see no GPU: set resources.gpu "
-                "(1, or a fraction to share one) or train.device: auto")
-    for path, metric in (("target.metric", spec.target.metric),
-                         *((("search.metric", spec.search.metric),) if spec.search.kind == "optuna" else ())):
+        problem(
+            at("train.device"),
+            "cuda, but resources.gpu is 0 so trials see no GPU: set resources.gpu "
+            "(1, or a fraction to share one) or train.device: auto",
+        )
+    for path, metric in (
+        ("target.metric", spec.target.metric),
+        *((("search.metric", spec.search.metric),) if spec.search.kind == "optuna" else ()),
+    ):
         why = not_logged(c, metric)
         if why:
             problem(path, f"{shorten(metric, 80)} is never logged: {why}")
@@ -139,7 +176,7 @@ def _trial_level(spec: StudySpec, t: Any, problem) -> None:
             problem("report_epochs", f"{e} is outside the training: epochs 1 to {c.train.epochs}")
 
 
-def split_sizes(c: TrialConfig) -> tuple[Optional[int], Optional[int]]:
+def split_sizes(c: TrialConfig) -> tuple[int | None, int | None]:
     """(training, test) images of the trial's data set before any cut, or (None, None) when only reading
     it tells (imagefolder)."""
     if c.data.name == "synthetic":
@@ -147,7 +184,7 @@ def split_sizes(c: TrialConfig) -> tuple[Optional[int], Optional[int]]:
     return SPLIT_SIZES.get(c.data.name, (None, None))
 
 
-def not_logged(c: TrialConfig, metric: str) -> Optional[str]:
+def not_logged(c: TrialConfig, metric: str) -> str | None:
     """Why a trial with config ``c`` never logs ``metric`` (None when it does)."""
     split, _, name = metric.partition("/")
     if split == "val" and c.data.val_fraction == 0:
@@ -180,7 +217,7 @@ def _source_of(spec: StudySpec, arm: str, key: str) -> str:
     return f"grid.{key}" if key in spec.grid else f"base.{key}"
 
 
-def _unusable_folder(path: str) -> Optional[str]:
+def _unusable_folder(path: str) -> str | None:
     """Why a folder could not be created or written at ``path`` (None when it can); creates nothing."""
     try:
         p = Path(path).expanduser().resolve()

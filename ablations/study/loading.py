@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 import yaml
 
 from ablations.study.expansion import Study
-from ablations.study.validation import validate_study
 from ablations.study.messages import StudyError, shorten
+from ablations.study.validation import validate_study
 
 MAX_FILE_BYTES = 1_000_000  # the largest study in studies/ is under 4 kB
 MAX_DEPTH = 50  # nesting levels; a study needs about 6
@@ -28,7 +28,7 @@ MAX_NODES = 100_000  # scalars, lists and mappings, counting each alias as the c
 class _TooBig(yaml.YAMLError):
     """The document exceeds a bound; raised while composing, before anything is constructed."""
 
-    def __init__(self, problem: str, mark: Optional[yaml.Mark]):
+    def __init__(self, problem: str, mark: yaml.Mark | None):
         self.problem, self.problem_mark = problem, mark
 
 
@@ -45,14 +45,17 @@ class _Loader(yaml.SafeLoader):
             event = self.peek_event()
             node = self.anchors.get(event.anchor)
             if node is not None and node.end_mark is None:  # PyYAML sets end_mark once a node is complete
-                raise _TooBig(f"alias *{event.anchor[:40]} is inside the node it refers to (a cycle); "
-                              "study files are trees", event.start_mark)
+                raise _TooBig(
+                    f"alias *{event.anchor[:40]} is inside the node it refers to (a cycle); study files are trees",
+                    event.start_mark,
+                )
             return super().compose_node(parent, index)
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:
-                raise _TooBig(f"nested deeper than {MAX_DEPTH} levels (a study needs about 6)",
-                              self.peek_event().start_mark)
+                raise _TooBig(
+                    f"nested deeper than {MAX_DEPTH} levels (a study needs about 6)", self.peek_event().start_mark
+                )
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
@@ -77,7 +80,8 @@ def _mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dic
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark)
+                None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark
+            )
         seen[key] = key_node.start_mark.line
     return loader.construct_mapping(node, deep=deep)
 
@@ -85,7 +89,7 @@ def _mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dic
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
 
 
-def _line_index(node: yaml.Node, path: tuple = (), out: Optional[dict] = None) -> dict[tuple, int]:
+def _line_index(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
     """Field path -> 1-based line of its key, for error messages."""
     out = {} if out is None else out
     if isinstance(node, yaml.MappingNode):
@@ -118,8 +122,11 @@ def _parse(text: str, source: str, what: str) -> tuple[Any, dict[tuple, int]]:
             return None, {}
         size = _expanded_size(node, {})
         if size > MAX_NODES:
-            raise _TooBig(f"{size:,} values once its aliases are expanded, above the {MAX_NODES:,} a study "
-                          "file may hold (an alias bomb?)", None)
+            raise _TooBig(
+                f"{size:,} values once its aliases are expanded, above the {MAX_NODES:,} a study "
+                "file may hold (an alias bomb?)",
+                None,
+            )
         lines = _line_index(node)
         return loader.construct_document(node), lines
     except yaml.constructor.ConstructorError as err:
@@ -127,8 +134,10 @@ def _parse(text: str, source: str, what: str) -> tuple[Any, dict[tuple, int]]:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = str(err.problem)
         if "constructor for the tag" in problem:
-            problem = (f"YAML tag {err.problem_mark and _tag_of(err)} is not allowed: study files are data, "
-                       "nothing in them is constructed or executed")
+            problem = (
+                f"YAML tag {err.problem_mark and _tag_of(err)} is not allowed: study files are data, "
+                "nothing in them is constructed or executed"
+            )
         raise StudyError(source, [what + where + problem]) from None
     except _TooBig as err:
         mark = err.problem_mark
@@ -136,11 +145,17 @@ def _parse(text: str, source: str, what: str) -> tuple[Any, dict[tuple, int]]:
         raise StudyError(source, [f"{what}refused{where}: {err.problem}"]) from None
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark
-        raise StudyError(source, [f"{what}YAML syntax error at line {mark.line + 1}, column {mark.column + 1}: "
-                                  f"{err.problem}"]) from None
+        raise StudyError(
+            source, [f"{what}YAML syntax error at line {mark.line + 1}, column {mark.column + 1}: {err.problem}"]
+        ) from None
     except yaml.reader.ReaderError as err:  # a control character or an invalid code point
-        raise StudyError(source, [f"{what}character {err.character:#06x} at position {err.position} is not "
-                                  "allowed in YAML (a control character: is this a text file?)"]) from None
+        raise StudyError(
+            source,
+            [
+                f"{what}character {err.character:#06x} at position {err.position} is not "
+                "allowed in YAML (a control character: is this a text file?)"
+            ],
+        ) from None
     except (yaml.YAMLError, RecursionError) as err:
         raise StudyError(source, [f"{what}unreadable YAML ({type(err).__name__}: {str(err)[:200]})"]) from None
     finally:
@@ -148,7 +163,7 @@ def _parse(text: str, source: str, what: str) -> tuple[Any, dict[tuple, int]]:
             loader.dispose()
 
 
-def read_text(path: Union[str, Path]) -> str:
+def read_text(path: str | Path) -> str:
     """A study file's text: at most ``MAX_FILE_BYTES``, UTF-8 (a UTF-8 byte-order mark is allowed).
 
     Raises:
@@ -161,8 +176,13 @@ def read_text(path: Union[str, Path]) -> str:
     except OSError as err:
         raise StudyError(source, [f"cannot read the study file: {err.strerror}"]) from None
     if len(raw) > MAX_FILE_BYTES:
-        raise StudyError(source, [f"the file is larger than {MAX_FILE_BYTES:,} bytes; a study file is a few kB of "
-                                  "YAML (is this the right file?)"])
+        raise StudyError(
+            source,
+            [
+                f"the file is larger than {MAX_FILE_BYTES:,} bytes; a study file is a few kB of "
+                "YAML (is this the right file?)"
+            ],
+        )
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise StudyError(source, ["the file is UTF-16 (or UTF-32) encoded: save it as UTF-8"])
     if b"\x00" in raw:
@@ -170,9 +190,14 @@ def read_text(path: Union[str, Path]) -> str:
     try:
         return raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as err:
-        line = raw[:err.start].count(b"\n") + 1
-        raise StudyError(source, [f"the file is not UTF-8 text: byte 0x{raw[err.start]:02x} at line {line} "
-                                  "cannot be decoded; save it as UTF-8"]) from None
+        line = raw[: err.start].count(b"\n") + 1
+        raise StudyError(
+            source,
+            [
+                f"the file is not UTF-8 text: byte 0x{raw[err.start]:02x} at line {line} "
+                "cannot be decoded; save it as UTF-8"
+            ],
+        ) from None
 
 
 def _tag_of(err: yaml.constructor.ConstructorError) -> str:
@@ -180,7 +205,7 @@ def _tag_of(err: yaml.constructor.ConstructorError) -> str:
     return repr(m.group(1)) if m else "(unknown)"
 
 
-def load_study(path: Union[str, Path], sets: Optional[list[str]] = None, *, check_paths: bool = True) -> Study:
+def load_study(path: str | Path, sets: list[str] | None = None, *, check_paths: bool = True) -> Study:
     """Read, override (``--set key=value``), validate and expand a study file.
 
     Raises:
@@ -208,5 +233,5 @@ def apply_set(raw: dict[str, Any], item: str, source: str = "--set") -> None:
             return
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise StudyError(source, [f"--set {shorten(key)}: {'.'.join(parts[:i + 1])} is not a mapping"])
+            raise StudyError(source, [f"--set {shorten(key)}: {'.'.join(parts[: i + 1])} is not a mapping"])
     node[parts[-1]] = value

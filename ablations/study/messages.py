@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import fields, is_dataclass
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 from pydantic import BaseModel
 
 from ablations.study.schema import StudySpec
 from mto.config import ConfigError, section
-
 
 MAX_VALUE_CHARS = 200  # a bad value is echoed up to this many characters, never whole
 MAX_PROBLEM_CHARS = 600  # one problem stays one readable line whatever was embedded in it
@@ -43,7 +42,6 @@ class StudyError(Exception):
         super().__init__("\n".join(f"{self.source}: {p}" for p in self.problems))
 
 
-
 def suggest(word: str, options: list[str]) -> str:
     close = difflib.get_close_matches(str(word), options, n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
@@ -60,7 +58,9 @@ def describe(e: dict[str, Any], lines: dict[tuple, int]) -> str:
     if isinstance(cause, ConfigError) and loc[:1] == ("base",):  # mto's own check: it names the field
         full = ("base",) + tuple(cause.path.split("."))
         line = line_of(lines, full)
-        return f"{'.'.join(full)}{f' (line {line})' if line else ''}: {shorten(cause.value)} is invalid: {cause.allowed}"
+        return (
+            f"{'.'.join(full)}{f' (line {line})' if line else ''}: {shorten(cause.value)} is invalid: {cause.allowed}"
+        )
     if e["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
         allowed = _allowed_keys(loc[:-1])
         return f"{where}: unknown key {shorten(loc[-1])}{suggest(loc[-1], allowed)} (allowed: {', '.join(allowed)})"
@@ -69,7 +69,7 @@ def describe(e: dict[str, Any], lines: dict[tuple, int]) -> str:
     return f"{where}: {shorten(e.get('input'))} is invalid: {_one_line(msg)[:MAX_VALUE_CHARS]}"
 
 
-def line_of(lines: dict[tuple, int], path: Union[str, tuple]) -> Optional[int]:
+def line_of(lines: dict[tuple, int], path: str | tuple) -> int | None:
     """The line of field ``path`` (a dot path or its parts) in the study file, else of its nearest parent."""
     loc = tuple(path.split(".")) if isinstance(path, str) else path
     for n in range(len(loc), 0, -1):
@@ -82,7 +82,7 @@ class Problems:
     """Every problem found in a study, in the order found. ``add`` words one as ``<path> (line N): <message>``;
     the same message for several trials is said once, naming the first trial and how many more."""
 
-    def __init__(self, source: str, lines: Optional[dict[tuple, int]] = None):
+    def __init__(self, source: str, lines: dict[tuple, int] | None = None):
         self.source, self.lines = source, lines or {}
         self._found: dict[str, list[str]] = {}  # message -> the trials it applies to
 
@@ -102,8 +102,14 @@ class Problems:
     def raise_any(self) -> None:
         """Raise StudyError with every problem found so far, if any."""
         if self._found:
-            raise StudyError(self.source, [text + (f" (trial {names[0]}{f' and {len(names) - 1} more' if len(names) > 1 else ''})"
-                                                   if names else "") for text, names in self._found.items()])
+            raise StudyError(
+                self.source,
+                [
+                    text
+                    + (f" (trial {names[0]}{f' and {len(names) - 1} more' if len(names) > 1 else ''})" if names else "")
+                    for text, names in self._found.items()
+                ],
+            )
 
 
 def _allowed_keys(loc: tuple) -> list[str]:

@@ -17,18 +17,25 @@ def check_rules(spec: StudySpec, problems: Problems) -> None:
     """Add a problem for every rule between fields that ``spec`` breaks."""
     arms = list(spec.variants)
     if spec.reference not in spec.variants:
-        problems.add("target.reference", f"unknown arm {spec.reference!r}; arms are {', '.join(arms)}"
-                + suggest(spec.reference, arms))
+        problems.add(
+            "target.reference",
+            f"unknown arm {spec.reference!r}; arms are {', '.join(arms)}" + suggest(spec.reference, arms),
+        )
     for arm, ref in spec.target.reference_of.items():
         for where, name in ((f"target.reference_of.{arm}", arm), (f"target.reference_of.{arm}", ref)):
             if name not in spec.variants:
                 problems.add(where, f"unknown arm {name!r}; arms are {', '.join(arms)}" + suggest(name, arms))
     cycle = reference_cycle(spec)
     if cycle:
-        problems.add(f"target.reference_of.{cycle[0]}", f"{' -> '.join(cycle)} is a cycle: every chain of references must "
-                f"end at an arm compared with nothing (target.reference {spec.reference!r})")
-    if spec.budgets and (BUDGET_AXIS in spec.grid or any(BUDGET_AXIS in flatten(v) or f"grid.{BUDGET_AXIS}"
-                                                         in flatten(v) for v in spec.variants.values())):
+        problems.add(
+            f"target.reference_of.{cycle[0]}",
+            f"{' -> '.join(cycle)} is a cycle: every chain of references must "
+            f"end at an arm compared with nothing (target.reference {spec.reference!r})",
+        )
+    if spec.budgets and (
+        BUDGET_AXIS in spec.grid
+        or any(BUDGET_AXIS in flatten(v) or f"grid.{BUDGET_AXIS}" in flatten(v) for v in spec.variants.values())
+    ):
         problems.add("budgets", f"budgets set {BUDGET_AXIS} for every arm: remove {BUDGET_AXIS} from grid and variants")
     for path, values in spec.grid.items():
         check_dot_path(f"grid.{path}", path, problems)
@@ -45,34 +52,53 @@ def check_rules(spec: StudySpec, problems: Problems) -> None:
                 check_dot_path(f"variants.{arm}.{path}", path, problems)
     for arm in {spec.reference, *spec.target.reference_of.values()} & set(spec.variants):
         if "grid" in spec.variants[arm] or any(k.startswith("grid.") for k in spec.variants[arm]):
-            problems.add(f"variants.{arm}.grid", "a reference arm cannot have its own grid (which point would the "
-                                            "others be compared with?); use the study-level grid")
+            problems.add(
+                f"variants.{arm}.grid",
+                "a reference arm cannot have its own grid (which point would the "
+                "others be compared with?); use the study-level grid",
+            )
     if spec.search.kind == "optuna":
         if spec.grid:
-            problems.add("grid", "an Optuna study takes no study-level grid (its samples could not be paired with a "
-                            "reference point); put grids on arms")
+            problems.add(
+                "grid",
+                "an Optuna study takes no study-level grid (its samples could not be paired with a "
+                "reference point); put grids on arms",
+            )
         if not spec.search.space:
             problems.add("search.space", "optuna search needs at least one dimension (dot path -> distribution)")
         for path in spec.search.space:
             check_dot_path(f"search.space.{path}", path, problems)
         if spec.search.arm is not None and spec.search.arm not in spec.variants:
-            problems.add("search.arm", f"unknown arm {spec.search.arm!r}; arms are {', '.join(arms)}"
-                    + suggest(spec.search.arm, arms))
+            problems.add(
+                "search.arm",
+                f"unknown arm {spec.search.arm!r}; arms are {', '.join(arms)}" + suggest(spec.search.arm, arms),
+            )
         twin = validation_twin(spec.search.metric)
         if twin:
-            problems.add("search.metric", f"{spec.search.metric!r} is measured on the test split, which only the tables "
-                                     f"read; select on its validation twin {twin!r}")
+            problems.add(
+                "search.metric",
+                f"{spec.search.metric!r} is measured on the test split, which only the tables "
+                f"read; select on its validation twin {twin!r}",
+            )
         if spec.search.asha and spec.search.metric in (FINETUNE_TOP1, VAL_FINETUNE_TOP1):
-            problems.add("search.asha", f"ASHA cuts at each epoch's report, and {spec.search.metric} arrives in a second "
-                                   "report after it: select on a probe with ASHA, or remove search.asha")
+            problems.add(
+                "search.asha",
+                f"ASHA cuts at each epoch's report, and {spec.search.metric} arrives in a second "
+                "report after it: select on a probe with ASHA, or remove search.asha",
+            )
         if spec.budgets:
             problems.add("budgets", "an Optuna study takes no budgets (its samples could not be paired across budgets)")
         missing = sorted(set(spec.search_seeds) - set(spec.seeds))
         if missing:
-            problems.add("search.seeds", f"{missing} are not among the study's seeds {spec.seeds}: the samples' "
-                                    "references run on the study's seeds")
+            problems.add(
+                "search.seeds",
+                f"{missing} are not among the study's seeds {spec.seeds}: the samples' "
+                "references run on the study's seeds",
+            )
     elif spec.search.space or spec.search.asha:
-        problems.add("search.kind", "space and asha are for kind: optuna; a grid study crosses variants, grid and seeds")
+        problems.add(
+            "search.kind", "space and asha are for kind: optuna; a grid study crosses variants, grid and seeds"
+        )
 
 
 def reference_cycle(spec: StudySpec) -> list[str]:
@@ -82,7 +108,7 @@ def reference_cycle(spec: StudySpec) -> list[str]:
         while chain[-1] in spec.target.reference_of and spec.target.reference_of[chain[-1]] != chain[-1]:
             chain.append(spec.target.reference_of[chain[-1]])
             if chain[-1] in chain[:-1]:
-                return chain[chain.index(chain[-1]):]
+                return chain[chain.index(chain[-1]) :]
     return []
 
 

@@ -8,7 +8,7 @@ of ``mto.config``, validated by pydantic through their own ``__post_init__`` che
 from __future__ import annotations
 
 import re
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -23,10 +23,10 @@ class _Strict(BaseModel):
 class Distribution(_Strict):
     """One search dimension: exactly one of the keys."""
 
-    loguniform: Optional[tuple[float, float]] = None
-    uniform: Optional[tuple[float, float]] = None
-    int: Optional[tuple[int, int]] = None
-    choice: Optional[list[Any]] = None
+    loguniform: tuple[float, float] | None = None
+    uniform: tuple[float, float] | None = None
+    int: tuple[int, int] | None = None
+    choice: list[Any] | None = None
 
     @model_validator(mode="after")
     def _one(self) -> Distribution:
@@ -43,7 +43,7 @@ class Distribution(_Strict):
         return self
 
 
-def not_empty(v: Optional[list], what: str, default: str) -> Optional[list]:
+def not_empty(v: list | None, what: str, default: str) -> list | None:
     """A list that may be null (its default) but not empty: an empty list would mean the default silently."""
     if v is not None and not v:
         raise ValueError(f"an empty list: give {what}, or null (the default: {default})")
@@ -63,9 +63,9 @@ class SearchSpec(_Strict):
     num_samples: int = Field(10, ge=1)
     metric: str = DEFAULT_SEARCH_METRIC  # selection reads the validation split, never the test split
     mode: Literal["max", "min"] = "max"
-    seeds: Optional[list[int]] = None  # each sample runs on these seeds; null: the study's seeds
-    arm: Optional[str] = None  # optuna: the arm whose config is searched (default: first non-reference arm)
-    asha: Optional[ASHASpec] = None
+    seeds: list[int] | None = None  # each sample runs on these seeds; null: the study's seeds
+    arm: str | None = None  # optuna: the arm whose config is searched (default: first non-reference arm)
+    asha: ASHASpec | None = None
 
     _seeds = field_validator("seeds")(lambda v: not_empty(v, "the seeds", "the study's seeds"))
 
@@ -85,12 +85,12 @@ class ResourcesSpec(_Strict):
 
 class TrackingSpec(_Strict):
     uri: str = DEFAULT_TRACKING_URI  # relative sqlite paths are resolved against the working directory
-    experiment: Optional[str] = None  # default: the study's name
+    experiment: str | None = None  # default: the study's name
 
 
 class TargetSpec(_Strict):
     metric: str = DEFAULT_TARGET_METRIC
-    reference: Optional[str] = None  # default: the first arm
+    reference: str | None = None  # default: the first arm
     reference_of: dict[str, str] = {}  # arm -> its own reference arm (e.g. mae+mto: mae)
     fraction: float = Field(1.0, gt=0)
 
@@ -107,14 +107,14 @@ class StudySpec(_Strict):
     budgets: list[int] = []
     search: SearchSpec = Field(default_factory=SearchSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
-    max_concurrent: Optional[int] = Field(None, ge=1)
+    max_concurrent: int | None = Field(None, ge=1)
     retries: int = Field(0, ge=0)  # Ray restarts a crashed trial this many times (from its checkpoint)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     target: TargetSpec = Field(default_factory=TargetSpec)
     # Ray Tune's storage: a folder (shared by every node of a multi-node cluster), or a URI of a file system
     # Ray Tune reaches through pyarrow (s3://bucket/path, gs://...), then the driver's own files stay in ./ray_results.
     storage: str = "ray_results"
-    report_epochs: Optional[list[int]] = None  # epochs of the heterogeneity-vs-depth figure; null: first, middle, last
+    report_epochs: list[int] | None = None  # epochs of the heterogeneity-vs-depth figure; null: first, middle, last
 
     @field_validator("seeds")
     @classmethod

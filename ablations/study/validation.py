@@ -12,7 +12,7 @@ A stage runs only when the ones before it found nothing, as each needs what they
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -25,8 +25,9 @@ from mto.config import ConfigError
 from mto.methods import registry
 
 
-def validate_study(raw: dict[str, Any], source: str, lines: Optional[dict[tuple, int]] = None, *,
-                   check_paths: bool = True) -> Study:
+def validate_study(
+    raw: dict[str, Any], source: str, lines: dict[tuple, int] | None = None, *, check_paths: bool = True
+) -> Study:
     """The study ``raw`` (read from ``source``), validated and expanded into its trials.
 
     Raises:
@@ -58,10 +59,15 @@ def _check_files(trials: list, problems: Problems) -> None:
     checked = set()
     for t in trials:
         c = t.config
-        checks = [((c.data.name, c.data.path), lambda: check_data(c.data))]
+        checks = [((c.data.name, c.data.path), lambda c=c: check_data(c.data))]
         preflight = registry.get(c.mim.method).preflight  # a method's checks that read files (DTM's teacher)
         if preflight is not None and not problems:  # the teacher is read into the configured encoder
-            checks.append(((repr(c.mim), repr(c.model), c.data.image_size, c.data.name), lambda: preflight(c)))
+            checks.append(
+                (
+                    (repr(c.mim), repr(c.model), c.data.image_size, c.data.name),
+                    lambda c=c, preflight=preflight: preflight(c),
+                )
+            )
         for key, check in checks:
             if key not in checked:
                 checked.add(key)

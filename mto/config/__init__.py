@@ -8,8 +8,33 @@
 from mto.config.errors import ConfigError
 from mto.config.finetune import FinetuneConfig
 from mto.config.mim import MIMConfig
-from mto.config.trial import (MAX_EPOCHS, MAX_SEED, DataConfig, EvalConfig, ModelConfig, MTOConfig, TrainConfig,
-                              TrialConfig, section, setting_defaults, validation_size)
+from mto.config.trial import (
+    MAX_EPOCHS,
+    MAX_SEED,
+    DataConfig,
+    EvalConfig,
+    ModelConfig,
+    MTOConfig,
+    TrainConfig,
+    TrialConfig,
+    section,
+    setting_defaults,
+    validation_size,
+)
 
-__all__ = ["MAX_EPOCHS", "MAX_SEED", "ConfigError", "DataConfig", "EvalConfig", "FinetuneConfig", "MIMConfig",
-           "MTOConfig", "ModelConfig", "TrainConfig", "TrialConfig", "section", "setting_defaults", "validation_size"]
+__all__ = [
+    "MAX_EPOCHS",
+    "MAX_SEED",
+    "ConfigError",
+    "DataConfig",
+    "EvalConfig",
+    "FinetuneConfig",
+    "MIMConfig",
+    "MTOConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "TrialConfig",
+    "section",
+    "setting_defaults",
+    "validation_size",
+]

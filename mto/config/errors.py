@@ -1,4 +1,5 @@
-"""The method library's two error types (a config refused, a loss gone non-finite) and the checks that raise the first."""
+"""The method library's two error types (a config refused, a loss gone non-finite), and the checks that
+raise the first."""
 
 from __future__ import annotations
 

@@ -12,7 +12,6 @@ leave mixup and cutmix off (they pay off over long schedules; turn them on with 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from mto.config.errors import check as _check
 
@@ -23,7 +22,7 @@ class FinetuneConfig:
 
     __pydantic_config__ = {"extra": "forbid"}
     enabled: bool = False
-    at: Optional[list[int]] = None  # pre-training epochs to fine-tune from (0 = the untrained model); None: the last
+    at: list[int] | None = None  # pre-training epochs to fine-tune from (0 = the untrained model); None: the last
     epochs: int = 20
     batch_size: int = 128
     base_lr: float = 1e-3  # peak lr = base_lr * batch_size / 256, reached after warmup_epochs
@@ -38,21 +37,37 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         at = self.at
-        _check(at is None or (len(at) > 0 and len(set(at)) == len(at) and all(e >= 0 for e in at)), "eval.finetune.at",
-               at, "distinct pre-training epochs >= 0 (0 = the untrained model), or null for the last epoch")
+        _check(
+            at is None or (len(at) > 0 and len(set(at)) == len(at) and all(e >= 0 for e in at)),
+            "eval.finetune.at",
+            at,
+            "distinct pre-training epochs >= 0 (0 = the untrained model), or null for the last epoch",
+        )
         _check(self.epochs >= 1, "eval.finetune.epochs", self.epochs, "an integer >= 1")
-        _check(self.batch_size >= 2 and self.batch_size % 2 == 0, "eval.finetune.batch_size", self.batch_size,
-               "an even integer >= 2 (mixup pairs each image with another of its batch)")
+        _check(
+            self.batch_size >= 2 and self.batch_size % 2 == 0,
+            "eval.finetune.batch_size",
+            self.batch_size,
+            "an even integer >= 2 (mixup pairs each image with another of its batch)",
+        )
         _check(self.base_lr > 0, "eval.finetune.base_lr", self.base_lr, "a number > 0")
         _check(self.min_lr >= 0, "eval.finetune.min_lr", self.min_lr, "a number >= 0")
         _check(0 < self.layer_decay <= 1, "eval.finetune.layer_decay", self.layer_decay, "a number in (0, 1]")
         _check(self.weight_decay >= 0, "eval.finetune.weight_decay", self.weight_decay, "a number >= 0")
-        _check(0 <= self.warmup_epochs < self.epochs, "eval.finetune.warmup_epochs", self.warmup_epochs,
-               f"an integer in [0, eval.finetune.epochs={self.epochs})")
-        _check(0 <= self.label_smoothing < 1, "eval.finetune.label_smoothing", self.label_smoothing, "a number in [0, 1)")
+        _check(
+            0 <= self.warmup_epochs < self.epochs,
+            "eval.finetune.warmup_epochs",
+            self.warmup_epochs,
+            f"an integer in [0, eval.finetune.epochs={self.epochs})",
+        )
+        _check(
+            0 <= self.label_smoothing < 1, "eval.finetune.label_smoothing", self.label_smoothing, "a number in [0, 1)"
+        )
         _check(0 <= self.drop_path < 1, "eval.finetune.drop_path", self.drop_path, "a number in [0, 1)")
         for name in ("mixup", "cutmix"):
-            _check(getattr(self, name) >= 0, f"eval.finetune.{name}", getattr(self, name), "a Beta alpha >= 0 (0 = off)")
+            _check(
+                getattr(self, name) >= 0, f"eval.finetune.{name}", getattr(self, name), "a Beta alpha >= 0 (0 = off)"
+            )
 
     def epochs_for(self, pretrain_epochs: int) -> list[int]:
         """The pre-training epochs fine-tuned from (none when off); raises ConfigError for one outside training."""
@@ -60,6 +75,10 @@ class FinetuneConfig:
             return []
         at = self.at if self.at is not None else [pretrain_epochs]
         outside = [e for e in at if e > pretrain_epochs]
-        _check(not outside, "eval.finetune.at", self.at, f"epochs 0 to train.epochs={pretrain_epochs} ({outside} "
-               "lie outside the training)")
+        _check(
+            not outside,
+            "eval.finetune.at",
+            self.at,
+            f"epochs 0 to train.epochs={pretrain_epochs} ({outside} lie outside the training)",
+        )
         return sorted(at)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from mto.config.errors import check as _check, check_choice as _check_choice
+from mto.config.errors import check as _check
+from mto.config.errors import check_choice as _check_choice
 from mto.methods import registry
 
 
@@ -29,7 +30,9 @@ class MIMConfig(*registry.settings_classes()):
         for f in fields(self):  # a method's own optional setting, set while another method runs
             owners = registry.owners(f.name)
             if f.default is None and getattr(self, f.name) is not None and owners and self.method not in owners:
-                _check(False, f"mim.{f.name}", getattr(self, f.name), f"null unless mim.method is {' or '.join(owners)}")
+                _check(
+                    False, f"mim.{f.name}", getattr(self, f.name), f"null unless mim.method is {' or '.join(owners)}"
+                )
 
     def option(self, name: str):
         """Setting ``name`` as set, else the method's authors' value (its registry entry's ``defaults``)."""

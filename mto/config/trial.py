@@ -6,20 +6,37 @@
 from __future__ import annotations
 
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
-from typing import Any, Optional, Union
+from typing import Any
 
 from mto.config.choices import AFFINITIES, DATASETS, LAMBDA_SCHEDULES, POS_EMBEDS, PRESETS, RECALIBRATIONS, preset_depth
-from mto.config.errors import ConfigError, check as _check, check_choice as _check_choice
+from mto.config.errors import ConfigError
+from mto.config.errors import check as _check
+from mto.config.errors import check_choice as _check_choice
 from mto.config.finetune import FinetuneConfig
 from mto.config.mim import MIMConfig
 from mto.methods import registry
 from mto.objective.schedules import LayerSchedule, check_layer_schedule, layer_weights
 
-__all__ = ["ConfigError", "DataConfig", "EvalConfig", "FinetuneConfig", "MIMConfig", "MTOConfig", "ModelConfig",
-           "TrainConfig", "TrialConfig", "section", "setting_defaults"]
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "EvalConfig",
+    "FinetuneConfig",
+    "MIMConfig",
+    "MTOConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "TrialConfig",
+    "section",
+    "setting_defaults",
+]
 
 _STRICT = {"extra": "forbid"}
-MAX_SEED, MAX_EPOCHS, MAX_IMAGES = 2**63 - 1, 100_000, 10_000_000  # torch's seed range; 60x MAE's longest run; synthetic
+MAX_SEED, MAX_EPOCHS, MAX_IMAGES = (
+    2**63 - 1,
+    100_000,
+    10_000_000,
+)  # torch's seed range; 60x MAE's longest run; synthetic
 
 
 def validation_size(total: int, fraction: float) -> int:
@@ -30,26 +47,37 @@ def validation_size(total: int, fraction: float) -> int:
 @dataclass
 class DataConfig:
     """Where images come from and how they are augmented (on the device)."""
+
     __pydantic_config__ = _STRICT
     name: str = "digits"
-    path: Optional[str] = None  # required for every data set but digits
+    path: str | None = None  # required for every data set but digits
     image_size: int = 16
     crop_min_scale: float = 0.5  # RandomResizedCrop scale range (crop_min_scale, 1)
     hflip: bool = False  # digits are not mirror-symmetric; turn on for natural images
-    max_train: Optional[int] = None  # keep N pre-training images (a seeded stratified subset; quick runs)
+    max_train: int | None = None  # keep N pre-training images (a seeded stratified subset; quick runs)
     val_fraction: float = 0.1  # carved from train (stratified), for selection; 0 = no validation split
     split_seed: int = 0  # the validation split and every subset: the same for all trials of a study
     synthetic_size: list[int] = field(default_factory=lambda: [50_000, 10_000])  # synthetic: train, test images
 
     def __post_init__(self) -> None:
         _check_choice("data.name", self.name, DATASETS)
-        _check(len(self.synthetic_size) == 2 and 1 <= min(self.synthetic_size) <= max(self.synthetic_size) <= MAX_IMAGES,
-               "data.synthetic_size", self.synthetic_size, f"[train images, test images], each 1 to {MAX_IMAGES:,} (made in memory)")
-        _check(self.name in ("digits", "synthetic") or bool(self.path), "data.path", self.path,
-               f"a local folder is required for data.name={self.name!r} (nothing is downloaded)")
+        _check(
+            len(self.synthetic_size) == 2 and 1 <= min(self.synthetic_size) <= max(self.synthetic_size) <= MAX_IMAGES,
+            "data.synthetic_size",
+            self.synthetic_size,
+            f"[train images, test images], each 1 to {MAX_IMAGES:,} (made in memory)",
+        )
+        _check(
+            self.name in ("digits", "synthetic") or bool(self.path),
+            "data.path",
+            self.path,
+            f"a local folder is required for data.name={self.name!r} (nothing is downloaded)",
+        )
         _check(self.image_size >= 4, "data.image_size", self.image_size, "an integer >= 4")
         _check(0 < self.crop_min_scale <= 1, "data.crop_min_scale", self.crop_min_scale, "a number in (0, 1]")
-        _check(self.max_train is None or self.max_train > 0, "data.max_train", self.max_train, "a positive integer or null")
+        _check(
+            self.max_train is None or self.max_train > 0, "data.max_train", self.max_train, "a positive integer or null"
+        )
         _check(0 <= self.val_fraction < 1, "data.val_fraction", self.val_fraction, "a number in [0, 1)")
         _check(0 <= self.split_seed <= MAX_SEED, "data.split_seed", self.split_seed, "an integer in [0, 2^63 - 1]")
 
@@ -57,24 +85,29 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     """A timm VisionTransformer chosen by preset, with size overrides."""
+
     __pydantic_config__ = _STRICT
     preset: str = "tiny"
     patch_size: int = 2
-    embed_dim: Optional[int] = None  # None: the preset's
-    depth: Optional[int] = None
-    num_heads: Optional[int] = None
+    embed_dim: int | None = None  # None: the preset's
+    depth: int | None = None
+    num_heads: int | None = None
     drop_path: float = 0.0
     # abs: an absolute position embedding (learnt; fixed 2-D sin-cos for MAE/BootMAE, as their authors);
     # rel_bias: none, and one relative position bias table shared by all blocks (BEiT's, with class-token
     # entries: SimMIM's, ConMIM's and DTM's authors' backbone); none: no position information in the encoder.
     pos_embed: str = "abs"
-    layer_scale: Optional[float] = None  # LayerScale init of every block (authors' backbone: 0.1); None: off
+    layer_scale: float | None = None  # LayerScale init of every block (authors' backbone: 0.1); None: off
 
     def __post_init__(self) -> None:
         _check_choice("model.preset", self.preset, tuple(PRESETS))
         _check_choice("model.pos_embed", self.pos_embed, POS_EMBEDS)
-        _check(self.layer_scale is None or self.layer_scale > 0, "model.layer_scale", self.layer_scale,
-               "a number > 0 or null (no layer scale)")
+        _check(
+            self.layer_scale is None or self.layer_scale > 0,
+            "model.layer_scale",
+            self.layer_scale,
+            "a number > 0 or null (no layer scale)",
+        )
         _check(self.patch_size >= 1, "model.patch_size", self.patch_size, "an integer >= 1")
         for name in ("embed_dim", "depth", "num_heads"):
             v = getattr(self, name)
@@ -85,6 +118,7 @@ class ModelConfig:
 @dataclass
 class MTOConfig:
     """Masked Token Optimization: docs/method.md. All weights 0 = the plain MIM method."""
+
     __pydantic_config__ = _STRICT
     lambda_spa: float = 0.0  # weight of L_spa; used only with recalibration: soft
     lambda_e: float = 0.0  # weight of L_e (entropy maximisation)
@@ -107,8 +141,12 @@ class MTOConfig:
         _check_choice("mto.affinity", self.affinity, AFFINITIES)
         _check_choice("mto.recalibration", self.recalibration, RECALIBRATIONS)
         _check_choice("mto.lambda_schedule", self.lambda_schedule, LAMBDA_SCHEDULES)
-        _check(self.lambda_spa == 0 or self.recalibration == "soft", "mto.lambda_spa", self.lambda_spa,
-               "L_spa is the soft recalibration: set mto.recalibration: soft, or lambda_spa: 0")
+        _check(
+            self.lambda_spa == 0 or self.recalibration == "soft",
+            "mto.lambda_spa",
+            self.lambda_spa,
+            "L_spa is the soft recalibration: set mto.recalibration: soft, or lambda_spa: 0",
+        )
         _check(self.lambda_warmup_epochs >= 0, "mto.lambda_warmup_epochs", self.lambda_warmup_epochs, "an integer >= 0")
         for name in ("layers_spa", "layers_e", "layers_r"):
             check_layer_schedule(f"mto.{name}", getattr(self, name))
@@ -122,6 +160,7 @@ class MTOConfig:
 @dataclass
 class TrainConfig:
     """Optimisation: AdamW with warm-up and cosine decay, as in the MAE recipe."""
+
     __pydantic_config__ = _STRICT
     epochs: int = 30
     batch_size: int = 128
@@ -129,12 +168,12 @@ class TrainConfig:
     min_lr: float = 1e-5
     weight_decay: float = 0.05
     warmup_epochs: int = 2
-    grad_clip: Optional[float] = None
+    grad_clip: float | None = None
     seed: int = 0
     device: str = "auto"  # auto: cuda when present, else cpu
     precision: str = "auto"  # auto: bf16 autocast on cuda, fp32 on cpu
-    num_threads: Optional[int] = None  # CPU threads; None: torch's default
-    compile: Union[bool, str] = "auto"  # torch.compile the model; auto: on CUDA only
+    num_threads: int | None = None  # CPU threads; None: torch's default
+    compile: bool | str = "auto"  # torch.compile the model; auto: on CUDA only
     checkpoint_every: int = 1  # epochs between checkpoints offered to the caller
 
     def __post_init__(self) -> None:
@@ -147,7 +186,12 @@ class TrainConfig:
         _check(self.grad_clip is None or self.grad_clip > 0, "train.grad_clip", self.grad_clip, "a number > 0 or null")
         _check_choice("train.device", self.device, ("auto", "cpu", "cuda"))
         _check_choice("train.precision", self.precision, ("auto", "bf16", "fp32"))
-        _check(self.num_threads is None or self.num_threads >= 1, "train.num_threads", self.num_threads, "a positive integer or null")
+        _check(
+            self.num_threads is None or self.num_threads >= 1,
+            "train.num_threads",
+            self.num_threads,
+            "a positive integer or null",
+        )
         _check(self.checkpoint_every >= 1, "train.checkpoint_every", self.checkpoint_every, "an integer >= 1")
         _check(self.compile in (True, False, "auto"), "train.compile", self.compile, "true, false or auto (CUDA only)")
 
@@ -155,6 +199,7 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     """Frozen-feature probes, fine-tuning, and the per-layer measurements logged while pre-training."""
+
     __pydantic_config__ = _STRICT
     every: int = 5  # evaluate every N epochs, and always at the last epoch
     linear: bool = True
@@ -163,7 +208,7 @@ class EvalConfig:
     knn_temperature: float = 0.07
     probe_steps: int = 100  # L-BFGS iterations of the linear probe
     probe_weight_decay: float = 1e-4
-    max_probe_train: Optional[int] = None  # cap on the probe's training images (seeded stratified subset)
+    max_probe_train: int | None = None  # cap on the probe's training images (seeded stratified subset)
     hetero_batch: int = 64  # test images (seeded stratified subset) of the fixed heterogeneity batch
     hetero_tau: float = 0.1  # cosine temperature of the logged heterogeneity (same for every arm)
     affinity_epochs: list[int] = field(default_factory=list)  # epochs whose affinity maps are kept
@@ -177,13 +222,18 @@ class EvalConfig:
         _check(self.probe_weight_decay >= 0, "eval.probe_weight_decay", self.probe_weight_decay, "a number >= 0")
         _check(self.hetero_tau > 0, "eval.hetero_tau", self.hetero_tau, "a number > 0")
         _check(self.hetero_batch >= 1, "eval.hetero_batch", self.hetero_batch, "an integer >= 1")
-        _check(all(e >= 1 for e in self.affinity_epochs), "eval.affinity_epochs", self.affinity_epochs,
-               "a list of epochs >= 1")
+        _check(
+            all(e >= 1 for e in self.affinity_epochs),
+            "eval.affinity_epochs",
+            self.affinity_epochs,
+            "a list of epochs >= 1",
+        )
 
 
 @dataclass
 class TrialConfig:
     """Everything one pre-training trial needs."""
+
     __pydantic_config__ = _STRICT
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -195,18 +245,42 @@ class TrialConfig:
     def __post_init__(self) -> None:
         size, patch = self.data.image_size, self.model.patch_size
         _check(size % patch == 0, "model.patch_size", patch, f"must divide data.image_size={size}")
-        depth, patches, epochs = self.model.depth or preset_depth(self.model.preset), (size // patch) ** 2, self.train.epochs
-        _check(all(b < depth for b in self.mim.context_blocks or ()), "mim.context_blocks", self.mim.context_blocks,
-               f"block indices 0 to {depth - 1} (the encoder has {depth} blocks)")
-        _check((self.mim.dtm_max_merges or 0) <= patches, "mim.dtm_max_merges", self.mim.dtm_max_merges,
-               f"at most the {patches} patches of an image, or null for all of them")
-        _check(all(e <= epochs for e in self.eval.affinity_epochs), "eval.affinity_epochs", self.eval.affinity_epochs,
-               f"epochs 1 to train.epochs={epochs}")
+        depth, patches, epochs = (
+            self.model.depth or preset_depth(self.model.preset),
+            (size // patch) ** 2,
+            self.train.epochs,
+        )
+        _check(
+            all(b < depth for b in self.mim.context_blocks or ()),
+            "mim.context_blocks",
+            self.mim.context_blocks,
+            f"block indices 0 to {depth - 1} (the encoder has {depth} blocks)",
+        )
+        _check(
+            (self.mim.dtm_max_merges or 0) <= patches,
+            "mim.dtm_max_merges",
+            self.mim.dtm_max_merges,
+            f"at most the {patches} patches of an image, or null for all of them",
+        )
+        _check(
+            all(e <= epochs for e in self.eval.affinity_epochs),
+            "eval.affinity_epochs",
+            self.eval.affinity_epochs,
+            f"epochs 1 to train.epochs={epochs}",
+        )
         mps = self.mim.mask_patch_size
-        _check(mps is None or (mps % patch == 0 and size % mps == 0), "mim.mask_patch_size", mps,
-               f"a multiple of model.patch_size={patch} that divides data.image_size={size}")
-        _check(self.mto.affinity == "cosine" or self._first_weighted_layer() != 0, "mto.affinity", self.mto.affinity,
-               "attention affinity is undefined at layer 0: start layers_e/layers_r at 1 or use cosine")
+        _check(
+            mps is None or (mps % patch == 0 and size % mps == 0),
+            "mim.mask_patch_size",
+            mps,
+            f"a multiple of model.patch_size={patch} that divides data.image_size={size}",
+        )
+        _check(
+            self.mto.affinity == "cosine" or self._first_weighted_layer() != 0,
+            "mto.affinity",
+            self.mto.affinity,
+            "attention affinity is undefined at layer 0: start layers_e/layers_r at 1 or use cosine",
+        )
         self.eval.finetune.epochs_for(self.train.epochs)  # fine-tuning epochs inside the training
 
     @property
@@ -216,7 +290,7 @@ class TrialConfig:
             return self.mim.decoder_depth
         return self.model.depth or preset_depth(self.model.preset)
 
-    def _first_weighted_layer(self) -> Optional[int]:
+    def _first_weighted_layer(self) -> int | None:
         """The shallowest layer that L_e or L_r uses (None when both are off)."""
         layers = []
         for lam, sched in ((self.mto.lambda_e, self.mto.layers_e), (self.mto.lambda_r, self.mto.layers_r)):
@@ -225,7 +299,7 @@ class TrialConfig:
         return min(layers) if layers else None
 
 
-def section(cls: type, name: str) -> Optional[type]:
+def section(cls: type, name: str) -> type | None:
     """The config dataclass of field ``name`` of ``cls`` (``TrialConfig``, "mim" -> ``MIMConfig``), or None
     when that field is a plain setting."""
     f = next((f for f in fields(cls) if f.name == name), None)

@@ -39,8 +39,12 @@ class StrongAugmentation:
         b, c, s, h = self.jitter
         factors = [1 + (2 * u[:, i] - 1) * strength for i, strength in enumerate((b, c, s))]
         hue = (2 * u[:, 3] - 1) * h
-        flags = [u[:, 4] < self.jitter_prob, u[:, 5] < self.gray_prob, u[:, 6] < self.blur_prob,
-                 u[:, 7] < self.solarize_prob]
+        flags = [
+            u[:, 4] < self.jitter_prob,
+            u[:, 5] < self.gray_prob,
+            u[:, 6] < self.blur_prob,
+            u[:, 7] < self.solarize_prob,
+        ]
         sigma = BLUR_SIGMA[0] + u[:, 8] * (BLUR_SIGMA[1] - BLUR_SIGMA[0])
         return torch.stack([*(f.clamp(min=0) for f in factors), hue, *(f.float() for f in flags), sigma], dim=1)
 
@@ -57,7 +61,7 @@ def grayscale(x: torch.Tensor) -> torch.Tensor:
     """Luma ``[B, 1, H, W]`` of RGB images (the image itself when single-channel)."""
     if x.shape[1] == 1:
         return x
-    return sum(w * x[:, i:i + 1] for i, w in enumerate(_GRAY))
+    return sum(w * x[:, i : i + 1] for i, w in enumerate(_GRAY))
 
 
 def rotate_hue(x: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
@@ -86,7 +90,8 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
 
 
 def strong_augment(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-    """Colour jitter, grayscale, blur, solarise ``[B, C, H, W]`` images in [0, 1] with per-image ``params`` ``[B, 9]``."""
+    """Colour jitter, grayscale, blur, solarise ``[B, C, H, W]`` images in [0, 1] with per-image ``params``
+    ``[B, 9]``."""
     bright, contrast, sat, hue, jit, gray, blur, sol, sigma = params.unbind(1)
     j = _per_image(jit)
     y = (x * _per_image(bright)).clamp(0, 1)

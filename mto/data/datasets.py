@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import torch
@@ -37,8 +36,8 @@ class ImageData:
     num_classes: int
     mean: torch.Tensor  # [C], of the pre-training images scaled to [0, 1]
     std: torch.Tensor
-    val_x: Optional[torch.Tensor] = None  # the validation split, carved from train (None: no split)
-    val_y: Optional[torch.Tensor] = None
+    val_x: torch.Tensor | None = None  # the validation split, carved from train (None: no split)
+    val_y: torch.Tensor | None = None
 
     @property
     def in_chans(self) -> int:
@@ -46,8 +45,13 @@ class ImageData:
 
     def to(self, device: torch.device | str) -> ImageData:
         val = [None if t is None else t.to(device) for t in (self.val_x, self.val_y)]
-        return ImageData(*(t.to(device) for t in (self.train_x, self.train_y, self.test_x, self.test_y)),
-                         self.num_classes, self.mean.to(device), self.std.to(device), *val)
+        return ImageData(
+            *(t.to(device) for t in (self.train_x, self.train_y, self.test_x, self.test_y)),
+            self.num_classes,
+            self.mean.to(device),
+            self.std.to(device),
+            *val,
+        )
 
 
 def channels(cfg: DataConfig) -> int:
@@ -61,11 +65,15 @@ def check_data(cfg: DataConfig) -> None:
         return
     path = cfg.path or ""
     if not os.path.isdir(path):
-        raise ConfigError("data.path", cfg.path, f"an existing folder with the {cfg.name} data set (nothing is downloaded)")
+        raise ConfigError(
+            "data.path", cfg.path, f"an existing folder with the {cfg.name} data set (nothing is downloaded)"
+        )
     if cfg.name in _CIFAR_FOLDERS:
         folder = _CIFAR_FOLDERS[cfg.name]
         if not (os.path.basename(os.path.normpath(path)) == folder or os.path.isdir(os.path.join(path, folder))):
-            raise ConfigError("data.path", cfg.path, f"a folder containing {folder}/ (the python version of {cfg.name})")
+            raise ConfigError(
+                "data.path", cfg.path, f"a folder containing {folder}/ (the python version of {cfg.name})"
+            )
         _check_cifar_integrity(cfg)
     else:
         _imagefolder_splits(path)
@@ -81,8 +89,12 @@ def _check_cifar_integrity(cfg: DataConfig) -> None:
         folder = os.path.join(folder, reader.base_folder)
     for name, md5 in reader.train_list + reader.test_list:
         if not cifar.check_integrity(os.path.join(folder, name), md5):  # what the reader itself checks
-            raise ConfigError("data.path", cfg.path, f"an intact {reader.base_folder}/: {name} is missing or fails "
-                                                     "its md5 check (torchvision's integrity check)")
+            raise ConfigError(
+                "data.path",
+                cfg.path,
+                f"an intact {reader.base_folder}/: {name} is missing or fails "
+                "its md5 check (torchvision's integrity check)",
+            )
 
 
 def load_data(cfg: DataConfig) -> ImageData:
@@ -134,8 +146,9 @@ def _digits(size: int) -> ImageData:
     images = torch.from_numpy(digits.images / 16.0 * 255.0).float()[:, None]  # [1797, 1, 8, 8]
     images = _resize_uint8(images, size)
     labels = torch.from_numpy(digits.target)
-    idx_train, idx_test = train_test_split(np.arange(len(labels)), test_size=0.2, stratify=digits.target,
-                                           random_state=0)
+    idx_train, idx_test = train_test_split(
+        np.arange(len(labels)), test_size=0.2, stratify=digits.target, random_state=0
+    )
     return _with_stats(images[idx_train], labels[idx_train], images[idx_test], labels[idx_test], 10)
 
 
@@ -180,8 +193,9 @@ def _imagefolder(cfg: DataConfig) -> ImageData:
     from torchvision import transforms
     from torchvision.datasets import ImageFolder
 
-    tf = transforms.Compose([transforms.Resize(cfg.image_size), transforms.CenterCrop(cfg.image_size),
-                             transforms.PILToTensor()])
+    tf = transforms.Compose(
+        [transforms.Resize(cfg.image_size), transforms.CenterCrop(cfg.image_size), transforms.PILToTensor()]
+    )
     train_dir, test_dir = _imagefolder_splits(cfg.path)
     train, test = ImageFolder(train_dir, transform=tf), ImageFolder(test_dir, transform=tf)
     if train.classes != test.classes:

@@ -13,15 +13,15 @@ either kind as one additive mask.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 from timm.layers import Attention
-from torch.nn.attention import SDPBackend, sdpa_kernel
 from timm.models.vision_transformer import Block
 from timm.models.vision_transformer_relpos import RelPosAttention, RelPosBlock
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 SUPPORTED = {Block: Attention, RelPosBlock: RelPosAttention}  # block class -> its attention class
 # Kernels that give a gradient for an additive mask (the trained position bias): not the flash kernels
@@ -35,8 +35,10 @@ def check_supported(blocks: nn.ModuleList) -> None:
     for i, blk in enumerate(blocks):
         attn = getattr(blk, "attn", None)
         if SUPPORTED.get(type(blk)) is not type(attn) or getattr(attn, "rel_pos", None) is not None:
-            raise TypeError(f"block {i} is {type(blk).__name__}/{type(attn).__name__}; MTO needs timm's Block with "
-                            "Attention, or RelPosBlock with a shared relative position bias")
+            raise TypeError(
+                f"block {i} is {type(blk).__name__}/{type(attn).__name__}; MTO needs timm's Block with "
+                "Attention, or RelPosBlock with a shared relative position bias"
+            )
 
 
 def combined_mask(attn_mask: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor | None:
@@ -57,8 +59,9 @@ def call_block(blk: nn.Module, x: torch.Tensor, mask: torch.Tensor | None) -> to
     return blk(x, attn_mask=mask)
 
 
-def block_forward(blk: Block | RelPosBlock, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
-                  bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def block_forward(
+    blk: Block | RelPosBlock, x: torch.Tensor, attn_mask: torch.Tensor | None = None, bias: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """timm's ``Block.forward`` (or ``RelPosBlock.forward``) with the attention computed explicitly.
 
     Args:
@@ -102,10 +105,17 @@ class LayerCapture:
     probs: dict[int, torch.Tensor] = field(default_factory=dict)
 
 
-def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, *, num_prefix: int, attn_mask: torch.Tensor | None = None,
-               bias: torch.Tensor | None = None, token_layers: frozenset[int] = frozenset(),
-               prob_layers: frozenset[int] = frozenset(),
-               cross: Sequence[Callable[[torch.Tensor], torch.Tensor]] | None = None) -> tuple[torch.Tensor, LayerCapture]:
+def run_blocks(
+    blocks: nn.ModuleList,
+    x: torch.Tensor,
+    *,
+    num_prefix: int,
+    attn_mask: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    token_layers: frozenset[int] = frozenset(),
+    prob_layers: frozenset[int] = frozenset(),
+    cross: Sequence[Callable[[torch.Tensor], torch.Tensor]] | None = None,
+) -> tuple[torch.Tensor, LayerCapture]:
     """Run ``blocks`` over ``x`` ``[B, T, D]``, capturing tokens/probabilities of the requested layers.
 
     ``attn_mask``: MTO's hard mask (bool, True = may attend); ``bias``: the encoder's shared position bias.

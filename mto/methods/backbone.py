@@ -12,18 +12,16 @@ The methods reach the encoder's tokens through the functions here, so every meth
 
 from __future__ import annotations
 
-from typing import Union
-
 import timm
 import torch
 from timm.models.vision_transformer import VisionTransformer
 from timm.models.vision_transformer_relpos import VisionTransformerRelPos
 
-from mto.methods.attention import call_block, check_supported
-from mto.config.choices import PRESETS
 from mto.config import ModelConfig
+from mto.config.choices import PRESETS
+from mto.methods.attention import call_block, check_supported
 
-Encoder = Union[VisionTransformer, VisionTransformerRelPos]
+Encoder = VisionTransformer | VisionTransformerRelPos
 
 
 def create_vit(cfg: ModelConfig, *, img_size: int, in_chans: int, num_classes: int = 0) -> Encoder:
@@ -36,15 +34,32 @@ def create_vit(cfg: ModelConfig, *, img_size: int, in_chans: int, num_classes: i
     dim, depth, heads = cfg.embed_dim or dim, cfg.depth or depth, cfg.num_heads or heads
     if dim % heads:
         raise ValueError(f"model.embed_dim={dim} must be divisible by model.num_heads={heads}")
-    common = dict(img_size=img_size, patch_size=cfg.patch_size, in_chans=in_chans, embed_dim=dim, depth=depth,
-                  num_heads=heads, drop_path_rate=cfg.drop_path, init_values=cfg.layer_scale, num_classes=num_classes)
+    common = dict(
+        img_size=img_size,
+        patch_size=cfg.patch_size,
+        in_chans=in_chans,
+        embed_dim=dim,
+        depth=depth,
+        num_heads=heads,
+        drop_path_rate=cfg.drop_path,
+        init_values=cfg.layer_scale,
+        num_classes=num_classes,
+    )
     if cfg.pos_embed == "rel_bias":
-        model = VisionTransformerRelPos(**common, qkv_bias=True, class_token=True, fc_norm=False, rel_pos_type="bias",
-                                        shared_rel_pos=True, global_pool="avg" if num_classes else "")
+        model = VisionTransformerRelPos(
+            **common,
+            qkv_bias=True,
+            class_token=True,
+            fc_norm=False,
+            rel_pos_type="bias",
+            shared_rel_pos=True,
+            global_pool="avg" if num_classes else "",
+        )
     else:
         head = {"global_pool": "avg", "fc_norm": False} if num_classes else {}
-        model = timm.create_model(name, pretrained=False, pos_embed="learn" if cfg.pos_embed == "abs" else "none",
-                                  **common, **head)
+        model = timm.create_model(
+            name, pretrained=False, pos_embed="learn" if cfg.pos_embed == "abs" else "none", **common, **head
+        )
     check_supported(model.blocks)
     return model
 
@@ -72,8 +87,9 @@ def visible_bias(bias: torch.Tensor, keep: torch.Tensor, num_prefix: int) -> tor
     return rows.gather(3, idx[:, None, None, :].expand(-1, heads, idx.shape[1], -1))
 
 
-def run_encoder(enc: Encoder, x: torch.Tensor, bias: torch.Tensor | None,
-                outputs: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+def run_encoder(
+    enc: Encoder, x: torch.Tensor, bias: torch.Tensor | None, outputs: dict[int, torch.Tensor] | None = None
+) -> torch.Tensor:
     """The encoder's blocks over ``x`` (before the final norm). ``outputs``, when given, is filled with the output
     of each block index it holds as a key."""
     for i, blk in enumerate(enc.blocks):

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
-from mto.methods.attention import LayerCapture, run_blocks
 from mto.config import MTOConfig, TrialConfig
 from mto.methods import registry
+from mto.methods.attention import LayerCapture, run_blocks
 from mto.methods.backbone import Encoder, create_vit
 from mto.objective.plugin import MTOObjective
+
 
 def patchify(images: torch.Tensor, patch: int) -> torch.Tensor:
     """``[B, C, H, W]`` -> ``[B, N, patch*patch*C]`` in raster order (the MAE layout)."""
@@ -25,7 +27,7 @@ def patchify(images: torch.Tensor, patch: int) -> torch.Tensor:
 def encode_patches(vit: Encoder, images: torch.Tensor) -> torch.Tensor:
     """Mean-pooled patch tokens of the final (normed) layer, ``[B, D]``: the probes' features."""
     x = vit.forward_features(images)
-    return x[:, vit.num_prefix_tokens:].mean(dim=1)
+    return x[:, vit.num_prefix_tokens :].mean(dim=1)
 
 
 class MaskedImageModel(nn.Module, ABC):
@@ -68,8 +70,9 @@ class MaskedImageModel(nn.Module, ABC):
         """``[B, N]`` bool mask, True = masked."""
 
     @abstractmethod
-    def reconstruct(self, images: torch.Tensor, mask: torch.Tensor, *, token_layers: frozenset[int],
-                    prob_layers: frozenset[int]) -> tuple[dict[str, torch.Tensor], list[LayerCapture]]:
+    def reconstruct(
+        self, images: torch.Tensor, mask: torch.Tensor, *, token_layers: frozenset[int], prob_layers: frozenset[int]
+    ) -> tuple[dict[str, torch.Tensor], list[LayerCapture]]:
         """The method's own losses (``loss_mim`` and any parts) and the capture of each MTO stack
         (one for most methods; BootMAE has two decoders)."""
 
@@ -77,7 +80,9 @@ class MaskedImageModel(nn.Module, ABC):
         """All losses of one step: ``loss`` (to minimise), ``loss_mim``, ``loss_spa``, ``loss_e``, ``loss_r``."""
         obj = self.objective
         parts, captures = self.reconstruct(images, mask, token_layers=obj.token_layers, prob_layers=obj.prob_layers)
-        per_stack = [obj.losses(c, mask, self.num_prefix, self.num_masked, lambda_factor, self.mto_lambdas) for c in captures]
+        per_stack = [
+            obj.losses(c, mask, self.num_prefix, self.num_masked, lambda_factor, self.mto_lambdas) for c in captures
+        ]
         mto = {k: sum(s[k] for s in per_stack) / len(per_stack) for k in per_stack[0]}  # mean over stacks
         loss_mto = mto.pop("loss_mto")
         # Inactive MTO adds nothing at all, so the loss is bit-for-bit the plain method's.
@@ -85,7 +90,8 @@ class MaskedImageModel(nn.Module, ABC):
         return {"loss": loss, **parts, **mto}
 
     def train(self, mode: bool = True) -> MaskedImageModel:
-        """``nn.Module.train``, with the teachers left in eval mode: a target is the same however often it is computed."""
+        """``nn.Module.train``, with the teachers left in eval mode: a target is the same however often it is
+        computed."""
         super().train(mode)
         for name in self.teachers:
             getattr(self, name).eval()
@@ -135,20 +141,34 @@ class MaskedImageModel(nn.Module, ABC):
         """Frozen features for the probes: the encoder on the whole image, ``[B, D]``."""
         return encode_patches(self.encoder, images)
 
-    def run_stack(self, blocks: nn.ModuleList, x: torch.Tensor, mask: torch.Tensor, token_layers: frozenset[int],
-                  prob_layers: frozenset[int], cross: Sequence[Callable[[torch.Tensor], torch.Tensor]] | None = None,
-                  bias: torch.Tensor | None = None) -> tuple[torch.Tensor, LayerCapture]:
+    def run_stack(
+        self,
+        blocks: nn.ModuleList,
+        x: torch.Tensor,
+        mask: torch.Tensor,
+        token_layers: frozenset[int],
+        prob_layers: frozenset[int],
+        cross: Sequence[Callable[[torch.Tensor], torch.Tensor]] | None = None,
+        bias: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, LayerCapture]:
         """Run the MTO stack with the hard recalibration mask (if any), the encoder's position bias (``bias``,
         when the stack is the encoder) and the requested captures."""
-        return run_blocks(blocks, x, num_prefix=self.num_prefix, attn_mask=self.objective.attn_mask(mask, self.num_prefix),
-                          bias=bias, token_layers=token_layers, prob_layers=prob_layers, cross=cross)
+        return run_blocks(
+            blocks,
+            x,
+            num_prefix=self.num_prefix,
+            attn_mask=self.objective.attn_mask(mask, self.num_prefix),
+            bias=bias,
+            token_layers=token_layers,
+            prob_layers=prob_layers,
+            cross=cross,
+        )
 
 
 def new_mask_token(dim: int) -> nn.Parameter:
     token = nn.Parameter(torch.zeros(1, 1, dim))
     trunc_normal_(token, std=0.02)
     return token
-
 
 
 def build_model(cfg: TrialConfig, in_chans: int) -> MaskedImageModel:

@@ -19,8 +19,14 @@ def num_masked(num_patches: int, ratio: float) -> int:
     return num_patches - int(num_patches * (1 - ratio))
 
 
-def random_masking(batch: int, num_patches: int, ratio: float, *, generator: torch.Generator | None = None,
-                   device: torch.device | str = "cpu") -> torch.Tensor:
+def random_masking(
+    batch: int,
+    num_patches: int,
+    ratio: float,
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """MAE random masking by sorting per-sample noise.
 
     Returns:
@@ -31,8 +37,15 @@ def random_masking(batch: int, num_patches: int, ratio: float, *, generator: tor
     return rank >= int(num_patches * (1 - ratio))
 
 
-def block_masking(batch: int, grid: int, block: int, ratio: float, *, generator: torch.Generator | None = None,
-                  device: torch.device | str = "cpu") -> torch.Tensor:
+def block_masking(
+    batch: int,
+    grid: int,
+    block: int,
+    ratio: float,
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """SimMIM masking: square blocks of ``block x block`` model patches are masked together.
 
     Args:
@@ -78,9 +91,9 @@ def beit_blocks(grid: int, count: int, min_block: int, max_block: int, rng: rand
             h, w = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
             if w < grid and h < grid:
                 top, left = rng.randint(0, grid - h), rng.randint(0, grid - w)
-                new = h * w - int(mask[top:top + h, left:left + w].sum())
+                new = h * w - int(mask[top : top + h, left : left + w].sum())
                 if 0 < new <= most:
-                    mask[top:top + h, left:left + w] = True
+                    mask[top : top + h, left : left + w] = True
                     done += new
                     break
         else:
@@ -88,8 +101,14 @@ def beit_blocks(grid: int, count: int, min_block: int, max_block: int, rng: rand
     return mask
 
 
-def beit_block_masking(batch: int, grid: int, num_masked: int, *, generator: torch.Generator | None = None,
-                       device: torch.device | str = "cpu") -> torch.Tensor:
+def beit_block_masking(
+    batch: int,
+    grid: int,
+    num_masked: int,
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """BootMAE's masking: BEiT blocks covering ``120 / 196`` of the patches (``beit_blocks``), then
     ``topped_up_and_rolled``. Exactly ``num_masked`` patches per row; the prefix tokens are never masked.
     Python's ``random`` draws the blocks, seeded from ``generator``.
@@ -106,8 +125,9 @@ def beit_block_masking(batch: int, grid: int, num_masked: int, *, generator: tor
     return topped_up_and_rolled(blocks, num_masked, round(BEIT_MAX_ROLL * scale), generator).to(device)
 
 
-def topped_up_and_rolled(blocks: torch.Tensor, num_masked: int, max_roll: int,
-                         generator: torch.Generator | None = None) -> torch.Tensor:
+def topped_up_and_rolled(
+    blocks: torch.Tensor, num_masked: int, max_roll: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """BootMAE's ``mask_to_index``: the patch order with the non-block patches first and the block patches
     last (each group in random order), rolled by ``k`` in 0..``max_roll`` (so ``k`` block patches wrap to the
     front), and the first ``N - num_masked`` kept visible. The roll is drawn per image (the authors draw one

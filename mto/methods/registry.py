@@ -1,20 +1,22 @@
 """The MIM methods by name, each described once, torch-free, and registered the way timm registers models.
 
 A method is a folder of ``mto.methods``: its ``__init__`` registers a ``Method`` (what MTO acts on, how it
-masks, whether trials of it can be fused, its momentum defaults, its own settings, whose dataclasses check their fields), and
-its ``model.py`` holds the model class the description names. Every other module asks the registry; none
-names a method. The settings dataclasses of all methods make up ``mto.config.MIMConfig``.
+masks, whether trials of it can be fused, its momentum defaults, its own settings, whose dataclasses check
+their fields), and its ``model.py`` holds the model class the description names. Every other module asks
+the registry; none names a method. The settings dataclasses of all methods make up ``mto.config.MIMConfig``.
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any
 
-# Annotations name mto.config.TrialConfig and mto.methods.base.MaskedImageModel as text: the registry is
-# imported by the config, and imports neither (nor torch).
+if TYPE_CHECKING:  # annotations only: the registry is imported by the config and imports neither (nor torch)
+    from mto.config import TrialConfig
+    from mto.methods.base import MaskedImageModel
 
 MTO_ON = ("encoder", "decoder")  # where the method's mask tokens are, so where MTO acts
 MASKINGS = ("block", "random")  # SimMIM's block masking (mim.mask_patch_size), or per patch as in MAE
@@ -30,10 +32,10 @@ class Method:
     masking: str
     summary: str = ""  # one line: the method and its paper
     fusable: bool = False  # no momentum branch, no randomness or batch statistics inside the forward
-    momentum: Optional[tuple[float, float]] = None  # its momentum encoder's (start, end) rate, the authors' values
+    momentum: tuple[float, float] | None = None  # its momentum encoder's (start, end) rate, the authors' values
     settings: tuple[type, ...] = ()  # dataclasses of the mim.* settings it reads; shared ones appear in several
     defaults: dict[str, Any] = field(default_factory=dict)  # the authors' value of a setting left null
-    preflight: Optional[Callable[[TrialConfig], None]] = None  # checks that read files, run before a study starts
+    preflight: Callable[[TrialConfig], None] | None = None  # checks that read files, run before a study starts
 
     def __post_init__(self) -> None:
         if self.mto_on not in MTO_ON or self.masking not in MASKINGS:

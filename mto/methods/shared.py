@@ -4,27 +4,32 @@ encoder's rate (BootMAE, ConMIM, DTM). Each settings dataclass checks its own fi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from mto.config.errors import check
 
 
 @dataclass
 class BlockMaskSettings:
-    mask_patch_size: Optional[int] = None  # SimMIM block size in pixels; None: 2 model patches
+    mask_patch_size: int | None = None  # SimMIM block size in pixels; None: 2 model patches
 
     def check(self) -> None:
-        check(self.mask_patch_size is None or self.mask_patch_size >= 1, "mim.mask_patch_size",
-              self.mask_patch_size, "a positive integer (pixels) or null")
+        check(
+            self.mask_patch_size is None or self.mask_patch_size >= 1,
+            "mim.mask_patch_size",
+            self.mask_patch_size,
+            "a positive integer (pixels) or null",
+        )
 
 
 @dataclass
 class MomentumSettings:
     # None: the method's published value (its registry entry's ``momentum``), docs/baselines.md
-    momentum: Optional[float] = None  # EMA rate at the start
-    momentum_end: Optional[float] = None  # EMA rate at the end (ConMIM/DTM: per-step cosine; BootMAE: linear ramp)
+    momentum: float | None = None  # EMA rate at the start
+    momentum_end: float | None = None  # EMA rate at the end (ConMIM/DTM: per-step cosine; BootMAE: linear ramp)
 
     def check(self) -> None:
         start, end = self.momentum_range  # type: ignore[attr-defined]  (MIMConfig's)
         check(0 <= start < 1, "mim.momentum", self.momentum, "a number in [0, 1) or null")
-        check(start <= end <= 1, "mim.momentum_end", self.momentum_end, f"a number in [mim.momentum={start}, 1] or null")
+        check(
+            start <= end <= 1, "mim.momentum_end", self.momentum_end, f"a number in [mim.momentum={start}, 1] or null"
+        )

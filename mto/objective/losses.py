@@ -6,7 +6,7 @@ layers with weight 0 do not contribute, and all-zero weights give a zero loss.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

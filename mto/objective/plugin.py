@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import torch
 
-from mto.methods.attention import LayerCapture
 from mto.config import MTOConfig
-from mto.objective.heterogeneity import split_attention_heterogeneity, split_heterogeneity
+from mto.methods.attention import LayerCapture
 from mto.methods.masking import masked_first_order
+from mto.objective.heterogeneity import split_attention_heterogeneity, split_heterogeneity
 from mto.objective.losses import entropy_loss, rank_loss, spa_loss
 from mto.objective.recalibration import hard_attention_mask, visible_to_masked_mass
 from mto.objective.schedules import layer_weights
@@ -48,8 +48,9 @@ class MTOObjective:
         """The hard recalibration mask ``[B, 1, T, T]``, or None when recalibration is not hard."""
         return hard_attention_mask(mask, num_prefix) if self.cfg.recalibration == "hard" else None
 
-    def layer_heterogeneity(self, capture: LayerCapture, mask: torch.Tensor, num_prefix: int,
-                            num_masked: int) -> dict[int, torch.Tensor]:
+    def layer_heterogeneity(
+        self, capture: LayerCapture, mask: torch.Tensor, num_prefix: int, num_masked: int
+    ) -> dict[int, torch.Tensor]:
         """``h^l`` of every captured layer with the configured affinity, all layers in one batched pass."""
         order = masked_first_order(mask)
         if self.cfg.affinity == "cosine":
@@ -66,8 +67,15 @@ class MTOObjective:
         (``mto.training.unit``) each weigh their losses with their own lambdas."""
         return torch.tensor([self.cfg.lambda_spa, self.cfg.lambda_e, self.cfg.lambda_r], dtype=torch.float32)
 
-    def losses(self, capture: LayerCapture, mask: torch.Tensor, num_prefix: int, num_masked: int,
-               factor: float = 1.0, lambdas: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def losses(
+        self,
+        capture: LayerCapture,
+        mask: torch.Tensor,
+        num_prefix: int,
+        num_masked: int,
+        factor: float = 1.0,
+        lambdas: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         """``loss_spa``, ``loss_e``, ``loss_r`` (unweighted) and ``loss_mto``, their lambda-weighted sum.
 
         Args:
@@ -88,8 +96,9 @@ class MTOObjective:
                 out["loss_r"] = rank_loss(h_all, self.w_r, cfg.margin)
         if self.spa_layers:
             layers = sorted(self.spa_layers)
-            mass = visible_to_masked_mass(torch.stack([capture.probs[l].float().mean(dim=1) for l in layers]), mask,
-                                          num_prefix)
+            mass = visible_to_masked_mass(
+                torch.stack([capture.probs[l].float().mean(dim=1) for l in layers]), mask, num_prefix
+            )
             per_layer = dict(zip(layers, mass.unbind(0)))
             out["loss_spa"] = spa_loss([per_layer.get(l, zero) for l in range(self.num_layers + 1)], self.w_spa)
         lam = (self.lambdas() if lambdas is None else lambdas).to(zero.device)

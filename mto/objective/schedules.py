@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Union
+from typing import Any
 
 from mto.config.errors import ConfigError
 
 # A layer-depth schedule: "all", "none", "linear", "early:k", "exp:g", a list of layer
 # indices (ints) or a list of per-layer weights (floats, one per layer 0..L).
-LayerSchedule = Union[str, list[int], list[float]]
+LayerSchedule = str | list[int] | list[float]
 
 _NAMED = "all, none, linear, early:k (k >= 1), exp:g (g > 0), a list of layer indices or a list of per-layer weights"
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -27,13 +27,12 @@ from timm.layers import trunc_normal_
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 
-from mto.methods.backbone import Encoder, create_vit
 from mto.config import TrialConfig
+from mto.config.errors import ConfigError, NonFiniteLossError
 from mto.data.datasets import ImageData, augment, crop_params, normalize
-from mto.config.errors import ConfigError
-from mto.training.probes import accuracy
+from mto.methods.backbone import Encoder, create_vit
 from mto.objective.schedules import learning_rate
-from mto.config.errors import NonFiniteLossError
+from mto.training.probes import accuracy
 
 TOP1, VAL_TOP1, TRAIN_LOSS, SECONDS = "finetune/top1", "val/finetune_top1", "finetune/train_loss", "finetune/seconds"
 
@@ -42,8 +41,9 @@ def classifier(encoder: Encoder, cfg: TrialConfig, num_classes: int) -> Encoder:
     """A copy of ``encoder`` with fine-tuning's drop-path and a linear head on its mean-pooled patch tokens
     (MAE's head initialisation: weights ~ N(0, 2e-5), bias 0). Every parameter is trainable."""
     model_cfg = dataclasses.replace(cfg.model, drop_path=cfg.eval.finetune.drop_path)
-    vit = create_vit(model_cfg, img_size=cfg.data.image_size, in_chans=encoder.patch_embed.proj.in_channels,
-                     num_classes=num_classes)
+    vit = create_vit(
+        model_cfg, img_size=cfg.data.image_size, in_chans=encoder.patch_embed.proj.in_channels, num_classes=num_classes
+    )
     missing, unexpected = vit.load_state_dict(encoder.state_dict(), strict=False)
     if set(missing) != {"head.weight", "head.bias"} or unexpected:
         raise RuntimeError(f"encoder and classifier differ: missing {missing}, unexpected {unexpected}")
@@ -56,8 +56,9 @@ def optimizer(vit: Encoder, cfg: TrialConfig) -> torch.optim.Optimizer:
     """AdamW over timm's layer-decay groups: block i of L gets ``lr_scale = layer_decay^(L - i)``; no decay on
     biases, norms, the class token and the position embedding (timm's ``no_weight_decay``)."""
     ft = cfg.eval.finetune
-    return create_optimizer_v2(vit, "adamw", lr=0.0, weight_decay=ft.weight_decay, layer_decay=ft.layer_decay,
-                               betas=(0.9, 0.999))
+    return create_optimizer_v2(
+        vit, "adamw", lr=0.0, weight_decay=ft.weight_decay, layer_decay=ft.layer_decay, betas=(0.9, 0.999)
+    )
 
 
 def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
@@ -80,8 +81,9 @@ def isolated_rng(seed: int, device: torch.device) -> Iterator[None]:
             np.random.set_state(state)
 
 
-def finetune(cfg: TrialConfig, encoder: Encoder, data: ImageData, *, from_epoch: int,
-             autocast) -> tuple[dict[str, float], list[float]]:
+def finetune(
+    cfg: TrialConfig, encoder: Encoder, data: ImageData, *, from_epoch: int, autocast
+) -> tuple[dict[str, float], list[float]]:
     """Fine-tune a copy of ``encoder`` (pre-trained for ``from_epoch`` epochs) and score it.
 
     Args:
@@ -107,20 +109,36 @@ def finetune(cfg: TrialConfig, encoder: Encoder, data: ImageData, *, from_epoch:
     with isolated_rng(seed, device):
         vit = classifier(encoder, cfg, data.num_classes)
         opt = optimizer(vit, cfg)
-        mix = (Mixup(mixup_alpha=ft.mixup, cutmix_alpha=ft.cutmix, label_smoothing=ft.label_smoothing,
-                     num_classes=data.num_classes) if ft.mixup > 0 or ft.cutmix > 0 else None)
-        loss_fn = (SoftTargetCrossEntropy() if mix else LabelSmoothingCrossEntropy(ft.label_smoothing)
-                   if ft.label_smoothing > 0 else torch.nn.CrossEntropyLoss())
+        mix = (
+            Mixup(
+                mixup_alpha=ft.mixup,
+                cutmix_alpha=ft.cutmix,
+                label_smoothing=ft.label_smoothing,
+                num_classes=data.num_classes,
+            )
+            if ft.mixup > 0 or ft.cutmix > 0
+            else None
+        )
+        loss_fn = (
+            SoftTargetCrossEntropy()
+            if mix
+            else LabelSmoothingCrossEntropy(ft.label_smoothing)
+            if ft.label_smoothing > 0
+            else torch.nn.CrossEntropyLoss()
+        )
         peak = ft.base_lr * ft.batch_size / 256
         vit.train()
         for epoch in range(ft.epochs):
-            order = torch.randperm(n, generator=generator)[:steps * ft.batch_size].to(device)
-            crops = crop_params(steps * ft.batch_size, min_scale=cfg.data.crop_min_scale, hflip=cfg.data.hflip,
-                                generator=generator).to(device)
+            order = torch.randperm(n, generator=generator)[: steps * ft.batch_size].to(device)
+            crops = crop_params(
+                steps * ft.batch_size, min_scale=cfg.data.crop_min_scale, hflip=cfg.data.hflip, generator=generator
+            ).to(device)
             total = torch.zeros((), device=device)
             for step in range(steps):
-                set_lr(opt, learning_rate(epoch * steps + step, ft.epochs * steps, ft.warmup_epochs * steps, peak,
-                                          ft.min_lr))
+                set_lr(
+                    opt,
+                    learning_rate(epoch * steps + step, ft.epochs * steps, ft.warmup_epochs * steps, peak, ft.min_lr),
+                )
                 sl = slice(step * ft.batch_size, (step + 1) * ft.batch_size)
                 x = augment(normalize(data.train_x[order[sl]], data.mean, data.std), crops[sl])
                 y = data.train_y[order[sl]]
@@ -134,8 +152,10 @@ def finetune(cfg: TrialConfig, encoder: Encoder, data: ImageData, *, from_epoch:
                 total += loss.detach().float()
             curve.append((total / steps).item())  # one host sync per fine-tuning epoch
             if not np.isfinite(curve[-1]):
-                raise NonFiniteLossError(f"non-finite fine-tuning loss {curve[-1]} at fine-tuning epoch "
-                                         f"{epoch + 1} of {ft.epochs} (from pre-training epoch {from_epoch})")
+                raise NonFiniteLossError(
+                    f"non-finite fine-tuning loss {curve[-1]} at fine-tuning epoch "
+                    f"{epoch + 1} of {ft.epochs} (from pre-training epoch {from_epoch})"
+                )
     metrics = {TOP1: top1(vit, data.test_x, data.test_y, data, autocast), TRAIN_LOSS: curve[-1]}
     if data.val_x is not None:
         metrics[VAL_TOP1] = top1(vit, data.val_x, data.val_y, data, autocast)
@@ -144,12 +164,13 @@ def finetune(cfg: TrialConfig, encoder: Encoder, data: ImageData, *, from_epoch:
 
 
 @torch.no_grad()
-def top1(vit: Encoder, images: torch.Tensor, labels: torch.Tensor, data: ImageData, autocast,
-         chunk: int = 512) -> float:
+def top1(
+    vit: Encoder, images: torch.Tensor, labels: torch.Tensor, data: ImageData, autocast, chunk: int = 512
+) -> float:
     """Top-1 accuracy of the fine-tuned classifier on whole (uncropped) images."""
     vit.eval()
     predicted = []
     for i in range(0, images.shape[0], chunk):
         with autocast:
-            predicted.append(vit(normalize(images[i:i + chunk], data.mean, data.std)).argmax(dim=1))
+            predicted.append(vit(normalize(images[i : i + chunk], data.mean, data.std)).argmax(dim=1))
     return accuracy(torch.cat(predicted), labels)

@@ -7,7 +7,7 @@ Kept apart from ``mto.training.unit`` so that a study can be grouped and checked
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import Any
 
 from mto.config import ConfigError, TrialConfig
 from mto.config.dicts import flatten, to_dict
@@ -27,7 +27,7 @@ def _shared(cfg: TrialConfig) -> dict[str, Any]:
     return flat
 
 
-def fusion_key(cfg: TrialConfig) -> Optional[str]:
+def fusion_key(cfg: TrialConfig) -> str | None:
     """Trials with equal keys can be fused; None: this trial runs alone (its method is not fusable, or
     drop-path draws random numbers inside the forward, which one vmapped forward cannot do per trial)."""
     if not registry.get(cfg.mim.method).fusable or cfg.model.drop_path > 0:
@@ -41,13 +41,19 @@ def check_fusable(configs: list[TrialConfig]) -> None:
         fusable = [m.name for m in registry.methods() if m.fusable]
         raise ConfigError("mim.method", configs[0].mim.method, f"one of {', '.join(fusable)} to fuse trials")
     if configs[0].model.drop_path > 0:
-        raise ConfigError("model.drop_path", configs[0].model.drop_path, "0 to fuse trials (no randomness in the forward)")
+        raise ConfigError(
+            "model.drop_path", configs[0].model.drop_path, "0 to fuse trials (no randomness in the forward)"
+        )
     first = _shared(configs[0])
     for cfg in configs[1:]:
         for path, value in _shared(cfg).items():
             if value != first[path]:
-                raise ConfigError(path, value, f"{first[path]!r} as in the group's first trial: fused trials "
-                                  f"may differ only in {', '.join(PER_TRIAL + LAMBDAS)} (zero or not alike)")
+                raise ConfigError(
+                    path,
+                    value,
+                    f"{first[path]!r} as in the group's first trial: fused trials "
+                    f"may differ only in {', '.join(PER_TRIAL + LAMBDAS)} (zero or not alike)",
+                )
 
 
 def fused_groups(configs: list[TrialConfig], k: int) -> list[list[int]]:

@@ -27,5 +27,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """
     exempt = tuple(getattr(model, "decay_exempt", ()))
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    return [{"params": [p for n, p in named if decays(n, p, exempt)], "weight_decay": weight_decay},
-            {"params": [p for n, p in named if not decays(n, p, exempt)], "weight_decay": 0.0}]
+    return [
+        {"params": [p for n, p in named if decays(n, p, exempt)], "weight_decay": weight_decay},
+        {"params": [p for n, p in named if not decays(n, p, exempt)], "weight_decay": 0.0},
+    ]

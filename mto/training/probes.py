@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 
-def fit_linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, num_classes: int, *, steps: int = 100,
-                     weight_decay: float = 1e-4) -> Callable[[torch.Tensor], torch.Tensor]:
+def fit_linear_probe(
+    train_x: torch.Tensor, train_y: torch.Tensor, num_classes: int, *, steps: int = 100, weight_decay: float = 1e-4
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """Multinomial logistic regression on standardised features; returns the fitted classifier.
 
     Full-batch L-BFGS from a zero start: no randomness, so the same features always give the
@@ -46,24 +47,41 @@ def accuracy(predicted: torch.Tensor, labels: torch.Tensor) -> float:
     return predicted.eq(labels).float().mean().item()
 
 
-def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
-                 num_classes: int, *, steps: int = 100, weight_decay: float = 1e-4) -> float:
+def linear_probe(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    num_classes: int,
+    *,
+    steps: int = 100,
+    weight_decay: float = 1e-4,
+) -> float:
     """Top-1 test accuracy of ``fit_linear_probe`` fitted on the training features."""
     classify = fit_linear_probe(train_x, train_y, num_classes, steps=steps, weight_decay=weight_decay)
     return accuracy(classify(test_x), test_y)
 
 
 @torch.no_grad()
-def knn_top1(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
-             num_classes: int, *, k: int = 20, temperature: float = 0.07, chunk: int = 1024) -> float:
+def knn_top1(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    num_classes: int,
+    *,
+    k: int = 20,
+    temperature: float = 0.07,
+    chunk: int = 1024,
+) -> float:
     """Top-1 accuracy of weighted cosine kNN (the DINO / InstDisc protocol: votes ``exp(sim / T)``)."""
     train = F.normalize(train_x.float(), dim=1)
     test = F.normalize(test_x.float(), dim=1)
     k = min(k, train.shape[0])
     correct = torch.zeros((), device=test.device)
     for start in range(0, test.shape[0], chunk):
-        sim, idx = (test[start:start + chunk] @ train.T).topk(k, dim=1)
+        sim, idx = (test[start : start + chunk] @ train.T).topk(k, dim=1)
         votes = torch.zeros(sim.shape[0], num_classes, device=test.device)
         votes.scatter_add_(1, train_y[idx], (sim / temperature).exp())
-        correct += votes.argmax(dim=1).eq(test_y[start:start + chunk]).sum()
+        correct += votes.argmax(dim=1).eq(test_y[start : start + chunk]).sum()
     return (correct / test.shape[0]).item()

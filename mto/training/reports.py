@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +28,7 @@ class EpochReport:
     epochs: int
     metrics: dict[str, float]
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
-    checkpoint: Optional[dict[str, Any]] = None
+    checkpoint: dict[str, Any] | None = None
     phase: str = "train"  # "train": the epoch's pre-training and probes; "finetune": its fine-tuning
 
     def __str__(self) -> str:

@@ -11,25 +11,25 @@ exactly reproducible; the GPU differs only by floating-point precision (bf16 aut
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 import torch
 
 from mto.config import ConfigError, TrialConfig
 from mto.data.datasets import ImageData, augment, crop_params, load_data, normalize
-from mto.objective.heterogeneity import affinity_map, similarity, token_heterogeneity
+from mto.data.splits import stratified_subset
+from mto.methods.base import MaskedImageModel, build_model
 from mto.methods.masking import masked_first_order
-from mto.methods.base import build_model
-from mto.methods.base import MaskedImageModel
-from mto.training.optim import param_groups
+from mto.objective.heterogeneity import affinity_map, similarity, token_heterogeneity
+from mto.objective.schedules import lambda_factor, learning_rate
 from mto.training.finetune import finetune
+from mto.training.optim import param_groups
 from mto.training.probes import accuracy, fit_linear_probe, knn_top1
 from mto.training.reports import EpochReport
-from mto.objective.schedules import lambda_factor, learning_rate
-from mto.data.splits import stratified_subset
 
 
 @dataclass
@@ -62,7 +62,7 @@ def _autocast(device: torch.device, precision: str):
 class Trainer:
     """The state of one trial: data on the device, model, optimiser, generator, history."""
 
-    def __init__(self, cfg: TrialConfig, data: Optional[ImageData] = None):
+    def __init__(self, cfg: TrialConfig, data: ImageData | None = None):
         self.cfg = cfg
         self.device = resolve_device(cfg)
         if cfg.train.num_threads:
@@ -72,16 +72,24 @@ class Trainer:
         if cfg.train.batch_size > n:
             raise ConfigError("train.batch_size", cfg.train.batch_size, f"at most the {n} training images")
         if (cfg.eval.linear or cfg.eval.knn) and data.num_classes < 2:
-            raise ConfigError("eval.linear" if cfg.eval.linear else "eval.knn", True,
-                              f"the probes need labels, but {cfg.data.name} at {cfg.data.path} has "
-                              f"{data.num_classes} class; set eval.linear and eval.knn to false")
+            raise ConfigError(
+                "eval.linear" if cfg.eval.linear else "eval.knn",
+                True,
+                f"the probes need labels, but {cfg.data.name} at {cfg.data.path} has "
+                f"{data.num_classes} class; set eval.linear and eval.knn to false",
+            )
         self.data = data.to(self.device)
         torch.manual_seed(cfg.train.seed)  # weights are initialised on the CPU: same start on any device
         self.model: MaskedImageModel = build_model(cfg, data.in_chans).to(self.device)
         self.step_model = torch.compile(self.model) if compiles(cfg, self.device) else self.model
-        # weight decay grouped as the method's authors do (mto.training.optim); momentum encoders and fixed embeddings left out
-        self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.train.weight_decay), lr=0.0, betas=(0.9, 0.95),
-                                           fused=self.device.type == "cuda")  # one kernel for all parameters
+        # weight decay grouped as the method's authors do (mto.training.optim); momentum encoders and fixed
+        # embeddings left out
+        self.optimizer = torch.optim.AdamW(
+            param_groups(self.model, cfg.train.weight_decay),
+            lr=0.0,
+            betas=(0.9, 0.95),
+            fused=self.device.type == "cuda",
+        )  # one kernel for all parameters
         self.generator = torch.Generator().manual_seed(cfg.train.seed)
         self.steps_per_epoch = n // cfg.train.batch_size
         self.model.configure_run(self.steps_per_epoch, cfg.train.epochs, self.data.mean, self.data.std)
@@ -90,7 +98,7 @@ class Trainer:
         self.epoch = 0
         self.history: list[dict[str, float]] = []
         self.finetune_epochs = cfg.eval.finetune.epochs_for(cfg.train.epochs)  # eval.finetune.at (none when off)
-        self.finetune_pending: Optional[int] = None  # a pre-training epoch checkpointed but not yet fine-tuned from
+        self.finetune_pending: int | None = None  # a pre-training epoch checkpointed but not yet fine-tuned from
         self.eval_images, self.eval_mask = self._fixed_eval_batch()
 
     def _fixed_eval_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,9 +118,13 @@ class Trainer:
         mask = self.model.sample_mask(n, torch.Generator().manual_seed(seed), torch.device("cpu"))
         return images, mask.to(self.device)
 
-    def step(self, images: torch.Tensor, mask: torch.Tensor, factor: float = 1.0,
-             loss_fn: Optional[Callable[[MaskedImageModel, torch.Tensor, torch.Tensor], torch.Tensor]] = None
-             ) -> dict[str, torch.Tensor]:
+    def step(
+        self,
+        images: torch.Tensor,
+        mask: torch.Tensor,
+        factor: float = 1.0,
+        loss_fn: Callable[[MaskedImageModel, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor]:
         """One optimisation step on a batch (learning rate as currently set); returns the step's losses.
 
         ``loss_fn(model, images, mask)`` replaces the model's own loss (hand-written references in benchmarks).
@@ -143,12 +155,18 @@ class Trainer:
     def begin_step(self, step: int) -> tuple[float, float]:
         """Set the learning rate of step ``step`` of the current epoch; returns (lr, the lambda schedule's factor)."""
         cfg, steps = self.cfg, self.steps_per_epoch
-        lr = learning_rate(self.epoch * steps + step, cfg.train.epochs * steps, cfg.train.warmup_epochs * steps,
-                           self.peak_lr, cfg.train.min_lr)
+        lr = learning_rate(
+            self.epoch * steps + step,
+            cfg.train.epochs * steps,
+            cfg.train.warmup_epochs * steps,
+            self.peak_lr,
+            cfg.train.min_lr,
+        )
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        factor = lambda_factor(cfg.mto.lambda_schedule, self.epoch + step / steps, cfg.train.epochs,
-                               cfg.mto.lambda_warmup_epochs)
+        factor = lambda_factor(
+            cfg.mto.lambda_schedule, self.epoch + step / steps, cfg.train.epochs, cfg.mto.lambda_warmup_epochs
+        )
         return lr, factor
 
     def batch(self, plan: EpochPlan, step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,7 +181,7 @@ class Trainer:
         out = []
         for start in range(0, images.shape[0], chunk):
             with self.autocast:
-                out.append(self.model.features(self.normalize(images[start:start + chunk])).float())
+                out.append(self.model.features(self.normalize(images[start : start + chunk])).float())
         return torch.cat(out)
 
     def probe(self) -> dict[str, float]:
@@ -178,13 +196,19 @@ class Trainer:
             scored["val"] = (self.features(d.val_x), d.val_y)
         metrics = {}
         if cfg.linear:  # fitted once, scored on each split
-            classify = fit_linear_probe(train_f, train_y, d.num_classes, steps=cfg.probe_steps,
-                                        weight_decay=cfg.probe_weight_decay)
+            classify = fit_linear_probe(
+                train_f, train_y, d.num_classes, steps=cfg.probe_steps, weight_decay=cfg.probe_weight_decay
+            )
             metrics.update({f"{split}/linear_top1": accuracy(classify(x), y) for split, (x, y) in scored.items()})
         if cfg.knn:
-            metrics.update({f"{split}/knn_top1": knn_top1(train_f, train_y, x, y, d.num_classes, k=cfg.knn_k,
-                                                          temperature=cfg.knn_temperature)
-                            for split, (x, y) in scored.items()})
+            metrics.update(
+                {
+                    f"{split}/knn_top1": knn_top1(
+                        train_f, train_y, x, y, d.num_classes, k=cfg.knn_k, temperature=cfg.knn_temperature
+                    )
+                    for split, (x, y) in scored.items()
+                }
+            )
         return metrics
 
     @torch.no_grad()
@@ -200,8 +224,7 @@ class Trainer:
         if with_affinity:
             order = masked_first_order(self.eval_mask[0])
             maps = [affinity_map(similarity(tokens[l][:1], tau))[0][order][:, order] for l in sorted(tokens)]
-            arrays = {"affinity": torch.stack(maps).cpu().numpy(),
-                      "num_masked": np.array(int(self.eval_mask[0].sum()))}
+            arrays = {"affinity": torch.stack(maps).cpu().numpy(), "num_masked": np.array(int(self.eval_mask[0].sum()))}
         return metrics, arrays
 
     # ---- reports: the trainer counts its epochs and keeps its history ------------------------
@@ -233,8 +256,9 @@ class Trainer:
         metrics, curve = finetune(self.cfg, self.model.encoder, self.data, from_epoch=e, autocast=self.autocast)
         self.finetune_pending = None
         next(h for h in self.history if h["epoch"] == e).update(metrics)
-        return EpochReport(e, self.cfg.train.epochs, metrics, {"finetune_loss": np.asarray(curve)},
-                           self.state_dict(), phase="finetune")
+        return EpochReport(
+            e, self.cfg.train.epochs, metrics, {"finetune_loss": np.asarray(curve)}, self.state_dict(), phase="finetune"
+        )
 
     def _finetune_due(self, epoch: int) -> bool:
         """Mark ``epoch`` for fine-tuning when ``eval.finetune.at`` names it (its report then carries a checkpoint)."""
@@ -244,9 +268,15 @@ class Trainer:
 
     # ---- checkpoints ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
-                "history": list(self.history), "finetune_pending": self.finetune_pending}
+        return {
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "history": list(self.history),
+            "finetune_pending": self.finetune_pending,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])

@@ -8,7 +8,7 @@ under Ray Tune, in a plain loop, in a notebook or in a test. It is a unit of one
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from mto.config import TrialConfig
 from mto.config.errors import NonFiniteLossError
@@ -19,8 +19,13 @@ from mto.training.unit import run_unit
 __all__ = ["EpochReport", "NonFiniteLossError", "Report", "TrialResult", "run_trial"]
 
 
-def run_trial(config: TrialConfig, report: Optional[Report] = None, *, resume: Optional[dict[str, Any]] = None,
-              data: Optional[ImageData] = None) -> TrialResult:
+def run_trial(
+    config: TrialConfig,
+    report: Report | None = None,
+    *,
+    resume: dict[str, Any] | None = None,
+    data: ImageData | None = None,
+) -> TrialResult:
     """Pre-train and evaluate one configuration; call ``report`` after every epoch.
 
     Args:
@@ -34,6 +39,7 @@ def run_trial(config: TrialConfig, report: Optional[Report] = None, *, resume: O
         ConfigError: a setting is invalid for this machine or data set (before any training).
         NonFiniteLossError: the loss became NaN or infinite.
     """
+
     def one(reports: dict[int, EpochReport], failures: dict[int, Exception]) -> None:
         if failures:
             raise failures[0]

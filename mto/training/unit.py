@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,7 +38,7 @@ class LossSums:
 
     def __init__(self) -> None:
         self.keys: list[str] = []
-        self.sums: Optional[torch.Tensor] = None
+        self.sums: torch.Tensor | None = None
         self.steps = 0
 
     def add(self, out: dict[str, torch.Tensor]) -> None:
@@ -55,18 +55,9 @@ class LossSums:
 def epoch_metrics(means: dict[str, float], epoch: int, lr: float, images: int, elapsed: float) -> dict[str, float]:
     """``train/*`` and ``perf/*`` of epoch ``epoch`` (0-based); raises NonFiniteLossError for a NaN or infinite loss."""
     if not all(np.isfinite(list(means.values()))):
-        raise NonFiniteLossError(f"non-finite training loss at epoch {epoch + 1}: "
-                                 + ", ".join(f"{k}={v}" for k, v in means.items()))
-    metrics = {f"train/{k}": v for k, v in means.items()}
-    metrics.update({"train/lr": lr, "perf/img_per_s": images / elapsed, "perf/epoch_s": elapsed})
-    return metrics
-
-
-def epoch_metrics(means: dict[str, float], epoch: int, lr: float, images: int, elapsed: float) -> dict[str, float]:
-    """``train/*`` and ``perf/*`` of epoch ``epoch`` (0-based); raises NonFiniteLossError for a NaN or infinite loss."""
-    if not all(np.isfinite(list(means.values()))):
-        raise NonFiniteLossError(f"non-finite training loss at epoch {epoch + 1}: "
-                                 + ", ".join(f"{k}={v}" for k, v in means.items()))
+        raise NonFiniteLossError(
+            f"non-finite training loss at epoch {epoch + 1}: " + ", ".join(f"{k}={v}" for k, v in means.items())
+        )
     metrics = {f"train/{k}": v for k, v in means.items()}
     metrics.update({"train/lr": lr, "perf/img_per_s": images / elapsed, "perf/epoch_s": elapsed})
     return metrics
@@ -89,8 +80,12 @@ class Unit:
         ConfigError: the configs cannot be fused (``check_fusable``), or a config is invalid for this machine.
     """
 
-    def __init__(self, configs: list[TrialConfig], data: Optional[ImageData] = None,
-                 resumes: Optional[list[Optional[dict[str, Any]]]] = None):
+    def __init__(
+        self,
+        configs: list[TrialConfig],
+        data: ImageData | None = None,
+        resumes: list[dict[str, Any] | None] | None = None,
+    ):
         self.stacked = len(configs) > 1
         if self.stacked:
             check_fusable(configs)
@@ -135,8 +130,14 @@ class Unit:
                         self.members[k].params.append((d[name], name))
                 store[name] = stacked
 
-    def _stacked_losses(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
-                        images: torch.Tensor, masks: torch.Tensor, factor: float) -> dict[str, torch.Tensor]:
+    def _stacked_losses(
+        self,
+        params: dict[str, torch.Tensor],
+        buffers: dict[str, torch.Tensor],
+        images: torch.Tensor,
+        masks: torch.Tensor,
+        factor: float,
+    ) -> dict[str, torch.Tensor]:
         def one(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], x: torch.Tensor, m: torch.Tensor):
             return functional_call(self.base, (p, b), (x, m, factor))
 
@@ -212,9 +213,13 @@ class Unit:
         return reports, failures
 
 
-def run_unit(configs: list[TrialConfig], report: Optional[UnitReport] = None, *,
-             resumes: Optional[list[Optional[dict[str, Any]]]] = None,
-             data: Optional[ImageData] = None) -> list[Optional[TrialResult]]:
+def run_unit(
+    configs: list[TrialConfig],
+    report: UnitReport | None = None,
+    *,
+    resumes: list[dict[str, Any] | None] | None = None,
+    data: ImageData | None = None,
+) -> list[TrialResult | None]:
     """Train ``configs`` as one unit (a lone trial, or a fused group); ``report(reports, failures)`` once per
     epoch (0 included) and once per fine-tuning, with each alive member's ``EpochReport`` and the error of each
     member that failed then (keys: indices into ``configs``). Returns each member's result (None where it
@@ -237,8 +242,11 @@ def run_unit(configs: list[TrialConfig], report: Optional[UnitReport] = None, *,
         results = unit.train_epoch()
         failures = {i: r for i, r in results.items() if isinstance(r, Exception)}
         failed |= set(failures)
-        reports = {i: unit.trainers[i].epoch_report(r, checkpoint=bool(failures))
-                   for i, r in results.items() if i not in failures}
+        reports = {
+            i: unit.trainers[i].epoch_report(r, checkpoint=bool(failures))
+            for i, r in results.items()
+            if i not in failures
+        }
         for i, r in reports.items():
             if "affinity" in r.arrays:
                 affinity[i][r.epoch] = r.arrays["affinity"]

@@ -18,9 +18,16 @@ TINY_BASE = {
 
 
 def write_study(folder: Path, **fields) -> Path:
-    study = {"name": "tiny", "base": TINY_BASE, "variants": {"simmim": {}, "mto": {"mto.lambda_e": 0.1}},
-             "seeds": [0], "storage": str(folder / "ray"), "tracking": {"uri": f"sqlite:///{folder}/mlflow.db"},
-             "max_concurrent": 2, **fields}
+    study = {
+        "name": "tiny",
+        "base": TINY_BASE,
+        "variants": {"simmim": {}, "mto": {"mto.lambda_e": 0.1}},
+        "seeds": [0],
+        "storage": str(folder / "ray"),
+        "tracking": {"uri": f"sqlite:///{folder}/mlflow.db"},
+        "max_concurrent": 2,
+        **fields,
+    }
     path = folder / "study.yaml"
     path.write_text(yaml.safe_dump(study, sort_keys=False))
     return path
@@ -29,8 +36,14 @@ def write_study(folder: Path, **fields) -> Path:
 def run_cli(*args: str, cwd: Path, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """``python -m ablations.run ...`` as a user runs it (a real Ray cluster, a real MLflow store)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "ablations.run", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "ablations.run", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
 
 from mlflow import MlflowClient
 
@@ -29,18 +29,27 @@ def steps(uri: str, run, metric: str) -> list[int]:
     return [m.step for m in MlflowClient(uri).get_metric_history(run.info.run_id, metric)]
 
 
-def start_driver(path, cwd, *args: str, env: Optional[dict] = None) -> subprocess.Popen:
+def start_driver(path, cwd, *args: str, env: dict | None = None) -> subprocess.Popen:
     """``python -m ablations.run PATH --no-report ARGS`` in the background, in its own process group (for signals)."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "ablations.run", str(path), "--no-report", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ablations.run", str(path), "--no-report", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def wait_for(driver: subprocess.Popen, uri: str, ready, timeout: float = 300) -> dict:
     """Poll the store while ``driver`` runs until ``ready(children)`` holds; returns the children then."""
     deadline = time.monotonic() + timeout
     while True:
-        assert driver.poll() is None and time.monotonic() < deadline, driver.stdout.read() if driver.poll() else "timeout"
+        assert driver.poll() is None and time.monotonic() < deadline, (
+            driver.stdout.read() if driver.poll() else "timeout"
+        )
         time.sleep(0.3)
         try:
             _, children = study_runs(uri)
@@ -58,14 +67,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve_mlflow(backend_uri: str, port: int, artifacts: Optional[Path] = None) -> subprocess.Popen:
+def serve_mlflow(backend_uri: str, port: int, artifacts: Path | None = None) -> subprocess.Popen:
     """``mlflow server`` on 127.0.0.1:``port`` in its own process group, once ``/health`` answers. MLflow's job
     runner (huey consumers, which a stopped server leaves running) is off: tracking does not use it."""
     args = ["--artifacts-destination", str(artifacts)] if artifacts else []
-    server = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1",
-                               "--port", str(port), "--backend-store-uri", backend_uri, "--workers", "1", *args],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                              env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("mlflow")),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            backend_uri,
+            "--workers",
+            "1",
+            *args,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+    )
     answered(server, urllib.request.Request(f"http://127.0.0.1:{port}/health"), "mlflow server", timeout=120)
     return server
 
@@ -80,7 +104,7 @@ def answered(server: subprocess.Popen, request: urllib.request.Request, name: st
         except OSError:
             if server.poll() is not None or time.monotonic() > deadline:
                 stop_server(server)
-                raise AssertionError(f"{name} did not start")
+                raise AssertionError(f"{name} did not start") from None
             time.sleep(0.3)
 
 
@@ -99,12 +123,22 @@ def s3_server(bucket: str) -> Iterator[dict[str, str]]:
     """A real S3-compatible server (moto's ``moto_server``) on 127.0.0.1 holding an empty ``bucket``; yields the
     environment that points AWS clients (pyarrow's S3 file system, as Ray Tune uses it) at it."""
     port = free_port()
-    env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_EC2_METADATA_DISABLED": "true"}  # no instance metadata
-    server = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    answered(server, urllib.request.Request(f"http://127.0.0.1:{port}/{bucket}", method="PUT"), "moto_server",
-             timeout=60)  # the PUT creates the bucket
+    env = {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }  # no instance metadata
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    answered(
+        server, urllib.request.Request(f"http://127.0.0.1:{port}/{bucket}", method="PUT"), "moto_server", timeout=60
+    )  # the PUT creates the bucket
     try:
         yield env
     finally:

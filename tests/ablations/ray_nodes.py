@@ -14,9 +14,9 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # Ray keeps 127.0.0.1 as given (no rewrite to the host's address)
 
@@ -43,9 +43,15 @@ def ray_nodes(head: dict, *nodes: dict, env: dict | None = None) -> Iterator[Ray
     """The nodes (their workers get ``env`` on top of this process's environment), stopped on exit."""
     env = {**os.environ, **LOOPBACK, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), **(env or {})}
     spec = json.dumps({"head": head, "nodes": list(nodes)})
-    process = subprocess.Popen([sys.executable, "-m", "tests.ablations.ray_nodes", spec], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.ablations.ray_nodes", spec],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
     try:
         yield RayNodes(process)
     finally:

@@ -13,7 +13,8 @@ import shutil
 import pytest
 
 from .conftest import run_cli, write_study
-from .helpers import free_port as _free_port, serve_mlflow, stop_server
+from .helpers import free_port as _free_port
+from .helpers import serve_mlflow, stop_server
 
 pytestmark = pytest.mark.slow
 

@@ -28,8 +28,11 @@ HEAD = {"num_cpus": 0}  # the head schedules nothing: every trial runs on a work
 
 
 def _study(tmp_path: Path, epochs: int, affinity: bool = True, **fields) -> Path:
-    base = {**TINY_BASE, "train": {**TINY_BASE["train"], "epochs": epochs},
-            "eval": {**TINY_BASE["eval"], "every": epochs, "affinity_epochs": [epochs] if affinity else []}}
+    base = {
+        **TINY_BASE,
+        "train": {**TINY_BASE["train"], "epochs": epochs},
+        "eval": {**TINY_BASE["eval"], "every": epochs, "affinity_epochs": [epochs] if affinity else []},
+    }
     return write_study(tmp_path, base=base, **fields)
 
 
@@ -51,8 +54,9 @@ def _bucket_keys(env: dict[str, str], bucket: str) -> list[str]:
 def _state_records_a_checkpoint(env: dict[str, str], bucket: str) -> bool:
     """Whether Ray Tune's experiment state on S3 (synced every few seconds) names a trial checkpoint yet."""
     states = [k for k in _bucket_keys(env, bucket) if "/experiment_state-" in k]
-    return any(b"checkpoint_0" in urllib.request.urlopen(f"{env['AWS_ENDPOINT_URL']}/{bucket}/{k}").read()
-               for k in states)
+    return any(
+        b"checkpoint_0" in urllib.request.urlopen(f"{env['AWS_ENDPOINT_URL']}/{bucket}/{k}").read() for k in states
+    )
 
 
 def test_a_study_spreads_over_two_nodes_with_s3_storage_and_a_restarted_driver_goes_on(tmp_path):
@@ -112,13 +116,13 @@ def test_fractional_gpus_pack_two_trials_per_declared_gpu_and_whole_gpus_one(tmp
 
 @pytest.mark.parametrize("retries", [1, 0])
 def test_a_node_killed_mid_study(tmp_path, retries):
-    path = _study(tmp_path, epochs=8, seeds=[0], variants={"simmim": {}, "mto": {"mto.lambda_e": 0.1}},
-                  retries=retries)
+    path = _study(tmp_path, epochs=8, seeds=[0], variants={"simmim": {}, "mto": {"mto.lambda_e": 0.1}}, retries=retries)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     with ray_nodes(HEAD, {"num_cpus": 1}, {"num_cpus": 1}) as cluster:
         driver = start_driver(path, tmp_path, "--address", cluster.address, env=LOOPBACK)
-        children = wait_for(driver, uri, lambda c: len(c) == 2 and all(NODE_TAG in r.data.tags for r in c.values())
-                            and _logged(c, 2))
+        children = wait_for(
+            driver, uri, lambda c: len(c) == 2 and all(NODE_TAG in r.data.tags for r in c.values()) and _logged(c, 2)
+        )
         victim = next(name for name, r in children.items() if int(r.data.metrics.get("trial/epoch", 0)) >= 2)
         killed = cluster.nodes.index(children[victim].data.tags[NODE_TAG])
         cluster.remove(killed)
@@ -132,10 +136,14 @@ def test_a_node_killed_mid_study(tmp_path, retries):
     if retries:
         assert driver.returncode == 0, output[-3000:]
         assert run.info.status == "FINISHED" and _epochs(client, run) == list(range(1, 9))  # each epoch once
-        assert int(run.data.tags[RESUMED]) >= 2 and run.data.tags[NODE_TAG] == survivor  # its last checkpoint, elsewhere
+        assert (
+            int(run.data.tags[RESUMED]) >= 2 and run.data.tags[NODE_TAG] == survivor
+        )  # its last checkpoint, elsewhere
     else:
         assert driver.returncode == 1, output[-3000:]
         reason = run.data.tags["ablation.failure"]
-        assert run.info.status == "FAILED" and reason and not own_failure(reason), reason  # the machine's: --resume retries
+        assert run.info.status == "FAILED" and reason and not own_failure(reason), (
+            reason
+        )  # the machine's: --resume retries
         assert f"FAILED {victim}" in output and "resume with:" in output, output[-4000:]
         assert max(_epochs(client, run)) >= 2

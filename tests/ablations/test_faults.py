@@ -16,8 +16,10 @@ from .conftest import ROOT, TINY_BASE
 def _good(tmp_path, **base_sections) -> str:
     """A valid study as text, for the tests to break one way at a time."""
     base = yaml.safe_dump({**TINY_BASE, **base_sections}, default_flow_style=True, width=1000).strip()
-    return (f"name: bad\nstorage: {tmp_path / 'ray'}\ntracking: {{uri: sqlite:///{tmp_path / 'mlflow.db'}}}\n"
-            f"base: {base}\nvariants:\n  simmim: {{}}\n  mto: {{mto.lambda_e: 0.1}}\n")
+    return (
+        f"name: bad\nstorage: {tmp_path / 'ray'}\ntracking: {{uri: sqlite:///{tmp_path / 'mlflow.db'}}}\n"
+        f"base: {base}\nvariants:\n  simmim: {{}}\n  mto: {{mto.lambda_e: 0.1}}\n"
+    )
 
 
 def _refused_once(tmp_path, capsys, data, *args: str) -> str:
@@ -67,78 +69,127 @@ def test_a_huge_bad_value_is_echoed_only_in_part(tmp_path, capsys):
 
 def test_a_huge_set_value_is_bounded_too(tmp_path, capsys):
     value = "[" + ", ".join(["*a"] * 5) + "]"
-    line = _refused_once(tmp_path, capsys, _good(tmp_path), "--set", f"description=&a {'x' * 300}",
-                         "--set", f"seeds={value}")
+    line = _refused_once(
+        tmp_path, capsys, _good(tmp_path), "--set", f"description=&a {'x' * 300}", "--set", f"seeds={value}"
+    )
     assert "seeds" in line
 
 
 SETTINGS = {  # name -> (edit of the good study, words the one line must hold)
-    "batch above the training set": (lambda t: t.replace("batch_size: 64", "batch_size: 5000"),
-                                     "base.train.batch_size (line 4): 5000 is above the 256 training images"),
-    "batch above digits": (lambda t: t.replace("max_train: 256", "max_train: 100000").replace("batch_size: 64",
-                                                                                               "batch_size: 2000"),
-                           "above the 1,293 training images"),
-    "heads not dividing the width": (lambda t: t.replace("num_heads: 2", "num_heads: 3"),
-                                     "base.model.num_heads (line 4): 3 heads do not divide the width 32"),
-    "decoder heads": (lambda t: t.replace("mto: {mto.lambda_e: 0.1}", "mto: {mim.method: mae, mim.decoder_heads: 5}"),
-                      "variants.mto.mim.decoder_heads"),
-    "cuda without a GPU": (lambda t: t.replace("mto: {mto.lambda_e: 0.1}", "mto: {train.device: cuda}"),
-                           "variants.mto.train.device"),
+    "batch above the training set": (
+        lambda t: t.replace("batch_size: 64", "batch_size: 5000"),
+        "base.train.batch_size (line 4): 5000 is above the 256 training images",
+    ),
+    "batch above digits": (
+        lambda t: t.replace("max_train: 256", "max_train: 100000").replace("batch_size: 64", "batch_size: 2000"),
+        "above the 1,293 training images",
+    ),
+    "heads not dividing the width": (
+        lambda t: t.replace("num_heads: 2", "num_heads: 3"),
+        "base.model.num_heads (line 4): 3 heads do not divide the width 32",
+    ),
+    "decoder heads": (
+        lambda t: t.replace("mto: {mto.lambda_e: 0.1}", "mto: {mim.method: mae, mim.decoder_heads: 5}"),
+        "variants.mto.mim.decoder_heads",
+    ),
+    "cuda without a GPU": (
+        lambda t: t.replace("mto: {mto.lambda_e: 0.1}", "mto: {train.device: cuda}"),
+        "variants.mto.train.device",
+    ),
     "seed beyond 2^63": (lambda t: t + "seeds: [0, 9223372036854775808]\n", "seeds (line"),
     "infinite lr": (lambda t: t.replace("epochs: 3", "epochs: 3, base_lr: .inf"), "base.train.base_lr"),
-    "infinite loss weight": (lambda t: t.replace("mto.lambda_e: 0.1", "mto.lambda_e: .inf"),
-                             "variants.mto.mto.lambda_e"),
+    "infinite loss weight": (
+        lambda t: t.replace("mto.lambda_e: 0.1", "mto.lambda_e: .inf"),
+        "variants.mto.mto.lambda_e",
+    ),
     "NaN margin": (lambda t: t.replace("mto.lambda_e: 0.1", "mto.margin: .nan"), "variants.mto.mto.margin"),
     "infinite cpu": (lambda t: t + "resources: {cpu: .inf}\n", "resources.cpu (line"),
     "infinite fraction": (lambda t: t + "target: {fraction: .inf}\n", "target.fraction (line"),
     "target above 100%": (lambda t: t + "target: {fraction: 5}\n", "must stay below 100%"),
     "report epoch after the end": (lambda t: t + "report_epochs: [1, 30]\n", "report_epochs (line"),
     "report epoch 0": (lambda t: t + "report_epochs: [0]\n", "report_epochs (line"),
-    "probe off": (lambda t: t.replace("mto: {mto.lambda_e: 0.1}", "mto: {eval.linear: false}"),
-                  "target.metric: 'eval/linear_top1' is never logged: eval.linear is false (that probe is off) (trial mto-s0)"),
+    "probe off": (
+        lambda t: t.replace("mto: {mto.lambda_e: 0.1}", "mto: {eval.linear: false}"),
+        "target.metric: 'eval/linear_top1' is never logged: eval.linear is false (that probe is off) (trial mto-s0)",
+    ),
     "misspelt metric": (lambda t: t + "target: {metric: eval/linear_top}\n", "unknown metric"),
     "hetero layer beyond the stack": (lambda t: t + "target: {metric: hetero/l09}\n", "layers 0 to 2"),
-    "kNN k above the probe set": (lambda t: t.replace("probe_steps: 20", "probe_steps: 20, knn_k: 500"),
-                                  "base.eval.knn_k (line 4): 500 is above the 256 images"),
+    "kNN k above the probe set": (
+        lambda t: t.replace("probe_steps: 20", "probe_steps: 20, knn_k: 500"),
+        "base.eval.knn_k (line 4): 500 is above the 256 images",
+    ),
     "BootMAE context block beyond the encoder": (
         lambda t: t.replace("mto: {mto.lambda_e: 0.1}", "mto: {mim.method: bootmae, mim.context_blocks: [0, 5]}"),
-        "mim.context_blocks=[0, 5] is invalid: block indices 0 to 1 (the encoder has 2 blocks)"),
-    "DTM teacher missing": (lambda t: t.replace("mto: {mto.lambda_e: 0.1}", "mto: {mim.method: dtm, mim.dtm_teacher: "
-                                                "/nonexistent/teacher.pt}"), "an existing local checkpoint file"),
-    "DTM teacher not a checkpoint": (lambda t: t.replace("mto: {mto.lambda_e: 0.1}", "mto: {mim.method: dtm, "
-                                                         "mim.dtm_teacher: /etc/hostname}"),
-                                     "mim.dtm_teacher='/etc/hostname' is invalid: a checkpoint written by torch.save"),
-    "DTM merges beyond the patches": (lambda t: t.replace("mto: {mto.lambda_e: 0.1}", "mto: {mim.method: dtm, "
-                                                          "mim.dtm_max_merges: 1000000}"), "at most the 64 patches"),
-    "split seed beyond 2^63": (lambda t: t.replace("max_train: 256", "max_train: 256, split_seed: 18446744073709551616"),
-                               "base.data.split_seed (line 4): 18446744073709551616 is invalid: an integer in [0, 2^63 - 1]"),
-    "a trillion synthetic images": (lambda t: t.replace("max_train: 256", "max_train: 256, name: synthetic, "
-                                                        "synthetic_size: [1000000000000, 100]"),
-                                    "base.data.synthetic_size (line 4): [1000000000000, 100] is invalid"),
-    "synthetic images beyond memory": (lambda t: t.replace("max_train: 256", "max_train: 256, name: synthetic, image_size: "
-                                                           "256, synthetic_size: [9000000, 100]"),
-                                       "GiB of memory; this machine has"),
+        "mim.context_blocks=[0, 5] is invalid: block indices 0 to 1 (the encoder has 2 blocks)",
+    ),
+    "DTM teacher missing": (
+        lambda t: t.replace(
+            "mto: {mto.lambda_e: 0.1}", "mto: {mim.method: dtm, mim.dtm_teacher: /nonexistent/teacher.pt}"
+        ),
+        "an existing local checkpoint file",
+    ),
+    "DTM teacher not a checkpoint": (
+        lambda t: t.replace("mto: {mto.lambda_e: 0.1}", "mto: {mim.method: dtm, mim.dtm_teacher: /etc/hostname}"),
+        "mim.dtm_teacher='/etc/hostname' is invalid: a checkpoint written by torch.save",
+    ),
+    "DTM merges beyond the patches": (
+        lambda t: t.replace("mto: {mto.lambda_e: 0.1}", "mto: {mim.method: dtm, mim.dtm_max_merges: 1000000}"),
+        "at most the 64 patches",
+    ),
+    "split seed beyond 2^63": (
+        lambda t: t.replace("max_train: 256", "max_train: 256, split_seed: 18446744073709551616"),
+        "base.data.split_seed (line 4): 18446744073709551616 is invalid: an integer in [0, 2^63 - 1]",
+    ),
+    "a trillion synthetic images": (
+        lambda t: t.replace("max_train: 256", "max_train: 256, name: synthetic, synthetic_size: [1000000000000, 100]"),
+        "base.data.synthetic_size (line 4): [1000000000000, 100] is invalid",
+    ),
+    "synthetic images beyond memory": (
+        lambda t: t.replace(
+            "max_train: 256", "max_train: 256, name: synthetic, image_size: 256, synthetic_size: [9000000, 100]"
+        ),
+        "GiB of memory; this machine has",
+    ),
     "a trillion epochs": (lambda t: t.replace("epochs: 3", "epochs: 1000000000000"), "an integer from 1 to 100,000"),
     "a trillion-epoch budget": (lambda t: t + "budgets: [2, 1000000000000]\n", "budgets (line"),
     "ASHA grace period beyond the training": (
-        lambda t: t + "search: {kind: optuna, metric: val/knn_top1, space: {train.base_lr: {loguniform: [0.0001, 0.01]}}, "
-                      "asha: {grace_period: 5}}\n", "search.asha.grace_period (line 8): 5 is above train.epochs=3"),
-    "no search seeds": (lambda t: t + "search: {kind: optuna, seeds: [], metric: val/knn_top1, space: {train.base_lr: "
-                                      "{loguniform: [0.0001, 0.01]}}}\n", "search.seeds (line 8): [] is invalid: an empty list"),
+        lambda t: (
+            t + "search: {kind: optuna, metric: val/knn_top1, space: {train.base_lr: {loguniform: [0.0001, 0.01]}}, "
+            "asha: {grace_period: 5}}\n"
+        ),
+        "search.asha.grace_period (line 8): 5 is above train.epochs=3",
+    ),
+    "no search seeds": (
+        lambda t: (
+            t + "search: {kind: optuna, seeds: [], metric: val/knn_top1, space: {train.base_lr: "
+            "{loguniform: [0.0001, 0.01]}}}\n"
+        ),
+        "search.seeds (line 8): [] is invalid: an empty list",
+    ),
     "no report epochs": (lambda t: t + "report_epochs: []\n", "or null (the default: first, middle and last)"),
-    "references in a cycle": (lambda t: t + "target: {reference_of: {simmim: mto, mto: simmim}}\n",
-                              "simmim -> mto -> simmim is a cycle"),
-    "heterogeneity batch above the test set": (lambda t: t.replace("hetero_batch: 16", "hetero_batch: 1000"),
-                                               "base.eval.hetero_batch (line 4): 1000 is above the 360 test images"),
-    "affinity epoch beyond the training": (lambda t: t.replace("affinity_epochs: [3]", "affinity_epochs: [30]"),
-                                           "base.eval.affinity_epochs (line 4): [30] is invalid: epochs 1 to train.epochs=3"),
+    "references in a cycle": (
+        lambda t: t + "target: {reference_of: {simmim: mto, mto: simmim}}\n",
+        "simmim -> mto -> simmim is a cycle",
+    ),
+    "heterogeneity batch above the test set": (
+        lambda t: t.replace("hetero_batch: 16", "hetero_batch: 1000"),
+        "base.eval.hetero_batch (line 4): 1000 is above the 360 test images",
+    ),
+    "affinity epoch beyond the training": (
+        lambda t: t.replace("affinity_epochs: [3]", "affinity_epochs: [30]"),
+        "base.eval.affinity_epochs (line 4): [30] is invalid: epochs 1 to train.epochs=3",
+    ),
     "300-character name": (lambda t: t.replace("name: bad", "name: " + "n" * 300), "name (line 1): 300 characters"),
     "storage is a file": (lambda t: t.replace("storage: ", "storage: /etc/hostname/"), "storage (line 2)"),
     "storage not writable": (lambda t: t.replace("storage: ", "storage: /proc/1/x"), "storage (line 2)"),
-    "storage URI of no file system": (lambda t: t.replace("storage: /", "storage: ftp://host/"),
-                                      "is invalid: a folder, or a URI of file, s3, gs"),
-    "MAE-family option on SimMIM": (lambda t: t + "  blocks: {mim.block_masking: true}\n",
-                                    "mim.block_masking=True is invalid: null unless mim.method is mae or bootmae"),
+    "storage URI of no file system": (
+        lambda t: t.replace("storage: /", "storage: ftp://host/"),
+        "is invalid: a folder, or a URI of file, s3, gs",
+    ),
+    "MAE-family option on SimMIM": (
+        lambda t: t + "  blocks: {mim.block_masking: true}\n",
+        "mim.block_masking=True is invalid: null unless mim.method is mae or bootmae",
+    ),
 }
 
 
@@ -149,18 +200,29 @@ def test_setting_that_cannot_work_is_refused_before_start(tmp_path, capsys, name
     assert expected in " ".join(line.split()), line
 
 
-@pytest.mark.parametrize("edit, heavy", [
-    (lambda t: t.replace("num_heads: 2", "num_heads: 3"), {"ray", "mlflow", "optuna"}),
-    # a typo is refused before torch loads too: the refusal a user sees most is the fastest
-    (lambda t: t.replace("mto.lambda_e: 0.1", "mto.lamda_e: 0.1"), {"ray", "mlflow", "optuna", "torch", "timm"}),
-])
+@pytest.mark.parametrize(
+    "edit, heavy",
+    [
+        (lambda t: t.replace("num_heads: 2", "num_heads: 3"), {"ray", "mlflow", "optuna"}),
+        # a typo is refused before torch loads too: the refusal a user sees most is the fastest
+        (lambda t: t.replace("mto.lambda_e: 0.1", "mto.lamda_e: 0.1"), {"ray", "mlflow", "optuna", "torch", "timm"}),
+    ],
+)
 def test_a_refusal_imports_none_of_the_heavy_libraries(tmp_path, edit, heavy):
     path = tmp_path / "bad.yaml"
     path.write_text(edit(_good(tmp_path)))
-    code = ("import sys; from ablations.run.cli import main; rc = main([sys.argv[1]]); "
-            f"print(rc, sorted({{m.split('.')[0] for m in sys.modules}} & set({sorted(heavy)!r})))")
-    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tmp_path)
+    code = (
+        "import sys; from ablations.run.cli import main; rc = main([sys.argv[1]]); "
+        f"print(rc, sorted({{m.split('.')[0] for m in sys.modules}} & set({sorted(heavy)!r})))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=tmp_path,
+    )
     assert proc.stdout.split("\n")[0] == "2 []", proc.stdout + proc.stderr
 
 
@@ -175,8 +237,12 @@ def not_mlflow(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"], cwd=root,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     import time
     import urllib.request
 
@@ -238,11 +304,14 @@ def test_a_dtm_teacher_is_read_into_the_configured_encoder_before_start(tmp_path
 
     def teacher(depth: int) -> str:
         path = tmp_path / f"teacher{depth}.pt"
-        torch.save(create_vit(ModelConfig(embed_dim=32, depth=depth, num_heads=2), img_size=16, in_chans=1).state_dict(),
-                   path)
+        torch.save(
+            create_vit(ModelConfig(embed_dim=32, depth=depth, num_heads=2), img_size=16, in_chans=1).state_dict(), path
+        )
         return str(path)
 
-    study = _good(tmp_path).replace("mto: {mto.lambda_e: 0.1}", f"mto: {{mim.method: dtm, mim.dtm_teacher: {teacher(2)}}}")
+    study = _good(tmp_path).replace(
+        "mto: {mto.lambda_e: 0.1}", f"mto: {{mim.method: dtm, mim.dtm_teacher: {teacher(2)}}}"
+    )
     (tmp_path / "good.yaml").write_text(study)
     assert main([str(tmp_path / "good.yaml"), "--dry-run"]) == 0, capsys.readouterr().err
     capsys.readouterr()

@@ -17,17 +17,29 @@ pytestmark = pytest.mark.slow
 
 def test_a_budget_study_logs_finetuned_accuracy_at_each_budgets_end_and_reports_on_it(tmp_path):
     base = copy.deepcopy(TINY_BASE)
-    base["eval"].update(affinity_epochs=[], finetune={"enabled": True, "epochs": 1, "warmup_epochs": 0,
-                                                      "batch_size": 64})
+    base["eval"].update(
+        affinity_epochs=[], finetune={"enabled": True, "epochs": 1, "warmup_epochs": 0, "batch_size": 64}
+    )
     variants = {"simmim": {}, "mto": {"mto.lambda_e": 0.1}, "diverges": {"eval.finetune.base_lr": 1.0e30}}
-    path = write_study(tmp_path, base=base, budgets=[1, 2], variants=variants,
-                       target={"metric": "finetune/top1", "reference": "simmim"})
+    path = write_study(
+        tmp_path,
+        base=base,
+        budgets=[1, 2],
+        variants=variants,
+        target={"metric": "finetune/top1", "reference": "simmim"},
+    )
     proc = run_cli(str(path), cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr  # the diverging fine-tunings fail their trials; the others go on
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     _, children = study_runs(uri)
-    assert sorted(children) == ["diverges-s0-epochs=1", "diverges-s0-epochs=2", "mto-s0-epochs=1", "mto-s0-epochs=2",
-                                "simmim-s0-epochs=1", "simmim-s0-epochs=2"]
+    assert sorted(children) == [
+        "diverges-s0-epochs=1",
+        "diverges-s0-epochs=2",
+        "mto-s0-epochs=1",
+        "mto-s0-epochs=2",
+        "simmim-s0-epochs=1",
+        "simmim-s0-epochs=2",
+    ]
     for budget in (1, 2):
         failed = children.pop(f"diverges-s0-epochs={budget}")
         assert failed.info.status == "FAILED"
@@ -41,8 +53,9 @@ def test_a_budget_study_logs_finetuned_accuracy_at_each_budgets_end_and_reports_
             assert steps(uri, run, metric) == [budget], (name, metric)  # once, at the budget's last epoch
         assert steps(uri, run, "trial/epoch") == list(range(budget + 1))
         assert 0 <= run.data.metrics["finetune/top1"] <= 1
-        assert [f.path for f in client.list_artifacts(run.info.run_id, "finetune")] == \
-               [f"finetune/loss_e{budget:04d}.json"]
+        assert [f.path for f in client.list_artifacts(run.info.run_id, "finetune")] == [
+            f"finetune/loss_e{budget:04d}.json"
+        ]
     report = next((tmp_path / "reports").glob("tiny/*"))
     assert {"budgets.csv", "agreement.csv", "ablation.md"} <= {p.name for p in report.iterdir()}
     md = (report / "ablation.md").read_text()
@@ -53,8 +66,9 @@ def test_a_budget_study_logs_finetuned_accuracy_at_each_budgets_end_and_reports_
 
 def test_a_study_interrupted_while_finetuning_resumes_with_it_and_logs_each_point_once(tmp_path):
     base = copy.deepcopy(TINY_BASE)
-    base["eval"].update(affinity_epochs=[], finetune={"enabled": True, "at": [1], "epochs": 40, "warmup_epochs": 0,
-                                                      "batch_size": 64})  # about 10 s on 2 cores
+    base["eval"].update(
+        affinity_epochs=[], finetune={"enabled": True, "at": [1], "epochs": 40, "warmup_epochs": 0, "batch_size": 64}
+    )  # about 10 s on 2 cores
     path = write_study(tmp_path, base=base, variants={"simmim": {}})
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     driver = start_driver(path, tmp_path)

@@ -28,9 +28,16 @@ def _by_counting(x, y):
 
 def test_rank_agreement_is_kendalls_tau_over_the_points_both_measured():
     # three trials; the probe was measured at epochs 0, 2, 4, fine-tuning at 2 and 4 only
-    probe = {"a": as_curve([0, 2, 4], [0.1, 0.3, 0.5]), "b": as_curve([0, 2, 4], [0.1, 0.4, 0.2]),
-             "c": as_curve([0, 2, 4], [0.1, 0.6, 0.7])}
-    tuned = {"a": as_curve([2, 4], [0.50, 0.70]), "b": as_curve([2, 4], [0.65, 0.55]), "c": as_curve([2, 4], [0.60, 0.90])}
+    probe = {
+        "a": as_curve([0, 2, 4], [0.1, 0.3, 0.5]),
+        "b": as_curve([0, 2, 4], [0.1, 0.4, 0.2]),
+        "c": as_curve([0, 2, 4], [0.1, 0.6, 0.7]),
+    }
+    tuned = {
+        "a": as_curve([2, 4], [0.50, 0.70]),
+        "b": as_curve([2, 4], [0.65, 0.55]),
+        "c": as_curve([2, 4], [0.60, 0.90]),
+    }
     got = rank_agreement("eval/knn_top1", probe, tuned)
     x, y = [0.3, 0.5, 0.4, 0.2, 0.6, 0.7], [0.50, 0.70, 0.65, 0.55, 0.60, 0.90]
     assert got.tau == pytest.approx(kendalltau(x, y).statistic) == pytest.approx(_by_counting(x, y))
@@ -68,16 +75,27 @@ def test_budget_table_on_finetuned_accuracy_with_the_probes_agreement(tmp_path):
     the linear probe in reverse (tau -1)."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     tracker = StudyTracker(uri, "budgets")
-    tracker.start_study("budgets", "", {"resolved_trials.json": "{}"},
-                        {TARGET_METRIC: "finetune/top1", TARGET_FRACTION: "1.0", REFERENCE_ARM: "base"})
+    tracker.start_study(
+        "budgets",
+        "",
+        {"resolved_trials.json": "{}"},
+        {TARGET_METRIC: "finetune/top1", TARGET_FRACTION: "1.0", REFERENCE_ARM: "base"},
+    )
     finals = {"base": {2: 0.50, 4: 0.60}, "mto": {2: 0.55, 4: 0.65}}
     for arm, by_budget in finals.items():
         for budget, final in by_budget.items():
             for seed in (0, 1, 2):
                 cfg = TrialConfig()
                 cfg.train.epochs = budget
-                spec = TrialSpec(f"{arm}-s{seed}-epochs={budget}", arm, seed, {"train.epochs": budget}, cfg,
-                                 f"base-s{seed}-epochs={budget}", "base")
+                spec = TrialSpec(
+                    f"{arm}-s{seed}-epochs={budget}",
+                    arm,
+                    seed,
+                    {"train.epochs": budget},
+                    cfg,
+                    f"base-s{seed}-epochs={budget}",
+                    "base",
+                )
                 run = tracker.trial_run(spec)
                 tuned = final + 0.001 * seed
                 for e in range(budget + 1):

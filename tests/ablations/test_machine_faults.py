@@ -50,8 +50,9 @@ def test_resume_reruns_what_the_machine_failed_past_a_truncated_checkpoint_after
 
     wait_for(driver, uri, lambda c: 3 <= epochs(c, "killed-s0") < EPOCHS - 3)
     os.kill(_worker_of(driver, "killed-s0"), signal.SIGKILL)  # as the kernel's OOM killer would
-    children = wait_for(driver, uri, lambda c: c["killed-s0"].info.status == "FAILED"
-                        and 3 <= epochs(c, "truncated-s0") < EPOCHS - 2)
+    children = wait_for(
+        driver, uri, lambda c: c["killed-s0"].info.status == "FAILED" and 3 <= epochs(c, "truncated-s0") < EPOCHS - 2
+    )
     machine_reason = children["killed-s0"].data.tags["ablation.failure"]
     assert not machine_reason.startswith(("NonFiniteLossError", "ConfigError")), machine_reason
     driver.send_signal(signal.SIGTERM)  # the driver alone, as SLURM, Kubernetes or timeout(1) stop a job

@@ -18,8 +18,12 @@ def test_each_method_lowers_its_loss_and_logs_probe_curves_through_the_suite(tmp
     with_mto = ("bootmae", "conmim", "dtm")  # MTO on the decoders (BootMAE) and on the encoder (ConMIM, DTM)
     variants.update({f"{m}+mto": {"mim.method": m, "mto.lambda_e": 0.1} for m in with_mto})
     authors = {**TINY_BASE, "model": {**TINY_BASE["model"], "pos_embed": "rel_bias", "layer_scale": 0.1}}
-    path = write_study(tmp_path, base=authors, variants=variants,
-                       target={"reference": "simmim", "reference_of": {f"{m}+mto": m for m in with_mto}})
+    path = write_study(
+        tmp_path,
+        base=authors,
+        variants=variants,
+        target={"reference": "simmim", "reference_of": {f"{m}+mto": m for m in with_mto}},
+    )
     proc = run_cli(str(path), "--no-report", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     uri = f"sqlite:///{tmp_path}/mlflow.db"

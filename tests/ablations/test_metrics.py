@@ -5,8 +5,17 @@ import math
 import numpy as np
 import pytest
 
-from ablations.report.metrics import (as_curve, auc, bootstrap_band, budget_to_target, epoch_reduction,
-                                      epochs_to_target, mean_ci, rauc, speedup)
+from ablations.report.metrics import (
+    as_curve,
+    auc,
+    bootstrap_band,
+    budget_to_target,
+    epoch_reduction,
+    epochs_to_target,
+    mean_ci,
+    rauc,
+    speedup,
+)
 
 LINEAR = as_curve([0, 10, 20], [0.0, 0.5, 1.0])
 

@@ -11,8 +11,11 @@ pytestmark = pytest.mark.slow
 
 
 def _api(base: str, path: str, body: dict | None = None) -> dict:
-    req = urllib.request.Request(base + path, data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        base + path,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=30) as resp:
         return json.loads(resp.read())
 
@@ -41,8 +44,16 @@ def test_report_over_the_rest_api_reads_and_writes_what_the_sqlite_fast_paths_do
     direct = read_study_record(f"sqlite:///{tmp_path}/server.db", run_id=parent)
     assert [t.name for t in over_http.trials] == [t.name for t in direct.trials] and len(direct.trials) == 7
     for a, b in zip(over_http.trials, direct.trials):
-        assert (a.run_id, a.arm, a.seed, a.grid, a.reference, a.status, a.epochs, a.metric_keys) == \
-               (b.run_id, b.arm, b.seed, b.grid, b.reference, b.status, b.epochs, b.metric_keys)
+        assert (a.run_id, a.arm, a.seed, a.grid, a.reference, a.status, a.epochs, a.metric_keys) == (
+            b.run_id,
+            b.arm,
+            b.seed,
+            b.grid,
+            b.reference,
+            b.status,
+            b.epochs,
+            b.metric_keys,
+        )
         assert a.curve[0].tolist() == b.curve[0].tolist() and a.curve[1].tolist() == b.curve[1].tolist()
 
     report = build_report(mlflow_server, parent_run_id=parent, out=tmp_path / "rep")

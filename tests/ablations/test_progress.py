@@ -18,6 +18,8 @@ def test_a_log_gets_one_line_per_evaluation_and_per_finished_trial():
         board.update("t1", 3, 0.5)
         board.finish("t1", "done")
     lines = out.getvalue().splitlines()
-    assert [l.split("  elapsed")[0] for l in lines[:2]] == ["[epoch] simmim-s0  epoch 0/3  eval/knn_top1=0.2500",
-                                                           "[epoch] simmim-s0  epoch 3/3  eval/knn_top1=0.5000"]
+    assert [l.split("  elapsed")[0] for l in lines[:2]] == [
+        "[epoch] simmim-s0  epoch 0/3  eval/knn_top1=0.2500",
+        "[epoch] simmim-s0  epoch 3/3  eval/knn_top1=0.5000",
+    ]
     assert lines[2:] == ["[done] simmim-s0  epoch 3/3  eval/knn_top1=0.5000"]

@@ -6,11 +6,11 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from ablations.contract import REFERENCE_ARM, TARGET_FRACTION, TARGET_METRIC
 from ablations.report import build_report
 from ablations.report.cli import main
-from ablations.study import TrialSpec
-from ablations.contract import REFERENCE_ARM, TARGET_FRACTION, TARGET_METRIC
 from ablations.run.tracking import StudyTracker
+from ablations.study import TrialSpec
 from mto.config import DataConfig, TrialConfig
 
 # arm -> seed -> linear-probe curve at epochs 2, 4, 6, 8
@@ -25,8 +25,12 @@ EPOCHS = [2, 4, 6, 8]
 def known_study(uri: str, data: str = "digits") -> str:
     """The study of ``CURVES`` (and one failed trial) in the store at ``uri``; returns its parent run id."""
     tracker = StudyTracker(uri, "known")
-    tracker.start_study("known", "curves with known answers", {"resolved_trials.json": "{}"},
-                        {TARGET_METRIC: "eval/linear_top1", TARGET_FRACTION: "1.0", REFERENCE_ARM: "base"})
+    tracker.start_study(
+        "known",
+        "curves with known answers",
+        {"resolved_trials.json": "{}"},
+        {TARGET_METRIC: "eval/linear_top1", TARGET_FRACTION: "1.0", REFERENCE_ARM: "base"},
+    )
     cfg = TrialConfig(data=DataConfig(name=data))
     cfg.train.epochs = 8
     for arm, seeds in CURVES.items():
@@ -69,10 +73,14 @@ def test_known_curves_give_known_numbers(store, tmp_path):
     # fast-s0 crosses 0.70 exactly at epoch 4; base-s0 reaches its own final at epoch 8
     assert fast0.epochs_to_target == pytest.approx(4.0) and fast0.reference_epochs_to_target == pytest.approx(8.0)
     assert fast0.speedup == pytest.approx(2.0) and fast0.epoch_reduction == pytest.approx(0.5)
-    assert fast0.rauc == pytest.approx(((0.5 + 0.7) + (0.7 + 0.72) + (0.72 + 0.74)) / ((0.4 + 0.5) + (0.5 + 0.6) + (0.6 + 0.7)))
+    assert fast0.rauc == pytest.approx(
+        ((0.5 + 0.7) + (0.7 + 0.72) + (0.72 + 0.74)) / ((0.4 + 0.5) + (0.5 + 0.6) + (0.6 + 0.7))
+    )
     assert fast0.auc == pytest.approx(((0.5 + 0.7) + (0.7 + 0.72) + (0.72 + 0.74)) / 6)  # trapezoids of width 2 over 6
     assert math.isnan(trials.loc["slow-s0"].epochs_to_target)  # 0.60 < 0.70: censored
-    assert trials.loc["base-s1"].delta_final == pytest.approx(0.0) and trials.loc["slow-s1"].delta_final == pytest.approx(-0.1)
+    assert trials.loc["base-s1"].delta_final == pytest.approx(0.0) and trials.loc[
+        "slow-s1"
+    ].delta_final == pytest.approx(-0.1)
     table = pd.read_csv(tmp_path / "rep" / "ablation.csv").set_index("arm")
     assert table.loc["fast"].final_mean == pytest.approx(0.75) and table.loc["fast"].seeds == 2
     assert table.loc["fast"].speedup_mean == pytest.approx(trials.loc[["fast-s0", "fast-s1"]].speedup.mean())
@@ -92,39 +100,54 @@ def test_tables_show_censoring_bold_bests_and_escape_latex(store, tmp_path):
     assert "\\toprule" in tex and "\\bottomrule" in tex and "\\textbf{75.0}" in tex
     assert "linear\\_top1" in tex and "(\\%)" in tex and "$>$ 8" in tex
     page = (tmp_path / "rep" / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 3 and "src=\"http" not in page  # self-contained
+    assert page.count("data:image/png;base64,") == 3 and 'src="http' not in page  # self-contained
 
 
 def test_summary_metrics_and_report_files_land_in_mlflow(store, tmp_path):
     uri, parent = store
     build_report(uri, parent_run_id=parent, out=tmp_path / "rep")
     client = MlflowClient(uri)
-    runs = {r.data.tags["ablation.trial"]: r for r in client.search_runs(
-        [client.get_run(parent).info.experiment_id], "tags.`ablation.role` = 'trial'")}
+    runs = {
+        r.data.tags["ablation.trial"]: r
+        for r in client.search_runs([client.get_run(parent).info.experiment_id], "tags.`ablation.role` = 'trial'")
+    }
     fast = runs["fast-s0"].data.metrics
     assert fast["summary/epochs_to_target"] == pytest.approx(4.0) and fast["summary/final"] == pytest.approx(0.74)
     assert "summary/epochs_to_target" not in runs["slow-s0"].data.metrics  # censored: absent, not a number
     files = {f.path for f in client.list_artifacts(parent, "report")}
-    assert {"report/ablation.md", "report/ablation.csv", "report/ablation.tex", "report/report.html",
-            "report/learning_curves.png", "report/epochs_to_target.png", "report/heterogeneity_depth.png"} <= files
+    assert {
+        "report/ablation.md",
+        "report/ablation.csv",
+        "report/ablation.tex",
+        "report/report.html",
+        "report/learning_curves.png",
+        "report/epochs_to_target.png",
+        "report/heterogeneity_depth.png",
+    } <= files
 
 
 def test_report_cli_finds_the_latest_study_by_experiment(store, tmp_path, capsys, monkeypatch):
     uri, _ = store
     monkeypatch.setenv("COLUMNS", "200")
-    assert main(["--experiment", "known", "--tracking-uri", uri, "--out", str(tmp_path / "cli"), "--format", "md,csv"]) == 0
+    assert (
+        main(["--experiment", "known", "--tracking-uri", uri, "--out", str(tmp_path / "cli"), "--format", "md,csv"])
+        == 0
+    )
     out = capsys.readouterr()
     assert "fast" in out.out and "RAUC" in out.out and "broken-s0: failed" in out.err
     assert sorted(p.name for p in (tmp_path / "cli").glob("*.md")) == ["ablation.md"]
     assert not (tmp_path / "cli" / "ablation.tex").exists()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--experiment", "nope"], "no experiment 'nope'"),
-    (["--run", "0123456789abcdef"], "no run '0123456789abcdef'"),
-    (["--experiment", "known", "--metric", "eval/missing"], "has the metric 'eval/missing'"),
-    (["--experiment", "known", "--format", "pdf"], "--format 'pdf'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--experiment", "nope"], "no experiment 'nope'"),
+        (["--run", "0123456789abcdef"], "no run '0123456789abcdef'"),
+        (["--experiment", "known", "--metric", "eval/missing"], "has the metric 'eval/missing'"),
+        (["--experiment", "known", "--format", "pdf"], "--format 'pdf'"),
+    ],
+)
 def test_report_refuses_missing_studies_and_metrics_with_exit_2(store, capsys, args, message):
     uri, _ = store
     assert main([*args, "--tracking-uri", uri, "--no-log"]) == 2
@@ -149,8 +172,12 @@ def test_budget_table_gives_the_papers_epoch_reduction_with_censoring(tmp_path):
     0.55 at 2 and 0.65 at 4 reach it at budget 3 (interpolated): 25% fewer epochs. slow never does."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     tracker = StudyTracker(uri, "budgets")
-    tracker.start_study("budgets", "", {"resolved_trials.json": "{}"},
-                        {TARGET_METRIC: "eval/linear_top1", TARGET_FRACTION: "1.0", REFERENCE_ARM: "base"})
+    tracker.start_study(
+        "budgets",
+        "",
+        {"resolved_trials.json": "{}"},
+        {TARGET_METRIC: "eval/linear_top1", TARGET_FRACTION: "1.0", REFERENCE_ARM: "base"},
+    )
     finals = {"base": {2: 0.50, 4: 0.60}, "mto": {2: 0.55, 4: 0.65}, "slow": {2: 0.40, 4: 0.50}}
     for arm, by_budget in finals.items():
         for budget, final in by_budget.items():
@@ -158,8 +185,9 @@ def test_budget_table_gives_the_papers_epoch_reduction_with_censoring(tmp_path):
                 cfg = TrialConfig()
                 cfg.train.epochs = budget
                 grid = {"train.epochs": budget}
-                spec = TrialSpec(f"{arm}-s{seed}-epochs={budget}", arm, seed, grid, cfg,
-                                 f"base-s{seed}-epochs={budget}", "base")
+                spec = TrialSpec(
+                    f"{arm}-s{seed}-epochs={budget}", arm, seed, grid, cfg, f"base-s{seed}-epochs={budget}", "base"
+                )
                 run = tracker.trial_run(spec)
                 for e in range(budget + 1):  # epoch 0 = the untrained model at 0.10
                     tracker.log_epoch(run, e, {"eval/linear_top1": 0.10 + (final - 0.10) * e / budget})

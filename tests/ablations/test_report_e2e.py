@@ -12,9 +12,18 @@ from .conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.slow
 
-SHRINK = ["base.data.max_train=256", "base.model.embed_dim=32", "base.model.depth=2", "base.model.num_heads=2",
-          "base.train.epochs=4", "base.train.batch_size=64", "base.train.warmup_epochs=1", "base.eval.every=1",
-          "base.eval.probe_steps=20", "base.eval.affinity_epochs=[4]"]
+SHRINK = [
+    "base.data.max_train=256",
+    "base.model.embed_dim=32",
+    "base.model.depth=2",
+    "base.model.num_heads=2",
+    "base.train.epochs=4",
+    "base.train.batch_size=64",
+    "base.train.warmup_epochs=1",
+    "base.eval.every=1",
+    "base.eval.probe_steps=20",
+    "base.eval.affinity_epochs=[4]",
+]
 
 
 def test_quickstart_report_has_every_format_and_numbers_from_the_histories(tmp_path):
@@ -24,8 +33,17 @@ def test_quickstart_report_has_every_format_and_numbers_from_the_histories(tmp_p
     assert proc.returncode == 0, proc.stderr
     (folder,) = (tmp_path / "reports" / "quickstart").iterdir()
     names = {p.name for p in folder.iterdir()}
-    assert {"ablation.md", "ablation.csv", "ablation.tex", "report.html", "trials.csv", "learning_curves.png",
-            "heterogeneity_depth.png", "affinity_maps.png", "epochs_to_target.png"} <= names
+    assert {
+        "ablation.md",
+        "ablation.csv",
+        "ablation.tex",
+        "report.html",
+        "trials.csv",
+        "learning_curves.png",
+        "heterogeneity_depth.png",
+        "affinity_maps.png",
+        "epochs_to_target.png",
+    } <= names
     assert "RAUC" in proc.stdout and "simmim" in proc.stdout
 
     client = MlflowClient(uri)
@@ -43,7 +61,9 @@ def test_quickstart_report_has_every_format_and_numbers_from_the_histories(tmp_p
         assert row.reference_trial == f"simmim-s{row.seed}" and row.paired
         assert row.final == pytest.approx(v[-1])
         assert row.auc == pytest.approx(((v[1:] + v[:-1]) / 2 * np.diff(e)).sum() / (e[-1] - e[0]))
-        assert row.rauc == pytest.approx(row.auc / (((ref_v[1:] + ref_v[:-1]) / 2 * np.diff(ref_e)).sum() / (e[-1] - e[0])))
+        assert row.rauc == pytest.approx(
+            row.auc / (((ref_v[1:] + ref_v[:-1]) / 2 * np.diff(ref_e)).sum() / (e[-1] - e[0]))
+        )
         assert row.delta_final == pytest.approx(v[-1] - ref_v[-1])
         reached = np.nonzero(v >= ref_v[-1])[0]
         if reached.size == 0:

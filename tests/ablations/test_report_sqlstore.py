@@ -18,12 +18,12 @@ from .test_report import store  # noqa: F401 - the known-curves study, a pytest 
 def _copy(uri: str, tmp_path, name: str) -> str:
     """The same store (same run ids) in another file: one side takes the fast path, the other the generic one."""
     path = tmp_path / name
-    shutil.copy(uri[len("sqlite:///"):], path)
+    shutil.copy(uri[len("sqlite:///") :], path)
     return f"sqlite:///{path}"
 
 
 def _rows(uri: str, table: str) -> list[tuple]:
-    with sqlite3.connect(uri[len("sqlite:///"):]) as db:
+    with sqlite3.connect(uri[len("sqlite:///") :]) as db:
         return sorted(db.execute(f"SELECT * FROM {table}").fetchall(), key=repr)
 
 
@@ -36,9 +36,14 @@ def test_child_runs_and_histories_equal_search_runs_and_get_metric_history(store
     client = MlflowClient(uri)
     run = client.search_runs([client.get_run(parent_id).info.experiment_id], "tags.`ablation.trial` = 'fast-s0'")[0]
     # a re-logged step (the later value wins), a NaN and an infinity: stored specially by MLflow's SQL store
-    client.log_batch(run.info.run_id, [Metric("eval/linear_top1", 0.9, run.info.end_time + 10, 8),
-                                       Metric("eval/linear_top1", math.nan, 1, 1),
-                                       Metric("eval/linear_top1", math.inf, 1, 3)])
+    client.log_batch(
+        run.info.run_id,
+        [
+            Metric("eval/linear_top1", 0.9, run.info.end_time + 10, 8),
+            Metric("eval/linear_top1", math.nan, 1, 1),
+            Metric("eval/linear_top1", math.inf, 1, 3),
+        ],
+    )
     parent = client.get_run(parent_id)
     assert sqlstore.sql_store(client) is not None
     fast = reader.trial_runs(client, parent)
@@ -46,7 +51,11 @@ def test_child_runs_and_histories_equal_search_runs_and_get_metric_history(store
     fast_hist = {k: reader.histories(client, ids, k) for k in ("eval/linear_top1", "hetero/l01", "val/none")}
     _generic(monkeypatch)
     assert reader.trial_runs(client, parent) == fast and len(fast) == 7  # same rows, same order
-    assert fast[0].params == {"train.epochs": "8", "data.name": "digits"} and "ablation.arm" in fast[0].tags and fast[0].metric_keys
+    assert (
+        fast[0].params == {"train.epochs": "8", "data.name": "digits"}
+        and "ablation.arm" in fast[0].tags
+        and fast[0].metric_keys
+    )
     for key, got in fast_hist.items():
         want = {}
         for r in ids:  # get_metric_history per run: the generic path's own call
@@ -64,12 +73,20 @@ def test_child_runs_and_histories_equal_search_runs_and_get_metric_history(store
 def _batches(ids: list[str], now: int) -> list[tuple[str, list[Metric], list[RunTag]]]:
     a, b, c = ids[:3]
     return [
-        (a, [Metric("summary/x", 1.0, now, 0), Metric("summary/x", 2.0, now, 1), Metric("summary/x", 0.5, now - 1, 1),
-             Metric("summary/x", 1.0, now, 0),  # a duplicate: one row
-             Metric("eval/linear_top1", 0.1, 1, 0),  # older than the latest: the latest stays
-             Metric("hetero/l00", 0.95, now, 99),  # newer: replaces the latest
-             Metric("summary/nan", math.nan, now, 0), Metric("summary/inf", -math.inf, now, 0)],
-         [RunTag("ablation.censored", "true"), RunTag("ablation.arm", "renamed")]),  # a new tag, an updated one
+        (
+            a,
+            [
+                Metric("summary/x", 1.0, now, 0),
+                Metric("summary/x", 2.0, now, 1),
+                Metric("summary/x", 0.5, now - 1, 1),
+                Metric("summary/x", 1.0, now, 0),  # a duplicate: one row
+                Metric("eval/linear_top1", 0.1, 1, 0),  # older than the latest: the latest stays
+                Metric("hetero/l00", 0.95, now, 99),  # newer: replaces the latest
+                Metric("summary/nan", math.nan, now, 0),
+                Metric("summary/inf", -math.inf, now, 0),
+            ],
+            [RunTag("ablation.censored", "true"), RunTag("ablation.arm", "renamed")],
+        ),  # a new tag, an updated one
         (b, [Metric("summary/x", 3.0, now, 0)], []),
         (c, [], [RunTag("ablation.censored", "false")]),
     ]
@@ -86,7 +103,10 @@ def test_log_batches_writes_what_log_batch_writes(store, tmp_path):  # noqa: F81
             slow.log_batch(run_id, metrics=metrics, tags=tags)
         for table in ("metrics", "latest_metrics", "tags", "runs"):
             assert _rows(fast_uri, table) == _rows(slow_uri, table), table
-    assert fast.get_run(ids[0]).data.metrics["summary/x"] == 2.0 and fast.get_run(ids[0]).data.metrics["hetero/l00"] == 0.95
+    assert (
+        fast.get_run(ids[0]).data.metrics["summary/x"] == 2.0
+        and fast.get_run(ids[0]).data.metrics["hetero/l00"] == 0.95
+    )
 
 
 def test_log_batches_leaves_a_deleted_run_to_log_batch(store):  # noqa: F811
@@ -107,12 +127,19 @@ def test_report_over_the_fast_paths_equals_the_generic_report(store, tmp_path, m
         _generic(m)
         slow = build_report(slow_uri, parent_run_id=parent_id, out=tmp_path / "slow")
     assert [p.name for p in fast.files] == [p.name for p in slow.files]
-    for name in ("ablation.md", "ablation.csv", "trials.csv", "ablation.tex", "learning_curves.png",
-                 "epochs_to_target.png", "heterogeneity_depth.png"):
+    for name in (
+        "ablation.md",
+        "ablation.csv",
+        "trials.csv",
+        "ablation.tex",
+        "learning_curves.png",
+        "epochs_to_target.png",
+        "heterogeneity_depth.png",
+    ):
         assert (tmp_path / "fast" / name).read_bytes() == (tmp_path / "slow" / name).read_bytes(), name
 
     def written(u: str, table: str) -> list[tuple]:  # the report's own writes, timestamps aside
-        with sqlite3.connect(u[len("sqlite:///"):]) as db:
+        with sqlite3.connect(u[len("sqlite:///") :]) as db:
             cols = "run_uuid, key, value" + (", step, is_nan" if table != "tags" else "")
             return sorted(db.execute(f"SELECT {cols} FROM {table}").fetchall(), key=repr)
 

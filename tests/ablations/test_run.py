@@ -23,12 +23,16 @@ def _mismatched_imagefolder(folder):
 
 
 def test_study_logs_one_parent_and_a_nested_run_per_trial_and_survives_failing_trials(tmp_path):
-    path = write_study(tmp_path, variants={
-        "simmim": {}, "mto": {"mto.lambda_e": 0.1, "mto.lambda_r": 0.1},
-        "diverges": {"train.base_lr": 1.0e30},  # NaN loss in epoch 1
-        # train/ and val/ with different classes: found only when the trial loads the images
-        "crashes": {"data.name": "imagefolder", "data.path": str(_mismatched_imagefolder(tmp_path))},
-    })
+    path = write_study(
+        tmp_path,
+        variants={
+            "simmim": {},
+            "mto": {"mto.lambda_e": 0.1, "mto.lambda_r": 0.1},
+            "diverges": {"train.base_lr": 1.0e30},  # NaN loss in epoch 1
+            # train/ and val/ with different classes: found only when the trial loads the images
+            "crashes": {"data.name": "imagefolder", "data.path": str(_mismatched_imagefolder(tmp_path))},
+        },
+    )
     proc = run_cli(str(path), "--no-report", cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -36,7 +40,10 @@ def test_study_logs_one_parent_and_a_nested_run_per_trial_and_survives_failing_t
     assert len(parents) == 1 and sorted(children) == ["crashes-s0", "diverges-s0", "mto-s0", "simmim-s0"]
     parent = parents[0]
     assert parent.info.status == "FAILED"
-    assert {a.path for a in MlflowClient(uri).list_artifacts(parent.info.run_id)} >= {"study.yaml", "resolved_trials.json"}
+    assert {a.path for a in MlflowClient(uri).list_artifacts(parent.info.run_id)} >= {
+        "study.yaml",
+        "resolved_trials.json",
+    }
     for name in ("simmim-s0", "mto-s0"):
         run = children[name]
         tags = run.data.tags
@@ -46,15 +53,25 @@ def test_study_logs_one_parent_and_a_nested_run_per_trial_and_survives_failing_t
         assert run.data.params["train.epochs"] == "3" and "mto.lambda_e" in run.data.params
         for metric in ("train/loss", "train/loss_mim", "perf/img_per_s"):
             assert steps(uri, run, metric) == [1, 2, 3], metric
-        for metric in ("eval/linear_top1", "eval/knn_top1", "val/linear_top1", "val/knn_top1", "hetero/l00",
-                       "hetero/l02", "trial/epoch"):  # evaluated before training too (epoch 0)
+        for metric in (
+            "eval/linear_top1",
+            "eval/knn_top1",
+            "val/linear_top1",
+            "val/knn_top1",
+            "hetero/l00",
+            "hetero/l02",
+            "trial/epoch",
+        ):  # evaluated before training too (epoch 0)
             assert steps(uri, run, metric) == [0, 1, 2, 3], metric
         assert [a.path for a in MlflowClient(uri).list_artifacts(run.info.run_id, "affinity")] == [
-            "affinity/affinity_e0003.npz"]
+            "affinity/affinity_e0003.npz"
+        ]
     assert children["mto-s0"].data.params["mto.lambda_e"] == "0.1"
     assert children["simmim-s0"].data.params["mto.lambda_e"] == "0.0"
-    for name, reason in [("diverges-s0", "NonFiniteLossError: non-finite training loss at epoch 1"),
-                         ("crashes-s0", "ConfigError: data.path=")]:
+    for name, reason in [
+        ("diverges-s0", "NonFiniteLossError: non-finite training loss at epoch 1"),
+        ("crashes-s0", "ConfigError: data.path="),
+    ]:
         assert children[name].info.status == "FAILED"
         assert children[name].data.tags["ablation.failure"].startswith(reason)
         assert f"FAILED {name}: {reason}" in proc.stderr
@@ -68,19 +85,32 @@ def test_interrupted_study_resumes_without_redoing_or_duplicating_trials(tmp_pat
     fused = fuse > 1
     seeds = [0, 1] if fused else [0]
     # long enough to be interrupted part-way (a fused unit of 3 on 512 images takes about one trial on all 1,437)
-    long = {"data.max_train": 512 if fused else None, "train.epochs": long_epochs, "eval.every": 4,
-            "eval.affinity_epochs": []}
+    long = {
+        "data.max_train": 512 if fused else None,
+        "train.epochs": long_epochs,
+        "eval.every": 4,
+        "eval.affinity_epochs": [],
+    }
     # fused: units short-s0+1, long-s0+2 (long-s0, long-s1 and diverges-s0, which fails in epoch 1, before
     # the interrupt) and diverges-s1 alone
     diverges = {"diverges": {**long, "train.base_lr": 1.0e30}} if fused else {}
-    path = write_study(tmp_path, max_concurrent=1, seeds=seeds, resources={"cpu": 1, "fuse": fuse}, variants={
-        "short": {"train.epochs": 2, "eval.affinity_epochs": []}, "long": long, **diverges})
+    path = write_study(
+        tmp_path,
+        max_concurrent=1,
+        seeds=seeds,
+        resources={"cpu": 1, "fuse": fuse},
+        variants={"short": {"train.epochs": 2, "eval.affinity_epochs": []}, "long": long, **diverges},
+    )
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     driver = start_driver(path, tmp_path)
 
     def part_way(children) -> bool:  # "short" has finished and "long" is part-way
-        return (children.get("short-s0") is not None and children["short-s0"].info.status == "FINISHED"
-                and "long-s0" in children and 3 <= len(steps(uri, children["long-s0"], "train/loss")) < long_epochs - 2)
+        return (
+            children.get("short-s0") is not None
+            and children["short-s0"].info.status == "FINISHED"
+            and "long-s0" in children
+            and 3 <= len(steps(uri, children["long-s0"], "train/loss")) < long_epochs - 2
+        )
 
     children = wait_for(driver, uri, part_way)
     short_end = children["short-s0"].info.end_time
@@ -115,10 +145,18 @@ def test_interrupted_study_resumes_without_redoing_or_duplicating_trials(tmp_pat
 
 
 def test_optuna_search_runs_after_the_arms_and_logs_each_sample(tmp_path):
-    path = write_study(tmp_path, search={
-        "kind": "optuna", "arm": "mto", "num_samples": 3, "metric": "val/linear_top1", "mode": "max",
-        "space": {"mto.lambda_e": {"loguniform": [0.01, 1.0]}, "mto.layers_e": {"choice": ["early:1", "early:2"]}},
-        "asha": {"grace_period": 1, "reduction_factor": 2}})
+    path = write_study(
+        tmp_path,
+        search={
+            "kind": "optuna",
+            "arm": "mto",
+            "num_samples": 3,
+            "metric": "val/linear_top1",
+            "mode": "max",
+            "space": {"mto.lambda_e": {"loguniform": [0.01, 1.0]}, "mto.layers_e": {"choice": ["early:1", "early:2"]}},
+            "asha": {"grace_period": 1, "reduction_factor": 2},
+        },
+    )
     proc = run_cli(str(path), "--no-report", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     uri = f"sqlite:///{tmp_path}/mlflow.db"

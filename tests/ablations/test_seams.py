@@ -20,8 +20,13 @@ def test_resolve_gives_a_grid_trial_back_unchanged(tmp_path):
 
 
 def test_resolve_names_and_configures_an_optuna_sample(tmp_path):
-    study = load_study(write_study(tmp_path, seeds=[3, 4], search={
-        "kind": "optuna", "num_samples": 2, "space": {"mto.lambda_e": {"loguniform": [0.01, 1.0]}}}))
+    study = load_study(
+        write_study(
+            tmp_path,
+            seeds=[3, 4],
+            search={"kind": "optuna", "num_samples": 2, "space": {"mto.lambda_e": {"loguniform": [0.01, 1.0]}}},
+        )
+    )
     spec = study.resolve({"trial": "mto", "__trial_index__": 1, "mto.lambda_e": 0.123456}, "f1e2_00007")
     assert spec.name == "mto-s4-o00007-lambda_e=0.1235"
     assert (spec.arm, spec.seed, spec.grid) == ("mto", 4, {"mto.lambda_e": 0.123456})
@@ -34,8 +39,7 @@ def test_resolve_names_and_configures_an_optuna_sample(tmp_path):
 def test_resolve_refuses_an_invalid_sample(tmp_path):
     from mto.config.errors import ConfigError
 
-    study = load_study(write_study(tmp_path, search={
-        "kind": "optuna", "space": {"mto.tau": {"uniform": [0.1, 1.0]}}}))
+    study = load_study(write_study(tmp_path, search={"kind": "optuna", "space": {"mto.tau": {"uniform": [0.1, 1.0]}}}))
     with pytest.raises(ConfigError, match="mto.tau"):
         study.resolve({"trial": "mto", "__trial_index__": 0, "mto.tau": -1.0}, "x_1")
 

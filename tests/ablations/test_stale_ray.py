@@ -23,8 +23,14 @@ pytestmark = pytest.mark.slow
 def test_resume_stops_the_ray_processes_a_killed_driver_left(tmp_path):
     path = write_study(tmp_path, base={**TINY_BASE, "train": {**TINY_BASE["train"], "epochs": 8}})
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    driver = subprocess.Popen([sys.executable, "-m", "ablations.run", str(path), "--no-report"], cwd=tmp_path, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "ablations.run", str(path), "--no-report"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 300
     state = None
     while state is None or not state.get("ray_pids") or not list(tmp_path.glob("ray/tiny/*/arms/tuner.pkl")):

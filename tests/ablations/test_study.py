@@ -1,6 +1,5 @@
 """Study files: validation at the edge (exit 2, one message per problem, nothing created) and expansion."""
 
-
 import pytest
 import yaml
 
@@ -25,48 +24,78 @@ def _refused(tmp_path, capsys, text: str, *args: str) -> str:
 def _good(tmp_path, **base_sections) -> str:
     """A valid study as text, for the tests to break one way at a time (base sections replaced as given)."""
     base = yaml.safe_dump({**TINY_BASE, **base_sections}, default_flow_style=True, width=1000).strip()
-    return (f"name: bad\nstorage: {tmp_path / 'ray'}\ntracking: {{uri: sqlite:///{tmp_path / 'mlflow.db'}}}\n"
-            f"base: {base}\nvariants:\n  simmim: {{}}\n  mto: {{mto.lambda_e: 0.1}}\n")
+    return (
+        f"name: bad\nstorage: {tmp_path / 'ray'}\ntracking: {{uri: sqlite:///{tmp_path / 'mlflow.db'}}}\n"
+        f"base: {base}\nvariants:\n  simmim: {{}}\n  mto: {{mto.lambda_e: 0.1}}\n"
+    )
 
 
-@pytest.mark.parametrize("edit, expected", [
-    (lambda t: t.replace("variants:", "variants:\n  [oops"), "YAML syntax error at line"),
-    (lambda t: t.replace("name: bad", "name: bad\nseds: [0, 1]"), "unknown key 'seds'; did you mean 'seeds'?"),
-    (lambda t: t + "seeds: three\n", "seeds (line"),
-    (lambda t: t + "max_concurrent: -1\n", "max_concurrent (line"),
-    (lambda t: t + "target: {reference: simim}\n", "target.reference (line"),
-    (lambda t: t + "grid: {mto.tau: []}\n", "grid.mto.tau (line"),
-    (lambda t: t.replace("  simmim: {}", "  simmim: {}\n  simmim: {mto.tau: 1}"), "duplicate key 'simmim'"),
-    (lambda t: t + "resources: {gpu: 1.5}\n", "resources.gpu"),
-    (lambda t: t.replace("mto.lambda_e: 0.1", "mto.lamda_e: 0.1"), "did you mean 'mto.lambda_e'?"),
-    (lambda t: t.replace("mto.lambda_e: 0.1", "mim.mask_ratio: 1.5"), "mim.mask_ratio=1.5 is invalid"),
-    (lambda t: t + "search: {kind: optuna}\n", "search.space"),
-    (lambda t: t + "budgets: [5]\n", "budgets (line"),
-    (lambda t: t + "budgets: [5, 5]\n", "budgets must be distinct"),
-    (lambda t: t + "budgets: [2, 4]\ngrid: {train.epochs: [3, 6]}\n", "remove train.epochs from grid"),
-    (lambda t: t + "budgets: [2, 4]\nsearch: {kind: optuna, space: {mto.tau: {uniform: [0.1, 1]}}}\n",
-     "an Optuna study takes no budgets"),
-    (lambda t: t + "seeds: [0, 1]\nsearch: {kind: optuna, seeds: [7], space: {mto.tau: {uniform: [0.1, 1]}}}\n",
-     "search.seeds"),
-    (lambda t: t + "search: {kind: optuna, metric: eval/knn_top1, space: {mto.tau: {uniform: [0.1, 1]}}}\n",
-     "select on its validation twin 'val/knn_top1'"),
-    (lambda t: t + "search: {kind: optuna, metric: finetune/top1, space: {mto.tau: {uniform: [0.1, 1]}}}\n",
-     "select on its validation twin 'val/finetune_top1'"),
-    (lambda t: t + "target: {metric: finetune/top1}\n",
-     "target.metric (line 8): 'finetune/top1' is never logged: eval.finetune.enabled is false (no fine-tuning)"),
-    (lambda t: t.replace("mto.lambda_e: 0.1", "eval.finetune: {enabled: true, at: [1, 9]}"),
-     "eval.finetune.at=[1, 9] is invalid: epochs 0 to train.epochs=3 ([9] lie outside the training)"),
-    (lambda t: t.replace("mto.lambda_e: 0.1", "eval.finetune: {enabled: true, batch_size: 300}"),
-     "300 is above the 256 training images (digits, data.max_train, less the validation split): at most 256 "
-     "(fine-tuning trains on them)"),
-    (lambda t: t.replace("mto.lambda_e: 0.1", "eval.finetune: {enabled: true, batch_size: 7}"),
-     "an even integer >= 2"),
-    (lambda t: t + "search: {kind: optuna, metric: val/finetune_top1, asha: {grace_period: 1}, "
-                   "space: {mto.tau: {uniform: [0.1, 1]}}}\n", "search.asha"),
-    (lambda t: t.replace("mto.lambda_e: 0.1", "eval.finetune.enabled: true") + "search: {kind: optuna, asha: "
-                                                                                "{grace_period: 1}, space: {mto.tau: {uniform: [0.1, 1]}}}\n",
-     "variants.mto.eval.finetune.enabled (line 7): true with search.asha"),
-])
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (lambda t: t.replace("variants:", "variants:\n  [oops"), "YAML syntax error at line"),
+        (lambda t: t.replace("name: bad", "name: bad\nseds: [0, 1]"), "unknown key 'seds'; did you mean 'seeds'?"),
+        (lambda t: t + "seeds: three\n", "seeds (line"),
+        (lambda t: t + "max_concurrent: -1\n", "max_concurrent (line"),
+        (lambda t: t + "target: {reference: simim}\n", "target.reference (line"),
+        (lambda t: t + "grid: {mto.tau: []}\n", "grid.mto.tau (line"),
+        (lambda t: t.replace("  simmim: {}", "  simmim: {}\n  simmim: {mto.tau: 1}"), "duplicate key 'simmim'"),
+        (lambda t: t + "resources: {gpu: 1.5}\n", "resources.gpu"),
+        (lambda t: t.replace("mto.lambda_e: 0.1", "mto.lamda_e: 0.1"), "did you mean 'mto.lambda_e'?"),
+        (lambda t: t.replace("mto.lambda_e: 0.1", "mim.mask_ratio: 1.5"), "mim.mask_ratio=1.5 is invalid"),
+        (lambda t: t + "search: {kind: optuna}\n", "search.space"),
+        (lambda t: t + "budgets: [5]\n", "budgets (line"),
+        (lambda t: t + "budgets: [5, 5]\n", "budgets must be distinct"),
+        (lambda t: t + "budgets: [2, 4]\ngrid: {train.epochs: [3, 6]}\n", "remove train.epochs from grid"),
+        (
+            lambda t: t + "budgets: [2, 4]\nsearch: {kind: optuna, space: {mto.tau: {uniform: [0.1, 1]}}}\n",
+            "an Optuna study takes no budgets",
+        ),
+        (
+            lambda t: t + "seeds: [0, 1]\nsearch: {kind: optuna, seeds: [7], space: {mto.tau: {uniform: [0.1, 1]}}}\n",
+            "search.seeds",
+        ),
+        (
+            lambda t: t + "search: {kind: optuna, metric: eval/knn_top1, space: {mto.tau: {uniform: [0.1, 1]}}}\n",
+            "select on its validation twin 'val/knn_top1'",
+        ),
+        (
+            lambda t: t + "search: {kind: optuna, metric: finetune/top1, space: {mto.tau: {uniform: [0.1, 1]}}}\n",
+            "select on its validation twin 'val/finetune_top1'",
+        ),
+        (
+            lambda t: t + "target: {metric: finetune/top1}\n",
+            "target.metric (line 8): 'finetune/top1' is never logged: eval.finetune.enabled is false (no fine-tuning)",
+        ),
+        (
+            lambda t: t.replace("mto.lambda_e: 0.1", "eval.finetune: {enabled: true, at: [1, 9]}"),
+            "eval.finetune.at=[1, 9] is invalid: epochs 0 to train.epochs=3 ([9] lie outside the training)",
+        ),
+        (
+            lambda t: t.replace("mto.lambda_e: 0.1", "eval.finetune: {enabled: true, batch_size: 300}"),
+            "300 is above the 256 training images (digits, data.max_train, less the validation split): at most 256 "
+            "(fine-tuning trains on them)",
+        ),
+        (
+            lambda t: t.replace("mto.lambda_e: 0.1", "eval.finetune: {enabled: true, batch_size: 7}"),
+            "an even integer >= 2",
+        ),
+        (
+            lambda t: (
+                t + "search: {kind: optuna, metric: val/finetune_top1, asha: {grace_period: 1}, "
+                "space: {mto.tau: {uniform: [0.1, 1]}}}\n"
+            ),
+            "search.asha",
+        ),
+        (
+            lambda t: (
+                t.replace("mto.lambda_e: 0.1", "eval.finetune.enabled: true") + "search: {kind: optuna, asha: "
+                "{grace_period: 1}, space: {mto.tau: {uniform: [0.1, 1]}}}\n"
+            ),
+            "variants.mto.eval.finetune.enabled (line 7): true with search.asha",
+        ),
+    ],
+)
 def test_bad_study_is_refused_with_its_field_and_exit_2(tmp_path, capsys, edit, expected):
     err = _refused(tmp_path, capsys, edit(_good(tmp_path)))
     assert expected in err, err
@@ -128,14 +157,27 @@ def test_dry_run_prints_the_trials_and_creates_nothing(tmp_path, capsys, monkeyp
 
 def test_fused_units_group_only_fusable_trials_and_the_dry_run_shows_them(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
-    path = write_study(tmp_path, seeds=[0, 1, 2], resources={"fuse": 2}, variants={
-        "simmim": {}, "mto": {"mto.lambda_e": 0.1}, "lr": {"mto.lambda_e": 0.3, "train.base_lr": 0.01},
-        "conmim": {"mim.method": "conmim"}, "droppath": {"model.drop_path": 0.1}})
+    path = write_study(
+        tmp_path,
+        seeds=[0, 1, 2],
+        resources={"fuse": 2},
+        variants={
+            "simmim": {},
+            "mto": {"mto.lambda_e": 0.1},
+            "lr": {"mto.lambda_e": 0.3, "train.base_lr": 0.01},
+            "conmim": {"mim.method": "conmim"},
+            "droppath": {"model.drop_path": 0.1},
+        },
+    )
     units = {name: [t.name for t in unit] for name, unit in load_study(path).units.items()}
     assert units == {  # study order, at most 2 per unit; lambdas and learning rates may differ inside a unit
-        "simmim-s0+1": ["simmim-s0", "simmim-s1"], "simmim-s2": ["simmim-s2"],
-        "mto-s0+1": ["mto-s0", "mto-s1"], "mto-s2+1": ["mto-s2", "lr-s0"], "lr-s1+1": ["lr-s1", "lr-s2"],
-        **{f"{arm}-s{s}": [f"{arm}-s{s}"] for arm in ("conmim", "droppath") for s in range(3)}}
+        "simmim-s0+1": ["simmim-s0", "simmim-s1"],
+        "simmim-s2": ["simmim-s2"],
+        "mto-s0+1": ["mto-s0", "mto-s1"],
+        "mto-s2+1": ["mto-s2", "lr-s0"],
+        "lr-s1+1": ["lr-s1", "lr-s2"],
+        **{f"{arm}-s{s}": [f"{arm}-s{s}"] for arm in ("conmim", "droppath") for s in range(3)},
+    }
     assert units == {name: [t.name for t in unit] for name, unit in load_study(path).units.items()}  # stable
     assert main([str(path), "--dry-run"]) == 0
     out = capsys.readouterr().out
@@ -145,8 +187,12 @@ def test_fused_units_group_only_fusable_trials_and_the_dry_run_shows_them(tmp_pa
 
 
 def test_expansion_crosses_arms_study_grid_arm_grid_and_seeds(tmp_path):
-    path = write_study(tmp_path, seeds=[0, 1], grid={"mim.mask_ratio": [0.5, 0.7]},
-                       variants={"simmim": {}, "mto": {"mto.lambda_e": 0.1, "grid": {"mto.tau": [0.05, 0.1, 0.2]}}})
+    path = write_study(
+        tmp_path,
+        seeds=[0, 1],
+        grid={"mim.mask_ratio": [0.5, 0.7]},
+        variants={"simmim": {}, "mto": {"mto.lambda_e": 0.1, "grid": {"mto.tau": [0.05, 0.1, 0.2]}}},
+    )
     study = load_study(path)
     assert len(study.trials) == (1 + 3) * 2 * 2
     t = study.trial("mto-s1-mask_ratio=0.7-tau=0.2")
@@ -157,12 +203,23 @@ def test_expansion_crosses_arms_study_grid_arm_grid_and_seeds(tmp_path):
 
 
 def test_each_arm_is_paired_with_its_own_reference(tmp_path):
-    path = write_study(tmp_path, variants={"a": {}, "a+mto": {"mto.lambda_e": 0.1}, "b": {"mim.mask_ratio": 0.5},
-                                           "b+mto": {"mim.mask_ratio": 0.5, "mto.lambda_e": 0.1}},
-                       target={"reference": "a", "reference_of": {"b+mto": "b"}})
+    path = write_study(
+        tmp_path,
+        variants={
+            "a": {},
+            "a+mto": {"mto.lambda_e": 0.1},
+            "b": {"mim.mask_ratio": 0.5},
+            "b+mto": {"mim.mask_ratio": 0.5, "mto.lambda_e": 0.1},
+        },
+        target={"reference": "a", "reference_of": {"b+mto": "b"}},
+    )
     study = load_study(path)
-    assert {t.name: t.reference for t in study.trials} == {"a-s0": "a-s0", "a+mto-s0": "a-s0", "b-s0": "a-s0",
-                                                             "b+mto-s0": "b-s0"}
+    assert {t.name: t.reference for t in study.trials} == {
+        "a-s0": "a-s0",
+        "a+mto-s0": "a-s0",
+        "b-s0": "a-s0",
+        "b+mto-s0": "b-s0",
+    }
 
 
 def test_set_overrides_nested_and_dot_path_keys():
@@ -197,6 +254,7 @@ def test_a_corrupt_cifar_folder_exits_2_with_nothing_created(tmp_path, capsys):
     folder.mkdir(parents=True)
     for name, _ in CIFAR10.train_list + CIFAR10.test_list:
         (folder / name).write_bytes(b"truncated download")
-    err = _refused(tmp_path, capsys, _good(tmp_path, data={"name": "cifar10", "path": str(tmp_path / "data"),
-                                                           "image_size": 16}))
+    err = _refused(
+        tmp_path, capsys, _good(tmp_path, data={"name": "cifar10", "path": str(tmp_path / "data"), "image_size": 16})
+    )
     assert "data_batch_1 is missing or fails its md5 check" in err

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from .conftest import ROOT, TINY_BASE, write_study
-from .helpers import free_port as _free_port, serve_mlflow, stop_server
+from .helpers import free_port as _free_port
+from .helpers import serve_mlflow, stop_server
 from .test_mlflow_server import _api
 
 pytestmark = pytest.mark.slow
@@ -36,19 +37,33 @@ def test_server_killed_mid_study_loses_nothing_and_resume_writes_it(tmp_path):
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     server = _serve(tmp_path, port)
-    study = write_study(tmp_path, base={**TINY_BASE, "train": {**TINY_BASE["train"], "epochs": 6}},
-                        tracking={"uri": base}, max_concurrent=2)
+    study = write_study(
+        tmp_path,
+        base={**TINY_BASE, "train": {**TINY_BASE["train"], "epochs": 6}},
+        tracking={"uri": base},
+        max_concurrent=2,
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "ABLATION_TRACKING_WAIT_S": "3"}
-    driver = subprocess.Popen([sys.executable, "-m", "ablations.run", str(study), "--no-report"], cwd=tmp_path, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "ablations.run", str(study), "--no-report"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 400
         while True:  # kill the server once the first epoch of a trial is in
             assert driver.poll() is None and time.monotonic() < deadline, "the study ended before epoch 1"
             try:
                 runs = _runs(base)
-                if any(_api(base, f"/api/2.0/mlflow/metrics/get-history?run_id={r['info']['run_id']}"
-                                  "&metric_key=train/loss")["metrics"] for r in runs.values()):
+                if any(
+                    _api(
+                        base, f"/api/2.0/mlflow/metrics/get-history?run_id={r['info']['run_id']}&metric_key=train/loss"
+                    )["metrics"]
+                    for r in runs.values()
+                ):
                     break
             except Exception:  # noqa: BLE001 - the experiment may not exist yet
                 pass
@@ -66,10 +81,18 @@ def test_server_killed_mid_study_loses_nothing_and_resume_writes_it(tmp_path):
 
     server = _serve(tmp_path, port)
     try:
-        proc = subprocess.run([sys.executable, "-m", "ablations.run", str(study), "--no-report", "--resume"],
-                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [sys.executable, "-m", "ablations.run", str(study), "--no-report", "--resume"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
-        assert f"open {base}/#/experiments/" in proc.stderr and "workflowType=machine_learning in a browser" in proc.stderr
+        assert (
+            f"open {base}/#/experiments/" in proc.stderr and "workflowType=machine_learning in a browser" in proc.stderr
+        )
         runs = _runs(base)
         trials = {n: r for n, r in runs.items() if n in ("simmim-s0", "mto-s0")}
         assert sorted(trials) == ["mto-s0", "simmim-s0"] and len(runs) == 3  # one parent, each trial once
@@ -80,8 +103,9 @@ def test_server_killed_mid_study_loses_nothing_and_resume_writes_it(tmp_path):
             tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
             assert tags["mlflow.parentRunId"] == parent["info"]["run_id"] and tags["ablation.role"] == "trial"
             for key, expected in (("train/loss", [1, 2, 3, 4, 5, 6]), ("eval/linear_top1", [0, 1, 2, 3, 4, 5, 6])):
-                hist = _api(base, f"/api/2.0/mlflow/metrics/get-history?run_id={run['info']['run_id']}"
-                                  f"&metric_key={key}")["metrics"]
+                hist = _api(
+                    base, f"/api/2.0/mlflow/metrics/get-history?run_id={run['info']['run_id']}&metric_key={key}"
+                )["metrics"]
                 assert sorted(m["step"] for m in hist) == expected, key  # every epoch, once
             files = _api(base, f"/api/2.0/mlflow/artifacts/list?run_id={run['info']['run_id']}&path=affinity")
             assert [f["path"] for f in files["files"]] == ["affinity/affinity_e0003.npz"]

@@ -17,8 +17,7 @@ SETTING_ROW = re.compile(r"^\|\s*`([a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)+)`\s*\
 LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 FENCE = re.compile(r"^(```|~~~).*?^\1", re.MULTILINE | re.DOTALL)
 INLINE_CODE = re.compile(r"`[^`\n]*`")
-HISTORY = [re.compile(p, re.IGNORECASE) for p in
-           (r"\(issue \d+\)", r"issue #?\d+", r"lent to this task", r"this task")]
+HISTORY = [re.compile(p, re.IGNORECASE) for p in (r"\(issue \d+\)", r"issue #?\d+", r"lent to this task", r"this task")]
 
 
 def parse_default(text: str) -> Any:
@@ -43,8 +42,11 @@ def parse_default(text: str) -> Any:
 def same(documented: Any, actual: Any) -> bool:
     """Equal and of the same type (so ``1`` does not stand for ``True``, nor ``30.0`` for ``30``)."""
     if isinstance(actual, (list, tuple)):
-        return (isinstance(documented, list) and len(documented) == len(actual)
-                and all(same(d, a) for d, a in zip(documented, actual)))
+        return (
+            isinstance(documented, list)
+            and len(documented) == len(actual)
+            and all(same(d, a) for d, a in zip(documented, actual))
+        )
     return type(documented) is type(actual) and documented == actual
 
 
@@ -67,13 +69,17 @@ def test_configuration_reference_matches_the_dataclasses():
     duplicated = sorted({p for p in paths if paths.count(p) > 1})
     assert not duplicated, f"docs/configuration.md lists these settings more than once: {duplicated}"
     missing = sorted(set(defaults) - set(paths))
-    assert not missing, ("settings of TrialConfig missing from docs/configuration.md: "
-                         + ", ".join(f"{p} (default {defaults[p]!r})" for p in missing))
+    assert not missing, "settings of TrialConfig missing from docs/configuration.md: " + ", ".join(
+        f"{p} (default {defaults[p]!r})" for p in missing
+    )
     extra = sorted(set(paths) - set(defaults))
     assert not extra, f"docs/configuration.md lists settings TrialConfig does not have: {extra}"
-    wrong = [f"{path}: docs/configuration.md says {text!r} (read as {parse_default(text)!r}), "
-             f"the dataclass default is {defaults[path]!r}"
-             for path, text in rows if not same(parse_default(text), defaults[path])]
+    wrong = [
+        f"{path}: docs/configuration.md says {text!r} (read as {parse_default(text)!r}), "
+        f"the dataclass default is {defaults[path]!r}"
+        for path, text in rows
+        if not same(parse_default(text), defaults[path])
+    ]
     assert not wrong, "defaults in docs/configuration.md differ from the code:\n" + "\n".join(wrong)
 
 
@@ -104,13 +110,15 @@ def test_relative_links_point_to_existing_files():
 
 def test_readme_is_a_five_minute_read():
     lines = len((ROOT / "README.md").read_text(encoding="utf-8").splitlines())
-    assert lines <= README_MAX_LINES, (f"README.md has {lines} lines (at most {README_MAX_LINES}): "
-                                       "move reference material to docs/")
+    assert lines <= README_MAX_LINES, (
+        f"README.md has {lines} lines (at most {README_MAX_LINES}): move reference material to docs/"
+    )
 
 
 def test_no_development_history_in_markdown():
-    tracked = subprocess.run(["git", "ls-files", "*.md"], cwd=ROOT, capture_output=True, text=True,
-                             check=True).stdout.splitlines()
+    tracked = subprocess.run(
+        ["git", "ls-files", "*.md"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
     assert "README.md" in tracked
     found = []
     for name in tracked:
@@ -118,6 +126,9 @@ def test_no_development_history_in_markdown():
         if not path.is_file():  # deleted or moved in the working tree
             continue
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            found += [f"{name}:{number}: {pattern.pattern!r} in {line.strip()!r}"
-                      for pattern in HISTORY if pattern.search(line)]
+            found += [
+                f"{name}:{number}: {pattern.pattern!r} in {line.strip()!r}"
+                for pattern in HISTORY
+                if pattern.search(line)
+            ]
     assert not found, "development history in the docs (say what the software is instead):\n" + "\n".join(found)

@@ -8,24 +8,25 @@ import pytest
 import torch
 from timm.models.vision_transformer_relpos import VisionTransformerRelPos
 
-from mto.methods.attention import block_forward, call_block, combined_mask
-from mto.methods.backbone import create_vit, embed_tokens, position_bias, run_encoder, visible_bias
 from mto.config import ConfigError, MIMConfig, ModelConfig, MTOConfig, TrialConfig
 from mto.data.datasets import load_data
-from mto.training.finetune import classifier
-from mto.training.unit import run_unit
+from mto.methods.attention import block_forward, call_block, combined_mask
+from mto.methods.backbone import create_vit, embed_tokens, position_bias, run_encoder, visible_bias
 from mto.methods.base import build_model
 from mto.methods.registry import names
 from mto.objective.recalibration import hard_attention_mask
+from mto.training.finetune import classifier
 from mto.training.trial import run_trial
+from mto.training.unit import run_unit
 
 AUTHORS = {"pos_embed": "rel_bias", "layer_scale": 0.1}
 FULL = MTOConfig(lambda_e=0.5, lambda_r=0.5, lambda_spa=0.5, recalibration="soft")
 
 
 def _cfg(method, mto=MTOConfig(), **model):
-    return TrialConfig(model=ModelConfig(embed_dim=32, depth=3, num_heads=2, **model), mim=MIMConfig(method=method),
-                       mto=mto)
+    return TrialConfig(
+        model=ModelConfig(embed_dim=32, depth=3, num_heads=2, **model), mim=MIMConfig(method=method), mto=mto
+    )
 
 
 def _model(method, mto=MTOConfig(), seed=0, **model):
@@ -56,7 +57,9 @@ def test_the_authors_backbone_is_timms_relative_position_vit_with_one_shared_tab
 
 @pytest.mark.parametrize("pos_embed", ["abs", "rel_bias", "none"])
 def test_the_encoders_token_pipeline_is_timms_own_forward(pos_embed):
-    vit = create_vit(ModelConfig(embed_dim=32, depth=3, num_heads=2, pos_embed=pos_embed), img_size=16, in_chans=1).eval()
+    vit = create_vit(
+        ModelConfig(embed_dim=32, depth=3, num_heads=2, pos_embed=pos_embed), img_size=16, in_chans=1
+    ).eval()
     x = torch.randn(2, 1, 16, 16)
     ours = vit.norm(run_encoder(vit, embed_tokens(vit, vit.patch_embed(x)), position_bias(vit)))
     assert torch.allclose(ours, vit.forward_features(x), atol=1e-6)
@@ -106,9 +109,12 @@ def test_every_method_runs_on_the_backbone_and_zero_mto_weights_give_the_plain_l
 
 
 def test_fused_trials_on_the_authors_backbone_give_the_curves_of_separate_runs(tiny_config):
-    base = dataclasses.replace(tiny_config, model=dataclasses.replace(tiny_config.model, **AUTHORS),
-                               train=dataclasses.replace(tiny_config.train, epochs=1),
-                               mto=dataclasses.replace(tiny_config.mto, lambda_e=0.1))
+    base = dataclasses.replace(
+        tiny_config,
+        model=dataclasses.replace(tiny_config.model, **AUTHORS),
+        train=dataclasses.replace(tiny_config.train, epochs=1),
+        mto=dataclasses.replace(tiny_config.mto, lambda_e=0.1),
+    )
     configs = [base, dataclasses.replace(base, train=dataclasses.replace(base.train, seed=1))]
     data = load_data(base.data)
     alone = [run_trial(c, data=data).history for c in configs]

@@ -1,20 +1,19 @@
 """The baselines as their authors wrote them: BootMAE's injection and schedules, ConMIM's
 momentum-branch augmentation and schedule, MAE's fixed sin-cos embedding, weight-decay groups, DTM."""
 
-
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mto.data.augment import StrongAugmentation, strong_augment
 from mto.config import ConfigError, DataConfig, EvalConfig, MIMConfig, ModelConfig, MTOConfig, TrainConfig, TrialConfig
+from mto.data.augment import StrongAugmentation, strong_augment
+from mto.methods.base import build_model
 from mto.methods.dtm.model import bipartite_matching, draw_morphing, group_average, morph_groups, morphed_loss
 from mto.methods.mae.model import sincos_position_embedding
-from mto.methods.base import build_model
-from mto.methods.registry import names
 from mto.methods.momentum import cosine_momentum, linear_ramp_momentum, linear_weight_ramp
+from mto.methods.registry import names
 from mto.training.optim import param_groups
 from mto.training.trainer import Trainer
 
@@ -22,8 +21,11 @@ METHODS = names()
 
 
 def _cfg(method, mto=MTOConfig(), model=None, **mim):
-    return TrialConfig(model=ModelConfig(embed_dim=32, depth=3, num_heads=2, **(model or {})),
-                       mim=MIMConfig(method=method, **mim), mto=mto)
+    return TrialConfig(
+        model=ModelConfig(embed_dim=32, depth=3, num_heads=2, **(model or {})),
+        mim=MIMConfig(method=method, **mim),
+        mto=mto,
+    )
 
 
 def _model(method, seed=0, model=None, **mim):
@@ -46,8 +48,14 @@ def test_bootmae_masked_decoder_outputs_change_when_the_injected_encoder_feature
     tokens = model.decoder.tokens(latent, keep)  # the decoder's input is held fixed
 
     def masked_prediction(context):
-        out, _ = model.run_stack(model.decoder.blocks, tokens, mask, frozenset(), frozenset(),
-                                 cross=[lambda h, c=c: c(h, context) for c in model.cross_pixel])
+        out, _ = model.run_stack(
+            model.decoder.blocks,
+            tokens,
+            mask,
+            frozenset(),
+            frozenset(),
+            cross=[lambda h, c=c: c(h, context) for c in model.cross_pixel],
+        )
         return model.decoder.head(out)[mask]
 
     base = masked_prediction(feats[0])
@@ -70,8 +78,14 @@ def test_bootmae_feature_loss_compares_layer_normed_prediction_and_target_on_mas
     keep = model.keep_indices(mask)
     feats = dict.fromkeys(model.context_blocks)
     latent = model.forward_encoder(x, keep, feats)
-    h, _ = model.run_stack(model.feature_decoder.blocks, model.feature_decoder.tokens(latent, keep), mask, frozenset(),
-                           frozenset(), cross=[lambda t, c=c: c(t, feats[2]) for c in model.cross_feature])
+    h, _ = model.run_stack(
+        model.feature_decoder.blocks,
+        model.feature_decoder.tokens(latent, keep),
+        mask,
+        frozenset(),
+        frozenset(),
+        cross=[lambda t, c=c: c(t, feats[2]) for c in model.cross_feature],
+    )
     pred = model.feature_decoder.head(h)
     enc = model.momentum_encoder
     target = enc.blocks(enc._pos_embed(enc.patch_embed(x)))[:, 1:]  # last block, before the final norm
@@ -100,8 +114,9 @@ def test_bootmae_schedules_follow_the_authors_ramps():
 
 
 # ---- momentum encoders -------------------------------------------------------------------
-@pytest.mark.parametrize("method,attr", [("bootmae", "momentum_encoder"), ("conmim", "momentum_encoder"),
-                                         ("dtm", "teacher")])
+@pytest.mark.parametrize(
+    "method,attr", [("bootmae", "momentum_encoder"), ("conmim", "momentum_encoder"), ("dtm", "teacher")]
+)
 def test_momentum_encoders_get_no_gradient_and_follow_their_schedule(method, attr):
     model = _model(method, momentum=0.9, momentum_end=0.99)
     model.configure_run(steps_per_epoch=1, epochs=3, mean=torch.zeros(1), std=torch.ones(1))
@@ -115,8 +130,9 @@ def test_momentum_encoders_get_no_gradient_and_follow_their_schedule(method, att
         opt.step()
         opt.zero_grad()
         m = model.current_momentum
-        expected = (linear_ramp_momentum(step, 3 / 8, 0.9, 0.99) if method == "bootmae"
-                    else cosine_momentum(step, 3, 0.9, 0.99))
+        expected = (
+            linear_ramp_momentum(step, 3 / 8, 0.9, 0.99) if method == "bootmae" else cosine_momentum(step, 3, 0.9, 0.99)
+        )
         assert m == pytest.approx(expected)
         model.on_step_end()
         for old, new, online in zip(before, target.parameters(), model.encoder.parameters()):
@@ -140,8 +156,13 @@ def test_method_defaults_are_the_published_momentum_schedules():
 
 # ---- ConMIM ------------------------------------------------------------------------------
 def test_conmim_strong_augmentation_changes_only_the_momentum_branch():
-    none = dict(strong_jitter=[0.0, 0.0, 0.0, 0.0], strong_jitter_prob=0.0, strong_gray_prob=0.0,
-                strong_blur_prob=0.0, strong_solarize_prob=0.0)
+    none = dict(
+        strong_jitter=[0.0, 0.0, 0.0, 0.0],
+        strong_jitter_prob=0.0,
+        strong_gray_prob=0.0,
+        strong_blur_prob=0.0,
+        strong_solarize_prob=0.0,
+    )
     plain, strong = _model("conmim", **none), _model("conmim", strong_solarize_prob=1.0)
     x, mask = _batch(plain)
     x = x.clamp(-1, 1)  # pixels 0.5 +- 0.5 with the default mean 0.5 / std 0.5 below
@@ -186,10 +207,12 @@ def test_conmim_projector_is_a_three_layer_mlp_with_batch_norm():
 # ---- MAE ---------------------------------------------------------------------------------
 def _mae_numpy_sincos(grid, dim):
     """facebookresearch/mae util/pos_embed.py get_2d_sincos_pos_embed, re-derived in numpy."""
+
     def one_d(d, pos):
         omega = 1.0 / 10000 ** (np.arange(d // 2, dtype=np.float64) / (d / 2.0))
         out = np.einsum("m,d->md", pos.reshape(-1), omega)
         return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
     g = np.meshgrid(np.arange(grid, dtype=np.float32), np.arange(grid, dtype=np.float32))  # w first
     return np.concatenate([one_d(dim // 2, g[0]), one_d(dim // 2, g[1])], axis=1)
 
@@ -215,7 +238,7 @@ def _neighbour_weights_by_hand(mask, grid):
     out = torch.zeros_like(m)
     for i in range(grid):
         for j in range(grid):
-            around = m[:, max(i - 1, 0):i + 2, max(j - 1, 0):j + 2].sum((1, 2))
+            around = m[:, max(i - 1, 0) : i + 2, max(j - 1, 0) : j + 2].sum((1, 2))
             out[:, i, j] = m[:, i, j] * (1 + around / 9)
     return out.flatten(1)
 
@@ -223,9 +246,13 @@ def _neighbour_weights_by_hand(mask, grid):
 # ---- weight decay ------------------------------------------------------------------------
 # The authors' skip lists beside 1-D parameters and biases: SimMIM's, BootMAE's, ConMIM's and DTM's
 # no_weight_decay() is {pos_embed, cls_token}; MAE passes none (docs/baselines.md).
-AUTHORS_SKIP = {"simmim": {"encoder.cls_token", "encoder.pos_embed"}, "mae": set(),
-                "bootmae": {"encoder.cls_token", "encoder.pos_embed"}, "conmim": {"encoder.cls_token", "encoder.pos_embed"},
-                "dtm": {"encoder.cls_token", "encoder.pos_embed"}}
+AUTHORS_SKIP = {
+    "simmim": {"encoder.cls_token", "encoder.pos_embed"},
+    "mae": set(),
+    "bootmae": {"encoder.cls_token", "encoder.pos_embed"},
+    "conmim": {"encoder.cls_token", "encoder.pos_embed"},
+    "dtm": {"encoder.cls_token", "encoder.pos_embed"},
+}
 
 
 @pytest.mark.parametrize("pos_embed", ["abs", "rel_bias"])
@@ -238,10 +265,17 @@ def test_weight_decay_groups_are_the_authors(method, pos_embed):
     dec, exempt = {name[id(p)] for p in decayed["params"]}, {name[id(p)] for p in rest["params"]}
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     assert dec | exempt == set(trainable) and not dec & exempt
-    matrices = {n for m_name, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))
-                for n in [f"{m_name}.weight"] if n in trainable}
+    matrices = {
+        n
+        for m_name, m in model.named_modules()
+        if isinstance(m, (nn.Linear, nn.Conv2d))
+        for n in [f"{m_name}.weight"]
+        if n in trainable
+    }
     assert matrices <= dec  # every weight matrix and kernel decays
-    assert {n for n in trainable if n.endswith(".bias") or ".norm" in n or "gamma" in n} <= exempt  # biases, gains, LayerScale
+    assert {
+        n for n in trainable if n.endswith(".bias") or ".norm" in n or "gamma" in n
+    } <= exempt  # biases, gains, LayerScale
     assert any(n.endswith("ls1.gamma") for n in exempt)
     mask_tokens = {n for n in trainable if n.endswith("mask_token")}
     assert mask_tokens and mask_tokens <= dec  # every authors' optimiser decays the mask token
@@ -256,9 +290,13 @@ def test_weight_decay_groups_are_the_authors(method, pos_embed):
 
 
 def test_trainer_optimises_with_the_weight_decay_groups():
-    cfg = TrialConfig(data=DataConfig(max_train=64), model=ModelConfig(embed_dim=32, depth=2, num_heads=2),
-                      mim=MIMConfig(method="mae"), train=TrainConfig(epochs=1, batch_size=32, weight_decay=0.1),
-                      eval=EvalConfig(hetero_batch=8))
+    cfg = TrialConfig(
+        data=DataConfig(max_train=64),
+        model=ModelConfig(embed_dim=32, depth=2, num_heads=2),
+        mim=MIMConfig(method="mae"),
+        train=TrainConfig(epochs=1, batch_size=32, weight_decay=0.1),
+        eval=EvalConfig(hetero_batch=8),
+    )
     trainer = Trainer(cfg)
     decays = [g["weight_decay"] for g in trainer.optimizer.param_groups]
     assert decays == [0.1, 0.0]
@@ -348,7 +386,7 @@ def test_dtm_loss_equals_a_direct_computation():
             p, t = pred[b, members].mean(0), target[b, members].mean(0)
             t = (t - t.mean()) / (t.var() + 1e-6).sqrt()
             d = (p - t).abs()
-            per = torch.where(d < 2.0, 0.5 * d ** 2 / 2.0, d - 1.0).sum()
+            per = torch.where(d < 2.0, 0.5 * d**2 / 2.0, d - 1.0).sum()
             total, count = total + per * len(members), count + len(members) * 6
     assert torch.allclose(morphed_loss(pred, target, groups, True), total / count, atol=1e-6)
 
@@ -358,9 +396,13 @@ def test_dtm_draws_follow_the_authors_rule_and_leave_the_trainers_randomness_alo
     for _ in range(200):
         r, k = draw_morphing(g, 64, 8)
         assert 1 <= k <= 8 and 0 <= r * k <= 64
-    cfg = TrialConfig(data=DataConfig(max_train=64), model=ModelConfig(embed_dim=32, depth=2, num_heads=2),
-                      mim=MIMConfig(method="dtm"), train=TrainConfig(epochs=1, batch_size=32),
-                      eval=EvalConfig(hetero_batch=8))
+    cfg = TrialConfig(
+        data=DataConfig(max_train=64),
+        model=ModelConfig(embed_dim=32, depth=2, num_heads=2),
+        mim=MIMConfig(method="dtm"),
+        train=TrainConfig(epochs=1, batch_size=32),
+        eval=EvalConfig(hetero_batch=8),
+    )
     trainer = Trainer(cfg)
     gen, rng = trainer.generator.get_state(), torch.get_rng_state()
     trainer.step(*trainer.fixed_batch(8))
@@ -385,10 +427,20 @@ def test_dtm_frozen_teacher_is_loaded_from_a_local_checkpoint_and_never_updated(
         MIMConfig(method="simmim", dtm_teacher=str(path))
 
 
-@pytest.mark.parametrize("field,value", [("strong_jitter", [0.4, 0.4, 0.2]), ("strong_jitter", [0.4, 0.4, 0.2, 0.6]),
-                                         ("strong_blur_prob", 1.5), ("projector_depth", 0), ("dtm_draws", 0),
-                                         ("dtm_max_merges", 0), ("momentum", 1.0), ("feature_weight_ramp_epochs", -1),
-                                         ("context_blocks", [0])])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("strong_jitter", [0.4, 0.4, 0.2]),
+        ("strong_jitter", [0.4, 0.4, 0.2, 0.6]),
+        ("strong_blur_prob", 1.5),
+        ("projector_depth", 0),
+        ("dtm_draws", 0),
+        ("dtm_max_merges", 0),
+        ("momentum", 1.0),
+        ("feature_weight_ramp_epochs", -1),
+        ("context_blocks", [0]),
+    ],
+)
 def test_bad_recipe_settings_name_the_field(field, value):
     with pytest.raises(ConfigError, match=f"mim.{field}"):
         MIMConfig(method="dtm", **{field: value})

@@ -6,17 +6,19 @@ import pytest
 import torch
 
 from mto.config import ConfigError, MIMConfig, ModelConfig, MTOConfig, TrialConfig
+from mto.methods.base import build_model, patchify
 from mto.methods.mae.model import neighbour_weights, per_channel_normalized
 from mto.methods.masking import beit_block_masking, beit_blocks, topped_up_and_rolled
-from mto.methods.base import build_model
-from mto.methods.base import patchify
 from tests.mto.test_baselines import _neighbour_weights_by_hand
 
 
 def _model(method, in_chans=1, drop_path=0.0, **mim):
     torch.manual_seed(0)
-    cfg = TrialConfig(model=ModelConfig(embed_dim=32, depth=3, num_heads=2, drop_path=drop_path),
-                      mim=MIMConfig(method=method, **mim), mto=MTOConfig())
+    cfg = TrialConfig(
+        model=ModelConfig(embed_dim=32, depth=3, num_heads=2, drop_path=drop_path),
+        mim=MIMConfig(method=method, **mim),
+        mto=MTOConfig(),
+    )
     return build_model(cfg, in_chans=in_chans)
 
 
@@ -72,9 +74,10 @@ def test_the_decoder_position_embedding_rides_on_mask_tokens_only_in_bootmae(met
     keep = model.keep_indices(mask)
     latent = model.forward_encoder(images, keep)
     dec = model.decoder
-    tokens = dec.tokens(latent, keep)[:, model.num_prefix:]
-    visible = torch.zeros_like(tokens).scatter(1, keep[..., None].expand(-1, -1, tokens.shape[-1]),
-                                               dec.embed(latent)[:, model.num_prefix:])
+    tokens = dec.tokens(latent, keep)[:, model.num_prefix :]
+    visible = torch.zeros_like(tokens).scatter(
+        1, keep[..., None].expand(-1, -1, tokens.shape[-1]), dec.embed(latent)[:, model.num_prefix :]
+    )
     pos = dec.pos_embed.expand_as(tokens)
     vis = ~mask
     if method == "bootmae":
@@ -90,14 +93,15 @@ def test_per_channel_pixel_targets_equal_a_direct_computation():
     for b in range(2):
         for i in range(2):
             for j in range(2):
-                patch = images[b, :, 4 * i:4 * i + 4, 4 * j:4 * j + 4]  # [C, p, p]
+                patch = images[b, :, 4 * i : 4 * i + 4, 4 * j : 4 * j + 4]  # [C, p, p]
                 mean = patch.mean(dim=(1, 2), keepdim=True)
                 std = (patch.var(dim=(1, 2), unbiased=False, keepdim=True) + 1e-5).sqrt()
                 want = ((patch - mean) / std).permute(1, 2, 0).flatten()
                 assert torch.allclose(got[b, 2 * i + j], want, atol=1e-6)
     boot = _model("bootmae", in_chans=3)
-    assert torch.allclose(boot.pixel_target(torch.randn(2, 3, 16, 16)).view(2, 64, 4, 3).mean(2), torch.zeros(2, 64, 3),
-                          atol=1e-5)
+    assert torch.allclose(
+        boot.pixel_target(torch.randn(2, 3, 16, 16)).view(2, 64, 4, 3).mean(2), torch.zeros(2, 64, 3), atol=1e-5
+    )
 
 
 def test_the_weight_mask_is_the_authors_neighbourhood_weight_on_the_pixel_loss():
@@ -107,7 +111,9 @@ def test_the_weight_mask_is_the_authors_neighbourhood_weight_on_the_pixel_loss()
     images = torch.randn(3, 1, 16, 16)
     pred = torch.randn(3, 64, 4)
     err = ((pred - weighted.pixel_target(images)) ** 2).mean(-1)
-    assert torch.allclose(weighted.masked_mse(pred, images, mask), (err * neighbour_weights(mask, 8)).sum() / mask.sum())
+    assert torch.allclose(
+        weighted.masked_mse(pred, images, mask), (err * neighbour_weights(mask, 8)).sum() / mask.sum()
+    )
     assert torch.allclose(plain.masked_mse(pred, images, mask), err[mask].mean())
 
 

@@ -1,25 +1,31 @@
 import pytest
 
-from mto.config import (ConfigError, DataConfig, EvalConfig, MIMConfig, ModelConfig, MTOConfig, TrainConfig,
-                        TrialConfig)
+from mto.config import ConfigError, DataConfig, EvalConfig, MIMConfig, ModelConfig, MTOConfig, TrainConfig, TrialConfig
 from mto.data.datasets import check_data
 
 
-@pytest.mark.parametrize("build, field, value", [
-    (lambda: MIMConfig(mask_ratio=1.0), "mim.mask_ratio", 1.0),
-    (lambda: MIMConfig(mask_ratio=0), "mim.mask_ratio", 0),
-    (lambda: MIMConfig(method="beit"), "mim.method", "beit"),
-    (lambda: MTOConfig(layers_e="deep:3"), "mto.layers_e", "deep:3"),
-    (lambda: MTOConfig(lambda_schedule="step"), "mto.lambda_schedule", "step"),
-    (lambda: MTOConfig(lambda_spa=0.1), "mto.lambda_spa", 0.1),
-    (lambda: TrialConfig(data=DataConfig(image_size=30), model=ModelConfig(patch_size=4)), "model.patch_size", 4),
-    (lambda: TrialConfig(mim=MIMConfig(mask_patch_size=3)), "mim.mask_patch_size", 3),
-    (lambda: TrialConfig(mim=MIMConfig(method="mae", mask_patch_size=4)), "mim.mask_patch_size", 4),
-    (lambda: DataConfig(name="cifar10"), "data.path", None),
-    (lambda: TrainConfig(device="tpu"), "train.device", "tpu"),
-    (lambda: EvalConfig(every=0), "eval.every", 0),
-    (lambda: TrialConfig(mto=MTOConfig(lambda_e=1, affinity="attention", layers_e="early:2")), "mto.affinity", "attention"),
-])
+@pytest.mark.parametrize(
+    "build, field, value",
+    [
+        (lambda: MIMConfig(mask_ratio=1.0), "mim.mask_ratio", 1.0),
+        (lambda: MIMConfig(mask_ratio=0), "mim.mask_ratio", 0),
+        (lambda: MIMConfig(method="beit"), "mim.method", "beit"),
+        (lambda: MTOConfig(layers_e="deep:3"), "mto.layers_e", "deep:3"),
+        (lambda: MTOConfig(lambda_schedule="step"), "mto.lambda_schedule", "step"),
+        (lambda: MTOConfig(lambda_spa=0.1), "mto.lambda_spa", 0.1),
+        (lambda: TrialConfig(data=DataConfig(image_size=30), model=ModelConfig(patch_size=4)), "model.patch_size", 4),
+        (lambda: TrialConfig(mim=MIMConfig(mask_patch_size=3)), "mim.mask_patch_size", 3),
+        (lambda: TrialConfig(mim=MIMConfig(method="mae", mask_patch_size=4)), "mim.mask_patch_size", 4),
+        (lambda: DataConfig(name="cifar10"), "data.path", None),
+        (lambda: TrainConfig(device="tpu"), "train.device", "tpu"),
+        (lambda: EvalConfig(every=0), "eval.every", 0),
+        (
+            lambda: TrialConfig(mto=MTOConfig(lambda_e=1, affinity="attention", layers_e="early:2")),
+            "mto.affinity",
+            "attention",
+        ),
+    ],
+)
 def test_invalid_values_name_field_value_and_what_is_allowed(build, field, value):
     with pytest.raises(ConfigError) as err:
         build()

@@ -34,7 +34,12 @@ def test_cifar_python_folder_is_read_with_torchvision(tmp_path, monkeypatch):
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({"label_names": [str(i) for i in range(10)]}, f)
     d = load_data(DataConfig(name="cifar10", path=str(folder), image_size=32, val_fraction=0))
-    assert d.val_x is None and d.train_x.shape == (20, 3, 32, 32) and d.test_x.shape == (3, 3, 32, 32) and d.num_classes == 10
+    assert (
+        d.val_x is None
+        and d.train_x.shape == (20, 3, 32, 32)
+        and d.test_x.shape == (3, 3, 32, 32)
+        and d.num_classes == 10
+    )
 
 
 def test_corrupt_cifar_folder_gives_a_config_error(tmp_path):

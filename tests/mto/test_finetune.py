@@ -10,9 +10,9 @@ import torch
 
 from mto import ConfigError, NonFiniteLossError, run_trial
 from mto.data.datasets import load_data
+from mto.methods.backbone import create_vit
 from mto.training.finetune import classifier, finetune, optimizer, set_lr
 from mto.training.unit import run_unit
-from mto.methods.backbone import create_vit
 
 
 def _with(cfg, **sections):
@@ -43,8 +43,10 @@ def test_layer_decay_gives_each_block_base_lr_times_decay_to_the_depth_minus_its
         for p in block.parameters():
             assert lr[id(p)] == pytest.approx(1e-3 * 0.6 ** (3 - i), rel=1e-12)
     assert lr[id(vit.head.weight)] == pytest.approx(1e-3)
-    assert lr[id(vit.norm.weight)] == lr[id(vit.blocks[-1].mlp.fc2.weight)]  # timm groups the final norm with the last block
-    assert lr[id(vit.patch_embed.proj.weight)] == lr[id(vit.pos_embed)] == pytest.approx(1e-3 * 0.6 ** 4)
+    assert (
+        lr[id(vit.norm.weight)] == lr[id(vit.blocks[-1].mlp.fc2.weight)]
+    )  # timm groups the final norm with the last block
+    assert lr[id(vit.patch_embed.proj.weight)] == lr[id(vit.pos_embed)] == pytest.approx(1e-3 * 0.6**4)
     assert decay[id(vit.head.weight)] == decay[id(vit.blocks[0].attn.qkv.weight)] == 0.05
     assert decay[id(vit.head.bias)] == decay[id(vit.norm.weight)] == decay[id(vit.pos_embed)] == 0.0
 
@@ -92,12 +94,20 @@ def test_the_pretraining_curve_is_bit_identical_with_and_without_finetuning(tiny
 def test_finetuning_reports_follow_their_epochs_report_which_carries_a_checkpoint(tiny_config):
     reports = []
     run_trial(_finetuning(_with(tiny_config, train={"epochs": 3, "checkpoint_every": 5}), at=[1, 3]), reports.append)
-    assert [(r.epoch, r.phase) for r in reports] == [(0, "train"), (1, "train"), (1, "finetune"), (2, "train"),
-                                                     (3, "train"), (3, "finetune")]
+    assert [(r.epoch, r.phase) for r in reports] == [
+        (0, "train"),
+        (1, "train"),
+        (1, "finetune"),
+        (2, "train"),
+        (3, "train"),
+        (3, "finetune"),
+    ]
     assert [r.epoch for r in reports if r.checkpoint is not None] == [1, 1, 3, 3]  # epoch 1: due for fine-tuning
     tuned = [r for r in reports if r.phase == "finetune"]
-    assert all(set(r.metrics) == {"finetune/top1", "val/finetune_top1", "finetune/train_loss", "finetune/seconds"}
-               for r in tuned)
+    assert all(
+        set(r.metrics) == {"finetune/top1", "val/finetune_top1", "finetune/train_loss", "finetune/seconds"}
+        for r in tuned
+    )
     assert all(r.arrays["finetune_loss"].shape == (1,) for r in tuned)
     assert not any(k.startswith("finetune/") for r in reports if r.phase == "train" for k in r.metrics)
 
@@ -119,8 +129,9 @@ def test_a_trial_stopped_before_its_finetuning_resumes_with_it_and_trains_no_epo
     result = run_trial(cfg, resumed.append, resume=saved[-1])
     assert [(r.epoch, r.phase) for r in resumed] == [(1, "finetune"), (2, "train"), (2, "finetune")]
     for a, b in zip(whole[2:], resumed):  # the same fine-tuning results, the same pre-training
-        assert {k: v for k, v in a.metrics.items() if "seconds" not in k and "perf/" not in k} == \
-               {k: v for k, v in b.metrics.items() if "seconds" not in k and "perf/" not in k}
+        assert {k: v for k, v in a.metrics.items() if "seconds" not in k and "perf/" not in k} == {
+            k: v for k, v in b.metrics.items() if "seconds" not in k and "perf/" not in k
+        }
     assert [h["epoch"] for h in result.history] == [0, 1, 2]
 
 
@@ -139,8 +150,9 @@ def test_a_fused_unit_finetunes_each_member_as_it_would_alone(tiny_config):
     data = load_data(base.data)
     alone = [run_trial(c, data=data).history[-1] for c in configs]
     seen = []
-    fused = run_unit(configs, lambda reports, failures: seen.append(sorted((r.epoch, r.phase) for r in reports.values())),
-                      data=data)
+    fused = run_unit(
+        configs, lambda reports, failures: seen.append(sorted((r.epoch, r.phase) for r in reports.values())), data=data
+    )
     assert seen[-1] == [(2, "finetune")] * 2 and seen[-2] == [(2, "train")] * 2
     for solo, member in zip(alone, fused):
         for key in ("finetune/top1", "val/finetune_top1"):  # fused weights differ from solo ones by rounding only

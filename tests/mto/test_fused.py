@@ -10,9 +10,9 @@ from mto import ConfigError, NonFiniteLossError
 from mto.data.datasets import load_data
 from mto.methods import registry
 from mto.training.fusable import fusion_key
-from mto.training.unit import Unit, run_unit
 from mto.training.trainer import Trainer
 from mto.training.trial import run_trial
+from mto.training.unit import Unit, run_unit
 
 
 def _with(cfg, **sections):
@@ -22,8 +22,11 @@ def _with(cfg, **sections):
 def _members(tiny_config, method="simmim"):
     """Three trials that differ in what a stacked model carries per trial: seed, learning rate, lambdas."""
     base = _with(tiny_config, mim={"method": method}, train={"epochs": 2}, mto={"lambda_e": 0.1, "lambda_r": 0.1})
-    return [base, _with(base, train={"seed": 1, "base_lr": 1e-3, "min_lr": 1e-4, "weight_decay": 0.1}),
-            _with(base, train={"seed": 2, "grad_clip": 1.0}, mto={"lambda_e": 0.3, "lambda_r": 0.05})]
+    return [
+        base,
+        _with(base, train={"seed": 1, "base_lr": 1e-3, "min_lr": 1e-4, "weight_decay": 0.1}),
+        _with(base, train={"seed": 2, "grad_clip": 1.0}, mto={"lambda_e": 0.3, "lambda_r": 0.05}),
+    ]
 
 
 @pytest.mark.parametrize("method", [m.name for m in registry.methods() if m.fusable])
@@ -68,8 +71,12 @@ def test_one_fused_step_gives_each_trial_its_own_gradient(tiny_config):
         assert member["mask_token"].data_ptr() == fused.params["mask_token"][i].data_ptr()
         state = fused.trainers[i].optimizer.state[member["mask_token"]]
         assert int(state["step"]) == 1
-        assert torch.allclose(state["exp_avg"], alone.optimizer.state[dict(alone.model.named_parameters())[
-            "mask_token"]]["exp_avg"], rtol=1e-4, atol=1e-9)
+        assert torch.allclose(
+            state["exp_avg"],
+            alone.optimizer.state[dict(alone.model.named_parameters())["mask_token"]]["exp_avg"],
+            rtol=1e-4,
+            atol=1e-9,
+        )
 
 
 def test_a_nan_member_leaves_the_group_and_the_others_go_on(tiny_config):
@@ -79,7 +86,9 @@ def test_a_nan_member_leaves_the_group_and_the_others_go_on(tiny_config):
     seen = []
     results = run_unit(configs, lambda reports, failures: seen.append((reports, failures)), data=data)
     assert [(sorted(r), sorted(f)) for r, f in seen] == [([0, 1, 2], []), ([1, 2], [0]), ([1, 2], [])]
-    assert isinstance(seen[1][1][0], NonFiniteLossError) and str(seen[1][1][0]).startswith("non-finite training loss at epoch 1")
+    assert isinstance(seen[1][1][0], NonFiniteLossError) and str(seen[1][1][0]).startswith(
+        "non-finite training loss at epoch 1"
+    )
     # the failure forces the survivors' checkpoints at epoch 1, although checkpoint_every is 2
     assert all(r.checkpoint is not None and r.checkpoint["epoch"] == 1 for r in seen[1][0].values())
     assert results[0] is None
@@ -101,8 +110,12 @@ def test_resumed_fused_group_continues_from_its_members_checkpoints(tiny_config)
 
     full = run_unit(configs, keep, data=data)
     seen = []
-    resumed = run_unit(configs, lambda reports, failures: seen.append(sorted(r.epoch for r in reports.values())),
-                        resumes=[states[i] for i in range(3)], data=data)
+    resumed = run_unit(
+        configs,
+        lambda reports, failures: seen.append(sorted(r.epoch for r in reports.values())),
+        resumes=[states[i] for i in range(3)],
+        data=data,
+    )
     assert seen == [[2, 2, 2]]  # epoch 0 and 1 are in the checkpoints' histories, not reported again
     for a, b in zip(full, resumed):
         assert b.history[-1]["train/loss"] == pytest.approx(a.history[-1]["train/loss"], rel=1e-6)
@@ -150,8 +163,14 @@ def test_a_lone_trial_and_a_fused_unit_go_through_one_epoch_loop(tiny_config, mo
     assert calls == [("train_epoch", 1), ("epoch_report", 0), ("train_epoch", 1), ("epoch_report", 1)]
     calls.clear()
     run_unit(configs, data=data)
-    assert calls == [("train_epoch", 2), ("epoch_report", 0), ("epoch_report", 0),
-                     ("train_epoch", 2), ("epoch_report", 1), ("epoch_report", 1)]
+    assert calls == [
+        ("train_epoch", 2),
+        ("epoch_report", 0),
+        ("epoch_report", 0),
+        ("train_epoch", 2),
+        ("epoch_report", 1),
+        ("epoch_report", 1),
+    ]
 
 
 def test_no_second_epoch_loop_in_the_library():

@@ -2,9 +2,16 @@ import math
 
 import torch
 
-from mto.objective.heterogeneity import (attention_logits, heterogeneity, masked_row_entropy, similarity, split_attention_heterogeneity,
-                               split_heterogeneity, token_heterogeneity)
 from mto.methods.masking import masked_first_order, random_masking
+from mto.objective.heterogeneity import (
+    attention_logits,
+    heterogeneity,
+    masked_row_entropy,
+    similarity,
+    split_attention_heterogeneity,
+    split_heterogeneity,
+    token_heterogeneity,
+)
 
 
 def _mask(n=6, masked=(0, 1)):

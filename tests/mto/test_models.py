@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from mto.config import MIMConfig, ModelConfig, MTOConfig, TrialConfig
-from mto.objective.heterogeneity import token_heterogeneity
 from mto.methods.base import build_model
 from mto.methods.registry import names
+from mto.objective.heterogeneity import token_heterogeneity
 
 ZERO = MTOConfig()
 FULL = MTOConfig(lambda_e=0.5, lambda_r=0.5, lambda_spa=0.5, recalibration="soft")
@@ -12,7 +12,9 @@ FULL = MTOConfig(lambda_e=0.5, lambda_r=0.5, lambda_spa=0.5, recalibration="soft
 
 def _model(method, mto=ZERO, seed=0, **mim):
     torch.manual_seed(seed)
-    cfg = TrialConfig(model=ModelConfig(embed_dim=32, depth=3, num_heads=2), mim=MIMConfig(method=method, **mim), mto=mto)
+    cfg = TrialConfig(
+        model=ModelConfig(embed_dim=32, depth=3, num_heads=2), mim=MIMConfig(method=method, **mim), mto=mto
+    )
     return build_model(cfg, in_chans=1)
 
 
@@ -80,13 +82,17 @@ def test_reconstruction_loss_only_on_masked_patches(method):
         pred = torch.randn_like(x)
         changed = torch.where(pix, x, x + 5.0)
         assert torch.isclose(model.masked_l1(pred, x, mask), model.masked_l1(pred, changed, mask))
-        assert not torch.isclose(model.masked_l1(pred, x, mask), model.masked_l1(pred, torch.where(pix, x + 5, x), mask))
+        assert not torch.isclose(
+            model.masked_l1(pred, x, mask), model.masked_l1(pred, torch.where(pix, x + 5, x), mask)
+        )
     else:
         pred = torch.randn(4, model.num_patches, p * p)
         noisy = x + torch.randn_like(x)  # not an affine change: norm_pix_loss would undo that
         changed = torch.where(pix, x, noisy)
         assert torch.isclose(model.masked_mse(pred, x, mask), model.masked_mse(pred, changed, mask))
-        assert not torch.isclose(model.masked_mse(pred, x, mask), model.masked_mse(pred, torch.where(pix, noisy, x), mask))
+        assert not torch.isclose(
+            model.masked_mse(pred, x, mask), model.masked_mse(pred, torch.where(pix, noisy, x), mask)
+        )
     assert torch.isfinite(base)
 
 

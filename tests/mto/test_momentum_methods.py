@@ -7,15 +7,18 @@ import torch
 import torch.nn.functional as F
 
 from mto.config import MIMConfig, ModelConfig, MTOConfig, TrialConfig
-from mto.methods.conmim.model import patch_contrast
 from mto.methods.base import build_model
+from mto.methods.conmim.model import patch_contrast
 from mto.methods.momentum import ema_update, momentum_copy
 
 
 def _model(method, **mim):
     torch.manual_seed(0)
-    cfg = TrialConfig(model=ModelConfig(embed_dim=32, depth=2, num_heads=2), mim=MIMConfig(method=method, **mim),
-                      mto=MTOConfig(lambda_e=0.1, lambda_r=0.1))
+    cfg = TrialConfig(
+        model=ModelConfig(embed_dim=32, depth=2, num_heads=2),
+        mim=MIMConfig(method=method, **mim),
+        mto=MTOConfig(lambda_e=0.1, lambda_r=0.1),
+    )
     return build_model(cfg, in_chans=1)
 
 

@@ -6,15 +6,18 @@ from mto.config import ConfigError
 from mto.objective.schedules import lambda_factor, layer_weights, learning_rate
 
 
-@pytest.mark.parametrize("schedule, expected", [
-    ("all", [1, 1, 1, 1, 1]),
-    ("none", [0, 0, 0, 0, 0]),
-    ("early:2", [1, 1, 0, 0, 0]),
-    ("linear", [1, 0.75, 0.5, 0.25, 0]),
-    ("exp:0.5", [1, 0.5, 0.25, 0.125, 0.0625]),
-    ([0, 3], [1, 0, 0, 1, 0]),
-    ([0.5, 0.5, 0.0, 0.0, 2.0], [0.5, 0.5, 0, 0, 2.0]),
-])
+@pytest.mark.parametrize(
+    "schedule, expected",
+    [
+        ("all", [1, 1, 1, 1, 1]),
+        ("none", [0, 0, 0, 0, 0]),
+        ("early:2", [1, 1, 0, 0, 0]),
+        ("linear", [1, 0.75, 0.5, 0.25, 0]),
+        ("exp:0.5", [1, 0.5, 0.25, 0.125, 0.0625]),
+        ([0, 3], [1, 0, 0, 1, 0]),
+        ([0.5, 0.5, 0.0, 0.0, 2.0], [0.5, 0.5, 0, 0, 2.0]),
+    ],
+)
 def test_layer_weights(schedule, expected):
     assert layer_weights(schedule, 4) == pytest.approx(expected)
 

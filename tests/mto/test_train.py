@@ -20,8 +20,12 @@ def test_short_training_lowers_reconstruction_loss_and_logs_probes_every_eval(ti
     assert [r.epoch for r in reports] == [0, 1, 2, 3, 4]  # epoch 0: the untrained model, evaluated
     probed = [r.epoch for r in reports if "eval/linear_top1" in r.metrics and "eval/knn_top1" in r.metrics]
     assert probed == [0, 2, 4] and result.curve("val/linear_top1")[0] == [0, 2, 4]
-    assert all(0.0 <= r.metrics[k] <= 1.0 for r in reports if r.epoch in probed
-               for k in ("eval/linear_top1", "val/linear_top1", "val/knn_top1"))
+    assert all(
+        0.0 <= r.metrics[k] <= 1.0
+        for r in reports
+        if r.epoch in probed
+        for k in ("eval/linear_top1", "val/linear_top1", "val/knn_top1")
+    )
     assert all(f"hetero/l{l:02d}" in r.metrics for r in reports for l in range(3))
     assert not [k for k in reports[0].metrics if k.startswith("train/")] and reports[0].checkpoint is None
     assert {"perf/img_per_s", "perf/epoch_s", "train/loss_e"} <= set(reports[1].metrics)
@@ -67,13 +71,20 @@ def test_batch_larger_than_the_data_set_is_refused_before_training(tiny_config):
         run_trial(_with(tiny_config, data={"max_train": 10}))
 
 
-@pytest.mark.parametrize("mim, mto", [
-    ({"method": "simmim"}, {"recalibration": "hard", "lambda_e": 0.1}),
-    ({"method": "simmim"}, {"recalibration": "soft", "lambda_spa": 0.1, "lambda_schedule": "linear_warmup",
-                            "lambda_warmup_epochs": 1}),
-    ({"method": "mae", "decoder_depth": 2}, {"lambda_e": 0.1, "lambda_r": 0.1, "affinity": "attention",
-                                            "layers_e": [1], "layers_r": [1, 2]}),
-])
+@pytest.mark.parametrize(
+    "mim, mto",
+    [
+        ({"method": "simmim"}, {"recalibration": "hard", "lambda_e": 0.1}),
+        (
+            {"method": "simmim"},
+            {"recalibration": "soft", "lambda_spa": 0.1, "lambda_schedule": "linear_warmup", "lambda_warmup_epochs": 1},
+        ),
+        (
+            {"method": "mae", "decoder_depth": 2},
+            {"lambda_e": 0.1, "lambda_r": 0.1, "affinity": "attention", "layers_e": [1], "layers_r": [1, 2]},
+        ),
+    ],
+)
 def test_mto_variants_train(tiny_config, mim, mto):
     cfg = _with(tiny_config, train={"epochs": 1}, eval={"every": 1}, mim=mim, mto=mto)
     _, h = run_trial(cfg).history
@@ -87,8 +98,9 @@ def test_probe_on_a_data_set_without_labels_is_refused_before_training(tiny_conf
         (tmp_path / split / "all").mkdir(parents=True)
         for i in range(4):
             Image.new("RGB", (16, 16), (i * 60, 0, 0)).save(tmp_path / split / "all" / f"{i}.png")
-    cfg = _with(tiny_config, data={"name": "imagefolder", "path": str(tmp_path), "max_train": None},
-                train={"batch_size": 2})
+    cfg = _with(
+        tiny_config, data={"name": "imagefolder", "path": str(tmp_path), "max_train": None}, train={"batch_size": 2}
+    )
     with pytest.raises(ConfigError, match="eval.linear=True is invalid: the probes need labels"):
         run_trial(cfg)
     _, h = run_trial(_with(cfg, eval={"linear": False, "knn": False}, train={"batch_size": 2, "epochs": 1})).history

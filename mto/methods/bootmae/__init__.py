@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from mto.config.errors import check
 from mto.methods.mae import FAMILY_OPTIONS, MAEFamilySettings
@@ -13,10 +12,10 @@ from mto.methods.shared import MomentumSettings
 
 @dataclass
 class BootMAESettings:
-    momentum_ramp_epochs: Optional[float] = None  # momentum's linear ramp; None: train.epochs / 8 (100 of 800)
+    momentum_ramp_epochs: float | None = None  # momentum's linear ramp; None: train.epochs / 8 (100 of 800)
     feature_weight: float = 1.0  # weight of the feature-regression target
-    feature_weight_ramp_epochs: Optional[float] = None  # its linear ramp; None: train.epochs / 4; 0: none
-    context_blocks: Optional[list[int]] = None  # encoder blocks (0-based) the [pixel, feature] decoders
+    feature_weight_ramp_epochs: float | None = None  # its linear ramp; None: train.epochs / 4; 0: none
+    context_blocks: list[int] | None = None  # encoder blocks (0-based) the [pixel, feature] decoders
     #   cross-attend to; None: [0, depth - 1] (the authors' fea_list=[0, 11] of 12)
 
     def check(self) -> None:
@@ -25,11 +24,23 @@ class BootMAESettings:
             check(v is None or v >= 0, f"mim.{name}", v, "a number of epochs >= 0 or null")
         check(self.feature_weight >= 0, "mim.feature_weight", self.feature_weight, "a number >= 0")
         cb = self.context_blocks
-        check(cb is None or (len(cb) == 2 and all(isinstance(b, int) and b >= 0 for b in cb)), "mim.context_blocks",
-              cb, "two encoder block indices >= 0 [pixel decoder, feature decoder], or null")
+        check(
+            cb is None or (len(cb) == 2 and all(isinstance(b, int) and b >= 0 for b in cb)),
+            "mim.context_blocks",
+            cb,
+            "two encoder block indices >= 0 [pixel decoder, feature decoder], or null",
+        )
 
 
-register(Method("bootmae", "mto.methods.bootmae.model:BootMAE", mto_on="decoder", masking="random",
-                summary="BootMAE (Dong et al., ECCV 2022)", momentum=(0.999, 0.9999),  # LightDXY/BootMAE run script
-                settings=(MAEFamilySettings, MomentumSettings, BootMAESettings),
-                defaults=dict.fromkeys(FAMILY_OPTIONS, True)))
+register(
+    Method(
+        "bootmae",
+        "mto.methods.bootmae.model:BootMAE",
+        mto_on="decoder",
+        masking="random",
+        summary="BootMAE (Dong et al., ECCV 2022)",
+        momentum=(0.999, 0.9999),  # LightDXY/BootMAE run script
+        settings=(MAEFamilySettings, MomentumSettings, BootMAESettings),
+        defaults=dict.fromkeys(FAMILY_OPTIONS, True),
+    )
+)

@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mto.methods.attention import LayerCapture
-from mto.methods.backbone import Encoder, embed_tokens, position_bias, run_encoder
 from mto.config import MIMConfig, MTOConfig
 from mto.config.errors import ConfigError
+from mto.methods.attention import LayerCapture
+from mto.methods.backbone import Encoder, embed_tokens, position_bias, run_encoder
 from mto.methods.mae.model import MAE, masked_mean_mse
 from mto.methods.momentum import ema_update, linear_ramp_momentum, linear_weight_ramp, momentum_copy
 
@@ -56,14 +56,16 @@ class CrossAttention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(b, t, d))
 
 
-def feature_regression(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
-                       weights: torch.Tensor | None = None) -> torch.Tensor:
+def feature_regression(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """BootMAE's feature loss: MSE between LayerNorm(pred) and LayerNorm(target) (no affine, eps 1e-6 as the
     authors'), per channel, averaged over the masked patches (weighted by ``weights``, the ``--weight_mask``).
     ``pred``, ``target``: ``[B, N, D]``; ``mask``: ``[B, N]``."""
     d = pred.shape[-1:]
-    return masked_mean_mse(F.layer_norm(pred.float(), d, eps=1e-6), F.layer_norm(target.float(), d, eps=1e-6), mask,
-                           weights)
+    return masked_mean_mse(
+        F.layer_norm(pred.float(), d, eps=1e-6), F.layer_norm(target.float(), d, eps=1e-6), mask, weights
+    )
 
 
 class BootMAE(MAE):
@@ -77,14 +79,17 @@ class BootMAE(MAE):
         depth, dim = len(encoder.blocks), encoder.embed_dim
         self.context_blocks = list(mim.context_blocks or [0, depth - 1])
         if max(self.context_blocks) >= depth:
-            raise ConfigError("mim.context_blocks", mim.context_blocks, f"block indices below the encoder depth {depth}")
+            raise ConfigError(
+                "mim.context_blocks", mim.context_blocks, f"block indices below the encoder depth {depth}"
+            )
         self.momentum_range, self.momentum_ramp_epochs = mim.momentum_range, mim.momentum_ramp_epochs
         self.feature_weight, self.feature_weight_ramp_epochs = mim.feature_weight, mim.feature_weight_ramp_epochs
         self.momentum_encoder = momentum_copy(encoder).eval()
         self.feature_decoder = self.new_decoder(mim, dim)
         self.cross_pixel, self.cross_feature = (
             nn.ModuleList(CrossAttention(mim.decoder_dim, dim, mim.decoder_heads) for _ in range(mim.decoder_depth))
-            for _ in range(2))
+            for _ in range(2)
+        )
 
     def ramp_epochs(self, configured: float | None, share: float, unknown: float) -> float:
         """A ramp's length in epochs: as configured, else ``share`` of the run (``unknown`` when
@@ -97,32 +102,44 @@ class BootMAE(MAE):
     def current_momentum(self) -> float:
         """The authors' ramp over the first eighth of training (100 of 800 epochs); the start value outside a run."""
         start, end = self.momentum_range
-        return linear_ramp_momentum(self.epoch, self.ramp_epochs(self.momentum_ramp_epochs, 1 / 8, math.inf), start, end)
+        return linear_ramp_momentum(
+            self.epoch, self.ramp_epochs(self.momentum_ramp_epochs, 1 / 8, math.inf), start, end
+        )
 
     @property
     def current_feature_weight(self) -> float:
         """The authors' ramp over the first quarter of training; the full weight outside a run."""
-        return linear_weight_ramp(self.epoch, self.ramp_epochs(self.feature_weight_ramp_epochs, 1 / 4, 0.0),
-                                  self.feature_weight)
+        return linear_weight_ramp(
+            self.epoch, self.ramp_epochs(self.feature_weight_ramp_epochs, 1 / 4, 0.0), self.feature_weight
+        )
 
     @torch.no_grad()
     def feature_target(self, images: torch.Tensor) -> torch.Tensor:
         """The momentum encoder's last-block output (before the final norm) at every patch: ``[B, N, D]``."""
         enc = self.momentum_encoder
         x = run_encoder(enc, embed_tokens(enc, enc.patch_embed(images)), position_bias(enc))
-        return x[:, self.num_prefix:]
+        return x[:, self.num_prefix :]
 
-    def reconstruct(self, images: torch.Tensor, mask: torch.Tensor, *, token_layers: frozenset[int],
-                    prob_layers: frozenset[int]) -> tuple[dict[str, torch.Tensor], list[LayerCapture]]:
+    def reconstruct(
+        self, images: torch.Tensor, mask: torch.Tensor, *, token_layers: frozenset[int], prob_layers: frozenset[int]
+    ) -> tuple[dict[str, torch.Tensor], list[LayerCapture]]:
         keep = self.keep_indices(mask)
         feats: dict[int, torch.Tensor] = dict.fromkeys(self.context_blocks)
         latent = self.forward_encoder(images, keep, feats)
         captures, preds = [], []
-        for decoder, cross, block in ((self.decoder, self.cross_pixel, self.context_blocks[0]),
-                                      (self.feature_decoder, self.cross_feature, self.context_blocks[1])):
+        for decoder, cross, block in (
+            (self.decoder, self.cross_pixel, self.context_blocks[0]),
+            (self.feature_decoder, self.cross_feature, self.context_blocks[1]),
+        ):
             context = feats[block]
-            x, capture = self.run_stack(decoder.blocks, decoder.tokens(latent, keep), mask, token_layers, prob_layers,
-                                        cross=[lambda h, c=c: c(h, context) for c in cross])
+            x, capture = self.run_stack(
+                decoder.blocks,
+                decoder.tokens(latent, keep),
+                mask,
+                token_layers,
+                prob_layers,
+                cross=[lambda h, c=c, context=context: c(h, context) for c in cross],
+            )
             captures.append(capture)
             preds.append(decoder.head(x))
         loss_pix = self.masked_mse(preds[0], images, mask)

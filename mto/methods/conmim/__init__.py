@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 from mto.config.errors import check
 from mto.methods.registry import Method, register
@@ -14,8 +13,8 @@ from mto.methods.shared import BlockMaskSettings, MomentumSettings
 class ConMIMSettings:
     contrast_temperature: float = 0.1  # InfoNCE temperature
     projector_depth: int = 3  # layers of the MLP projector (Linear-BN-ReLU ..., last BN without affine)
-    projector_hidden_dim: Optional[int] = None  # None: 4 x the encoder width (authors: 4096 for 768)
-    projector_dim: Optional[int] = None  # None: the encoder width (authors: 256)
+    projector_hidden_dim: int | None = None  # None: 4 x the encoder width (authors: 4096 for 768)
+    projector_dim: int | None = None  # None: the encoder width (authors: 256)
     # strong augmentation of the momentum branch's full view (the online view gets only the shared crop/flip):
     # colour jitter (brightness, contrast, saturation, hue), grayscale, blur, solarisation, each with its probability
     strong_jitter: list[float] = field(default_factory=lambda: [0.4, 0.4, 0.2, 0.1])
@@ -31,12 +30,24 @@ class ConMIMSettings:
             v = getattr(self, name)
             check(v is None or v >= 1, f"mim.{name}", v, "a positive integer or null")
         j = self.strong_jitter
-        check(len(j) == 4 and all(v >= 0 for v in j) and j[3] <= 0.5, "mim.strong_jitter", j,
-              "[brightness, contrast, saturation, hue], each >= 0, hue <= 0.5")
+        check(
+            len(j) == 4 and all(v >= 0 for v in j) and j[3] <= 0.5,
+            "mim.strong_jitter",
+            j,
+            "[brightness, contrast, saturation, hue], each >= 0, hue <= 0.5",
+        )
         for name in ("strong_jitter_prob", "strong_gray_prob", "strong_blur_prob", "strong_solarize_prob"):
             check(0 <= getattr(self, name) <= 1, f"mim.{name}", getattr(self, name), "a probability in [0, 1]")
 
 
-register(Method("conmim", "mto.methods.conmim.model:ConMIM", mto_on="encoder", masking="block",
-                summary="ConMIM (Yi et al., ICLR 2023)", momentum=(0.996, 1.0),  # --t_momentum, rising to 1
-                settings=(BlockMaskSettings, MomentumSettings, ConMIMSettings)))
+register(
+    Method(
+        "conmim",
+        "mto.methods.conmim.model:ConMIM",
+        mto_on="encoder",
+        masking="block",
+        summary="ConMIM (Yi et al., ICLR 2023)",
+        momentum=(0.996, 1.0),  # --t_momentum, rising to 1
+        settings=(BlockMaskSettings, MomentumSettings, ConMIMSettings),
+    )
+)

@@ -16,18 +16,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mto.methods.attention import LayerCapture
-from mto.data.augment import StrongAugmentation
-from mto.methods.backbone import Encoder
 from mto.config import MIMConfig, MTOConfig
-from mto.objective.heterogeneity import gather_tokens
+from mto.data.augment import StrongAugmentation
+from mto.methods.attention import LayerCapture
+from mto.methods.backbone import Encoder
 from mto.methods.masking import masked_first_order
 from mto.methods.momentum import cosine_momentum, ema_update, momentum_copy
 from mto.methods.simmim.model import SimMIM
+from mto.objective.heterogeneity import gather_tokens
 
 
-def patch_contrast(queries: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor, num_masked: int,
-                   temperature: float) -> torch.Tensor:
+def patch_contrast(
+    queries: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor, num_masked: int, temperature: float
+) -> torch.Tensor:
     """Intra-image inter-patch InfoNCE over the masked patches.
 
     Args:
@@ -74,10 +75,17 @@ class ConMIM(SimMIM):
         super().__init__(encoder, mim=mim, mto=mto)
         del self.decoder  # no pixel head: the target is the momentum encoder's features
         self.temperature, self.momentum_range = mim.contrast_temperature, mim.momentum_range
-        self.augmentation = StrongAugmentation(tuple(mim.strong_jitter), mim.strong_jitter_prob, mim.strong_gray_prob,
-                                               mim.strong_blur_prob, mim.strong_solarize_prob)
+        self.augmentation = StrongAugmentation(
+            tuple(mim.strong_jitter),
+            mim.strong_jitter_prob,
+            mim.strong_gray_prob,
+            mim.strong_blur_prob,
+            mim.strong_solarize_prob,
+        )
         dim = encoder.embed_dim
-        self.projector = TokenMLP(mim.projector_depth, dim, mim.projector_hidden_dim or 4 * dim, mim.projector_dim or dim)
+        self.projector = TokenMLP(
+            mim.projector_depth, dim, mim.projector_hidden_dim or 4 * dim, mim.projector_dim or dim
+        )
         self.momentum_encoder = momentum_copy(encoder).eval()
         self.momentum_projector = momentum_copy(self.projector)
 
@@ -95,11 +103,12 @@ class ConMIM(SimMIM):
 
     @torch.no_grad()
     def keys(self, images: torch.Tensor) -> torch.Tensor:
-        f = self.momentum_encoder.forward_features(self.momentum_view(images))[:, self.num_prefix:]
+        f = self.momentum_encoder.forward_features(self.momentum_view(images))[:, self.num_prefix :]
         return F.normalize(self.momentum_projector(f).float(), dim=-1)
 
-    def reconstruct(self, images: torch.Tensor, mask: torch.Tensor, *, token_layers: frozenset[int],
-                    prob_layers: frozenset[int]) -> tuple[dict[str, torch.Tensor], list[LayerCapture]]:
+    def reconstruct(
+        self, images: torch.Tensor, mask: torch.Tensor, *, token_layers: frozenset[int], prob_layers: frozenset[int]
+    ) -> tuple[dict[str, torch.Tensor], list[LayerCapture]]:
         z, capture = self.encode_masked(images, mask, token_layers, prob_layers)
         queries = F.normalize(self.projector(z).float(), dim=-1)
         loss = patch_contrast(queries, self.keys(images), mask, self.num_masked, self.temperature)

@@ -4,21 +4,24 @@ against a teacher (an EMA of the encoder, or a frozen encoder read from a file).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING
 
 from mto.config.errors import check
 from mto.methods.registry import Method, register
 from mto.methods.shared import BlockMaskSettings, MomentumSettings
+
+if TYPE_CHECKING:  # annotations only: mto.config imports this module
+    from mto.config import TrialConfig
 
 
 @dataclass
 class DTMSettings:
     # per step, draw n merged tokens in 0..dtm_max_merges and k iterations in 1..dtm_max_iterations
     # (the authors' n1 = 196, k1 = 14 for 196 patches), dtm_draws times (their L = 2)
-    dtm_max_merges: Optional[int] = None  # None: all patches
-    dtm_max_iterations: Optional[int] = None  # None: patches per side
+    dtm_max_merges: int | None = None  # None: all patches
+    dtm_max_iterations: int | None = None  # None: patches per side
     dtm_draws: int = 2
-    dtm_teacher: Optional[str] = None  # path of a frozen teacher encoder (torch.load, never downloaded); None: EMA
+    dtm_teacher: str | None = None  # path of a frozen teacher encoder (torch.load, never downloaded); None: EMA
     dtm_normalize_target: bool = True  # per-token standardised targets (authors' --normalize_target)
     dtm_protect_first: bool = True  # ToMe's class_token=True on patch tokens, as the authors call it: the
     #   first patch is never merged and at most (N - 1) // 2 tokens merge per iteration
@@ -28,11 +31,15 @@ class DTMSettings:
             v = getattr(self, name)
             check(v is None or v >= 1, f"mim.{name}", v, "a positive integer or null")
         check(self.dtm_draws >= 1, "mim.dtm_draws", self.dtm_draws, "an integer >= 1")
-        check(self.dtm_teacher is None or bool(self.dtm_teacher), "mim.dtm_teacher", self.dtm_teacher,
-              "a local checkpoint path, or null")
+        check(
+            self.dtm_teacher is None or bool(self.dtm_teacher),
+            "mim.dtm_teacher",
+            self.dtm_teacher,
+            "a local checkpoint path, or null",
+        )
 
 
-def check_teacher_file(cfg: "TrialConfig") -> None:  # noqa: F821 (mto.config imports this module)
+def check_teacher_file(cfg: TrialConfig) -> None:
     """The teacher file holds weights of the trial's encoder (read before a study starts; torch only when set)."""
     if cfg.mim.dtm_teacher is not None:
         from mto.methods.dtm.model import check_teacher
@@ -40,6 +47,15 @@ def check_teacher_file(cfg: "TrialConfig") -> None:  # noqa: F821 (mto.config im
         check_teacher(cfg)
 
 
-register(Method("dtm", "mto.methods.dtm.model:DTM", mto_on="encoder", masking="block",
-                summary="DTM (Kim et al., arXiv 2401.00254)", momentum=(0.996, 1.0),  # ConMIM's schedule for our EMA teacher
-                settings=(BlockMaskSettings, MomentumSettings, DTMSettings), preflight=check_teacher_file))
+register(
+    Method(
+        "dtm",
+        "mto.methods.dtm.model:DTM",
+        mto_on="encoder",
+        masking="block",
+        summary="DTM (Kim et al., arXiv 2401.00254)",
+        momentum=(0.996, 1.0),  # ConMIM's schedule for our EMA teacher
+        settings=(BlockMaskSettings, MomentumSettings, DTMSettings),
+        preflight=check_teacher_file,
+    )
+)

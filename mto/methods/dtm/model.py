@@ -23,19 +23,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mto.config import MIMConfig, MTOConfig, TrialConfig
+from mto.config.errors import ConfigError
+from mto.data.datasets import channels
 from mto.methods.attention import LayerCapture
 from mto.methods.backbone import Encoder, create_vit
-from mto.config import MIMConfig, MTOConfig, TrialConfig
-from mto.data.datasets import channels
-from mto.config.errors import ConfigError
 from mto.methods.momentum import cosine_momentum, ema_update, momentum_copy
 from mto.methods.simmim.model import SimMIM
 
 SMOOTH_L1_BETA = 2.0  # the authors' smooth_l1_loss(beta=2.0)
 
 
-def bipartite_matching(tokens: torch.Tensor, r: int, protect_first: bool = False
-                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def bipartite_matching(
+    tokens: torch.Tensor, r: int, protect_first: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """ToMe's bipartite soft matching: which of the even tokens merge into which odd ones.
 
     Args:
@@ -100,11 +101,14 @@ def group_average(values: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
 
 
 def standardize_tokens(x: torch.Tensor) -> torch.Tensor:
-    """Each token ``[..., C]`` minus its mean over channels, over its (unbiased) std: the authors' ``--normalize_target``."""
+    """Each token ``[..., C]`` minus its mean over channels, over its (unbiased) std: the authors'
+    ``--normalize_target``."""
     return (x - x.mean(dim=-1, keepdim=True)) / (x.var(dim=-1, keepdim=True) + 1e-6) ** 0.5
 
 
-def morphed_loss(pred: torch.Tensor, target: torch.Tensor, groups: torch.Tensor, normalize_target: bool) -> torch.Tensor:
+def morphed_loss(
+    pred: torch.Tensor, target: torch.Tensor, groups: torch.Tensor, normalize_target: bool
+) -> torch.Tensor:
     """Smooth-L1 (beta 2) between group-averaged predictions and targets (the latter standardised per
     token after averaging, if ``normalize_target``), mean over channels and tokens.
 
@@ -136,18 +140,24 @@ def load_teacher(encoder: Encoder, path: str) -> Encoder:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # noqa: BLE001 - torch raises many kinds for a file that is not a checkpoint
-        raise ConfigError("mim.dtm_teacher", path, f"a checkpoint torch.load reads ({type(e).__name__}: "
-                          f"{str(e).splitlines()[0][:160] if str(e) else 'unreadable'})") from None
+        raise ConfigError(
+            "mim.dtm_teacher",
+            path,
+            f"a checkpoint torch.load reads ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:160] if str(e) else 'unreadable'})",
+        ) from None
     state = state.get("model", state) if isinstance(state, dict) else state
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConfigError("mim.dtm_teacher", path, "a state dict of tensors (a ViT's, or a trial checkpoint's)")
     if any(k.startswith("encoder.") for k in state):
-        state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+        state = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
     teacher = momentum_copy(encoder)
     try:
         teacher.load_state_dict(state)
     except RuntimeError as e:
-        raise ConfigError("mim.dtm_teacher", path, f"weights of the configured encoder ({str(e).splitlines()[0]})")
+        raise ConfigError(
+            "mim.dtm_teacher", path, f"weights of the configured encoder ({str(e).splitlines()[0]})"
+        ) from None
     return teacher.eval()
 
 
@@ -174,8 +184,7 @@ class DTM(SimMIM):
         self.draws, self.normalize_target = mim.dtm_draws, mim.dtm_normalize_target
         self.protect_first = mim.dtm_protect_first
         self.momentum_range, self.frozen_teacher = mim.momentum_range, mim.dtm_teacher is not None
-        self.teacher = (load_teacher(encoder, mim.dtm_teacher) if self.frozen_teacher
-                        else momentum_copy(encoder).eval())
+        self.teacher = load_teacher(encoder, mim.dtm_teacher) if self.frozen_teacher else momentum_copy(encoder).eval()
 
     @property
     def current_momentum(self) -> float:
@@ -184,10 +193,11 @@ class DTM(SimMIM):
     @torch.no_grad()
     def target(self, images: torch.Tensor) -> torch.Tensor:
         """The teacher's final patch tokens of the whole image ``[B, N, D]``."""
-        return self.teacher.forward_features(images)[:, self.num_prefix:].float()
+        return self.teacher.forward_features(images)[:, self.num_prefix :].float()
 
-    def reconstruct(self, images: torch.Tensor, mask: torch.Tensor, *, token_layers: frozenset[int],
-                    prob_layers: frozenset[int]) -> tuple[dict[str, torch.Tensor], list[LayerCapture]]:
+    def reconstruct(
+        self, images: torch.Tensor, mask: torch.Tensor, *, token_layers: frozenset[int], prob_layers: frozenset[int]
+    ) -> tuple[dict[str, torch.Tensor], list[LayerCapture]]:
         z, capture = self.encode_masked(images, mask, token_layers, prob_layers)
         pred, target = self.head(z), self.target(images)
         g = self.step_generator()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from mto.config.errors import check
 from mto.methods.registry import Method, register
@@ -20,17 +19,26 @@ class MAEFamilySettings:
     decoder_dim: int = 64
     decoder_depth: int = 2
     decoder_heads: int = 4
-    block_masking: Optional[bool] = None  # BEiT block masking (120/196 of the patches, in blocks of 16-60 of 196),
+    block_masking: bool | None = None  # BEiT block masking (120/196 of the patches, in blocks of 16-60 of 196),
     #   topped up at random to mask_ratio and rolled by 0-3 patches; off: uniform random masking
-    pos_embed_mask_only: Optional[bool] = None  # the decoders add their position embedding to mask tokens only
-    norm_pix_per_channel: Optional[bool] = None  # norm_pix_loss per patch and channel (else per patch, MAE)
-    weight_mask: Optional[bool] = None  # pixel loss weighted up at masked patches beside masked patches
+    pos_embed_mask_only: bool | None = None  # the decoders add their position embedding to mask tokens only
+    norm_pix_per_channel: bool | None = None  # norm_pix_loss per patch and channel (else per patch, MAE)
+    weight_mask: bool | None = None  # pixel loss weighted up at masked patches beside masked patches
 
     def check(self) -> None:
         for name in ("decoder_dim", "decoder_depth", "decoder_heads"):
             check(getattr(self, name) >= 1, f"mim.{name}", getattr(self, name), "a positive integer")
 
 
-register(Method("mae", "mto.methods.mae.model:MAE", mto_on="decoder", masking="random", fusable=True,
-                summary="MAE (He et al., CVPR 2022)", settings=(MAEFamilySettings,),
-                defaults=dict.fromkeys(FAMILY_OPTIONS, False)))
+register(
+    Method(
+        "mae",
+        "mto.methods.mae.model:MAE",
+        mto_on="decoder",
+        masking="random",
+        fusable=True,
+        summary="MAE (He et al., CVPR 2022)",
+        settings=(MAEFamilySettings,),
+        defaults=dict.fromkeys(FAMILY_OPTIONS, False),
+    )
+)

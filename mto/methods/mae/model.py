@@ -17,12 +17,12 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from torch import nn
 
+from mto.config import MIMConfig, MTOConfig
 from mto.methods.attention import LayerCapture
 from mto.methods.backbone import Encoder, position_bias, pre_norm, run_encoder, visible_bias
-from mto.config import MIMConfig, MTOConfig
-from mto.methods.masking import beit_block_masking, num_masked, random_masking
-from mto.methods.mae import FAMILY_OPTIONS
 from mto.methods.base import MaskedImageModel, new_mask_token, patchify
+from mto.methods.mae import FAMILY_OPTIONS
+from mto.methods.masking import beit_block_masking, num_masked, random_masking
 
 
 def sincos_position_embedding(grid: int, dim: int) -> torch.Tensor:
@@ -35,8 +35,9 @@ def sincos_position_embedding(grid: int, dim: int) -> torch.Tensor:
         raise ValueError(f"a 2-D sin-cos position embedding needs a width divisible by 4, got {dim}")
     quarter = dim // 4
     omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
-    row, col = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64),
-                              indexing="ij")
+    row, col = torch.meshgrid(
+        torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64), indexing="ij"
+    )
 
     def one_axis(pos: torch.Tensor) -> torch.Tensor:
         angle = pos.flatten()[:, None] * omega[None]
@@ -55,7 +56,9 @@ def fix_sincos_position_embedding(vit: Encoder) -> None:
     grid = vit.patch_embed.grid_size[0]
     prefix = pos.shape[1] - grid * grid
     with torch.no_grad():
-        pos.copy_(torch.cat([pos.new_zeros(prefix, pos.shape[-1]), sincos_position_embedding(grid, pos.shape[-1])])[None])
+        pos.copy_(
+            torch.cat([pos.new_zeros(prefix, pos.shape[-1]), sincos_position_embedding(grid, pos.shape[-1])])[None]
+        )
     pos.requires_grad_(False)
 
 
@@ -64,8 +67,18 @@ class MAEDecoder(nn.Module):
     add a fixed 2D sin-cos position embedding (to every patch token, or with ``mask_only`` to the mask
     tokens only, as BootMAE's decoders do), run ``blocks``, predict ``out_dim`` per patch."""
 
-    def __init__(self, *, enc_dim: int, dim: int, depth: int, heads: int, grid: int, out_dim: int, num_prefix: int,
-                 mask_only: bool = False):
+    def __init__(
+        self,
+        *,
+        enc_dim: int,
+        dim: int,
+        depth: int,
+        heads: int,
+        grid: int,
+        out_dim: int,
+        num_prefix: int,
+        mask_only: bool = False,
+    ):
         super().__init__()
         self.num_prefix, self.num_patches, self.mask_only = num_prefix, grid * grid, mask_only
         self.embed = nn.Linear(enc_dim, dim)
@@ -78,7 +91,7 @@ class MAEDecoder(nn.Module):
     def tokens(self, latent: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """Layer 0: visible tokens scattered back among mask tokens, plus position. ``[B, prefix + N, dim]``."""
         x = self.embed(latent)
-        prefix, vis = x[:, : self.num_prefix], x[:, self.num_prefix:]
+        prefix, vis = x[:, : self.num_prefix], x[:, self.num_prefix :]
         pos = self.pos_embed.to(vis.dtype)
         if self.mask_only:  # the position rides on the mask tokens; visible tokens come as the encoder left them
             full = (self.mask_token.to(vis.dtype) + pos).expand(vis.shape[0], -1, -1)
@@ -89,7 +102,7 @@ class MAEDecoder(nn.Module):
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
         """Per-patch predictions ``[B, N, out_dim]`` (prefix tokens dropped)."""
-        return self.pred(self.norm(x))[:, self.num_prefix:]
+        return self.pred(self.norm(x))[:, self.num_prefix :]
 
 
 class MAE(MaskedImageModel):
@@ -114,7 +127,8 @@ class MAE(MaskedImageModel):
         self.num_keep = self.num_patches - self.num_masked
         self.norm_pix_loss = mim.norm_pix_loss
         self.block_masking, self.pos_embed_mask_only, self.norm_pix_per_channel, self.weight_mask = (
-            mim.option(name) for name in FAMILY_OPTIONS)
+            mim.option(name) for name in FAMILY_OPTIONS
+        )
         self.in_chans = encoder.patch_embed.proj.in_channels
         self.decoder = self.new_decoder(mim, self.patch_size**2 * self.in_chans)
 
@@ -123,9 +137,16 @@ class MAE(MaskedImageModel):
         return self.decoder.mask_token
 
     def new_decoder(self, mim: MIMConfig, out_dim: int) -> MAEDecoder:
-        return MAEDecoder(enc_dim=self.encoder.embed_dim, dim=mim.decoder_dim, depth=mim.decoder_depth,
-                          heads=mim.decoder_heads, grid=self.grid, out_dim=out_dim, num_prefix=self.num_prefix,
-                          mask_only=self.pos_embed_mask_only)
+        return MAEDecoder(
+            enc_dim=self.encoder.embed_dim,
+            dim=mim.decoder_dim,
+            depth=mim.decoder_depth,
+            heads=mim.decoder_heads,
+            grid=self.grid,
+            out_dim=out_dim,
+            num_prefix=self.num_prefix,
+            mask_only=self.pos_embed_mask_only,
+        )
 
     def sample_mask(self, batch: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
         if self.block_masking:
@@ -136,8 +157,9 @@ class MAE(MaskedImageModel):
         """``[B, num_keep]`` indices of the visible patches, in raster order."""
         return torch.argsort(mask.to(torch.int8), dim=1, stable=True)[:, : self.num_keep]
 
-    def forward_encoder(self, images: torch.Tensor, keep: torch.Tensor,
-                        outputs: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+    def forward_encoder(
+        self, images: torch.Tensor, keep: torch.Tensor, outputs: dict[int, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """Encode the visible patches only: ``[B, prefix + num_keep, D]``.
 
         ``outputs``, when given, is filled with the (un-normed) output of each block index it holds as a key.
@@ -149,7 +171,9 @@ class MAE(MaskedImageModel):
         if pos is not None:
             x = x + pos[:, prefix_pos:]
         x = torch.gather(x, 1, keep[..., None].expand(-1, -1, x.shape[-1]))
-        prefix = [t.expand(x.shape[0], -1, -1) for t in (enc.cls_token, getattr(enc, "reg_token", None)) if t is not None]
+        prefix = [
+            t.expand(x.shape[0], -1, -1) for t in (enc.cls_token, getattr(enc, "reg_token", None)) if t is not None
+        ]
         if prefix and prefix_pos:
             prefix = [torch.cat(prefix, dim=1) + pos[:, :prefix_pos]]
         x = pre_norm(enc, torch.cat(prefix + [x], dim=1))
@@ -157,16 +181,19 @@ class MAE(MaskedImageModel):
         bias = None if bias is None else visible_bias(bias, keep, self.num_prefix)
         return enc.norm(run_encoder(enc, x, bias, outputs))
 
-    def reconstruct(self, images: torch.Tensor, mask: torch.Tensor, *, token_layers: frozenset[int],
-                    prob_layers: frozenset[int]) -> tuple[dict[str, torch.Tensor], list[LayerCapture]]:
+    def reconstruct(
+        self, images: torch.Tensor, mask: torch.Tensor, *, token_layers: frozenset[int], prob_layers: frozenset[int]
+    ) -> tuple[dict[str, torch.Tensor], list[LayerCapture]]:
         keep = self.keep_indices(mask)
         latent = self.forward_encoder(images, keep)
-        x, capture = self.run_stack(self.decoder.blocks, self.decoder.tokens(latent, keep), mask, token_layers,
-                                    prob_layers)
+        x, capture = self.run_stack(
+            self.decoder.blocks, self.decoder.tokens(latent, keep), mask, token_layers, prob_layers
+        )
         return {"loss_mim": self.masked_mse(self.decoder.head(x), images, mask)}, [capture]
 
     def pixel_target(self, images: torch.Tensor) -> torch.Tensor:
-        """Per-patch pixels ``[B, N, p*p*C]``, normalised per patch (or per patch and channel) when ``norm_pix_loss``."""
+        """Per-patch pixels ``[B, N, p*p*C]``, normalised per patch (or per patch and channel) when
+        ``norm_pix_loss``."""
         target = patchify(images.float(), self.patch_size)
         if self.norm_pix_loss and self.norm_pix_per_channel:
             return per_channel_normalized(target, self.in_chans)
@@ -199,8 +226,9 @@ def neighbour_weights(mask: torch.Tensor, grid: int) -> torch.Tensor:
     return (m * F.avg_pool2d(m, 3, stride=1, padding=1, count_include_pad=True) + m).flatten(1)
 
 
-def masked_mean_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
-                    weights: torch.Tensor | None = None) -> torch.Tensor:
+def masked_mean_mse(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """``sum_patches w (mean_dim (pred - target)^2) / (masked patches)`` for ``[B, N, C]`` predictions and targets;
     ``w`` is the mask (the MAE loss: the mean over masked patches) unless ``weights`` ``[B, N]`` are given
     (BootMAE's ``--weight_mask``, divided by the masked patches as the authors do, not by the weights' sum)."""

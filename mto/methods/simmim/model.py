@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mto.config import MIMConfig, MTOConfig
 from mto.methods.attention import LayerCapture
 from mto.methods.backbone import Encoder, embed_tokens, position_bias
-from mto.config import MIMConfig, MTOConfig
-from mto.methods.masking import block_masking
 from mto.methods.base import MaskedImageModel, new_mask_token
+from mto.methods.masking import block_masking
 
 
 class SimMIM(MaskedImageModel):
@@ -55,19 +55,27 @@ class SimMIM(MaskedImageModel):
         x = x * (1 - w) + self.mask_token.to(x.dtype) * w
         return embed_tokens(self.encoder, x)
 
-    def reconstruct(self, images: torch.Tensor, mask: torch.Tensor, *, token_layers: frozenset[int],
-                    prob_layers: frozenset[int]) -> tuple[dict[str, torch.Tensor], list[LayerCapture]]:
+    def reconstruct(
+        self, images: torch.Tensor, mask: torch.Tensor, *, token_layers: frozenset[int], prob_layers: frozenset[int]
+    ) -> tuple[dict[str, torch.Tensor], list[LayerCapture]]:
         z, capture = self.encode_masked(images, mask, token_layers, prob_layers)
         b, n, d = z.shape
         pred = self.decoder(z.transpose(1, 2).reshape(b, d, self.grid, self.grid))  # [B, C, H, W]
         return {"loss_mim": self.masked_l1(pred, images, mask)}, [capture]
 
-    def encode_masked(self, images: torch.Tensor, mask: torch.Tensor, token_layers: frozenset[int],
-                      prob_layers: frozenset[int]) -> tuple[torch.Tensor, LayerCapture]:
+    def encode_masked(
+        self, images: torch.Tensor, mask: torch.Tensor, token_layers: frozenset[int], prob_layers: frozenset[int]
+    ) -> tuple[torch.Tensor, LayerCapture]:
         """The encoder (the MTO stack) on the masked view: final normed patch tokens ``[B, N, D]`` and the capture."""
-        x, capture = self.run_stack(self.encoder.blocks, self.embed(images, mask), mask, token_layers, prob_layers,
-                                    bias=position_bias(self.encoder))
-        return self.encoder.norm(x)[:, self.num_prefix:], capture
+        x, capture = self.run_stack(
+            self.encoder.blocks,
+            self.embed(images, mask),
+            mask,
+            token_layers,
+            prob_layers,
+            bias=position_bias(self.encoder),
+        )
+        return self.encoder.norm(x)[:, self.num_prefix :], capture
 
     def masked_l1(self, pred: torch.Tensor, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """L1 over masked pixels only, averaged over them and the channels (the SimMIM loss)."""
