@@ -9,27 +9,12 @@ from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from typing import Any
 
 from mto.config.choices import AFFINITIES, DATASETS, LAMBDA_SCHEDULES, POS_EMBEDS, PRESETS, RECALIBRATIONS, preset_depth
-from mto.config.errors import ConfigError
 from mto.config.errors import check as _check
 from mto.config.errors import check_choice as _check_choice
 from mto.config.finetune import FinetuneConfig
 from mto.config.mim import MIMConfig
 from mto.methods import registry
 from mto.objective.schedules import LayerSchedule, check_layer_schedule, layer_weights
-
-__all__ = [
-    "ConfigError",
-    "DataConfig",
-    "EvalConfig",
-    "FinetuneConfig",
-    "MIMConfig",
-    "MTOConfig",
-    "ModelConfig",
-    "TrainConfig",
-    "TrialConfig",
-    "section",
-    "setting_defaults",
-]
 
 _STRICT = {"extra": "forbid"}
 MAX_SEED, MAX_EPOCHS, MAX_IMAGES = (

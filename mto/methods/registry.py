@@ -12,11 +12,7 @@ import importlib
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # annotations only: the registry is imported by the config and imports neither (nor torch)
-    from mto.config import TrialConfig
-    from mto.methods.base import MaskedImageModel
+from typing import Any
 
 MTO_ON = ("encoder", "decoder")  # where the method's mask tokens are, so where MTO acts
 MASKINGS = ("block", "random")  # SimMIM's block masking (mim.mask_patch_size), or per patch as in MAE
@@ -35,13 +31,16 @@ class Method:
     momentum: tuple[float, float] | None = None  # its momentum encoder's (start, end) rate, the authors' values
     settings: tuple[type, ...] = ()  # dataclasses of the mim.* settings it reads; shared ones appear in several
     defaults: dict[str, Any] = field(default_factory=dict)  # the authors' value of a setting left null
-    preflight: Callable[[TrialConfig], None] | None = None  # checks that read files, run before a study starts
+    # checks that read files, run before a study starts, given the trial's mto.config.TrialConfig (not imported
+    # here: the config imports the registry)
+    preflight: Callable[[Any], None] | None = None
 
     def __post_init__(self) -> None:
         if self.mto_on not in MTO_ON or self.masking not in MASKINGS:
             raise ValueError(f"method {self.name}: mto_on in {MTO_ON}, masking in {MASKINGS}")
 
-    def model_class(self) -> type[MaskedImageModel]:
+    def model_class(self) -> type:
+        """The method's model: a subclass of ``mto.methods.base.MaskedImageModel`` (imports torch)."""
         module, _, cls = self.model.partition(":")
         return getattr(importlib.import_module(module), cls)
 
