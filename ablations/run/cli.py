@@ -11,6 +11,7 @@ import argparse
 import os
 import shlex
 import sys
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -83,6 +84,40 @@ def trial_table(study: Study) -> Table:
     return table
 
 
+def resume_command(args: argparse.Namespace) -> str:
+    """The command that resumes this invocation (same study, ``--set`` values and cluster)."""
+    return " ".join(
+        [
+            shlex.quote(sys.executable),
+            "-m ablations.run",
+            shlex.quote(args.study),
+            *[f"--set {shlex.quote(s)}" for s in args.sets],
+            "--resume",
+            *([f"--address {shlex.quote(args.address)}"] if args.address else []),
+        ]
+    )
+
+
+def write_report(study: Study, outcome: Any, out: Console, err: Console) -> None:
+    """Build and print the study's report. The CLI is the pipeline's composition root: the report reads what the
+    run wrote, through MLflow alone (ablations.contract); nothing else of run/ and report/ meets."""
+    from ablations.report import build_report
+
+    try:
+        report = build_report(
+            outcome.tracking_uri, parent_run_id=outcome.parent_run_id, epochs=study.spec.report_epochs or None
+        )
+        report.print_table(out)
+        err.print(f"report: {report.folder}", highlight=False, soft_wrap=True)
+    except Exception as e:  # noqa: BLE001 - the runs are safe in MLflow; the report can be rebuilt
+        err.print(
+            f"[yellow]the report could not be built ({e}); rebuild it with python -m ablations.report "
+            f"--run {outcome.parent_run_id}[/]",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out, err = Console(), Console(stderr=True)
@@ -124,16 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for name, reason in sorted(outcome.failed.items()):
         err.print(f"  [red]FAILED[/] {escape(name)}: {escape(reason)}", highlight=False, soft_wrap=True)
-    again = " ".join(
-        [
-            shlex.quote(sys.executable),
-            "-m ablations.run",
-            shlex.quote(args.study),
-            *[f"--set {shlex.quote(s)}" for s in args.sets],
-            "--resume",
-            *([f"--address {shlex.quote(args.address)}"] if args.address else []),
-        ]
-    )
+    again = resume_command(args)
     if outcome.tracking_down:
         err.print(
             f"[red]the tracking store {escape(outcome.tracking_uri)} stopped answering[/]: {outcome.tracking_down} "
@@ -148,23 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             f"interrupted; state saved in {outcome.folder}\nresume with: {again}", highlight=False, soft_wrap=True
         )
     elif not args.no_report and outcome.finished:
-        # The CLI is the pipeline's composition root: the report reads what the run wrote, through
-        # MLflow alone (ablations.contract); nothing else of run/ and report/ meets.
-        from ablations.report import build_report
-
-        try:
-            report = build_report(
-                outcome.tracking_uri, parent_run_id=outcome.parent_run_id, epochs=study.spec.report_epochs or None
-            )
-            report.print_table(out)
-            err.print(f"report: {report.folder}", highlight=False, soft_wrap=True)
-        except Exception as e:  # noqa: BLE001 - the runs are safe in MLflow; the report can be rebuilt
-            err.print(
-                f"[yellow]the report could not be built ({e}); rebuild it with python -m ablations.report "
-                f"--run {outcome.parent_run_id}[/]",
-                highlight=False,
-                soft_wrap=True,
-            )
+        write_report(study, outcome, out, err)
     machine = [name for name, reason in outcome.failed.items() if not own_failure(reason)]
     if machine and not outcome.interrupted:
         err.print(

@@ -262,44 +262,23 @@ def _tuner(
     return tune.Tuner(trainable, param_space=space, tune_config=tune.TuneConfig(**kwargs), run_config=run_config)
 
 
-def run_study(
-    study: Study,
-    *,
-    resume: bool = False,
-    tracking_uri: str | None = None,
-    address: str | None = None,
-    sets: list[str] | None = None,
-) -> StudyOutcome:
-    """Run (or resume) every trial of ``study`` on Ray Tune, tracked in MLflow.
+def _interrupted_state(study: Study, folder: Path) -> dict[str, Any]:
+    """The state an earlier invocation in ``folder`` left; refused when the study has changed since."""
+    state = json.loads((folder / STATE_FILE).read_text())
+    if state["study"] != json.loads(dump_json(study.raw)):  # compared as stored (JSON)
+        raise StudyError(
+            study.source,
+            [
+                f"--resume: the study differs from the interrupted invocation in {folder}; "
+                "resume it with the same file and --set values, or start afresh"
+            ],
+        )
+    return state
 
-    Raises:
-        StudyError: the study cannot start here (nothing to resume, too few GPUs, changed study).
-        TrackingError: the tracking store is unreachable (checked before Ray starts).
-    """
-    folder = invocation_folder(study, resume)
-    state: dict[str, Any] = {}
-    if resume:
-        state = json.loads((folder / STATE_FILE).read_text())
-        if state["study"] != json.loads(dump_json(study.raw)):  # compared as stored (JSON)
-            raise StudyError(
-                study.source,
-                [
-                    f"--resume: the study differs from the interrupted invocation in {folder}; "
-                    "resume it with the same file and --set values, or start afresh"
-                ],
-            )
-    uri = resolve_tracking_uri(tracking_uri or state.get("tracking_uri") or study.spec.tracking.uri)
-    check_tracking(uri)
-    _ray_environment()
-    compile_env = compile_cache(study)
-    if address is None:
-        stale = stop_stale_ray(study.spec.driver_storage, study.name)
-        if stale:
-            print(f"stopped {len(stale)} Ray processes left behind by a killed driver of this study", file=sys.stderr)
-    _init_ray(address, compile_env)
-    _check_gpus(study)
 
-    tracker = StudyTracker(uri, study.spec.tracking.experiment or study.name)
+def _start_parent_run(study: Study, tracker: StudyTracker, resume_id: str | None) -> str:
+    """The study's MLflow parent run (reopened on resume), with the study file, every trial's resolved config
+    and what the report compares."""
     files = {
         STUDY_FILE: Path(study.source).read_text() if Path(study.source).is_file() else "",
         RESOLVED_TRIALS: dump_json(
@@ -320,9 +299,38 @@ def run_study(
         TARGET_FRACTION: str(study.spec.target.fraction),
         REFERENCE_ARM: study.spec.reference,
     }
-    parent = tracker.start_study(
-        study.name, study.spec.description, files, target, resume_id=state.get("parent_run_id")
-    )
+    return tracker.start_study(study.name, study.spec.description, files, target, resume_id=resume_id)
+
+
+def run_study(
+    study: Study,
+    *,
+    resume: bool = False,
+    tracking_uri: str | None = None,
+    address: str | None = None,
+    sets: list[str] | None = None,
+) -> StudyOutcome:
+    """Run (or resume) every trial of ``study`` on Ray Tune, tracked in MLflow.
+
+    Raises:
+        StudyError: the study cannot start here (nothing to resume, too few GPUs, changed study).
+        TrackingError: the tracking store is unreachable (checked before Ray starts).
+    """
+    folder = invocation_folder(study, resume)
+    state = _interrupted_state(study, folder) if resume else {}
+    uri = resolve_tracking_uri(tracking_uri or state.get("tracking_uri") or study.spec.tracking.uri)
+    check_tracking(uri)
+    _ray_environment()
+    compile_env = compile_cache(study)
+    if address is None:
+        stale = stop_stale_ray(study.spec.driver_storage, study.name)
+        if stale:
+            print(f"stopped {len(stale)} Ray processes left behind by a killed driver of this study", file=sys.stderr)
+    _init_ray(address, compile_env)
+    _check_gpus(study)
+
+    tracker = StudyTracker(uri, study.spec.tracking.experiment or study.name)
+    parent = _start_parent_run(study, tracker, resume_id=state.get("parent_run_id"))
     folder.mkdir(parents=True, exist_ok=True)
     again: dict[str, str] = {}
     if resume:

@@ -1,10 +1,11 @@
-"""The Ray Tune trial function: ``mto.run_trial`` (or ``mto.training.fused.run_fused`` for a fused unit) with
-Ray's report and checkpoints.
+"""The Ray Tune trial function: a unit of K >= 1 trials (``mto.training.unit.run_unit``) with Ray's report
+and checkpoints.
 
-Runs in a Ray worker. It never touches MLflow: each epoch goes to ``tune.report`` and the
-driver's callbacks log it. Affinity maps are written into the trial's folder and their path is
-reported, for the driver to attach as an artifact. A fused unit reports once per epoch for all
-its members (``MEMBERS``, ``MEMBER_FAILURES``) and checkpoints them together.
+Runs in a Ray worker. It never touches MLflow: each epoch goes to ``tune.report`` and the driver's
+callbacks log it. Every Ray trial is a unit, a lone trial a unit of one, so there is one report shape
+(each member's metrics under ``MEMBERS``, failures under ``MEMBER_FAILURES``) and one checkpoint shape
+(``{"members": {name: state}, "failed": {name: reason}}``). Affinity maps travel in the result as bytes,
+for the driver to write and attach: no worker's disk is read.
 """
 
 from __future__ import annotations
