@@ -89,6 +89,54 @@ def _trial_level(spec: StudySpec, t: Any, problem) -> None:
     for key, v in flatten(to_dict(c)).items():
         if isinstance(v, float) and not math.isfinite(v):
             problem(at(key), f"{v!r} is invalid: a finite number")
+    _data_sizes(c, at, problem)
+    asha = spec.search.asha if spec.search.kind == "optuna" else None
+    if asha and t.arm == spec.search_arm and asha.grace_period > c.train.epochs:
+        problem(
+            "search.asha.grace_period",
+            f"{asha.grace_period} is above train.epochs={c.train.epochs} of the "
+            f"searched arm {spec.search_arm}: ASHA's first cut must come within the training, at most {c.train.epochs}",
+        )
+    _, width, _, heads = PRESETS[c.model.preset]
+    width, heads = c.model.embed_dim or width, c.model.num_heads or heads
+    if width % heads:
+        problem(
+            at("model.num_heads" if c.model.num_heads else "model.embed_dim"),
+            f"{heads} heads do not divide the width {width}: choose num_heads dividing embed_dim",
+        )
+    if c.mim.method in registry.owners("decoder_dim") and c.mim.decoder_dim % c.mim.decoder_heads:
+        problem(
+            at("mim.decoder_heads"),
+            f"{c.mim.decoder_heads} heads do not divide mim.decoder_dim "
+            f"{c.mim.decoder_dim}: choose decoder_heads dividing decoder_dim",
+        )
+    if spec.search.kind == "optuna" and spec.search.asha and c.eval.finetune.enabled:
+        problem(
+            at("eval.finetune.enabled"),
+            "true with search.asha: ASHA stops a trial at its last epoch's report, "
+            "before that epoch's fine-tuning; turn one of them off",
+        )
+    if c.train.device == "cuda" and spec.resources.gpu == 0:
+        problem(
+            at("train.device"),
+            "cuda, but resources.gpu is 0 so trials see no GPU: set resources.gpu "
+            "(1, or a fraction to share one) or train.device: auto",
+        )
+    for path, metric in (
+        ("target.metric", spec.target.metric),
+        *((("search.metric", spec.search.metric),) if spec.search.kind == "optuna" else ()),
+    ):
+        why = not_logged(c, metric)
+        if why:
+            problem(path, f"{shorten(metric, 80)} is never logged: {why}")
+    for e in spec.report_epochs or ():
+        if not 1 <= e <= c.train.epochs:
+            problem("report_epochs", f"{e} is outside the training: epochs 1 to {c.train.epochs}")
+
+
+def _data_sizes(c: TrialConfig, at, problem) -> None:
+    """Batches, probes and the heterogeneity batch that need more images than the trial's data set holds, and
+    synthetic images that do not fit in this machine's memory."""
     train, test = split_sizes(c)
     if train is not None:
         full = train
@@ -132,48 +180,6 @@ def _trial_level(spec: StudySpec, t: Any, problem) -> None:
             f"{c.data.synthetic_size} images of {c.data.image_size}px take "
             f"{need / 2**30:,.1f} GiB of memory; this machine has {MEMORY / 2**30:,.1f} GiB",
         )
-    asha = spec.search.asha if spec.search.kind == "optuna" else None
-    if asha and t.arm == spec.search_arm and asha.grace_period > c.train.epochs:
-        problem(
-            "search.asha.grace_period",
-            f"{asha.grace_period} is above train.epochs={c.train.epochs} of the "
-            f"searched arm {spec.search_arm}: ASHA's first cut must come within the training, at most {c.train.epochs}",
-        )
-    _, width, _, heads = PRESETS[c.model.preset]
-    width, heads = c.model.embed_dim or width, c.model.num_heads or heads
-    if width % heads:
-        problem(
-            at("model.num_heads" if c.model.num_heads else "model.embed_dim"),
-            f"{heads} heads do not divide the width {width}: choose num_heads dividing embed_dim",
-        )
-    if c.mim.method in registry.owners("decoder_dim") and c.mim.decoder_dim % c.mim.decoder_heads:
-        problem(
-            at("mim.decoder_heads"),
-            f"{c.mim.decoder_heads} heads do not divide mim.decoder_dim "
-            f"{c.mim.decoder_dim}: choose decoder_heads dividing decoder_dim",
-        )
-    if spec.search.kind == "optuna" and spec.search.asha and c.eval.finetune.enabled:
-        problem(
-            at("eval.finetune.enabled"),
-            "true with search.asha: ASHA stops a trial at its last epoch's report, "
-            "before that epoch's fine-tuning; turn one of them off",
-        )
-    if c.train.device == "cuda" and spec.resources.gpu == 0:
-        problem(
-            at("train.device"),
-            "cuda, but resources.gpu is 0 so trials see no GPU: set resources.gpu "
-            "(1, or a fraction to share one) or train.device: auto",
-        )
-    for path, metric in (
-        ("target.metric", spec.target.metric),
-        *((("search.metric", spec.search.metric),) if spec.search.kind == "optuna" else ()),
-    ):
-        why = not_logged(c, metric)
-        if why:
-            problem(path, f"{shorten(metric, 80)} is never logged: {why}")
-    for e in spec.report_epochs or ():
-        if not 1 <= e <= c.train.epochs:
-            problem("report_epochs", f"{e} is outside the training: epochs 1 to {c.train.epochs}")
 
 
 def split_sizes(c: TrialConfig) -> tuple[int | None, int | None]:
