@@ -34,11 +34,24 @@ def describe(dev: torch.device) -> str:
 
 
 def sized_config(
-    method: str = registry.DEFAULT, mto: MTOConfig | None = None, dev: torch.device | None = None, **mim
+    method: str = registry.DEFAULT,
+    mto: MTOConfig | None = None,
+    dev: torch.device | None = None,
+    smoke: bool = False,
+    **mim,
 ) -> TrialConfig:
-    """The quickstart size on a CPU (tiny ViT, 16x16 digits, patch 2); ViT-Tiny/4 on 32x32 on a GPU."""
+    """The quickstart size on a CPU (tiny ViT, 16x16 digits, patch 2); ViT-Tiny/4 on 32x32 on a GPU; with ``smoke``,
+    the smallest (a 2-block ViT of width 32 on 64 digits, batch 32), to check that a benchmark runs."""
     dev = dev or device()
     mim_cfg = MIMConfig(method=method, **mim)
+    if smoke:
+        return TrialConfig(
+            data=DataConfig(max_train=64),
+            model=ModelConfig(embed_dim=32, depth=2, num_heads=2),
+            mim=mim_cfg,
+            mto=mto or MTOConfig(),
+            train=TrainConfig(batch_size=32),
+        )
     if dev.type == "cuda":
         return TrialConfig(
             data=DataConfig(image_size=32),
@@ -50,16 +63,19 @@ def sized_config(
     return TrialConfig(mim=mim_cfg, mto=mto or MTOConfig(), train=TrainConfig(batch_size=128))
 
 
-def training_steps(trainer, steps: int, loss_fn: Callable | None = None) -> Callable[[], None]:
-    """A closure running ``steps`` optimisation steps of ``trainer``'s model on one fixed batch.
-
-    ``loss_fn(model, images, mask)`` replaces the model's own loss (for hand-written references).
-    """
+def training_steps(trainer, steps: int, step=None) -> Callable[[], None]:
+    """A closure running ``steps`` optimisation steps of ``trainer`` on one fixed batch at the current schedule
+    row; ``step`` (a ``TrainStep`` over the trainer's model and optimiser) replaces the trainer's own (for
+    hand-written references)."""
     images, mask = trainer.fixed_batch(trainer.cfg.train.batch_size)
+    schedule = torch.tensor(trainer.schedule_row(0), device=trainer.device)
+    draws = trainer.model.step_draws(0, 1, images.shape[0])
+    draws = None if draws is None else draws[0].to(trainer.device)
+    step = step or trainer.train_step
 
     def run() -> None:
         for _ in range(steps):
-            trainer.step(images, mask, loss_fn=loss_fn)
+            step(images, mask, schedule, draws)
 
     return run
 
@@ -82,15 +98,21 @@ def interleaved(candidates: dict[str, Callable[[], None]], *, rounds: int, dev: 
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def arguments(description: str, trials: int | None = None) -> argparse.Namespace:
-    """--rounds, --steps, --threads (and --trials when ``trials`` gives its default)."""
+def arguments(description: str, trials: int | None = None, methods: bool = False) -> argparse.Namespace:
+    """--rounds, --steps, --threads, --smoke (and --trials when ``trials`` gives its default, --methods with
+    ``methods``)."""
     p = argparse.ArgumentParser(description=description)
     if trials is not None:
         p.add_argument("--trials", type=int, default=trials, help="trials stepped together")
+    if methods:
+        p.add_argument("--methods", default=",".join(registry.names()), help="comma-separated methods")
     p.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds (median taken)")
     p.add_argument("--steps", type=int, default=5, help="training steps per timed call")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument("--smoke", action="store_true", help="smallest size, one round of one step: checks that it runs")
     args = p.parse_args()
+    if args.smoke:
+        args.rounds, args.steps = 1, 1
     if args.threads:
         torch.set_num_threads(args.threads)
     return args

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -64,16 +65,24 @@ def grayscale(x: torch.Tensor) -> torch.Tensor:
     return sum(w * x[:, i : i + 1] for i, w in enumerate(_GRAY))
 
 
+_TO_YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
+_FROM_YIQ = tuple(map(tuple, np.linalg.inv(np.array(_TO_YIQ)).tolist()))  # Python numbers: no host copy per step
+
+
+def _mix(x: torch.Tensor, matrix: tuple[tuple[float, ...], ...]) -> torch.Tensor:
+    """``matrix @ x`` over the channels of ``[B, 3, H, W]``, with the matrix as numbers in the code."""
+    return torch.cat([sum(w * x[:, j : j + 1] for j, w in enumerate(row)) for row in matrix], dim=1)
+
+
 def rotate_hue(x: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
     """Rotate the chroma of RGB images by ``turns`` (fraction of a full turn) per image, in YIQ space."""
     if x.shape[1] != 3:
         return x
-    to_yiq = x.new_tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
-    yiq = torch.einsum("ij,bjhw->bihw", to_yiq, x)
+    yiq = _mix(x, _TO_YIQ)
     cos, sin = _per_image(torch.cos(2 * math.pi * turns)), _per_image(torch.sin(2 * math.pi * turns))
     i, q = yiq[:, 1:2], yiq[:, 2:3]
     yiq = torch.cat([yiq[:, :1], i * cos - q * sin, i * sin + q * cos], dim=1)
-    return torch.einsum("ij,bjhw->bihw", torch.linalg.inv(to_yiq), yiq)
+    return _mix(yiq, _FROM_YIQ)
 
 
 def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

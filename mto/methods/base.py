@@ -71,15 +71,39 @@ class MaskedImageModel(nn.Module, ABC):
 
     @abstractmethod
     def reconstruct(
-        self, images: torch.Tensor, mask: torch.Tensor, *, token_layers: frozenset[int], prob_layers: frozenset[int]
+        self,
+        images: torch.Tensor,
+        mask: torch.Tensor,
+        *,
+        token_layers: frozenset[int],
+        prob_layers: frozenset[int],
+        clock: torch.Tensor | None = None,
+        draws: torch.Tensor | None = None,
     ) -> tuple[dict[str, torch.Tensor], list[LayerCapture]]:
         """The method's own losses (``loss_mim`` and any parts) and the capture of each MTO stack
-        (one for most methods; BootMAE has two decoders)."""
+        (one for most methods; BootMAE has two decoders). ``clock`` and ``draws``: see ``forward``."""
 
-    def forward(self, images: torch.Tensor, mask: torch.Tensor, lambda_factor: float = 1.0) -> dict[str, torch.Tensor]:
-        """All losses of one step: ``loss`` (to minimise), ``loss_mim``, ``loss_spa``, ``loss_e``, ``loss_r``."""
+    def forward(
+        self,
+        images: torch.Tensor,
+        mask: torch.Tensor,
+        lambda_factor: float | torch.Tensor = 1.0,
+        *,
+        clock: torch.Tensor | None = None,
+        draws: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """All losses of one step: ``loss`` (to minimise), ``loss_mim``, ``loss_spa``, ``loss_e``, ``loss_r``.
+
+        Args:
+            lambda_factor: the lambda schedule's multiplier (a device tensor in training).
+            clock: the method's schedule values at this step (``clock_values``), a device tensor; None: the
+                current step's, computed here.
+            draws: the method's random draws for this step (``draw``); None: drawn here.
+        """
         obj = self.objective
-        parts, captures = self.reconstruct(images, mask, token_layers=obj.token_layers, prob_layers=obj.prob_layers)
+        parts, captures = self.reconstruct(
+            images, mask, token_layers=obj.token_layers, prob_layers=obj.prob_layers, clock=clock, draws=draws
+        )
         per_stack = [
             obj.losses(c, mask, self.num_prefix, self.num_masked, lambda_factor, self.mto_lambdas) for c in captures
         ]
@@ -98,12 +122,17 @@ class MaskedImageModel(nn.Module, ABC):
         return self
 
     def on_step_end(self) -> None:
-        """Called after each optimiser step: momentum encoders update in ``after_step``, then the clock ticks."""
-        self.after_step()
+        """After an optimiser step taken outside ``TrainStep``: the method's own update at the current clock, then
+        the tick."""
+        self.after_step(self.clock())
+        self.tick()
+
+    def tick(self) -> None:
+        """One optimiser step done: the training clock advances (on the host, after the step)."""
         self.steps_done += 1
 
-    def after_step(self) -> None:
-        """A method's own update after each optimiser step (momentum encoders)."""
+    def after_step(self, clock: torch.Tensor) -> None:
+        """A method's own update after each optimiser step (momentum encoders), with its ``clock`` of that step."""
 
     def configure_run(self, steps_per_epoch: int, epochs: int, mean: torch.Tensor, std: torch.Tensor) -> None:
         """The run's length (for the schedules) and the data set's per-channel normalisation ``[C]``
@@ -121,10 +150,34 @@ class MaskedImageModel(nn.Module, ABC):
         """Completed epochs (0-based index of the current one)."""
         return self.steps_done // self.steps_per_epoch
 
-    def step_generator(self) -> torch.Generator:
-        """A CPU generator for this step's own draws (augmentations, DTM's merge counts), seeded from
-        (seed, step): the batches and masks the trainer draws stay those of every other arm."""
-        return torch.Generator().manual_seed((self.seed * 1_000_003 + self.steps_done) % 2**63)
+    def clock_values(self, step: int) -> list[float]:
+        """The method's own schedule values at optimiser step ``step`` (momentum rates, loss-weight ramps),
+        computed on the host; they reach the training step as a device tensor (``Trainer.schedule_row``), so a
+        compiled step never reads a Python number that changes. None for SimMIM and MAE."""
+        return []
+
+    def clock(self, step: int | None = None) -> torch.Tensor:
+        """``clock_values`` of ``step`` (default: the current step) as a tensor on the model's device."""
+        values = self.clock_values(self.steps_done if step is None else step)
+        return torch.tensor(values, dtype=torch.float32, device=self.pixel_mean.device)
+
+    def step_generator(self, step: int | None = None) -> torch.Generator:
+        """A CPU generator for a step's own draws (augmentations, DTM's merge counts), seeded from
+        (seed, step; default the current step): the batches and masks the trainer draws stay those of every
+        other arm."""
+        step = self.steps_done if step is None else step
+        return torch.Generator().manual_seed((self.seed * 1_000_003 + step) % 2**63)
+
+    def draw(self, generator: torch.Generator, batch: int) -> torch.Tensor | None:
+        """The method's own random draws for one step of ``batch`` images, from ``generator``; None when it draws
+        nothing (SimMIM, MAE, BootMAE)."""
+        return None
+
+    def step_draws(self, first_step: int, steps: int, batch: int) -> torch.Tensor | None:
+        """``draw`` of each of ``steps`` steps from ``first_step`` on, stacked ``[steps, ...]`` on the CPU (the
+        trainer moves an epoch's draws to the device at once)."""
+        rows = [self.draw(self.step_generator(first_step + s), batch) for s in range(steps)]
+        return None if not rows or rows[0] is None else torch.stack(rows)
 
     def get_extra_state(self) -> dict[str, Any]:
         return {"steps_done": self.steps_done, "seed": self.seed}

@@ -22,8 +22,9 @@ def momentum_copy(module: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
-    """``target <- momentum * target + (1 - momentum) * online``, parameter by parameter (buffers copied)."""
+def ema_update(target: nn.Module, online: nn.Module, momentum: float | torch.Tensor) -> None:
+    """``target <- momentum * target + (1 - momentum) * online``, parameter by parameter (buffers copied);
+    ``momentum`` a number or a 0-d tensor on the parameters' device (in a training step)."""
     for t, o in zip(target.parameters(), online.parameters()):
         t.lerp_(o.detach(), 1.0 - momentum)
     for t, o in zip(target.buffers(), online.buffers()):

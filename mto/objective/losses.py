@@ -38,9 +38,8 @@ def rank_loss(h: Sequence[torch.Tensor], weights: Sequence[float], margin: float
     pairs = list(zip(covered, covered[1:]))
     if not pairs:
         return torch.zeros(())
-    terms = torch.stack([torch.relu(h[b] - h[a] + margin) for a, b in pairs])
-    v = torch.tensor([(weights[a] + weights[b]) / 2 for a, b in pairs], dtype=terms.dtype, device=terms.device)
-    return (terms * v).sum() / v.sum()
+    v = [(weights[a] + weights[b]) / 2 for a, b in pairs]  # Python numbers: no tensor made on the host per step
+    return sum(torch.relu(h[b] - h[a] + margin) * w for (a, b), w in zip(pairs, v)) / sum(v)
 
 
 def spa_loss(mass: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:

@@ -11,7 +11,6 @@ exactly reproducible; the GPU differs only by floating-point precision (bf16 aut
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -30,15 +29,21 @@ from mto.training.finetune import finetune
 from mto.training.optim import param_groups
 from mto.training.probes import accuracy, fit_linear_probe, knn_top1
 from mto.training.reports import EpochReport
+from mto.training.step import BACKEND, TrainStep
 
 
 @dataclass
 class EpochPlan:
-    """One epoch's draws for every step: image order ``[n]``, crop boxes and masks ``[n, N]``, on the device."""
+    """One epoch's inputs for every step, on the device: image order ``[n]``, crop boxes and masks ``[n, N]``,
+    the schedule ``[steps, 2 + C]`` (``Trainer.schedule_row`` of each step) and the method's own draws
+    ``[steps, ...]`` (None when it draws nothing); ``last_lr``, the learning rate of the epoch's last step."""
 
     order: torch.Tensor
     crops: torch.Tensor
     masks: torch.Tensor
+    schedule: torch.Tensor
+    draws: torch.Tensor | None
+    last_lr: float
 
 
 def resolve_device(cfg: TrialConfig) -> torch.device:
@@ -54,6 +59,11 @@ def compiles(cfg: TrialConfig, device: torch.device) -> bool:
     return cfg.train.compile is True or (cfg.train.compile == "auto" and device.type == "cuda")
 
 
+def compile_backend(cfg: TrialConfig, device: torch.device, override: str | None = None) -> str | None:
+    """The ``torch.compile`` backend of a trial's step (``override`` where given, else Inductor), or None (eager)."""
+    return (override or BACKEND) if compiles(cfg, device) else None
+
+
 def _autocast(device: torch.device, precision: str):
     bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
     return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
@@ -62,7 +72,7 @@ def _autocast(device: torch.device, precision: str):
 class Trainer:
     """The state of one trial: data on the device, model, optimiser, generator, history."""
 
-    def __init__(self, cfg: TrialConfig, data: ImageData | None = None):
+    def __init__(self, cfg: TrialConfig, data: ImageData | None = None, backend: str | None = None):
         self.cfg = cfg
         self.device = resolve_device(cfg)
         if cfg.train.num_threads:
@@ -81,20 +91,17 @@ class Trainer:
         self.data = data.to(self.device)
         torch.manual_seed(cfg.train.seed)  # weights are initialised on the CPU: same start on any device
         self.model: MaskedImageModel = build_model(cfg, data.in_chans).to(self.device)
-        self.step_model = torch.compile(self.model) if compiles(cfg, self.device) else self.model
         # weight decay grouped as the method's authors do (mto.training.optim); momentum encoders and fixed
-        # embeddings left out
-        self.optimizer = torch.optim.AdamW(
-            param_groups(self.model, cfg.train.weight_decay),
-            lr=0.0,
-            betas=(0.9, 0.95),
-            fused=self.device.type == "cuda",
-        )  # one kernel for all parameters
+        # embeddings left out. The optimiser holds the groups and the state; TrainStep steps them.
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.train.weight_decay), lr=0.0, betas=(0.9, 0.95))
+        self.autocast = _autocast(self.device, cfg.train.precision)
+        self.train_step = TrainStep(
+            self.model, self.optimizer, cfg.train.grad_clip, self.autocast, compile_backend(cfg, self.device, backend)
+        )
         self.generator = torch.Generator().manual_seed(cfg.train.seed)
         self.steps_per_epoch = n // cfg.train.batch_size
         self.model.configure_run(self.steps_per_epoch, cfg.train.epochs, self.data.mean, self.data.std)
         self.peak_lr = cfg.train.base_lr * cfg.train.batch_size / 256
-        self.autocast = _autocast(self.device, cfg.train.precision)
         self.epoch = 0
         self.history: list[dict[str, float]] = []
         self.finetune_epochs = cfg.eval.finetune.epochs_for(cfg.train.epochs)  # eval.finetune.at (none when off)
@@ -122,52 +129,53 @@ class Trainer:
         self,
         images: torch.Tensor,
         mask: torch.Tensor,
-        factor: float = 1.0,
-        loss_fn: Callable[[MaskedImageModel, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        schedule: torch.Tensor | None = None,
+        draws: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """One optimisation step on a batch (learning rate as currently set); returns the step's losses.
+        """One optimisation step on a batch (``TrainStep``); returns the step's losses.
 
-        ``loss_fn(model, images, mask)`` replaces the model's own loss (hand-written references in benchmarks).
+        ``schedule``: the step's ``schedule_row`` on the device (default: the current step's); ``draws``: the
+        method's draws (default: its own for the current step).
         """
-        with self.autocast:
-            out = {"loss": loss_fn(self.model, images, mask)} if loss_fn else self.step_model(images, mask, factor)
-        out["loss"].backward()
-        self.apply_gradients()
-        return out
+        if schedule is None:
+            schedule = torch.tensor(self.schedule_row(self.model.steps_done), device=self.device)
+        return self.train_step(images, mask, schedule, draws)
 
-    def apply_gradients(self) -> None:
-        """Clip (``train.grad_clip``), step the optimiser, clear the gradients, tick the model's clock."""
-        if self.cfg.train.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.model.on_step_end()
+    def apply_gradients(self, grads: list[torch.Tensor], schedule: torch.Tensor) -> None:
+        """The update of a step whose gradients were computed elsewhere (a fused unit's stacked backward): clip,
+        AdamW, the method's own update, the tick. ``grads`` follow ``train_step.flat``."""
+        self.train_step.update(grads, schedule)
+        self.model.tick()
 
     # ---- one epoch's draws and steps (the loop over them is mto.training.unit's) --------------
+    def schedule_row(self, step: int) -> list[float]:
+        """What changes from step to step, at optimiser step ``step`` of the run: ``[learning rate, the lambda
+        schedule's factor, *the method's clock]`` (``MaskedImageModel.clock_values``), pure functions of ``step``."""
+        cfg, steps = self.cfg, self.steps_per_epoch
+        lr = learning_rate(
+            step, cfg.train.epochs * steps, cfg.train.warmup_epochs * steps, self.peak_lr, cfg.train.min_lr
+        )
+        factor = lambda_factor(cfg.mto.lambda_schedule, step / steps, cfg.train.epochs, cfg.mto.lambda_warmup_epochs)
+        return [lr, factor, *self.model.clock_values(step)]
+
     def epoch_plan(self) -> EpochPlan:
-        """This epoch's randomness, drawn from the trial's generator on the CPU and moved to the device once."""
-        cfg, n = self.cfg, self.steps_per_epoch * self.cfg.train.batch_size
+        """This epoch's randomness and schedule, drawn and computed on the CPU and moved to the device once."""
+        cfg, steps = self.cfg, self.steps_per_epoch
+        n, first = steps * cfg.train.batch_size, self.epoch * steps
         order = torch.randperm(self.data.train_x.shape[0], generator=self.generator)[:n]
         crops = crop_params(n, min_scale=cfg.data.crop_min_scale, hflip=cfg.data.hflip, generator=self.generator)
         masks = self.model.sample_mask(n, self.generator, torch.device("cpu"))
-        return EpochPlan(*(t.to(self.device, non_blocking=True) for t in (order, crops, masks)))
+        schedule = torch.tensor([self.schedule_row(first + s) for s in range(steps)], dtype=torch.float32)
+        draws = self.model.step_draws(first, steps, cfg.train.batch_size)
+        moved = [None if t is None else t.to(self.device, non_blocking=True) for t in (order, crops, masks, schedule, draws)]
+        return EpochPlan(*moved, last_lr=float(schedule[-1, 0]))
 
-    def begin_step(self, step: int) -> tuple[float, float]:
-        """Set the learning rate of step ``step`` of the current epoch; returns (lr, the lambda schedule's factor)."""
-        cfg, steps = self.cfg, self.steps_per_epoch
-        lr = learning_rate(
-            self.epoch * steps + step,
-            cfg.train.epochs * steps,
-            cfg.train.warmup_epochs * steps,
-            self.peak_lr,
-            cfg.train.min_lr,
-        )
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        factor = lambda_factor(
-            cfg.mto.lambda_schedule, self.epoch + step / steps, cfg.train.epochs, cfg.mto.lambda_warmup_epochs
-        )
-        return lr, factor
+    def step_inputs(
+        self, plan: EpochPlan, step: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Step ``step``'s augmented images, masks, schedule row and draws (views into the plan: no copy)."""
+        images, mask = self.batch(plan, step)
+        return images, mask, plan.schedule[step], None if plan.draws is None else plan.draws[step]
 
     def batch(self, plan: EpochPlan, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Step ``step``'s augmented images and masks."""
@@ -186,8 +194,11 @@ class Trainer:
 
     def probe(self) -> dict[str, float]:
         """Linear-probe and kNN top-1 on frozen features: fitted on (a stratified subset of) the
-        pre-training images, scored on the test split (``eval/*``) and the validation split (``val/*``)."""
+        pre-training images, scored on the test split (``eval/*``) and the validation split (``val/*``).
+        Nothing at all (no feature pass) when both probes are off."""
         cfg, d = self.cfg.eval, self.data
+        if not (cfg.linear or cfg.knn):
+            return {}
         pick = stratified_subset(d.train_y, cfg.max_probe_train or d.train_y.numel(), self.cfg.data.split_seed)
         pick = pick.to(d.train_y.device)
         train_f, train_y = self.features(d.train_x[pick]), d.train_y[pick]
@@ -281,6 +292,7 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self.train_step.init_state()
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         self.epoch, self.history = int(state["epoch"]), list(state["history"])

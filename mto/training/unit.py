@@ -30,7 +30,7 @@ from mto.config.errors import NonFiniteLossError
 from mto.data.datasets import ImageData, load_data
 from mto.training.fusable import check_fusable
 from mto.training.reports import EpochReport, TrialResult, UnitReport
-from mto.training.trainer import Trainer, compiles, resolve_device
+from mto.training.trainer import Trainer, compile_backend, resolve_device
 
 
 class LossSums:
@@ -65,10 +65,11 @@ def epoch_metrics(means: dict[str, float], epoch: int, lr: float, images: int, e
 
 @dataclass
 class Member:
-    """One trial of a fused unit: its trainer and (parameter, stacked name) pairs for routing gradients."""
+    """One trial of a fused unit: its trainer and the stacked name of each parameter its step updates (in the
+    order of ``trainer.train_step.flat``), for routing gradients."""
 
     trainer: Trainer
-    params: list[tuple[torch.nn.Parameter, str]]
+    names: list[str]
 
 
 class Unit:
@@ -85,12 +86,13 @@ class Unit:
         configs: list[TrialConfig],
         data: ImageData | None = None,
         resumes: list[dict[str, Any] | None] | None = None,
+        backend: str | None = None,
     ):
         self.stacked = len(configs) > 1
         if self.stacked:
             check_fusable(configs)
         data = (data or load_data(configs[0].data)).to(resolve_device(configs[0]))  # one copy on the device for all
-        self.trainers = [Trainer(c, data) for c in configs]
+        self.trainers = [Trainer(c, data, backend) for c in configs]
         for t, state in zip(self.trainers, resumes or [None] * len(configs)):
             if state is not None:
                 t.load_state_dict(state)
@@ -98,9 +100,9 @@ class Unit:
             raise ValueError("fused trials resume from one epoch: their checkpoints are of different epochs")
         self.alive = list(range(len(configs)))
         self.autocast = self.trainers[0].autocast
-        self.compiled = compiles(configs[0], self.trainers[0].device)
-        if self.stacked:
-            self._losses = torch.compile(self._stacked_losses) if self.compiled else self._stacked_losses
+        compiler = compile_backend(configs[0], self.trainers[0].device, backend)
+        if self.stacked:  # the stacked forward and its backward compiled; the members' updates run eagerly
+            self._losses = torch.compile(self._stacked_losses, backend=compiler) if compiler else self._stacked_losses
             self._stack()
 
     @property
@@ -117,7 +119,6 @@ class Unit:
         self.base = models[0]
         self.params: dict[str, torch.Tensor] = {}
         self.buffers: dict[str, torch.Tensor] = {}
-        self.members = [Member(t, []) for t in self.live]
         for kind, store in (("parameters", self.params), ("buffers", self.buffers)):
             named = [dict(getattr(m, f"named_{kind}")()) for m in models]
             for name, first in named[0].items():
@@ -126,9 +127,10 @@ class Unit:
                     stacked.requires_grad_(first.requires_grad)
                 for k, d in enumerate(named):
                     d[name].data = stacked.data[k]  # the member's tensor now lives in the stack
-                    if kind == "parameters" and first.requires_grad:
-                        self.members[k].params.append((d[name], name))
                 store[name] = stacked
+        names = {id(p): n for n, p in models[0].named_parameters()}
+        order = [names[id(p)] for p in self.live[0].train_step.flat]  # every member's model has the same names
+        self.members = [Member(t, order) for t in self.live]
 
     def _stacked_losses(
         self,
@@ -136,32 +138,30 @@ class Unit:
         buffers: dict[str, torch.Tensor],
         images: torch.Tensor,
         masks: torch.Tensor,
-        factor: float,
+        factor: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
         def one(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], x: torch.Tensor, m: torch.Tensor):
             return functional_call(self.base, (p, b), (x, m, factor))
 
         return vmap(one)(params, buffers, images, masks)
 
-    def step(self, batches: list[tuple[torch.Tensor, torch.Tensor]], factor: float) -> dict[str, torch.Tensor]:
-        """One optimisation step of every alive member on its own batch; losses ``[K]`` per name."""
+    def step(self, inputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]]):
+        """One optimisation step of every alive member on its own ``Trainer.step_inputs`` (images, mask, schedule
+        row, draws); losses ``[K]`` per name."""
         if not self.stacked:
-            return {k: v[None] for k, v in self.trainers[self.alive[0]].step(*batches[0], factor).items()}
-        images = torch.stack([b[0] for b in batches])
-        masks = torch.stack([b[1] for b in batches])
+            return {k: v[None] for k, v in self.trainers[self.alive[0]].step(*inputs[0]).items()}
+        images = torch.stack([i[0] for i in inputs])
+        masks = torch.stack([i[1] for i in inputs])
         with self.autocast, warnings.catch_warnings():
             # CPU attention has no batching rule and falls back to a per-trial loop (same result, slower)
             warnings.filterwarnings("ignore", message=".*batching rule.*")
-            out = self._losses(self.params, self.buffers, images, masks, factor)
+            out = self._losses(self.params, self.buffers, images, masks, inputs[0][2][1])
             out["loss"].sum().backward()  # trials are independent: each slice gets its own trial's gradient
-        for k, member in enumerate(self.members):
-            for p, name in member.params:
-                grad = self.params[name].grad
-                p.grad = None if grad is None else grad[k]  # None: this parameter took no part in the loss
-            member.trainer.apply_gradients()
+        for k, (member, (_, _, schedule, _)) in enumerate(zip(self.members, inputs)):
+            member.trainer.apply_gradients([self.params[name].grad[k] for name in member.names], schedule)
         for stacked in self.params.values():
             stacked.grad = None
-        return out
+        return {k: v.detach() for k, v in out.items()}
 
     def train_epoch(self) -> dict[int, dict[str, float] | NonFiniteLossError]:
         """One epoch of every alive member: the one loop over a trial's steps. Returns member index -> its
@@ -173,14 +173,13 @@ class Unit:
         sums, steps = LossSums(), trainers[0].steps_per_epoch
         start = time.perf_counter()
         for step in range(steps):
-            schedule = [t.begin_step(step) for t in trainers]
-            sums.add(self.step([t.batch(p, step) for t, p in zip(trainers, plans)], schedule[0][1]))
+            sums.add(self.step([t.step_inputs(p, step) for t, p in zip(trainers, plans)]))
         means = sums.means()  # the epoch's one host sync
         elapsed = time.perf_counter() - start
         out: dict[int, dict[str, float] | NonFiniteLossError] = {}
-        for i, t, mean, (lr, _) in zip(self.alive, trainers, means, schedule):
+        for i, t, mean, plan in zip(self.alive, trainers, means, plans):
             try:
-                out[i] = epoch_metrics(mean, t.epoch, lr, steps * t.cfg.train.batch_size, elapsed)
+                out[i] = epoch_metrics(mean, t.epoch, plan.last_lr, steps * t.cfg.train.batch_size, elapsed)
                 if self.stacked:
                     out[i]["perf/fused_trials"] = float(len(trainers))
             except NonFiniteLossError as err:
@@ -219,6 +218,7 @@ def run_unit(
     *,
     resumes: list[dict[str, Any] | None] | None = None,
     data: ImageData | None = None,
+    backend: str | None = None,
 ) -> list[TrialResult | None]:
     """Train ``configs`` as one unit (a lone trial, or a fused group); ``report(reports, failures)`` once per
     epoch (0 included) and once per fine-tuning, with each alive member's ``EpochReport`` and the error of each
@@ -226,7 +226,7 @@ def run_unit(
     failed). An epoch in which a member failed carries every survivor's checkpoint, whatever
     ``train.checkpoint_every`` says, so that a restart never trains a failed member again.
     """
-    unit = Unit(configs, data, resumes)
+    unit = Unit(configs, data, resumes, backend)
     report = report or (lambda reports, failures: None)
     if not unit.live[0].history:
         report({i: unit.trainers[i].start_report() for i in unit.alive}, {})

@@ -57,14 +57,15 @@ def test_one_fused_step_gives_each_trial_its_own_gradient(tiny_config):
     fused = Unit(configs, data)
     batches = [t.fixed_batch(32, seed=i) for i, t in enumerate(fused.trainers)]
     before = [{n: p.detach().clone() for n, p in t.model.named_parameters()} for t in fused.trainers]
-    lrs = [t.begin_step(0)[0] for t in fused.trainers]
+    schedules = [torch.tensor(t.schedule_row(0)) for t in fused.trainers]
+    lrs = [float(s[0]) for s in schedules]
     assert lrs[0] == 2 * lrs[1] > 0  # each member on its own learning rate
-    out = fused.step(batches, 1.0)
+    out = fused.step([(images, mask, s, None) for (images, mask), s in zip(batches, schedules)])
     for i, (cfg, (images, mask)) in enumerate(zip(configs, batches)):
         alone = Trainer(cfg, data)
         assert all(torch.equal(p, before[i][n]) for n, p in alone.model.named_parameters())  # same start
-        assert alone.begin_step(0)[0] == lrs[i]
-        expected = alone.step(images, mask, 1.0)
+        assert alone.schedule_row(0)[0] == pytest.approx(lrs[i])
+        expected = alone.step(images, mask)  # its own schedule at step 0
         assert out["loss"][i].item() == pytest.approx(expected["loss"].item(), rel=1e-6)
         # the member's parameters are views of the stack and were stepped by its own optimiser
         member = dict(fused.trainers[i].model.named_parameters())
@@ -174,17 +175,18 @@ def test_a_lone_trial_and_a_fused_unit_go_through_one_epoch_loop(tiny_config, mo
 
 
 def test_no_second_epoch_loop_in_the_library():
-    """Every pre-training step's learning rate is set in ``Unit.train_epoch`` and every epoch is ended by the
-    loop of ``run_unit``: a second loop over steps or epochs (for lone trials, say) would show up here."""
+    """Every pre-training step's inputs (batch, schedule row, draws) are taken in ``Unit.train_epoch`` and every
+    epoch is ended by the loop of ``run_unit``: a second loop over steps or epochs (for lone trials, say) would
+    show up here."""
     import ast
     from pathlib import Path
 
-    found: dict[str, list[str]] = {"begin_step": [], "epoch_report": []}
+    found: dict[str, list[str]] = {"step_inputs": [], "epoch_report": []}
     for path in sorted((Path(__file__).resolve().parents[2] / "mto").rglob("*.py")):
         for fn in ast.walk(ast.parse(path.read_text())):
             if isinstance(fn, ast.FunctionDef):
                 for node in ast.walk(fn):
                     if isinstance(node, ast.Attribute) and node.attr in found and isinstance(node.ctx, ast.Load):
                         found[node.attr].append(f"{path.name}:{fn.name}")
-    assert sorted(set(found["begin_step"])) == ["unit.py:train_epoch"], found
+    assert sorted(set(found["step_inputs"])) == ["unit.py:train_epoch"], found
     assert sorted(set(found["epoch_report"])) == ["unit.py:run_unit"], found

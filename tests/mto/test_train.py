@@ -119,6 +119,6 @@ def test_compile_is_optional_and_off_on_cpu_by_default(tiny_config):
 
     assert tiny_config.train.compile == "auto"
     trainer = Trainer(_with(tiny_config, train={"device": "cpu"}))
-    assert trainer.step_model is trainer.model  # auto: compiled on CUDA only
+    assert not trainer.train_step.compiled  # auto: compiled on CUDA only
     with pytest.raises(ConfigError, match="train.compile"):
         _with(tiny_config, train={"compile": "yes"})

@@ -98,20 +98,27 @@ class BootMAE(MAE):
             return configured
         return share * self.epochs if self.epochs else unknown
 
+    def clock_values(self, step: int) -> list[float]:
+        """``[momentum, feature weight]`` at ``step``: the authors' momentum ramp over the first eighth of training
+        (100 of 800 epochs) and feature-loss weight ramp over the first quarter, both per completed epoch; outside
+        a run (no ``configure_run``), the start momentum and the full weight."""
+        epoch = step // self.steps_per_epoch
+        start, end = self.momentum_range
+        momentum = linear_ramp_momentum(
+            epoch, self.ramp_epochs(self.momentum_ramp_epochs, 1 / 8, math.inf), start, end
+        )
+        weight = linear_weight_ramp(
+            epoch, self.ramp_epochs(self.feature_weight_ramp_epochs, 1 / 4, 0.0), self.feature_weight
+        )
+        return [momentum, weight]
+
     @property
     def current_momentum(self) -> float:
-        """The authors' ramp over the first eighth of training (100 of 800 epochs); the start value outside a run."""
-        start, end = self.momentum_range
-        return linear_ramp_momentum(
-            self.epoch, self.ramp_epochs(self.momentum_ramp_epochs, 1 / 8, math.inf), start, end
-        )
+        return self.clock_values(self.steps_done)[0]
 
     @property
     def current_feature_weight(self) -> float:
-        """The authors' ramp over the first quarter of training; the full weight outside a run."""
-        return linear_weight_ramp(
-            self.epoch, self.ramp_epochs(self.feature_weight_ramp_epochs, 1 / 4, 0.0), self.feature_weight
-        )
+        return self.clock_values(self.steps_done)[1]
 
     @torch.no_grad()
     def feature_target(self, images: torch.Tensor) -> torch.Tensor:
@@ -121,7 +128,14 @@ class BootMAE(MAE):
         return x[:, self.num_prefix :]
 
     def reconstruct(
-        self, images: torch.Tensor, mask: torch.Tensor, *, token_layers: frozenset[int], prob_layers: frozenset[int]
+        self,
+        images: torch.Tensor,
+        mask: torch.Tensor,
+        *,
+        token_layers: frozenset[int],
+        prob_layers: frozenset[int],
+        clock: torch.Tensor | None = None,
+        draws: torch.Tensor | None = None,
     ) -> tuple[dict[str, torch.Tensor], list[LayerCapture]]:
         keep = self.keep_indices(mask)
         feats: dict[int, torch.Tensor] = dict.fromkeys(self.context_blocks)
@@ -144,9 +158,9 @@ class BootMAE(MAE):
             preds.append(decoder.head(x))
         loss_pix = self.masked_mse(preds[0], images, mask)
         loss_feat = feature_regression(preds[1], self.feature_target(images), mask, self.patch_weights(mask))
-        weight = self.current_feature_weight
+        weight = self.current_feature_weight if clock is None else clock[1]
         parts = {"loss_mim": loss_pix + weight * loss_feat, "loss_pix": loss_pix, "loss_feat": loss_feat}
         return parts, captures
 
-    def after_step(self) -> None:
-        ema_update(self.momentum_encoder, self.encoder, self.current_momentum)
+    def after_step(self, clock: torch.Tensor) -> None:
+        ema_update(self.momentum_encoder, self.encoder, clock[0])

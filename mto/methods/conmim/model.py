@@ -89,32 +89,47 @@ class ConMIM(SimMIM):
         self.momentum_encoder = momentum_copy(encoder).eval()
         self.momentum_projector = momentum_copy(self.projector)
 
+    def clock_values(self, step: int) -> list[float]:
+        """``[momentum]`` of the EMA branch at ``step`` (a per-step cosine rise)."""
+        return [cosine_momentum(step, self.total_steps, *self.momentum_range)]
+
     @property
     def current_momentum(self) -> float:
-        return cosine_momentum(self.steps_done, self.total_steps, *self.momentum_range)
+        return self.clock_values(self.steps_done)[0]
 
-    def momentum_view(self, images: torch.Tensor) -> torch.Tensor:
-        """The full view the momentum branch sees: strongly augmented in training, as is in evaluation."""
+    def draw(self, generator: torch.Generator, batch: int) -> torch.Tensor:
+        """The strong augmentation's per-image parameters of one step, ``[batch, 9]``."""
+        return self.augmentation.params(batch, generator)
+
+    def momentum_view(self, images: torch.Tensor, draws: torch.Tensor | None = None) -> torch.Tensor:
+        """The full view the momentum branch sees: strongly augmented in training (with ``draws``, or this step's
+        own), as is in evaluation."""
         if not self.training:
             return images
         mean, std = self.pixel_mean[:, None, None], self.pixel_std[:, None, None]
-        params = self.augmentation.params(images.shape[0], self.step_generator())
+        params = self.draw(self.step_generator(), images.shape[0]) if draws is None else draws
         return (self.augmentation((images * std + mean).clamp(0, 1), params) - mean) / std
 
     @torch.no_grad()
-    def keys(self, images: torch.Tensor) -> torch.Tensor:
-        f = self.momentum_encoder.forward_features(self.momentum_view(images))[:, self.num_prefix :]
+    def keys(self, images: torch.Tensor, draws: torch.Tensor | None = None) -> torch.Tensor:
+        f = self.momentum_encoder.forward_features(self.momentum_view(images, draws))[:, self.num_prefix :]
         return F.normalize(self.momentum_projector(f).float(), dim=-1)
 
     def reconstruct(
-        self, images: torch.Tensor, mask: torch.Tensor, *, token_layers: frozenset[int], prob_layers: frozenset[int]
+        self,
+        images: torch.Tensor,
+        mask: torch.Tensor,
+        *,
+        token_layers: frozenset[int],
+        prob_layers: frozenset[int],
+        clock: torch.Tensor | None = None,
+        draws: torch.Tensor | None = None,
     ) -> tuple[dict[str, torch.Tensor], list[LayerCapture]]:
         z, capture = self.encode_masked(images, mask, token_layers, prob_layers)
         queries = F.normalize(self.projector(z).float(), dim=-1)
-        loss = patch_contrast(queries, self.keys(images), mask, self.num_masked, self.temperature)
+        loss = patch_contrast(queries, self.keys(images, draws), mask, self.num_masked, self.temperature)
         return {"loss_mim": loss}, [capture]
 
-    def after_step(self) -> None:
-        m = self.current_momentum
-        ema_update(self.momentum_encoder, self.encoder, m)
-        ema_update(self.momentum_projector, self.projector, m)
+    def after_step(self, clock: torch.Tensor) -> None:
+        ema_update(self.momentum_encoder, self.encoder, clock[0])
+        ema_update(self.momentum_projector, self.projector, clock[0])

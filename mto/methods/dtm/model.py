@@ -34,6 +34,18 @@ from mto.methods.simmim.model import SimMIM
 SMOOTH_L1_BETA = 2.0  # the authors' smooth_l1_loss(beta=2.0)
 
 
+def _best_matches(x: torch.Tensor, protect_first: bool, live: torch.Tensor | None = None):
+    """Each A-token's (even positions) best cosine similarity to a B-token (odd positions) and that B-index;
+    ``live`` ``[N]`` bool excludes dead places (their scores are ``-inf``), as does ``protect_first`` token 0."""
+    x = F.normalize(x.float(), dim=-1)
+    scores = x[:, ::2] @ x[:, 1::2].transpose(1, 2)  # [B, |A|, |B|]
+    if live is not None:
+        scores = scores.masked_fill(~(live[::2, None] & live[None, 1::2]), -math.inf)
+    if protect_first:
+        scores[:, 0] = -math.inf
+    return scores.max(dim=-1)
+
+
 def bipartite_matching(
     tokens: torch.Tensor, r: int, protect_first: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -48,49 +60,71 @@ def bipartite_matching(
         ``src`` ``[B, r]`` A-indices merged (the ``r`` with the highest best cosine similarity),
         ``dst`` ``[B, r]`` their most similar B-index, ``unm`` ``[B, |A| - r]`` A-indices kept.
     """
-    x = F.normalize(tokens.float(), dim=-1)
-    scores = x[:, ::2] @ x[:, 1::2].transpose(1, 2)  # [B, |A|, |B|]
-    if protect_first:
-        scores[:, 0] = -math.inf
-    best, best_idx = scores.max(dim=-1)
+    best, best_idx = _best_matches(tokens, protect_first)
     order = best.argsort(dim=-1, descending=True)
     src, unm = order[:, :r], order[:, r:]
     return src, best_idx.gather(1, src), unm.sort(dim=1).values if protect_first else unm
 
 
-def merge(values: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, unm: torch.Tensor, reduce: str) -> torch.Tensor:
-    """Apply a matching to ``[B, T, C]`` values: kept A-tokens, then B-tokens with their sources reduced in."""
-    a, b = values[:, ::2], values[:, 1::2]
-    c = values.shape[-1]
-    kept = a.gather(1, unm[..., None].expand(-1, -1, c))
-    moved = a.gather(1, src[..., None].expand(-1, -1, c))
-    return torch.cat([kept, b.scatter_reduce(1, dst[..., None].expand(-1, -1, c), moved, reduce=reduce)], dim=1)
-
-
 @torch.no_grad()
-def morph_groups(tokens: torch.Tensor, merges: int, iterations: int, protect_first: bool = False) -> torch.Tensor:
-    """Token morphing: ``iterations`` rounds of bipartite matching, each merging ``merges`` tokens
-    (at most half of those left, not counting a protected first token), on size-weighted averages of the
-    tokens merged so far.
+def morph_groups(
+    tokens: torch.Tensor,
+    merges: int | torch.Tensor,
+    iterations: int | torch.Tensor,
+    protect_first: bool = False,
+    max_iterations: int | None = None,
+) -> torch.Tensor:
+    """Token morphing: ``iterations`` rounds of bipartite matching (``bipartite_matching``), each merging
+    ``merges`` tokens (at most half of those left, not counting a protected first token), on size-weighted
+    averages of the tokens merged so far.
+
+    At static shapes, so that the per-step draws may be device tensors and a compiled step never recompiles:
+    the ``N`` places keep their size, the tokens left first (A-tokens kept, in ToMe's order, then B-tokens)
+    and the merged ones after them; ``max_iterations`` rounds always run (default ``iterations``, which must
+    then be an int), those past ``iterations`` or with nothing to merge change nothing.
 
     Args:
-        tokens: ``[B, N, C]`` target tokens.
+        tokens: ``[B, N, C]`` target tokens; merges, iterations: ints or 0-d integer tensors.
     Returns:
-        ``[B, G, N]`` 0/1 membership of each original token in each of the ``G`` groups; every
-        token is in exactly one group (the identity when ``merges`` is 0).
+        ``[B, N, N]`` 0/1 membership of each original token (columns) in each group (rows; rows of no group
+        are zero); every token is in exactly one group (the identity when ``merges`` is 0).
     """
     b, n, _ = tokens.shape
-    source = torch.eye(n, device=tokens.device).expand(b, n, n)
+    dev = tokens.device
+    rounds = int(iterations) if max_iterations is None else max_iterations
+    merges, iterations = (v if isinstance(v, torch.Tensor) else torch.tensor(v, device=dev) for v in (merges, iterations))
+    places = torch.arange(n, device=dev)
+    a_places, b_places = places[::2], places[1::2]
+    na = a_places.numel()
     x, size = tokens.float(), tokens.new_ones(b, n, 1, dtype=torch.float32)
-    for _ in range(iterations):
-        r = min(merges, (x.shape[1] - protect_first) // 2)
-        if r <= 0:
-            break
-        src, dst, unm = bipartite_matching(x, r, protect_first)
-        x = merge(x * size, src, dst, unm, "sum")
-        size = merge(size, src, dst, unm, "sum")
-        x = x / size
-        source = merge(source, src, dst, unm, "amax")
+    source = torch.eye(n, device=dev).expand(b, n, n)
+    left = torch.full((), n, device=dev)  # tokens left, in places 0..left-1
+    for i in range(rounds):
+        r = torch.minimum(merges, (left - int(protect_first)) // 2).clamp(min=0) * (i < iterations)
+        best, dst = _best_matches(x, protect_first, places < left)
+        rank = best.argsort(dim=-1, descending=True).argsort(dim=-1)  # [B, |A|] place in ToMe's order
+        merged = rank < r
+        moved = merged[..., None].float()
+
+        def reduce(v: torch.Tensor) -> torch.Tensor:  # A-values (merged ones emptied), B-values with theirs added
+            va, vb = v[:, ::2], v[:, 1::2]
+            vb = vb.scatter_add(1, dst[..., None].expand(-1, -1, v.shape[-1]), va * moved)
+            return torch.cat([va * (1 - moved) if v is source else va, vb], dim=1)
+
+        kept_a = rank if not protect_first else torch.arange(na, device=dev).expand(b, -1)
+        key = torch.cat([kept_a, na + b_places.expand(b, -1)], dim=1)  # kept A in ToMe's order, then B
+        alive = torch.cat([(a_places < left) & ~merged, (b_places < left).expand(b, -1)], dim=1)
+        order = torch.where(alive, key, 2 * n + torch.cat([a_places, b_places])).argsort(dim=1, stable=True)
+
+        def place(v: torch.Tensor) -> torch.Tensor:
+            return v.gather(1, order[..., None].expand(-1, -1, v.shape[-1]))
+
+        summed, new_size = place(reduce(x * size)), place(reduce(size))
+        go = r > 0  # nothing merged: nothing moves (ToMe stops)
+        x = torch.where(go, summed / new_size, x)
+        size = torch.where(go, new_size, size)
+        source = torch.where(go, place(reduce(source)), source)
+        left = left - r
     return source
 
 
@@ -186,9 +220,17 @@ class DTM(SimMIM):
         self.momentum_range, self.frozen_teacher = mim.momentum_range, mim.dtm_teacher is not None
         self.teacher = load_teacher(encoder, mim.dtm_teacher) if self.frozen_teacher else momentum_copy(encoder).eval()
 
+    def clock_values(self, step: int) -> list[float]:
+        """``[momentum]`` of the EMA teacher at ``step`` (ConMIM's per-step cosine)."""
+        return [cosine_momentum(step, self.total_steps, *self.momentum_range)]
+
     @property
     def current_momentum(self) -> float:
-        return cosine_momentum(self.steps_done, self.total_steps, *self.momentum_range)
+        return self.clock_values(self.steps_done)[0]
+
+    def draw(self, generator: torch.Generator, batch: int) -> torch.Tensor:
+        """``[dtm_draws, 2]`` integer ``(r, k)`` of each morphing draw of one step (``draw_morphing``)."""
+        return torch.tensor([draw_morphing(generator, self.max_merges, self.max_iterations) for _ in range(self.draws)])
 
     @torch.no_grad()
     def target(self, images: torch.Tensor) -> torch.Tensor:
@@ -196,18 +238,25 @@ class DTM(SimMIM):
         return self.teacher.forward_features(images)[:, self.num_prefix :].float()
 
     def reconstruct(
-        self, images: torch.Tensor, mask: torch.Tensor, *, token_layers: frozenset[int], prob_layers: frozenset[int]
+        self,
+        images: torch.Tensor,
+        mask: torch.Tensor,
+        *,
+        token_layers: frozenset[int],
+        prob_layers: frozenset[int],
+        clock: torch.Tensor | None = None,
+        draws: torch.Tensor | None = None,
     ) -> tuple[dict[str, torch.Tensor], list[LayerCapture]]:
         z, capture = self.encode_masked(images, mask, token_layers, prob_layers)
         pred, target = self.head(z), self.target(images)
-        g = self.step_generator()
+        if draws is None:
+            draws = self.draw(self.step_generator(), images.shape[0]).to(images.device)
         losses = []
-        for _ in range(self.draws):
-            r, k = draw_morphing(g, self.max_merges, self.max_iterations)
-            groups = morph_groups(target, r, k, self.protect_first)
+        for r, k in draws.unbind(0):
+            groups = morph_groups(target, r, k, self.protect_first, max_iterations=self.max_iterations)
             losses.append(morphed_loss(pred, target, groups, self.normalize_target))
         return {"loss_mim": torch.stack(losses).mean()}, [capture]
 
-    def after_step(self) -> None:
+    def after_step(self, clock: torch.Tensor) -> None:
         if not self.frozen_teacher:
-            ema_update(self.teacher, self.encoder, self.current_momentum)
+            ema_update(self.teacher, self.encoder, clock[0])

@@ -182,7 +182,14 @@ class MAE(MaskedImageModel):
         return enc.norm(run_encoder(enc, x, bias, outputs))
 
     def reconstruct(
-        self, images: torch.Tensor, mask: torch.Tensor, *, token_layers: frozenset[int], prob_layers: frozenset[int]
+        self,
+        images: torch.Tensor,
+        mask: torch.Tensor,
+        *,
+        token_layers: frozenset[int],
+        prob_layers: frozenset[int],
+        clock: torch.Tensor | None = None,
+        draws: torch.Tensor | None = None,
     ) -> tuple[dict[str, torch.Tensor], list[LayerCapture]]:
         keep = self.keep_indices(mask)
         latent = self.forward_encoder(images, keep)

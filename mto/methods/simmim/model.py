@@ -56,7 +56,14 @@ class SimMIM(MaskedImageModel):
         return embed_tokens(self.encoder, x)
 
     def reconstruct(
-        self, images: torch.Tensor, mask: torch.Tensor, *, token_layers: frozenset[int], prob_layers: frozenset[int]
+        self,
+        images: torch.Tensor,
+        mask: torch.Tensor,
+        *,
+        token_layers: frozenset[int],
+        prob_layers: frozenset[int],
+        clock: torch.Tensor | None = None,
+        draws: torch.Tensor | None = None,
     ) -> tuple[dict[str, torch.Tensor], list[LayerCapture]]:
         z, capture = self.encode_masked(images, mask, token_layers, prob_layers)
         b, n, d = z.shape
