@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install quickstart lint format test test-fast bench
+.PHONY: install quickstart lint format test test-fast bench bench-smoke bench-gpu
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -30,5 +30,13 @@ test: install lint  ## the linter, then the whole suite, slow end-to-end tests i
 test-fast: install  ## unit tests only
 	$(PYTEST) -m "not slow"
 
-bench: install
-	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+BENCHMARKS := $(shell grep -l '__main__' benchmarks/*.py)
+
+bench: install  ## every benchmark at its full size (minutes to hours on a CPU)
+	for b in $(BENCHMARKS); do $(BIN)/python $$b || exit 1; done
+
+bench-smoke: install  ## every benchmark at its smallest size, one round: checks that none has rotted (CI runs it)
+	for b in $(BENCHMARKS); do echo "== $$b"; PYTHONUNBUFFERED=1 $(BIN)/python $$b --smoke || exit 1; done
+
+bench-gpu: install  ## every GPU figure of docs/performance.md in one run (about 8 minutes on one H200)
+	PYTHONUNBUFFERED=1 $(BIN)/python benchmarks/gpu_report.py

@@ -63,6 +63,7 @@ BUDGET_AXIS = "train.epochs"  # a grid over it (the study's budgets) = separatel
 EPOCH_METRIC = "trial/epoch"  # logged every epoch (0 included): where a resumed driver picks up
 FINETUNE_EPOCH_METRIC = "trial/finetune_epoch"  # logged with each fine-tuning result, at the epoch fine-tuned from
 HETERO_PREFIX = "hetero/l"  # hetero/l00 .. hetero/lNN: heterogeneity per layer
+SYSTEM_PREFIX = "system/"  # GPU utilisation and memory per epoch (MLflow's system-metric names), on CUDA only
 SUMMARY = {  # written by the report on every trial run (step 0)
     "auc": "summary/auc",
     "rauc": "summary/rauc",

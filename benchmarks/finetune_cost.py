@@ -30,9 +30,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs per timed call")
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--smoke", action="store_true", help="smallest size, one round of one epoch: checks that it runs")
     args = p.parse_args()
+    if args.smoke:
+        args.epochs, args.rounds = 1, 1
     dev = device()
-    cfg = sized_config(mto=MTOConfig(lambda_e=0.1, lambda_r=0.1), dev=dev)
+    cfg = sized_config(mto=MTOConfig(lambda_e=0.1, lambda_r=0.1), dev=dev, smoke=args.smoke)
     ft = FinetuneConfig(enabled=True, epochs=args.epochs, warmup_epochs=0, batch_size=cfg.train.batch_size)
     cfg = dataclasses.replace(cfg, eval=EvalConfig(linear=False, knn=False, hetero_batch=16, finetune=ft))
     unit = Unit([cfg])

@@ -18,6 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import dataclasses  # noqa: E402
 
+import torch  # noqa: E402
+
 from benchmarks.harness import arguments, describe, device, interleaved, sized_config  # noqa: E402
 from mto.config import MTOConfig  # noqa: E402
 from mto.data.datasets import load_data  # noqa: E402
@@ -28,26 +30,28 @@ from mto.training.unit import Unit  # noqa: E402
 def main() -> None:
     args = arguments(__doc__.splitlines()[0], trials=4)
     dev = device()
-    base = sized_config(mto=MTOConfig(lambda_e=0.1, lambda_r=0.1), dev=dev)
+    base = sized_config(mto=MTOConfig(lambda_e=0.1, lambda_r=0.1), dev=dev, smoke=args.smoke)
     configs = [dataclasses.replace(base, train=dataclasses.replace(base.train, seed=s)) for s in range(args.trials)]
     data = load_data(base.data)
     separate = [Trainer(c, data) for c in configs]
     fused = Unit(configs, data)
     b = base.train.batch_size
     batches = [t.fixed_batch(b, seed=i) for i, t in enumerate(separate)]
+    schedules = [torch.tensor(t.schedule_row(0), device=dev) for t in separate]
+    inputs = [(images, mask, schedule, None) for (images, mask), schedule in zip(batches, schedules)]
 
     def one_by_one() -> None:
         for _ in range(args.steps):
-            for t, batch in zip(separate, batches):
-                t.step(*batch)
+            for t, step in zip(separate, inputs):
+                t.step(*step)
 
     def stacked() -> None:
         for _ in range(args.steps):
-            fused.step(batches, 1.0)
+            fused.step(inputs)
 
     med = interleaved({"separate": one_by_one, "fused": stacked}, rounds=args.rounds, dev=dev)
     images = args.trials * b * args.steps
-    print(f"device {describe(dev)}; {args.trials} trials x batch {b}, compiled={fused.compiled}")
+    print(f"device {describe(dev)}; {args.trials} trials x batch {b}, compiled={separate[0].train_step.compiled}")
     for name in ("separate", "fused"):
         print(f"{name:8s} {images / med[name]:10.0f} img/s (all trials together)")
     print(f"RESULT fused_speedup {med['separate'] / med['fused']:.2f}")

@@ -7,15 +7,25 @@ the same process, interleaved round by round (A B A B ...), each the median of s
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 from mto.config import DataConfig, MIMConfig, ModelConfig, MTOConfig, TrainConfig, TrialConfig
 from mto.methods import registry
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of a child process a benchmark starts: this one's, with the checkout first on PYTHONPATH
+    (the caller's PYTHONPATH kept after it), plus ``extra``."""
+    root = str(Path(__file__).resolve().parent.parent)
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}
 
 
 def device() -> torch.device:
@@ -105,7 +115,7 @@ def arguments(description: str, trials: int | None = None, methods: bool = False
     if trials is not None:
         p.add_argument("--trials", type=int, default=trials, help="trials stepped together")
     if methods:
-        p.add_argument("--methods", default=",".join(registry.names()), help="comma-separated methods")
+        p.add_argument("--methods", type=lambda v: v.split(","), default=None, help="comma-separated (default: all)")
     p.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds (median taken)")
     p.add_argument("--steps", type=int, default=5, help="training steps per timed call")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
-from benchmarks.harness import arguments, describe, device, interleaved, training_steps  # noqa: E402
+from benchmarks.harness import arguments, describe, device, interleaved, sized_config, training_steps  # noqa: E402
 from mto.config import DataConfig, EvalConfig, ModelConfig, MTOConfig, TrainConfig, TrialConfig  # noqa: E402
 from mto.training.trainer import Trainer  # noqa: E402
 from mto.training.trial import run_trial  # noqa: E402
@@ -37,17 +37,24 @@ def cifar_sized(mto: MTOConfig, epochs: int) -> TrialConfig:
     )
 
 
+def smoke_sized(mto: MTOConfig, epochs: int) -> TrialConfig:
+    cfg = sized_config(mto=mto, smoke=True)
+    cfg.train.epochs, cfg.eval = epochs, EvalConfig(every=epochs, linear=False, knn=False, hetero_batch=8)
+    return cfg
+
+
 def main() -> None:
     args = arguments(__doc__.splitlines()[0])
     dev = device()
     print(f"device {describe(dev)}")
-    epochs = 2
-    history = run_trial(cifar_sized(MTO, epochs)).history
+    epochs = 1 if args.smoke else 2
+    sized = smoke_sized if args.smoke else cifar_sized
+    history = run_trial(sized(MTO, epochs)).history
     print(
-        f"SimMIM + MTO, ViT-Tiny/4 at 32x32, batch 256: {history[-1]['perf/img_per_s']:.0f} img/s "
+        f"SimMIM + MTO, {'smoke size' if args.smoke else 'ViT-Tiny/4 at 32x32, batch 256'}: {history[-1]['perf/img_per_s']:.0f} img/s "
         f"(epoch {epochs}, {history[-1]['perf/epoch_s']:.1f} s)"
     )
-    plain, mto = Trainer(cifar_sized(MTOConfig(), 1)), Trainer(cifar_sized(MTO, 1))
+    plain, mto = Trainer(sized(MTOConfig(), 1)), Trainer(sized(MTO, 1))
     steps = {"plain": training_steps(plain, args.steps), "mto": training_steps(mto, args.steps)}
     med = interleaved(steps, rounds=args.rounds, dev=dev)
     share = 1 - med["plain"] / med["mto"]

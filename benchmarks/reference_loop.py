@@ -166,7 +166,7 @@ def main() -> None:
     dev = device()
     print(f"device {describe(dev)}", flush=True)
     worst = 0.0
-    for method in args.methods.split(","):
+    for method in args.methods or registry.names():
         cfg = sized_config(method, dev=dev, smoke=args.smoke)
         ours, ref = Trainer(cfg), Trainer(cfg)
         reference = TrainStep(

@@ -65,7 +65,10 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--profile", action="store_true", help="print where the report's time goes")
     p.add_argument("--keep", type=Path, help="keep the built store in this folder and reuse it on later runs")
+    p.add_argument("--smoke", action="store_true", help="20 trials x 5 epochs: checks that it runs")
     args = p.parse_args()
+    if args.smoke:
+        args.trials, args.epochs = 20, 5
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,7 @@ def main() -> None:
     print(f"device {describe(dev)}")
     worst = 0.0
     for method in registry.names():
-        trainers = {v: Trainer(sized_config(method, mto, dev)) for v, mto in VARIANTS.items()}
+        trainers = {v: Trainer(sized_config(method, mto, dev, smoke=args.smoke)) for v, mto in VARIANTS.items()}
         med = interleaved({v: training_steps(t, args.steps) for v, t in trainers.items()}, rounds=args.rounds, dev=dev)
         for v in ("soft", "hard"):
             ratio = med[v] / med["plain"]

@@ -35,6 +35,8 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
+from benchmarks.harness import child_env  # noqa: E402
+
 
 def study(folder: Path, name: str, args: argparse.Namespace, gpu: bool, *, compile_: bool, fuse: int) -> Path:
     size, model, batch = (32, {"preset": "vit_tiny", "patch_size": 4}, 256) if gpu else (16, {}, 128)
@@ -94,7 +96,10 @@ def main() -> None:
     p.add_argument("--concurrent", type=int, default=None, help="trials at a time (default: 4 on a GPU, 2 on a CPU)")
     p.add_argument("--fuse", type=int, default=4)
     p.add_argument("--settings", default="packed,compiled,fused")
+    p.add_argument("--smoke", action="store_true", help="2 trials x 1 epoch x 256 images, packed only: checks it runs")
     args = p.parse_args()
+    if args.smoke:
+        args.trials, args.epochs, args.images, args.settings = 2, 1, 256, "packed"
     gpu = torch.cuda.is_available()
     args.concurrent = args.concurrent or (4 if gpu else 2)
     print(
@@ -109,7 +114,7 @@ def main() -> None:
     best = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env = child_env()
         for name in args.settings.split(","):
             path = study(folder, f"throughput-{name}", args, gpu, **settings[name])
             start = time.perf_counter()

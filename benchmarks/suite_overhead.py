@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ablations.study import load_study  # noqa: E402
+from benchmarks.harness import child_env  # noqa: E402
 from mto.training.trial import run_trial  # noqa: E402
 
 
@@ -32,7 +33,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--study", default=str(ROOT / "studies" / "quickstart.yaml"))
     p.add_argument("--epochs", type=int, default=10, help="epochs per trial (the quickstart has 30)")
+    p.add_argument("--smoke", action="store_true", help="one epoch per trial: checks that it runs")
     args = p.parse_args()
+    if args.smoke:
+        args.epochs = 1
     sets = [f"base.train.epochs={args.epochs}"]
     study = load_study(args.study, sets)
     threads = max(1, math.ceil(study.spec.resources.cpu))
@@ -59,7 +63,7 @@ def main() -> None:
             f"tracking.uri=sqlite:///{tmp}/mlflow.db",
         ]
         start = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=tmp, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+        proc = subprocess.run(cmd, cwd=tmp, env=child_env(), capture_output=True, text=True)
         suite = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit(f"the study failed:\n{proc.stderr}")

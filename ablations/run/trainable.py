@@ -34,6 +34,7 @@ from ablations.contract import (
     RESTORE_NOTE,
     RESUMED_FROM,
 )
+from ablations.run.gpu_usage import GPUUsage
 from ablations.study import Study
 from mto.config import TrialConfig
 from mto.training.reports import EpochReport
@@ -158,7 +159,8 @@ def trial_function(
         said = {live[i].name: f"{type(err).__name__}: {err}" for i, err in failures.items()}
         failed.update(said)
         errors.extend(failures.values())
-        members = {live[i].name: payloads[i](r) for i, r in reports.items()}
+        system = usage.take()  # the GPU's means since the last report, the same for every member of the unit
+        members = {live[i].name: {**payloads[i](r), **system} for i, r in reports.items()}
         due = {live[i].name: r.checkpoint for i, r in reports.items() if r.checkpoint is not None}
         # a failure is checkpointed too, so that a restart never trains a failed member again
         checkpoint = {"members": due, "failed": dict(failed)} if due or failures else None
@@ -169,6 +171,10 @@ def trial_function(
         _report(result, checkpoint)
         restored.clear()
 
-    results = run_unit([_with_threads(t.config, threads) for t in live], report, resumes=resumes)
+    usage = GPUUsage()
+    try:
+        results = run_unit([_with_threads(t.config, threads) for t in live], report, resumes=resumes)
+    finally:
+        usage.stop()
     if errors and all(r is None for r in results):  # no member left: the Ray trial fails with the last error
         raise errors[-1]

@@ -97,8 +97,22 @@ def _check_cifar_integrity(cfg: DataConfig) -> None:
             )
 
 
+_LOADED: dict[str, ImageData] = {}  # per process: the trials a worker runs one after another share one copy
+_KEEP = 2  # data sets kept per process (the most recent)
+
+
 def load_data(cfg: DataConfig) -> ImageData:
-    """Read the configured data set into CPU uint8 tensors."""
+    """The configured data set as CPU uint8 tensors, read or generated once per process: later calls with an
+    equal configuration get the same (never modified) tensors."""
+    key = repr(cfg)
+    if key not in _LOADED:
+        _LOADED[key] = _read(cfg)
+        while len(_LOADED) > _KEEP:
+            del _LOADED[next(iter(_LOADED))]
+    return _LOADED[key]
+
+
+def _read(cfg: DataConfig) -> ImageData:
     check_data(cfg)
     if cfg.name == "digits":
         data = _digits(cfg.image_size)

@@ -120,7 +120,9 @@ class TrainStep:
         if self.grad_clip:
             norm = torch.nn.utils.get_total_norm(grads, 2.0)
             torch._foreach_mul_(grads, (self.grad_clip / (norm + 1e-6)).clamp(max=1.0))
-        lr, start = schedule[0], 0
+        # a device tensor where the step is compiled or captured; eager on a CPU, a number (nothing to sync there),
+        # which spares the per-tensor AdamW a dozen tensor operations per parameter
+        lr, start = (schedule[0] if self.compiled or self.capturable else float(schedule[0])), 0
         for group, params in zip(self.optimizer.param_groups, self.params):
             state = [self.optimizer.state[p] for p in params]
             beta1, beta2 = group["betas"]

@@ -28,7 +28,7 @@ def test_beit_blocks_mask_exactly_the_authors_count(grid, count, lo, hi):
 
     rng = random.Random(0)
     for _ in range(20):
-        blocks = beit_blocks(grid, count, lo, hi, rng)
+        blocks = torch.from_numpy(beit_blocks(grid, count, lo, hi, rng))
         assert int(blocks.sum()) == count
     # blocks, not scattered patches: most masked patches have a masked 4-neighbour
     m = blocks.float()

@@ -124,3 +124,12 @@ def test_synthetic_data_has_the_requested_shapes_and_needs_no_path():
     assert d.test_x.shape == (100, 3, 32, 32) and d.train_x.dtype == torch.uint8 and d.num_classes == 10
     again = load_data(DataConfig(name="synthetic", image_size=32, synthetic_size=[500, 100], val_fraction=0.1))
     assert torch.equal(d.train_x, again.train_x)  # seeded: the same images every time
+
+
+def test_a_data_set_is_read_once_per_process():
+    """Trials that a worker process runs one after another share the data set it read first (no second read
+    or generation); a different configuration is a different data set."""
+    first = load_data(DataConfig(max_train=128))
+    assert load_data(DataConfig(max_train=128)) is first
+    other = load_data(DataConfig(max_train=64))
+    assert other is not first and other.train_x.shape[0] == 64
