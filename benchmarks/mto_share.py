@@ -51,7 +51,8 @@ def main() -> None:
     sized = smoke_sized if args.smoke else cifar_sized
     history = run_trial(sized(MTO, epochs)).history
     print(
-        f"SimMIM + MTO, {'smoke size' if args.smoke else 'ViT-Tiny/4 at 32x32, batch 256'}: {history[-1]['perf/img_per_s']:.0f} img/s "
+        f"SimMIM + MTO, {'smoke size' if args.smoke else 'ViT-Tiny/4 at 32x32, batch 256'}: "
+        f"{history[-1]['perf/img_per_s']:.0f} img/s "
         f"(epoch {epochs}, {history[-1]['perf/epoch_s']:.1f} s)"
     )
     plain, mto = Trainer(sized(MTOConfig(), 1)), Trainer(sized(MTO, 1))

@@ -170,7 +170,13 @@ def main() -> None:
         cfg = sized_config(method, dev=dev, smoke=args.smoke)
         ours, ref = Trainer(cfg), Trainer(cfg)
         reference = TrainStep(
-            ref.model, ref.optimizer, cfg.train.grad_clip, ref.autocast, ref.train_step.backend, REFERENCE[method]
+            ref.model,
+            ref.optimizer,
+            cfg.train.grad_clip,
+            ref.autocast,
+            ref.train_step.backend,
+            REFERENCE[method],
+            cfg.train.cuda_graphs,
         )
         with torch.no_grad():  # the same loss on the same batch, weights, clock and draws: the two paths agree
             images, mask = ours.fixed_batch(8)

@@ -158,7 +158,8 @@ class TrainConfig:
     device: str = "auto"  # auto: cuda when present, else cpu
     precision: str = "auto"  # auto: bf16 autocast on cuda, fp32 on cpu
     num_threads: int | None = None  # CPU threads; None: torch's default
-    compile: bool | str = "auto"  # torch.compile the model; auto: on CUDA only
+    compile: bool | str = "auto"  # torch.compile the training step; auto: on CUDA only
+    cuda_graphs: bool = True  # compiled on CUDA: the whole step captured as one CUDA graph and replayed
     checkpoint_every: int = 1  # epochs between checkpoints offered to the caller
 
     def __post_init__(self) -> None:
@@ -179,6 +180,7 @@ class TrainConfig:
         )
         _check(self.checkpoint_every >= 1, "train.checkpoint_every", self.checkpoint_every, "an integer >= 1")
         _check(self.compile in (True, False, "auto"), "train.compile", self.compile, "true, false or auto (CUDA only)")
+        _check(isinstance(self.cuda_graphs, bool), "train.cuda_graphs", self.cuda_graphs, "true or false")
 
 
 @dataclass

@@ -123,7 +123,9 @@ def beit_block_masking(
     count = min(n, round(BEIT_PATCHES * scale))
     min_block, max_block = max(1, round(BEIT_MIN_BLOCK * scale)), max(1, round(BEIT_MAX_BLOCK * scale))
     rng = random.Random(int(torch.randint(0, 2**62, (1,), generator=generator)))
-    blocks = torch.from_numpy(np.stack([beit_blocks(grid, count, min_block, max_block, rng).ravel() for _ in range(batch)]))
+    blocks = torch.from_numpy(
+        np.stack([beit_blocks(grid, count, min_block, max_block, rng).ravel() for _ in range(batch)])
+    )
     return topped_up_and_rolled(blocks, num_masked, round(BEIT_MAX_ROLL * scale), generator).to(device)
 
 

@@ -40,6 +40,7 @@ class TrainStep:
         compile_backend: ``None`` runs eagerly; else ``torch.compile``'s backend (``"inductor"``, or a callable:
             tests count graphs with one). On CUDA, Inductor captures the step as a CUDA graph.
         loss_fn: replaces the model's own losses (benchmarks time hand-written references through the same step).
+        cuda_graphs: compiled with Inductor on CUDA, capture the step as one CUDA graph (``train.cuda_graphs``).
     """
 
     def __init__(
@@ -50,6 +51,7 @@ class TrainStep:
         autocast: AbstractContextManager,
         compile_backend: str | Callable | None = None,
         loss_fn: LossFn | None = None,
+        cuda_graphs: bool = True,
     ):
         self.loss_fn = loss_fn
         self.model, self.optimizer, self.grad_clip, self.autocast = model, optimizer, grad_clip, autocast
@@ -63,7 +65,7 @@ class TrainStep:
         self.capturable = device.type == "cuda"
         self.init_state()
         if self.compiled:
-            mode = CUDA_MODE if device.type == "cuda" and compile_backend == "inductor" else None
+            mode = CUDA_MODE if cuda_graphs and device.type == "cuda" and compile_backend == "inductor" else None
             self._compiled = torch.compile(self._step, fullgraph=True, backend=compile_backend, mode=mode)
 
     def init_state(self) -> None:

@@ -11,6 +11,7 @@ exactly reproducible; the GPU differs only by floating-point precision (bf16 aut
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -72,7 +73,7 @@ def _autocast(device: torch.device, precision: str):
 class Trainer:
     """The state of one trial: data on the device, model, optimiser, generator, history."""
 
-    def __init__(self, cfg: TrialConfig, data: ImageData | None = None, backend: str | None = None):
+    def __init__(self, cfg: TrialConfig, data: ImageData | None = None, backend: str | Callable | None = None):
         self.cfg = cfg
         self.device = resolve_device(cfg)
         if cfg.train.num_threads:
@@ -96,7 +97,12 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.train.weight_decay), lr=0.0, betas=(0.9, 0.95))
         self.autocast = _autocast(self.device, cfg.train.precision)
         self.train_step = TrainStep(
-            self.model, self.optimizer, cfg.train.grad_clip, self.autocast, compile_backend(cfg, self.device, backend)
+            self.model,
+            self.optimizer,
+            cfg.train.grad_clip,
+            self.autocast,
+            compile_backend(cfg, self.device, backend),
+            cuda_graphs=cfg.train.cuda_graphs,
         )
         self.generator = torch.Generator().manual_seed(cfg.train.seed)
         self.steps_per_epoch = n // cfg.train.batch_size
@@ -167,7 +173,9 @@ class Trainer:
         masks = self.model.sample_mask(n, self.generator, torch.device("cpu"))
         schedule = torch.tensor([self.schedule_row(first + s) for s in range(steps)], dtype=torch.float32)
         draws = self.model.step_draws(first, steps, cfg.train.batch_size)
-        moved = [None if t is None else t.to(self.device, non_blocking=True) for t in (order, crops, masks, schedule, draws)]
+        moved = [
+            None if t is None else t.to(self.device, non_blocking=True) for t in (order, crops, masks, schedule, draws)
+        ]
         return EpochPlan(*moved, last_lr=float(schedule[-1, 0]))
 
     def step_inputs(

@@ -21,9 +21,7 @@ from mto.training.unit import Unit
 MTO = {
     "off": MTOConfig(),
     # L_spa on every block (explicit attention maps), L_e and L_r, the lambdas on a schedule that moves every step
-    "soft": MTOConfig(
-        lambda_spa=0.1, lambda_e=0.1, lambda_r=0.1, recalibration="soft", lambda_schedule="cosine_decay"
-    ),
+    "soft": MTOConfig(lambda_spa=0.1, lambda_e=0.1, lambda_r=0.1, recalibration="soft", lambda_schedule="cosine_decay"),
     "hard": MTOConfig(
         lambda_e=0.1, lambda_r=0.1, recalibration="hard", lambda_schedule="linear_warmup", lambda_warmup_epochs=2
     ),
@@ -39,7 +37,7 @@ METHOD_OPTIONS = {  # ramps that move within the test's two epochs
 
 def _config(method: str, mto: str) -> TrialConfig:
     return TrialConfig(
-        data=DataConfig(max_train=96),
+        data=DataConfig(max_train=64),
         model=ModelConfig(embed_dim=32, depth=2, num_heads=2),
         mim=MIMConfig(method=method, **METHOD_OPTIONS.get(method, {})),
         mto=MTO[mto],
@@ -72,7 +70,7 @@ def _train(cfg: TrialConfig, data, backend=None) -> list[dict[str, float]]:
 
 @pytest.fixture(scope="module")
 def data():
-    return load_data(DataConfig(max_train=96))
+    return load_data(DataConfig(max_train=64))
 
 
 @pytest.mark.parametrize("mto", list(MTO))

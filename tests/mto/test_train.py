@@ -122,3 +122,17 @@ def test_compile_is_optional_and_off_on_cpu_by_default(tiny_config):
     assert not trainer.train_step.compiled  # auto: compiled on CUDA only
     with pytest.raises(ConfigError, match="train.compile"):
         _with(tiny_config, train={"compile": "yes"})
+
+
+def test_no_feature_pass_when_every_probe_is_off(tiny_config):
+    """Nothing runs per epoch that no setting asked for: with both probes off, no epoch (0 included) encodes the
+    training or test images."""
+    from mto.training.trainer import Trainer
+
+    trainer = Trainer(_with(tiny_config, eval={"linear": False, "knn": False}))
+    encoded: list[int] = []
+    features = trainer.features
+    trainer.features = lambda images, chunk=512: encoded.append(len(images)) or features(images, chunk)
+    start = trainer.start_report()
+    assert encoded == [] and not any(k.startswith(("eval/", "val/")) for k in start.metrics)
+    assert "hetero/l00" in start.metrics  # the layer profile still runs: it is asked for (hetero_batch)

@@ -104,9 +104,7 @@ class BootMAE(MAE):
         a run (no ``configure_run``), the start momentum and the full weight."""
         epoch = step // self.steps_per_epoch
         start, end = self.momentum_range
-        momentum = linear_ramp_momentum(
-            epoch, self.ramp_epochs(self.momentum_ramp_epochs, 1 / 8, math.inf), start, end
-        )
+        momentum = linear_ramp_momentum(epoch, self.ramp_epochs(self.momentum_ramp_epochs, 1 / 8, math.inf), start, end)
         weight = linear_weight_ramp(
             epoch, self.ramp_epochs(self.feature_weight_ramp_epochs, 1 / 4, 0.0), self.feature_weight
         )

@@ -66,6 +66,19 @@ def bipartite_matching(
     return src, best_idx.gather(1, src), unm.sort(dim=1).values if protect_first else unm
 
 
+def _merged(v: torch.Tensor, dst: torch.Tensor, moved: torch.Tensor, empty: bool = False) -> torch.Tensor:
+    """A-values (even places), then B-values (odd places) with the moved A-values added at ``dst``; with
+    ``empty`` the moved A-places are emptied (group memberships)."""
+    va, vb = v[:, ::2], v[:, 1::2]
+    vb = vb.scatter_add(1, dst[..., None].expand(-1, -1, v.shape[-1]), va * moved)
+    return torch.cat([va * (1 - moved) if empty else va, vb], dim=1)
+
+
+def _placed(v: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """``v`` ``[B, N, C]`` with its places reordered by ``order`` ``[B, N]``."""
+    return v.gather(1, order[..., None].expand(-1, -1, v.shape[-1]))
+
+
 @torch.no_grad()
 def morph_groups(
     tokens: torch.Tensor,
@@ -92,7 +105,9 @@ def morph_groups(
     b, n, _ = tokens.shape
     dev = tokens.device
     rounds = int(iterations) if max_iterations is None else max_iterations
-    merges, iterations = (v if isinstance(v, torch.Tensor) else torch.tensor(v, device=dev) for v in (merges, iterations))
+    merges, iterations = (
+        v if isinstance(v, torch.Tensor) else torch.tensor(v, device=dev) for v in (merges, iterations)
+    )
     places = torch.arange(n, device=dev)
     a_places, b_places = places[::2], places[1::2]
     na = a_places.numel()
@@ -105,25 +120,16 @@ def morph_groups(
         rank = best.argsort(dim=-1, descending=True).argsort(dim=-1)  # [B, |A|] place in ToMe's order
         merged = rank < r
         moved = merged[..., None].float()
-
-        def reduce(v: torch.Tensor) -> torch.Tensor:  # A-values (merged ones emptied), B-values with theirs added
-            va, vb = v[:, ::2], v[:, 1::2]
-            vb = vb.scatter_add(1, dst[..., None].expand(-1, -1, v.shape[-1]), va * moved)
-            return torch.cat([va * (1 - moved) if v is source else va, vb], dim=1)
-
         kept_a = rank if not protect_first else torch.arange(na, device=dev).expand(b, -1)
         key = torch.cat([kept_a, na + b_places.expand(b, -1)], dim=1)  # kept A in ToMe's order, then B
         alive = torch.cat([(a_places < left) & ~merged, (b_places < left).expand(b, -1)], dim=1)
         order = torch.where(alive, key, 2 * n + torch.cat([a_places, b_places])).argsort(dim=1, stable=True)
-
-        def place(v: torch.Tensor) -> torch.Tensor:
-            return v.gather(1, order[..., None].expand(-1, -1, v.shape[-1]))
-
-        summed, new_size = place(reduce(x * size)), place(reduce(size))
+        summed = _placed(_merged(x * size, dst, moved), order)
+        new_size = _placed(_merged(size, dst, moved), order)
         go = r > 0  # nothing merged: nothing moves (ToMe stops)
         x = torch.where(go, summed / new_size, x)
         size = torch.where(go, new_size, size)
-        source = torch.where(go, place(reduce(source)), source)
+        source = torch.where(go, _placed(_merged(source, dst, moved, empty=True), order), source)
         left = left - r
     return source
 
