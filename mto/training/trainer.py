@@ -60,7 +60,9 @@ def compiles(cfg: TrialConfig, device: torch.device) -> bool:
     return cfg.train.compile is True or (cfg.train.compile == "auto" and device.type == "cuda")
 
 
-def compile_backend(cfg: TrialConfig, device: torch.device, override: str | None = None) -> str | None:
+def compile_backend(
+    cfg: TrialConfig, device: torch.device, override: str | Callable | None = None
+) -> str | Callable | None:
     """The ``torch.compile`` backend of a trial's step (``override`` where given, else Inductor), or None (eager)."""
     return (override or BACKEND) if compiles(cfg, device) else None
 

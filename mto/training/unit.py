@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,7 +76,7 @@ class Member:
 class Unit:
     """K >= 1 trials trained together. ``trainers`` keep the configs' order; ``alive`` (indices into it)
     shrinks when a member fails. With K > 1 the members are one stacked model (``stacked``); a unit of one
-    steps its trainer's own (possibly compiled) model.
+    steps through its trainer's own (possibly compiled) ``TrainStep``.
 
     Raises:
         ConfigError: the configs cannot be fused (``check_fusable``), or a config is invalid for this machine.
@@ -86,7 +87,7 @@ class Unit:
         configs: list[TrialConfig],
         data: ImageData | None = None,
         resumes: list[dict[str, Any] | None] | None = None,
-        backend: str | None = None,
+        backend: str | Callable | None = None,
     ):
         self.stacked = len(configs) > 1
         if self.stacked:
@@ -218,13 +219,14 @@ def run_unit(
     *,
     resumes: list[dict[str, Any] | None] | None = None,
     data: ImageData | None = None,
-    backend: str | None = None,
+    backend: str | Callable | None = None,
 ) -> list[TrialResult | None]:
     """Train ``configs`` as one unit (a lone trial, or a fused group); ``report(reports, failures)`` once per
     epoch (0 included) and once per fine-tuning, with each alive member's ``EpochReport`` and the error of each
     member that failed then (keys: indices into ``configs``). Returns each member's result (None where it
     failed). An epoch in which a member failed carries every survivor's checkpoint, whatever
-    ``train.checkpoint_every`` says, so that a restart never trains a failed member again.
+    ``train.checkpoint_every`` says, so that a restart never trains a failed member again. ``backend``: the
+    ``torch.compile`` backend where ``train.compile`` compiles (default Inductor; tests count graphs with their own).
     """
     unit = Unit(configs, data, resumes, backend)
     report = report or (lambda reports, failures: None)

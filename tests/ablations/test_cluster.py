@@ -116,7 +116,11 @@ def test_fractional_gpus_pack_two_trials_per_declared_gpu_and_whole_gpus_one(tmp
 
 @pytest.mark.parametrize("retries", [1, 0])
 def test_a_node_killed_mid_study(tmp_path, retries):
-    path = _study(tmp_path, epochs=8, seeds=[0], variants={"simmim": {}, "mto": {"mto.lambda_e": 0.1}}, retries=retries)
+    # long enough that the node dies while its trial still trains: epochs of the tiny model take a fraction of a second
+    epochs = 16
+    path = _study(
+        tmp_path, epochs=epochs, seeds=[0], variants={"simmim": {}, "mto": {"mto.lambda_e": 0.1}}, retries=retries
+    )
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     with ray_nodes(HEAD, {"num_cpus": 1}, {"num_cpus": 1}) as cluster:
         driver = start_driver(path, tmp_path, "--address", cluster.address, env=LOOPBACK)
@@ -131,11 +135,11 @@ def test_a_node_killed_mid_study(tmp_path, retries):
     _, children = study_runs(uri)
     client = MlflowClient(uri)
     other = next(name for name in children if name != victim)
-    assert children[other].info.status == "FINISHED" and _epochs(client, children[other]) == list(range(1, 9))
+    assert children[other].info.status == "FINISHED" and _epochs(client, children[other]) == list(range(1, epochs + 1))
     run = children[victim]
     if retries:
         assert driver.returncode == 0, output[-3000:]
-        assert run.info.status == "FINISHED" and _epochs(client, run) == list(range(1, 9))  # each epoch once
+        assert run.info.status == "FINISHED" and _epochs(client, run) == list(range(1, epochs + 1))  # each epoch once
         assert (
             int(run.data.tags[RESUMED]) >= 2 and run.data.tags[NODE_TAG] == survivor
         )  # its last checkpoint, elsewhere
