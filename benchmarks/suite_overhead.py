@@ -36,7 +36,7 @@ def main() -> None:
     args = p.parse_args()
     if args.smoke:
         args.epochs = 1
-    sets = [f"base.train.epochs={args.epochs}"]
+    sets = [f"base.train.epochs={args.epochs}", "base.eval.affinity_epochs=[1]"]  # the study's own may lie past the end
     study = load_study(args.study, sets)
     threads = max(1, math.ceil(study.spec.resources.cpu))
 
