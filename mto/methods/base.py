@@ -145,11 +145,6 @@ class MaskedImageModel(nn.Module, ABC):
     def total_steps(self) -> int | None:
         return self.epochs * self.steps_per_epoch if self.epochs else None
 
-    @property
-    def epoch(self) -> int:
-        """Completed epochs (0-based index of the current one)."""
-        return self.steps_done // self.steps_per_epoch
-
     def clock_values(self, step: int) -> list[float]:
         """The method's own schedule values at optimiser step ``step`` (momentum rates, loss-weight ramps),
         computed on the host; they reach the training step as a device tensor (``Trainer.schedule_row``), so a
