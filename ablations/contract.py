@@ -12,6 +12,7 @@ its per-epoch metrics (``step`` = epoch) and its affinity maps.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 # ---- tracking store ---------------------------------------------------------------------------
@@ -39,7 +40,8 @@ REFERENCE_OF_TRIAL = "ablation.reference_arm_of_trial"  # that trial's arm (pair
 FAILURE = "ablation.failure"  # why a FAILED trial failed: "<ExceptionType>: <message>"
 FAILED_BEFORE = "ablation.failed_before"  # on a trial run again by --resume: why it had failed (outside the trial)
 CHECKPOINT_FALLBACK = "ablation.checkpoint_fallback"  # on a trial resumed past an unreadable checkpoint: which, why
-OWN_FAILURES = ("NonFiniteLossError", "ConfigError")  # raised by the trial's own numbers or config (mto)
+# raised by the trial's own numbers or config (mto): running it again fails the same way
+OWN_FAILURES = ("NonFiniteLossError", "ConfigError", "GPUOutOfMemoryError")
 RESUMED = "ablation.resumed_from_epoch"  # set on a trial restarted from a checkpoint
 NODE_TAG = "ablation.node"  # on each trial run: the Ray node id it last ran on (a retried trial may move)
 FUSED_UNIT = "ablation.fused_unit"  # set on a trial trained in a fused unit (resources.fuse): the unit's name
@@ -47,6 +49,7 @@ FUSED_UNIT = "ablation.fused_unit"  # set on a trial trained in a fused unit (re
 TARGET_METRIC = "ablation.target.metric"
 TARGET_FRACTION = "ablation.target.fraction"
 REFERENCE_ARM = "ablation.reference"
+REPORT_EPOCHS = "ablation.report_epochs"  # the heterogeneity figure's epochs, comma-separated ("": first, middle, last)
 
 # ---- params and metrics -------------------------------------------------------------------------
 EPOCHS_PARAM = "train.epochs"  # the planned epochs of a trial (its config is logged by dot path)
@@ -107,6 +110,16 @@ def own_failure(reason: str) -> bool:
     """Whether a ``FAILURE`` reason is the trial's own (a NaN loss, an invalid sample): running it again fails
     the same way. Any other (a full disk, a killed worker, a lost node) is the machine's: ``--resume`` retries it."""
     return reason.split(":", 1)[0].strip() in OWN_FAILURES
+
+
+def same_failure(reason: str, before: str) -> bool:
+    """Whether two ``FAILURE`` reasons are the same failure: the same exception and message once numbers (process
+    ids, addresses, sizes) are left out. A trial the machine failed the same way twice fails for good."""
+    return bool(reason) and _failure_kind(reason) == _failure_kind(before)
+
+
+def _failure_kind(reason: str) -> str:
+    return re.sub(r"0x[0-9a-fA-F]+|\d+", "#", reason.strip())
 
 
 def is_logged_metric(key: str) -> bool:

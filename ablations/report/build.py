@@ -71,6 +71,7 @@ class Report:
     budget_table: AblationTable | None = None  # only for a study with several budgets
     agreement: list[Agreement] = field(default_factory=list)  # probes against fine-tuning (a study that fine-tuned)
     files: list[Path] = field(default_factory=list)
+    heterogeneity_epochs: list[int] = field(default_factory=list)  # the epochs the heterogeneity figure shows
 
     @property
     def notes(self) -> list[str]:
@@ -186,7 +187,7 @@ def build_report(
     )
     report.folder.mkdir(parents=True, exist_ok=True)
     pending = _log_summaries(client, report) if log else []  # written in the background meanwhile
-    figures = _figures(client, report, epochs)
+    figures = _figures(client, report, epochs if epochs is not None else record.report_epochs)
     _write(report, figures, formats)
     for future in pending:
         future.wait()
@@ -214,6 +215,7 @@ def _figures(client: MlflowClient, report: Report, epochs: list[int] | None) -> 
         )
     profiles = _heterogeneity_profiles(client, shown, epochs)
     if profiles:
+        report.heterogeneity_epochs = sorted({e for by_epoch in profiles.values() for e in by_epoch})
         figures.append(plots.heterogeneity_depth(profiles, folder / "heterogeneity_depth.png"))
     maps = _affinity(client, shown)
     if maps:

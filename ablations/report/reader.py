@@ -25,6 +25,7 @@ from ablations.contract import (
     REFERENCE_ARM,
     REFERENCE_OF_TRIAL,
     REFERENCE_TRIAL,
+    REPORT_EPOCHS,
     RESOLVED_TRIALS,
     ROLE,
     SEED,
@@ -89,6 +90,7 @@ class StudyRecord:
     metric: str
     fraction: float
     reference_arm: str
+    report_epochs: list[int] | None = None  # the study's report_epochs (None: first, middle and last)
     trials: list[TrialRecord] = field(default_factory=list)
     order: list[str] = field(default_factory=list)  # trial names in the study's order
 
@@ -141,6 +143,7 @@ def read_study_record(
         metric or tags.get(TARGET_METRIC, DEFAULT_TARGET_METRIC),
         fraction if fraction is not None else float(tags.get(TARGET_FRACTION, 1.0)),
         tags.get(REFERENCE_ARM, ""),
+        [int(e) for e in tags[REPORT_EPOCHS].split(",")] if tags.get(REPORT_EPOCHS) else None,
     )
     children = trial_runs(client, parent)
     if not children:

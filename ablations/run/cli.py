@@ -1,8 +1,9 @@
 """``python -m ablations.run STUDY.yaml``: validate a study, run its trials on Ray Tune, track them in MLflow.
 
 Exit status: 0 every trial finished; 1 some trial failed (the others finished); 2 the study file,
-the data or the tracking store is unusable (nothing was started); 3 the tracking store stopped
-answering (the results are kept: ``--resume`` writes them); 130 interrupted (``--resume``).
+the data, the tracking store or the cluster is unusable, or another driver runs the study (nothing was
+started); 3 the tracking store stopped answering (the results are kept: ``--resume`` writes them); 130
+interrupted (``--resume``).
 """
 
 from __future__ import annotations
@@ -98,15 +99,13 @@ def resume_command(args: argparse.Namespace) -> str:
     )
 
 
-def write_report(study: Study, outcome: Any, out: Console, err: Console) -> None:
+def write_report(outcome: Any, out: Console, err: Console) -> None:
     """Build and print the study's report. The CLI is the pipeline's composition root: the report reads what the
     run wrote, through MLflow alone (ablations.contract); nothing else of run/ and report/ meets."""
     from ablations.report import build_report
 
     try:
-        report = build_report(
-            outcome.tracking_uri, parent_run_id=outcome.parent_run_id, epochs=study.spec.report_epochs or None
-        )
+        report = build_report(outcome.tracking_uri, parent_run_id=outcome.parent_run_id)
         report.print_table(out)
         err.print(f"report: {report.folder}", highlight=False, soft_wrap=True)
     except Exception as e:  # noqa: BLE001 - the runs are safe in MLflow; the report can be rebuilt
@@ -136,6 +135,14 @@ def main(argv: list[str] | None = None) -> int:
             err.print(f"[red]error[/] {escape(e.source)}: {escape(problem)}", highlight=False, soft_wrap=True)
         return EXIT_INVALID
 
+    if args.address:
+        from ablations.run.cluster import ClusterError, check_address
+
+        try:
+            check_address(args.address)
+        except ClusterError as e:
+            err.print(f"[red]error[/] {escape(args.study)}: {escape(str(e))}", highlight=False, soft_wrap=True)
+            return EXIT_INVALID
     if not args.address and "ray" not in sys.modules:
         # A local Ray node then listens on loopback only, not on the machine's network address (Ray reads
         # this when it is first imported; joining a cluster with --address needs the network).
@@ -174,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             f"interrupted; state saved in {outcome.folder}\nresume with: {again}", highlight=False, soft_wrap=True
         )
     elif not args.no_report and outcome.finished:
-        write_report(study, outcome, out, err)
+        write_report(outcome, out, err)
     machine = [name for name, reason in outcome.failed.items() if not own_failure(reason)]
     if machine and not outcome.interrupted:
         err.print(

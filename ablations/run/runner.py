@@ -19,7 +19,6 @@ stops a study as Ctrl-C does.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import signal
@@ -33,6 +32,7 @@ from ablations.contract import (
     EPOCH,
     OBJECTIVE,
     REFERENCE_ARM,
+    REPORT_EPOCHS,
     RESOLVED_TRIALS,
     STUDY_FILE,
     TARGET_FRACTION,
@@ -41,7 +41,9 @@ from ablations.contract import (
 )
 from ablations.run.callbacks import SESSIONS, DriverSession, StudyCallback
 from ablations.run.cleanup import STATE_FILE, ray_pids, stop_stale_ray
+from ablations.run.cluster import ClusterError, check_resources, compile_cache, init_ray, ray_environment
 from ablations.run.files import dump_json, safe_name
+from ablations.run.hold import StudyHeld, StudyHold
 from ablations.run.outcome import JOURNAL_FILE, StudyOutcome, close_study
 from ablations.run.progress import TrialBoard
 from ablations.run.store import check_tracking
@@ -49,36 +51,6 @@ from ablations.run.tracking import StudyTracker
 from ablations.run.trainable import trial_function
 from ablations.study import Study, StudyError, unit_name
 from mto.config.dicts import to_dict
-
-
-def _ray_environment() -> None:
-    # Set before Ray Tune reads them. Save experiment state every second (a killed driver loses
-    # at most that much), keep Ray's own console output and loggers out of the way (MLflow is
-    # the record), and let trials report the search objective only once it is measured.
-    for key, value in {
-        "TUNE_GLOBAL_CHECKPOINT_S": "1",
-        "RAY_AIR_NEW_OUTPUT": "0",
-        "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
-        "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
-        "TUNE_MAX_PENDING_TRIALS_PG": "8",
-        "RAY_DEDUP_LOGS": "0",
-    }.items():
-        os.environ.setdefault(key, value)
-
-
-def compile_cache(study: Study) -> dict[str, str]:
-    """``torch.compile``'s caches (Inductor's FX graphs, AOTAutograd) shared by every trial of the study and
-    kept across its invocations: a model shape compiled once is loaded, not compiled, by the trials after it.
-    Set here for the local workers; returned for the workers of a cluster joined with ``--address`` (each node
-    keeps its own copy where ``storage`` is not shared)."""
-    folder = Path(study.spec.driver_storage).resolve() / study.name / "compile-cache"
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
-    os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
-    os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
-    return {
-        k: os.environ[k]
-        for k in ("TORCHINDUCTOR_CACHE_DIR", "TORCHINDUCTOR_FX_GRAPH_CACHE", "TORCHINDUCTOR_AUTOGRAD_CACHE")
-    }
 
 
 def invocation_folder(study: Study, resume: bool) -> Path:
@@ -97,26 +69,6 @@ def invocation_folder(study: Study, resume: bool) -> Path:
     return folder
 
 
-def _init_ray(address: str | None, env: dict[str, str]) -> None:
-    """Start a local Ray cluster (its workers inherit this process's environment), or join ``address``
-    with ``env`` set in the workers of this job."""
-    import ray
-
-    # Trial failures are reported by this suite (console summary, MLflow tag); Ray's own
-    # tracebacks on the console would only bury them.
-    for name in ("ray.tune", "ray.train", "ray.air"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
-    if ray.is_initialized():
-        return
-    kwargs: dict[str, Any] = dict(
-        include_dashboard=False, configure_logging=True, logging_level="ERROR", log_to_driver=False
-    )
-    if address:
-        ray.init(address=address, runtime_env={"env_vars": env}, **kwargs)
-    else:
-        ray.init(address="local", **kwargs)  # a cluster of its own, never one a `ray start` left running
-
-
 def _stop_on_sigterm(session: DriverSession) -> Any:
     """SIGTERM (a scheduler's stop, ``timeout``, ``kill``) stops the study as Ctrl-C does: Ray Tune saves
     its state, open runs are marked KILLED and ``--resume`` goes on. Returns the handler it replaced."""
@@ -128,18 +80,6 @@ def _stop_on_sigterm(session: DriverSession) -> Any:
         signal.raise_signal(signal.SIGINT)  # Ray Tune's graceful stop (outside a fit: KeyboardInterrupt)
 
     return signal.signal(signal.SIGTERM, stop)
-
-
-def _check_gpus(study: Study) -> None:
-    import ray
-
-    want = study.spec.resources.gpu
-    have = ray.cluster_resources().get("GPU", 0)
-    if want > 0 and have < want:
-        raise StudyError(
-            study.source,
-            [f"resources.gpu={want}: the Ray cluster has {have:g} GPUs; set resources.gpu: 0 to run on CPUs"],
-        )
 
 
 class TrialNamer:
@@ -229,7 +169,6 @@ def _tuner(
     kwargs: dict,
     key: str,
     settled: frozenset[str],
-    retry_errored: bool = False,
 ):
     from ray import tune
 
@@ -243,10 +182,11 @@ def _tuner(
     if tune.Tuner.can_restore(path):
         # The space is given again: a driver killed after Ray Tune wrote tuner.pkl but before its first
         # experiment state leaves nothing else to rebuild the trials from (Ray ignores it otherwise).
-        # With trials the machine failed, errored trials resume from their last checkpoint: those that
-        # failed on their own are settled and return at once, the others run on.
+        # Errored trials resume from their last checkpoint: those settled in MLflow (finished, failed on
+        # their own or failed for good) return at once; the others, which the machine failed, run on,
+        # whether or not the driver that saw them fail could mark their runs.
         return tune.Tuner.restore(
-            path, trainable=trainable, param_space=space, resume_unfinished=True, resume_errored=retry_errored
+            path, trainable=trainable, param_space=space, resume_unfinished=True, resume_errored=True
         )
     run_config = tune.RunConfig(
         name=phase,
@@ -298,6 +238,7 @@ def _start_parent_run(study: Study, tracker: StudyTracker, resume_id: str | None
         TARGET_METRIC: study.spec.target.metric,
         TARGET_FRACTION: str(study.spec.target.fraction),
         REFERENCE_ARM: study.spec.reference,
+        REPORT_EPOCHS: ",".join(str(e) for e in study.spec.report_epochs or []),
     }
     return tracker.start_study(study.name, study.spec.description, files, target, resume_id=resume_id)
 
@@ -310,36 +251,67 @@ def run_study(
     address: str | None = None,
     sets: list[str] | None = None,
 ) -> StudyOutcome:
-    """Run (or resume) every trial of ``study`` on Ray Tune, tracked in MLflow.
+    """Run (or resume) every trial of ``study`` on Ray Tune, tracked in MLflow, holding the study
+    (``ablations.run.hold``) from before anything is written until every run is ended.
 
     Raises:
-        StudyError: the study cannot start here (nothing to resume, too few GPUs, changed study).
+        StudyError: the study cannot start here (another driver holds it, nothing to resume, resources the
+            cluster lacks, changed study).
         TrackingError: the tracking store is unreachable (checked before Ray starts).
     """
     folder = invocation_folder(study, resume)
     state = _interrupted_state(study, folder) if resume else {}
     uri = resolve_tracking_uri(tracking_uri or state.get("tracking_uri") or study.spec.tracking.uri)
     check_tracking(uri)
-    _ray_environment()
+    hold = StudyHold(Path(study.spec.driver_storage).resolve() / study.name, study.name)
+    try:
+        hold.take()  # before anything is written
+    except StudyHeld as err:
+        raise StudyError(study.source, [str(err)]) from None
+    if hold.taken_over:
+        print(
+            f"took over study {study.name} from {hold.taken_over}: that driver ended without letting it go "
+            "(killed, or its machine lost)",
+            file=sys.stderr,
+        )
+    try:
+        return _run_held(study, resume, address, sets, folder, state, uri)
+    finally:
+        hold.release()
+
+
+def _run_held(
+    study: Study, resume: bool, address: str | None, sets: list[str] | None, folder: Path, state: dict, uri: str
+) -> StudyOutcome:
+    ray_environment()
     compile_env = compile_cache(study)
     if address is None:
         stale = stop_stale_ray(study.spec.driver_storage, study.name)
         if stale:
             print(f"stopped {len(stale)} Ray processes left behind by a killed driver of this study", file=sys.stderr)
-    _init_ray(address, compile_env)
-    _check_gpus(study)
+    init_ray(address, compile_env)
+    try:
+        check_resources(study.spec)
+    except ClusterError as err:
+        raise StudyError(study.source, [str(err)]) from None
 
     tracker = StudyTracker(uri, study.spec.tracking.experiment or study.name)
     parent = _start_parent_run(study, tracker, resume_id=state.get("parent_run_id"))
     folder.mkdir(parents=True, exist_ok=True)
-    again: dict[str, str] = {}
     if resume:
         tracker.replay(folder / JOURNAL_FILE)  # what an earlier driver could not write (the store was down)
-        again = tracker.read_settled()
+        again, for_good = tracker.read_settled()
         if again:
             print(
                 f"running again from their last checkpoints {len(again)} trials the machine failed (not their own "
                 f"numbers or config): " + "; ".join(f"{n} ({r[:80]})" for n, r in sorted(again.items())),
+                file=sys.stderr,
+            )
+        if for_good:
+            print(
+                f"not running again {len(for_good)} trials that failed the same way when run again (failed for "
+                "good; both reasons are in their runs): "
+                + "; ".join(f"{n} ({r[:80]})" for n, r in sorted(for_good.items())),
                 file=sys.stderr,
             )
     tracker.journal = folder / JOURNAL_FILE
@@ -373,7 +345,6 @@ def run_study(
                     kwargs,
                     key,
                     frozenset(tracker.settled),
-                    bool(again),
                 ).fit()
                 if grid.num_terminated + grid.num_errors < len(grid):  # Ctrl-C: Ray saved its state and returned
                     interrupted = True

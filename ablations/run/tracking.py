@@ -38,6 +38,7 @@ from ablations.contract import (
     STUDY,
     TRIAL,
     own_failure,
+    same_failure,
 )
 from ablations.run.files import safe_name
 from ablations.run.provenance import environment_tags, flatten_config
@@ -118,18 +119,25 @@ class StudyTracker:
                     history = self.client.get_metric_history(run.info.run_id, marker)
                     self._last_epoch[(name, phase)] = max((m.step for m in history), default=-1)
 
-    def read_settled(self) -> dict[str, str]:
-        """At resume: the trials an earlier driver ended for good (FINISHED, or FAILED on their own: ``own_failure``)
-        are settled, not run again, their runs left as they are. Returns those the machine failed (a full disk,
-        a killed worker, a lost node) with their reasons: they run again from their last checkpoint."""
-        again = {}
+    def read_settled(self) -> tuple[dict[str, str], dict[str, str]]:
+        """At resume: the trials an earlier driver ended for good are settled, not run again, their runs left as
+        they are: FINISHED, FAILED on their own (``own_failure``), or FAILED the same way as when they were run
+        again before (``same_failure``: the reason and ``FAILED_BEFORE`` both kept). Returns (those the machine
+        failed once, which run again from their last checkpoint; those failed for good now), each with its reason.
+        Runs an earlier driver could not end (killed first) are neither: Ray Tune resumes their trials."""
+        again, for_good = {}, {}
         for run in self.children():
             name, reason = run.data.tags.get(TRIAL), run.data.tags.get(FAILURE, "")
-            if name and (run.info.status == "FINISHED" or (run.info.status == "FAILED" and own_failure(reason))):
+            if not name or run.info.status not in ("FINISHED", "FAILED"):
+                continue
+            twice = same_failure(reason, run.data.tags.get(FAILED_BEFORE, ""))
+            if run.info.status == "FINISHED" or own_failure(reason) or twice:
                 self.settled[name] = (run.info.status, reason)
-            elif name and run.info.status == "FAILED":
+                if twice and not own_failure(reason):
+                    for_good[name] = reason
+            else:
                 again[name] = reason
-        return again
+        return again, for_good
 
     def children(self) -> list:
         """All trial runs of this study invocation."""
@@ -325,6 +333,8 @@ class StudyTracker:
         elif kind == "tag":
             self.client.set_tag(run_id, op["key"], op["value"])
         elif kind == "end":
+            if op["status"] != "FINISHED" and self.client.get_run(run_id).info.status == "FINISHED":
+                return  # a finished trial stays finished, whatever happens to its Ray trial later
             if op["reason"]:
                 self.client.log_batch(run_id, tags=[RunTag(FAILURE, op["reason"][:5000])])
             self.client.set_terminated(run_id, op["status"])

@@ -37,6 +37,7 @@ from ablations.contract import (
 from ablations.run.gpu_usage import GPUUsage
 from ablations.study import Study
 from mto.config import TrialConfig
+from mto.config.errors import GPUOutOfMemoryError
 from mto.training.reports import EpochReport
 from mto.training.unit import run_unit
 
@@ -126,6 +127,21 @@ class Payload:
         return metrics
 
 
+def out_of_memory(err: BaseException, config: TrialConfig, resources: Any) -> str:
+    """The reason of a trial whose GPU ran out of memory, one line: torch's words and what to change."""
+    said = str(err).strip().splitlines()[0][:200] if str(err).strip() else "out of memory"
+    shared = (
+        f"resources.gpu={resources.gpu:g} puts {int(1 / resources.gpu)} trials on each GPU"
+        if 0 < resources.gpu < 1
+        else f"resources.gpu={resources.gpu:g}"
+    )
+    fused = f", resources.fuse={resources.fuse} trains that many in one process" if resources.fuse > 1 else ""
+    return (
+        f"the GPU ran out of memory ({said}); lower train.batch_size (now {config.train.batch_size}), or put fewer "
+        f"trials on each GPU ({shared}{fused}): raise resources.gpu or lower resources.fuse"
+    )
+
+
 def trial_function(
     params: dict[str, Any], *, study: Study, threads: int, settled: frozenset[str] = frozenset()
 ) -> None:
@@ -174,6 +190,8 @@ def trial_function(
     usage = GPUUsage()
     try:
         results = run_unit([_with_threads(t.config, threads) for t in live], report, resumes=resumes)
+    except torch.OutOfMemoryError as err:
+        raise GPUOutOfMemoryError(out_of_memory(err, live[0].config, study.spec.resources)) from None
     finally:
         usage.stop()
     if errors and all(r is None for r in results):  # no member left: the Ray trial fails with the last error

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import functools
 import itertools
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from ablations.contract import BUDGET_AXIS
 from ablations.study.messages import Problems
-from ablations.study.schema import StudySpec
+from ablations.study.schema import MAX_TRIALS, StudySpec
 from mto.config import ConfigError, TrialConfig
 from mto.config.dicts import flatten, to_dict
 from mto.training.fusable import fused_groups
@@ -118,6 +119,13 @@ def expand(spec: StudySpec, problems: Problems) -> list[TrialSpec]:
     for arm, overrides in spec.variants.items():
         fixed_of[arm], arm_grid = arm_overrides(overrides)
         axes_of[arm] = {**study_grid, **arm_grid}
+    count = len(spec.seeds) * sum(math.prod(len(v) for v in axes.values()) for axes in axes_of.values())
+    if count > MAX_TRIALS:
+        problems.say(
+            f"variants x grid x seeds: {count:,} trials, above the {MAX_TRIALS:,} a study may have; split it into "
+            "several studies or give fewer grid values or seeds"
+        )
+        return []
     for arm in spec.variants:
         axes = axes_of[arm]
         keys = list(axes)
@@ -137,6 +145,22 @@ def expand(spec: StudySpec, problems: Problems) -> list[TrialSpec]:
                 names.add(name)
                 trials.append(TrialSpec(name, arm, seed, point, cfg, ref_name, ref))
     return trials
+
+
+def check_search_space(spec: StudySpec, problems: Problems) -> None:
+    """Each end of each Optuna dimension (each choice), with the searched arm's other settings, is a valid trial:
+    a sample outside the settings' bounds would otherwise fail, or run for practically ever, after the start."""
+    if spec.search.kind != "optuna" or spec.search_arm not in spec.variants:
+        return
+    fixed, _ = arm_overrides(spec.variants[spec.search_arm])
+    base = to_dict(spec.base)
+    for path, d in spec.search.space.items():
+        kind = next(k for k in ("loguniform", "uniform", "int", "choice") if getattr(d, k) is not None)
+        for value in getattr(d, kind):
+            try:
+                _validate_trial(apply_overrides(base, {**fixed, path: value}))
+            except ConfigError as err:
+                problems.say(f"search.space.{path}.{kind}: the sample {path}={value!r} is an invalid trial: {err}")
 
 
 def arm_overrides(variant: dict[str, Any]) -> tuple[dict[str, Any], dict[str, list]]:

@@ -3,7 +3,7 @@
 Each rule here would otherwise fail inside every trial, after Ray started and the MLflow runs
 exist, or finish with nothing to compare: a batch larger than the training set, heads that do
 not divide the width, ``train.device: cuda`` on trials given no GPU, non-finite numbers, seeds
-torch cannot take, a target metric no trial logs, a fine-tuning batch above the training set or
+a target metric no trial logs, a fine-tuning batch above the training set or
 fine-tuning under ASHA, report epochs outside the training, a kNN k above the probe set, a heterogeneity
 batch above the test set, synthetic images that do not fit in memory, an ASHA grace period beyond the
 training, names too long for a run or a folder, a storage folder that cannot be made.
@@ -33,7 +33,6 @@ STORAGE_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
 # imagefolder is counted only by reading it, so its sizes are not checked here.
 SPLIT_SIZES = {"digits": (1437, 360), "cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000)}
 MAX_NAME = 128  # the study and experiment name: an MLflow run name and a folder name are built from it
-MAX_SEED = 2**63 - 1  # torch.manual_seed takes a signed 64-bit integer
 MAX_ACCURACY_FRACTION = 2.0  # beyond it the target is above 100% for any reference that ends above 50%
 MEMORY = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # this machine's, in bytes
 PROBE_METRICS = {"linear_top1": "linear", "knn_top1": "knn"}  # eval/<name> (test) and val/<name>
@@ -50,9 +49,6 @@ def _study_level(spec: StudySpec, problem) -> None:
     for path, name in (("name", spec.name), ("tracking.experiment", spec.tracking.experiment)):
         if name is not None and len(name) > MAX_NAME:
             problem(path, f"{len(name)} characters: at most {MAX_NAME} (it names MLflow runs and folders)")
-    for seed in spec.seeds:
-        if not 0 <= seed <= MAX_SEED:
-            problem("seeds", f"{shorten(seed, 40)} is invalid: seeds are integers in [0, 2^63 - 1]")
     numbers = {
         "resources.cpu": spec.resources.cpu,
         "resources.gpu": spec.resources.gpu,

@@ -215,7 +215,8 @@ def load_study(path: str | Path, sets: list[str] | None = None, *, check_paths: 
     raw, lines = parse_yaml(read_text(path), source)
     for item in sets or []:
         apply_set(raw, item, source)
-    return validate_study(raw, source, lines, check_paths=check_paths)
+    given = [item.partition("=")[0] for item in sets or []]
+    return validate_study(raw, source, lines, check_paths=check_paths, set_keys=given)
 
 
 def apply_set(raw: dict[str, Any], item: str, source: str = "--set") -> None:

@@ -1,6 +1,6 @@
 """How a study's problems are collected and worded: one line each, naming the field path (and its line in
 the file), the bad value and what is allowed. ``Problems`` is the one collector every check adds to, and
-``line_of`` the one lookup of a field path's line."""
+``where`` the one lookup of where a field's value came from: its line in the file, ``--set``, or its default."""
 
 from __future__ import annotations
 
@@ -47,26 +47,25 @@ def suggest(word: str, options: list[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def describe(e: dict[str, Any], lines: dict[tuple, int]) -> str:
-    """One line for one pydantic error: path (line): bad value -> what is allowed."""
+def describe(e: dict[str, Any], problems: Problems) -> str:
+    """One line for one pydantic error: path (where): bad value -> what is allowed."""
     loc = tuple(str(p) for p in e["loc"])
     path = ".".join(loc) or "(top level)"
-    line = line_of(lines, loc)
-    where = f"{path}{f' (line {line})' if line else ''}"
     msg = e["msg"].removeprefix("Value error, ")
     cause = e.get("ctx", {}).get("error")
     if isinstance(cause, ConfigError) and loc[:1] == ("base",):  # mto's own check: it names the field
-        full = ("base",) + tuple(cause.path.split("."))
-        line = line_of(lines, full)
-        return (
-            f"{'.'.join(full)}{f' (line {line})' if line else ''}: {shorten(cause.value)} is invalid: {cause.allowed}"
-        )
+        full = ".".join(("base", *cause.path.split(".")))
+        return f"{full}{problems.where(full)}: {shorten(cause.value)} is invalid: {cause.allowed}"
     if e["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
         allowed = _allowed_keys(loc[:-1])
-        return f"{where}: unknown key {shorten(loc[-1])}{suggest(loc[-1], allowed)} (allowed: {', '.join(allowed)})"
+        return (
+            f"{path}{problems.where(loc)}: unknown key {shorten(loc[-1])}{suggest(loc[-1], allowed)} "
+            f"(allowed: {', '.join(allowed)})"
+        )
     if e["type"] == "missing":
-        return f"{where}: required, missing"
-    return f"{where}: {shorten(e.get('input'))} is invalid: {_one_line(msg)[:MAX_VALUE_CHARS]}"
+        line = line_of(problems.lines, loc)  # not in the file: the line of its section
+        return f"{path}{f' (line {line})' if line else ''}: required, missing"
+    return f"{path}{problems.where(loc)}: {shorten(e.get('input'))} is invalid: {_one_line(msg)[:MAX_VALUE_CHARS]}"
 
 
 def line_of(lines: dict[tuple, int], path: str | tuple) -> int | None:
@@ -78,17 +77,53 @@ def line_of(lines: dict[tuple, int], path: str | tuple) -> int | None:
     return None
 
 
+def _given(raw: Any, loc: tuple) -> bool:
+    """Whether the study (after ``--set``) gives field ``loc``, in nested mappings or as a dot-path key."""
+    if not loc:
+        return True
+    if isinstance(raw, list):
+        return loc[0].isdigit() and int(loc[0]) < len(raw) and _given(raw[int(loc[0])], loc[1:])
+    if not isinstance(raw, dict):
+        return False
+    for n in range(len(loc), 0, -1):
+        key = ".".join(loc[:n])
+        if key in raw:
+            return _given(raw[key], loc[n:])
+    return False
+
+
 class Problems:
     """Every problem found in a study, in the order found. ``add`` words one as ``<path> (line N): <message>``;
     the same message for several trials is said once, naming the first trial and how many more."""
 
-    def __init__(self, source: str, lines: dict[tuple, int] | None = None):
-        self.source, self.lines = source, lines or {}
+    def __init__(
+        self,
+        source: str,
+        lines: dict[tuple, int] | None = None,
+        raw: dict[str, Any] | None = None,
+        set_keys: list[str] | None = None,
+    ):
+        self.source, self.lines, self.raw = source, lines or {}, raw
+        self.set_keys = [tuple(k.split(".")) for k in set_keys or []]
         self._found: dict[str, list[str]] = {}  # message -> the trials it applies to
 
+    def where(self, path: str | tuple) -> str:
+        """Where the value of field ``path`` came from, to follow it: `` (line N)`` of the file; `` (--set)``
+        when a ``--set`` gave it; `` (default)`` when the study does not give it; else (a list item, a section)
+        the line of its nearest parent in the file."""
+        loc = tuple(path.split(".")) if isinstance(path, str) else tuple(path)
+        dotted = tuple(".".join(loc).split("."))  # a dot-path key (variants, grid) as its parts
+        if loc in self.lines:
+            return f" (line {self.lines[loc]})"
+        if any(dotted[: len(k)] == k for k in self.set_keys):
+            return " (--set)"
+        if self.raw is not None and not _given(self.raw, dotted):
+            return " (default)"
+        line = line_of(self.lines, loc)
+        return f" (line {line})" if line else ""
+
     def add(self, path: str, msg: str, trial: str = "") -> None:
-        line = line_of(self.lines, path)
-        names = self._found.setdefault(f"{path}{f' (line {line})' if line else ''}: {msg}", [])
+        names = self._found.setdefault(f"{path}{self.where(path)}: {msg}", [])
         if trial:
             names.append(trial)
 

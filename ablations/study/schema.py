@@ -7,13 +7,24 @@ of ``mto.config``, validated by pydantic through their own ``__post_init__`` che
 
 from __future__ import annotations
 
+import builtins
 import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ablations.contract import DEFAULT_SEARCH_METRIC, DEFAULT_TARGET_METRIC, DEFAULT_TRACKING_URI
-from mto.config import MAX_EPOCHS, TrialConfig
+from mto.config import MAX_EPOCHS, MAX_SEED, TrialConfig
+
+# The bounds of the study's own counts (a trial's are mto.config.limits'): far above any study, below one that
+# would run for practically ever.
+MAX_TRIALS = 10_000  # trials of one study (arms x grid x seeds); an Optuna search adds num_samples x seeds
+MAX_SEEDS = 1_000
+MAX_SAMPLES = 100_000  # Optuna samples
+MAX_RETRIES = 100  # restarts of one crashed trial
+MAX_BUDGETS = 100
+MAX_GPUS = 1_024  # GPUs of one trial
+MAX_CPUS = 65_536  # CPUs of one trial (and then at most a node's, checked once Ray runs)
 
 
 class _Strict(BaseModel):
@@ -25,7 +36,7 @@ class Distribution(_Strict):
 
     loguniform: tuple[float, float] | None = None
     uniform: tuple[float, float] | None = None
-    int: tuple[int, int] | None = None
+    int: tuple[builtins.int, builtins.int] | None = None  # the field's name hides the type in the class body
     choice: list[Any] | None = None
 
     @model_validator(mode="after")
@@ -53,17 +64,17 @@ def not_empty(v: list | None, what: str, default: str) -> list | None:
 class ASHASpec(_Strict):
     """Asynchronous successive halving (Ray Tune's ASHAScheduler) over epochs."""
 
-    grace_period: int = Field(2, ge=1)
+    grace_period: int = Field(2, ge=1, le=MAX_EPOCHS)
     reduction_factor: float = Field(2.0, gt=1)
 
 
 class SearchSpec(_Strict):
     kind: Literal["grid", "optuna"] = "grid"
     space: dict[str, Distribution] = {}  # optuna: dot path -> distribution
-    num_samples: int = Field(10, ge=1)
+    num_samples: int = Field(10, ge=1, le=MAX_SAMPLES)
     metric: str = DEFAULT_SEARCH_METRIC  # selection reads the validation split, never the test split
     mode: Literal["max", "min"] = "max"
-    seeds: list[int] | None = None  # each sample runs on these seeds; null: the study's seeds
+    seeds: list[int] | None = Field(None, max_length=MAX_SEEDS)  # each sample runs on these; null: the study's
     arm: str | None = None  # optuna: the arm whose config is searched (default: first non-reference arm)
     asha: ASHASpec | None = None
 
@@ -71,8 +82,8 @@ class SearchSpec(_Strict):
 
 
 class ResourcesSpec(_Strict):
-    cpu: float = Field(1.0, gt=0)
-    gpu: float = Field(0.0, ge=0)  # fractional values pack several trials on one GPU
+    cpu: float = Field(1.0, gt=0, le=MAX_CPUS)
+    gpu: float = Field(0.0, ge=0, le=MAX_GPUS)  # fractional values pack several trials on one GPU
     fuse: int = Field(1, ge=1, le=64)  # up to this many fusable trials train as one stacked model (mto.training.unit)
 
     @field_validator("gpu")
@@ -101,14 +112,14 @@ class StudySpec(_Strict):
     base: TrialConfig = Field(default_factory=TrialConfig)
     variants: dict[str, dict[str, Any]] = Field(min_length=1)
     grid: dict[str, list[Any]] = {}
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, max_length=MAX_SEEDS)
     # Pre-training budgets in epochs: every arm runs once per budget, each its own warm-up and cosine
     # schedule (a grid over train.epochs); the report adds budget-to-target, the paper's epoch reduction.
-    budgets: list[int] = []
+    budgets: list[int] = Field([], max_length=MAX_BUDGETS)
     search: SearchSpec = Field(default_factory=SearchSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
-    max_concurrent: int | None = Field(None, ge=1)
-    retries: int = Field(0, ge=0)  # Ray restarts a crashed trial this many times (from its checkpoint)
+    max_concurrent: int | None = Field(None, ge=1, le=MAX_TRIALS)
+    retries: int = Field(0, ge=0, le=MAX_RETRIES)  # Ray restarts a crashed trial this many times (from its checkpoint)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     target: TargetSpec = Field(default_factory=TargetSpec)
     # Ray Tune's storage: a folder (shared by every node of a multi-node cluster), or a URI of a file system
@@ -120,7 +131,10 @@ class StudySpec(_Strict):
     @classmethod
     def _unique(cls, v: list[int]) -> list[int]:
         if len(set(v)) != len(v):
-            raise ValueError(f"seeds must be distinct, got {v}")
+            raise ValueError(f"seeds must be distinct, got {str(v)[:80]}")
+        bad = [s for s in v if not 0 <= s <= MAX_SEED]
+        if bad:
+            raise ValueError(f"{str(bad[0])[:40]} is not a seed: seeds are integers in [0, 2^63 - 1]")
         return v
 
     _report_epochs = field_validator("report_epochs")(lambda v: not_empty(v, "the epochs", "first, middle and last"))

@@ -3,7 +3,8 @@ every problem found in a stage is reported together (one line each, exit 2 in th
 
 1. the schema (``schema``: keys, types, single-field rules, and each trial setting's own dataclass check);
 2. rules between fields (``rules``);
-3. every trial's config (``expansion``: arms x grid x seeds, each a validated ``TrialConfig``);
+3. every trial's config (``expansion``: arms x grid x seeds, each a validated ``TrialConfig``, and both ends of
+   each Optuna dimension);
 4. feasibility (``feasibility``: settings valid one by one that cannot work together or on this machine);
 5. files: each data set, and each method's own file checks (DTM's teacher), read once per distinct setting.
 
@@ -16,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ablations.study.expansion import Study, expand
+from ablations.study.expansion import Study, check_search_space, expand
 from ablations.study.feasibility import check_feasibility
 from ablations.study.messages import Problems, describe
 from ablations.study.rules import check_rules
@@ -26,24 +27,31 @@ from mto.methods import registry
 
 
 def validate_study(
-    raw: dict[str, Any], source: str, lines: dict[tuple, int] | None = None, *, check_paths: bool = True
+    raw: dict[str, Any],
+    source: str,
+    lines: dict[tuple, int] | None = None,
+    *,
+    check_paths: bool = True,
+    set_keys: list[str] | None = None,
 ) -> Study:
-    """The study ``raw`` (read from ``source``), validated and expanded into its trials.
+    """The study ``raw`` (read from ``source``, then edited by ``--set`` at ``set_keys``), validated and expanded
+    into its trials.
 
     Raises:
         StudyError: with every problem of the first stage that found any; nothing has been started.
     """
-    problems = Problems(source, lines)
+    problems = Problems(source, lines, raw, set_keys)
     try:
         spec = StudySpec.model_validate(raw)
     except ValidationError as err:
         for e in err.errors():
-            problems.say(describe(e, problems.lines))
+            problems.say(describe(e, problems))
         problems.raise_any()
         raise  # unreachable: a ValidationError has errors
     check_rules(spec, problems)
     problems.raise_any()
     trials = expand(spec, problems)
+    check_search_space(spec, problems)
     problems.raise_any()
     check_feasibility(spec, trials, problems)
     if check_paths:

@@ -2,15 +2,14 @@
 
 ``trial`` holds ``TrialConfig`` and the sections every method shares, ``mim`` the method's settings,
 ``finetune`` the fine-tuning evaluation's, ``dicts`` the plain-dict form (YAML, JSON, MLflow params),
-``errors`` the one error type. This package exports what callers use.
+``errors`` the error types, ``limits`` the bound of every count. This package exports what callers use.
 """
 
 from mto.config.errors import ConfigError
 from mto.config.finetune import FinetuneConfig
+from mto.config.limits import MAX_EPOCHS, MAX_SEED
 from mto.config.mim import MIMConfig
 from mto.config.trial import (
-    MAX_EPOCHS,
-    MAX_SEED,
     DataConfig,
     EvalConfig,
     ModelConfig,

@@ -1,5 +1,5 @@
-"""The method library's two error types (a config refused, a loss gone non-finite), and the checks that
-raise the first."""
+"""The method library's error types for a trial's own failures (a config refused, a loss gone non-finite, a
+GPU too small for its settings), and the checks that raise the first."""
 
 from __future__ import annotations
 
@@ -19,6 +19,10 @@ class ConfigError(ValueError):
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite."""
+
+
+class GPUOutOfMemoryError(RuntimeError):
+    """A trial's GPU ran out of memory: its settings (batch size, model) or its share of the GPU must change."""
 
 
 def check(ok: bool, path: str, value: Any, allowed: str) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mto.config.errors import check as _check
+from mto.config.limits import MAX_BATCH, MAX_EPOCHS, MAX_FINETUNE_EPOCHS, bounded
 
 
 @dataclass
@@ -38,17 +39,22 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         at = self.at
         _check(
-            at is None or (len(at) > 0 and len(set(at)) == len(at) and all(e >= 0 for e in at)),
+            at is None or (len(at) > 0 and len(set(at)) == len(at) and all(0 <= e <= MAX_EPOCHS for e in at)),
             "eval.finetune.at",
             at,
-            "distinct pre-training epochs >= 0 (0 = the untrained model), or null for the last epoch",
+            f"distinct pre-training epochs from 0 (the untrained model) to {MAX_EPOCHS:,}, or null for the last epoch",
         )
-        _check(self.epochs >= 1, "eval.finetune.epochs", self.epochs, "an integer >= 1")
         _check(
-            self.batch_size >= 2 and self.batch_size % 2 == 0,
+            1 <= self.epochs <= MAX_FINETUNE_EPOCHS,
+            "eval.finetune.epochs",
+            self.epochs,
+            bounded(1, MAX_FINETUNE_EPOCHS),
+        )
+        _check(
+            2 <= self.batch_size <= MAX_BATCH and self.batch_size % 2 == 0,
             "eval.finetune.batch_size",
             self.batch_size,
-            "an even integer >= 2 (mixup pairs each image with another of its batch)",
+            f"an even integer from 2 to {MAX_BATCH:,} (mixup pairs each image with another of its batch)",
         )
         _check(self.base_lr > 0, "eval.finetune.base_lr", self.base_lr, "a number > 0")
         _check(self.min_lr >= 0, "eval.finetune.min_lr", self.min_lr, "a number >= 0")

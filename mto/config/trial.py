@@ -12,16 +12,25 @@ from mto.config.choices import AFFINITIES, DATASETS, LAMBDA_SCHEDULES, POS_EMBED
 from mto.config.errors import check as _check
 from mto.config.errors import check_choice as _check_choice
 from mto.config.finetune import FinetuneConfig
+from mto.config.limits import (
+    MAX_BATCH,
+    MAX_DEPTH,
+    MAX_EPOCHS,
+    MAX_IMAGE_SIZE,
+    MAX_IMAGES,
+    MAX_NEIGHBOURS,
+    MAX_SEED,
+    MAX_STEPS,
+    MAX_SUBSET,
+    MAX_THREADS,
+    MAX_WIDTH,
+    bounded,
+)
 from mto.config.mim import MIMConfig
 from mto.methods import registry
 from mto.objective.schedules import LayerSchedule, check_layer_schedule, layer_weights
 
 _STRICT = {"extra": "forbid"}
-MAX_SEED, MAX_EPOCHS, MAX_IMAGES = (
-    2**63 - 1,
-    100_000,
-    10_000_000,
-)  # torch's seed range; 60x MAE's longest run; synthetic
 
 
 def validation_size(total: int, fraction: float) -> int:
@@ -58,10 +67,13 @@ class DataConfig:
             self.path,
             f"a local folder is required for data.name={self.name!r} (nothing is downloaded)",
         )
-        _check(self.image_size >= 4, "data.image_size", self.image_size, "an integer >= 4")
+        _check(4 <= self.image_size <= MAX_IMAGE_SIZE, "data.image_size", self.image_size, bounded(4, MAX_IMAGE_SIZE))
         _check(0 < self.crop_min_scale <= 1, "data.crop_min_scale", self.crop_min_scale, "a number in (0, 1]")
         _check(
-            self.max_train is None or self.max_train > 0, "data.max_train", self.max_train, "a positive integer or null"
+            self.max_train is None or 1 <= self.max_train <= MAX_SUBSET,
+            "data.max_train",
+            self.max_train,
+            f"{bounded(1, MAX_SUBSET)}, or null (every image)",
         )
         _check(0 <= self.val_fraction < 1, "data.val_fraction", self.val_fraction, "a number in [0, 1)")
         _check(0 <= self.split_seed <= MAX_SEED, "data.split_seed", self.split_seed, "an integer in [0, 2^63 - 1]")
@@ -93,10 +105,10 @@ class ModelConfig:
             self.layer_scale,
             "a number > 0 or null (no layer scale)",
         )
-        _check(self.patch_size >= 1, "model.patch_size", self.patch_size, "an integer >= 1")
-        for name in ("embed_dim", "depth", "num_heads"):
+        _check(1 <= self.patch_size <= MAX_IMAGE_SIZE, "model.patch_size", self.patch_size, bounded(1, MAX_IMAGE_SIZE))
+        for name, most in (("embed_dim", MAX_WIDTH), ("depth", MAX_DEPTH), ("num_heads", MAX_WIDTH)):
             v = getattr(self, name)
-            _check(v is None or v >= 1, f"model.{name}", v, "a positive integer or null")
+            _check(v is None or 1 <= v <= most, f"model.{name}", v, f"{bounded(1, most)}, or null (the preset's)")
         _check(0 <= self.drop_path < 1, "model.drop_path", self.drop_path, "a number in [0, 1)")
 
 
@@ -132,7 +144,12 @@ class MTOConfig:
             self.lambda_spa,
             "L_spa is the soft recalibration: set mto.recalibration: soft, or lambda_spa: 0",
         )
-        _check(self.lambda_warmup_epochs >= 0, "mto.lambda_warmup_epochs", self.lambda_warmup_epochs, "an integer >= 0")
+        _check(
+            0 <= self.lambda_warmup_epochs <= MAX_EPOCHS,
+            "mto.lambda_warmup_epochs",
+            self.lambda_warmup_epochs,
+            bounded(0, MAX_EPOCHS),
+        )
         for name in ("layers_spa", "layers_e", "layers_r"):
             check_layer_schedule(f"mto.{name}", getattr(self, name))
 
@@ -163,22 +180,28 @@ class TrainConfig:
     checkpoint_every: int = 1  # epochs between checkpoints offered to the caller
 
     def __post_init__(self) -> None:
-        _check(1 <= self.epochs <= MAX_EPOCHS, "train.epochs", self.epochs, f"an integer from 1 to {MAX_EPOCHS:,}")
-        _check(self.batch_size >= 2, "train.batch_size", self.batch_size, "an integer >= 2")
+        _check(1 <= self.epochs <= MAX_EPOCHS, "train.epochs", self.epochs, bounded(1, MAX_EPOCHS))
+        _check(2 <= self.batch_size <= MAX_BATCH, "train.batch_size", self.batch_size, bounded(2, MAX_BATCH))
         _check(self.base_lr > 0, "train.base_lr", self.base_lr, "a number > 0")
         _check(self.min_lr >= 0, "train.min_lr", self.min_lr, "a number >= 0")
         _check(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "a number >= 0")
-        _check(0 <= self.warmup_epochs, "train.warmup_epochs", self.warmup_epochs, "an integer >= 0")
+        _check(0 <= self.warmup_epochs <= MAX_EPOCHS, "train.warmup_epochs", self.warmup_epochs, bounded(0, MAX_EPOCHS))
+        _check(0 <= self.seed <= MAX_SEED, "train.seed", self.seed, "an integer in [0, 2^63 - 1]")
         _check(self.grad_clip is None or self.grad_clip > 0, "train.grad_clip", self.grad_clip, "a number > 0 or null")
         _check_choice("train.device", self.device, ("auto", "cpu", "cuda"))
         _check_choice("train.precision", self.precision, ("auto", "bf16", "fp32"))
         _check(
-            self.num_threads is None or self.num_threads >= 1,
+            self.num_threads is None or 1 <= self.num_threads <= MAX_THREADS,
             "train.num_threads",
             self.num_threads,
-            "a positive integer or null",
+            f"{bounded(1, MAX_THREADS)}, or null (torch's default)",
         )
-        _check(self.checkpoint_every >= 1, "train.checkpoint_every", self.checkpoint_every, "an integer >= 1")
+        _check(
+            1 <= self.checkpoint_every <= MAX_EPOCHS,
+            "train.checkpoint_every",
+            self.checkpoint_every,
+            bounded(1, MAX_EPOCHS),
+        )
         _check(self.compile in (True, False, "auto"), "train.compile", self.compile, "true, false or auto (CUDA only)")
         _check(isinstance(self.cuda_graphs, bool), "train.cuda_graphs", self.cuda_graphs, "true or false")
 
@@ -202,13 +225,19 @@ class EvalConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)  # end-to-end fine-tuning (off by default)
 
     def __post_init__(self) -> None:
-        _check(self.every >= 1, "eval.every", self.every, "an integer >= 1")
-        _check(self.knn_k >= 1, "eval.knn_k", self.knn_k, "an integer >= 1")
+        _check(1 <= self.every <= MAX_EPOCHS, "eval.every", self.every, bounded(1, MAX_EPOCHS))
+        _check(1 <= self.knn_k <= MAX_NEIGHBOURS, "eval.knn_k", self.knn_k, bounded(1, MAX_NEIGHBOURS))
         _check(self.knn_temperature > 0, "eval.knn_temperature", self.knn_temperature, "a number > 0")
-        _check(self.probe_steps >= 1, "eval.probe_steps", self.probe_steps, "an integer >= 1")
+        _check(1 <= self.probe_steps <= MAX_STEPS, "eval.probe_steps", self.probe_steps, bounded(1, MAX_STEPS))
+        _check(
+            self.max_probe_train is None or 1 <= self.max_probe_train <= MAX_SUBSET,
+            "eval.max_probe_train",
+            self.max_probe_train,
+            f"{bounded(1, MAX_SUBSET)}, or null (every training image)",
+        )
         _check(self.probe_weight_decay >= 0, "eval.probe_weight_decay", self.probe_weight_decay, "a number >= 0")
         _check(self.hetero_tau > 0, "eval.hetero_tau", self.hetero_tau, "a number > 0")
-        _check(self.hetero_batch >= 1, "eval.hetero_batch", self.hetero_batch, "an integer >= 1")
+        _check(1 <= self.hetero_batch <= MAX_BATCH, "eval.hetero_batch", self.hetero_batch, bounded(1, MAX_BATCH))
         _check(
             all(e >= 1 for e in self.affinity_epochs),
             "eval.affinity_epochs",
@@ -242,6 +271,12 @@ class TrialConfig:
             "mim.context_blocks",
             self.mim.context_blocks,
             f"block indices 0 to {depth - 1} (the encoder has {depth} blocks)",
+        )
+        _check(
+            (self.mim.dtm_max_iterations or 0) <= patches,
+            "mim.dtm_max_iterations",
+            self.mim.dtm_max_iterations,
+            f"at most the {patches} patches of an image (each round merges at least one), or null",
         )
         _check(
             (self.mim.dtm_max_merges or 0) <= patches,

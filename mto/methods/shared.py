@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mto.config.errors import check
+from mto.config.limits import MAX_IMAGE_SIZE, bounded
 
 
 @dataclass
@@ -14,10 +15,10 @@ class BlockMaskSettings:
 
     def check(self) -> None:
         check(
-            self.mask_patch_size is None or self.mask_patch_size >= 1,
+            self.mask_patch_size is None or 1 <= self.mask_patch_size <= MAX_IMAGE_SIZE,
             "mim.mask_patch_size",
             self.mask_patch_size,
-            "a positive integer (pixels) or null",
+            f"{bounded(1, MAX_IMAGE_SIZE)} (pixels), or null",
         )
 
 

@@ -10,7 +10,7 @@ import yaml
 
 from ablations.run.cli import main
 
-from .conftest import ROOT, TINY_BASE
+from .conftest import ROOT, TINY_BASE, run_cli
 
 
 def _good(tmp_path, **base_sections) -> str:
@@ -110,7 +110,8 @@ SETTINGS = {  # name -> (edit of the good study, words the one line must hold)
     "report epoch 0": (lambda t: t + "report_epochs: [0]\n", "report_epochs (line"),
     "probe off": (
         lambda t: t.replace("mto: {mto.lambda_e: 0.1}", "mto: {eval.linear: false}"),
-        "target.metric: 'eval/linear_top1' is never logged: eval.linear is false (that probe is off) (trial mto-s0)",
+        "target.metric (default): 'eval/linear_top1' is never logged: eval.linear is false (that probe is off) "
+        "(trial mto-s0)",
     ),
     "misspelt metric": (lambda t: t + "target: {metric: eval/linear_top}\n", "unknown metric"),
     "hetero layer beyond the stack": (lambda t: t + "target: {metric: hetero/l09}\n", "layers 0 to 2"),
@@ -186,6 +187,27 @@ SETTINGS = {  # name -> (edit of the good study, words the one line must hold)
         lambda t: t.replace("storage: /", "storage: ftp://host/"),
         "is invalid: a folder, or a URI of file, s3, gs",
     ),
+    "a default that cannot work with a set value": (
+        lambda t: t.replace("hetero_batch: 16", "hetero_batch: 16, finetune: {enabled: true, epochs: 2}"),
+        "base.eval.finetune.warmup_epochs (default): 2 is invalid: an integer in [0, eval.finetune.epochs=2)",
+    ),
+    "a billion fine-tuning epochs": (
+        lambda t: t.replace("hetero_batch: 16", "hetero_batch: 16, finetune: {epochs: 1000000000}"),
+        "base.eval.finetune.epochs (line 4): 1000000000 is invalid: an integer from 1 to 10,000",
+    ),
+    "more trials than a study may have": (
+        lambda t: t + f"seeds: {list(range(1000))}\ngrid: {{mto.tau: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]}}\n",
+        "variants x grid x seeds: 12,000 trials, above the 10,000 a study may have",
+    ),
+    "an Optuna range past a setting's bound": (
+        lambda t: t + "search: {kind: optuna, space: {eval.probe_steps: {int: [1, 100000000000]}}}\n",
+        "search.space.eval.probe_steps.int: the sample eval.probe_steps=100000000000 is an invalid trial",
+    ),
+    "a million Optuna samples": (
+        lambda t: t + "search: {kind: optuna, num_samples: 1000000, space: {mto.tau: {uniform: [0.1, 0.2]}}}\n",
+        "search.num_samples (line 8): 1000000 is invalid",
+    ),
+    "retries without end": (lambda t: t + "retries: 1000000\n", "retries (line 8): 1000000 is invalid"),
     "MAE-family option on SimMIM": (
         lambda t: t + "  blocks: {mim.block_masking: true}\n",
         "mim.block_masking=True is invalid: null unless mim.method is mae or bootmae",
@@ -273,6 +295,32 @@ def test_unusable_tracking_store_is_refused_before_any_run_exists(tmp_path, caps
     line = _refused_once(tmp_path, capsys, _good(tmp_path), "--tracking-uri", uri(tmp_path))
     assert expected in line, line
     assert not list(tmp_path.glob("**/ablation.json"))
+
+
+@pytest.mark.parametrize(
+    "address, expected",
+    [
+        ("not an address", "--address 'not an address' is not a Ray address: give auto"),
+        ("127.0.0.1:99999", "is not a Ray address"),
+        ("127.0.0.1:1", "--address '127.0.0.1:1': no Ray cluster answers at 127.0.0.1:1 (Connection refused"),
+    ],
+)
+def test_a_cluster_address_that_is_wrong_or_answers_nothing_is_refused_at_once(tmp_path, capsys, address, expected):
+    line = _refused_once(tmp_path, capsys, _good(tmp_path), "--address", address)
+    assert expected in line, line
+
+
+@pytest.mark.slow
+def test_resources_no_node_has_are_refused_once_ray_tells_before_any_run_exists(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(_good(tmp_path) + "resources: {cpu: 64}\n")  # the local node has this machine's cores
+    proc = run_cli(str(path), cwd=tmp_path)
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error")]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
+    assert (
+        f"resources.cpu=64 is invalid: at most {os.cpu_count()}: no node of the Ray cluster has more CPUs" in lines[0]
+    )
+    assert not (tmp_path / "mlflow.db").exists() and not list(tmp_path.glob("ray/bad/2*"))  # no run, no state
 
 
 def test_http_server_that_is_not_mlflow_is_refused(tmp_path, capsys, not_mlflow):

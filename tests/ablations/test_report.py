@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from ablations.contract import REFERENCE_ARM, TARGET_FRACTION, TARGET_METRIC
+from ablations.contract import REFERENCE_ARM, REPORT_EPOCHS, TARGET_FRACTION, TARGET_METRIC
 from ablations.report import build_report
 from ablations.report.cli import main
 from ablations.run.tracking import StudyTracker
@@ -22,14 +22,19 @@ CURVES = {
 EPOCHS = [2, 4, 6, 8]
 
 
-def known_study(uri: str, data: str = "digits") -> str:
+def known_study(uri: str, data: str = "digits", report_epochs: str = "") -> str:
     """The study of ``CURVES`` (and one failed trial) in the store at ``uri``; returns its parent run id."""
     tracker = StudyTracker(uri, "known")
     tracker.start_study(
         "known",
         "curves with known answers",
         {"resolved_trials.json": "{}"},
-        {TARGET_METRIC: "eval/linear_top1", TARGET_FRACTION: "1.0", REFERENCE_ARM: "base"},
+        {
+            TARGET_METRIC: "eval/linear_top1",
+            TARGET_FRACTION: "1.0",
+            REFERENCE_ARM: "base",
+            REPORT_EPOCHS: report_epochs,
+        },
     )
     cfg = TrialConfig(data=DataConfig(name=data))
     cfg.train.epochs = 8
@@ -61,6 +66,16 @@ def test_a_study_on_synthetic_images_is_reported_as_meaningless(store, tmp_path)
     assert report.notes[0].startswith(warning)
     assert warning in (tmp_path / "synthetic" / "ablation.md").read_text()
     assert warning in (tmp_path / "synthetic" / "report.html").read_text()
+
+
+def test_the_heterogeneity_epochs_are_the_studys_unless_the_command_line_says(store, tmp_path):
+    uri, parent = store
+    assert build_report(uri, parent_run_id=parent, out=tmp_path / "a", log=False).heterogeneity_epochs == [2, 6, 8]
+    uri = f"sqlite:///{tmp_path}/chosen.db"
+    parent = known_study(uri, report_epochs="2,4")  # the study's report_epochs, as the run writes them
+    assert build_report(uri, parent_run_id=parent, out=tmp_path / "b", log=False).heterogeneity_epochs == [2, 4]
+    chosen = build_report(uri, parent_run_id=parent, out=tmp_path / "c", epochs=[8], log=False)
+    assert chosen.heterogeneity_epochs == [8]
 
 
 def test_known_curves_give_known_numbers(store, tmp_path):

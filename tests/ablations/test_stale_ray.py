@@ -1,4 +1,5 @@
-"""After ``kill -9`` of the driver alone, its local Ray processes live on; ``--resume`` stops them.
+"""After ``kill -9`` of the driver alone, its local Ray processes live on; ``--resume`` takes over the study the
+dead driver held and stops them.
 
 The kill is placed where Ray Tune has written ``tuner.pkl`` but no experiment state yet (the state
 files are removed to make that moment certain): ``--resume`` must still know the trials to run."""
@@ -48,6 +49,7 @@ def test_resume_stops_the_ray_processes_a_killed_driver_left(tmp_path):
     resumed = run_cli(str(path), "--resume", "--no-report", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "stopped" in resumed.stderr and "left behind by a killed driver" in resumed.stderr
+    assert f"took over study tiny from process {driver.pid} on host " in resumed.stderr, resumed.stderr[-3000:]
     assert not [p for p in left if _alive(p)]
     _, children = study_runs(f"sqlite:///{tmp_path}/mlflow.db")  # asserts one run per trial
     assert sorted(children) == ["mto-s0", "simmim-s0"] and all(r.info.status == "FINISHED" for r in children.values())

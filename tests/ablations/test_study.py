@@ -78,7 +78,7 @@ def _good(tmp_path, **base_sections) -> str:
         ),
         (
             lambda t: t.replace("mto.lambda_e: 0.1", "eval.finetune: {enabled: true, batch_size: 7}"),
-            "an even integer >= 2",
+            "an even integer from 2 to 65,536",
         ),
         (
             lambda t: (

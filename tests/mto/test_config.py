@@ -53,3 +53,43 @@ def test_config_error_survives_pickling():
     err = pickle.loads(pickle.dumps(ConfigError("train.epochs", 0, "an integer >= 1")))
     assert (err.path, err.value, err.allowed) == ("train.epochs", 0, "an integer >= 1")
     assert str(err) == "train.epochs=0 is invalid: an integer >= 1"
+
+
+def _counts():
+    """(section path, section class, field) of every count a trial's settings hold: each integer field, and each
+    list of integers, of every config dataclass."""
+    from dataclasses import fields
+
+    from mto.config import section
+
+    def walk(cls, prefix):
+        for f in fields(cls):
+            sub = section(cls, f.name)
+            if sub is not None:
+                yield from walk(sub, f"{prefix}{f.name}.")
+            elif "int" in str(f.type) and "bool" not in str(f.type):
+                yield prefix, cls, f
+
+    return list(walk(TrialConfig, ""))
+
+
+@pytest.mark.parametrize("prefix, cls, f", _counts(), ids=lambda v: v if isinstance(v, str) else getattr(v, "name", ""))
+def test_every_count_has_an_upper_bound_that_is_checked_and_said(prefix, cls, f):
+    from dataclasses import replace
+
+    from mto.methods import registry
+
+    huge = 2**64  # above every bound, the seeds' 2^63 - 1 included
+    value = [huge, huge] if "list" in str(f.type) else huge
+    with pytest.raises(ConfigError) as err:
+        if cls is MIMConfig:  # a method's own setting: set with its method
+            section = MIMConfig(method=(registry.owners(f.name) or ["simmim"])[0], **{f.name: value})
+        else:
+            section = cls(**{f.name: value})
+        if prefix == "eval.finetune.":
+            replace(TrialConfig(), eval=replace(EvalConfig(), finetune=section))
+        else:
+            replace(TrialConfig(), **{prefix.rstrip("."): section})
+    assert err.value.path == f"{prefix}{f.name}", err.value
+    bound = (" to ", "at most", "2^63", ")")  # a number, or a bound by another field ([0, eval.finetune.epochs))
+    assert any(word in err.value.allowed for word in bound), err.value.allowed

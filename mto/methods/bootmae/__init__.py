@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mto.config.errors import check
+from mto.config.limits import MAX_EPOCHS
 from mto.methods.mae import FAMILY_OPTIONS, MAEFamilySettings
 from mto.methods.registry import Method, register
 from mto.methods.shared import MomentumSettings
@@ -21,7 +22,8 @@ class BootMAESettings:
     def check(self) -> None:
         for name in ("momentum_ramp_epochs", "feature_weight_ramp_epochs"):
             v = getattr(self, name)
-            check(v is None or v >= 0, f"mim.{name}", v, "a number of epochs >= 0 or null")
+            allowed = f"a number of epochs from 0 to {MAX_EPOCHS:,}, or null"
+            check(v is None or 0 <= v <= MAX_EPOCHS, f"mim.{name}", v, allowed)
         check(self.feature_weight >= 0, "mim.feature_weight", self.feature_weight, "a number >= 0")
         cb = self.context_blocks
         check(

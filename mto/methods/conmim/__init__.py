@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mto.config.errors import check
+from mto.config.limits import MAX_DEPTH, MAX_WIDTH, bounded
 from mto.methods.registry import Method, register
 from mto.methods.shared import BlockMaskSettings, MomentumSettings
 
@@ -25,10 +26,12 @@ class ConMIMSettings:
 
     def check(self) -> None:
         check(self.contrast_temperature > 0, "mim.contrast_temperature", self.contrast_temperature, "a number > 0")
-        check(self.projector_depth >= 1, "mim.projector_depth", self.projector_depth, "an integer >= 1")
+        check(
+            1 <= self.projector_depth <= MAX_DEPTH, "mim.projector_depth", self.projector_depth, bounded(1, MAX_DEPTH)
+        )
         for name in ("projector_hidden_dim", "projector_dim"):
             v = getattr(self, name)
-            check(v is None or v >= 1, f"mim.{name}", v, "a positive integer or null")
+            check(v is None or 1 <= v <= MAX_WIDTH, f"mim.{name}", v, f"{bounded(1, MAX_WIDTH)}, or null")
         j = self.strong_jitter
         check(
             len(j) == 4 and all(v >= 0 for v in j) and j[3] <= 0.5,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mto.config.errors import check
+from mto.config.limits import MAX_DRAWS, MAX_IMAGE_SIZE, bounded
 from mto.methods.registry import Method, register
 from mto.methods.shared import BlockMaskSettings, MomentumSettings
 
@@ -29,8 +30,9 @@ class DTMSettings:
     def check(self) -> None:
         for name in ("dtm_max_merges", "dtm_max_iterations"):
             v = getattr(self, name)
-            check(v is None or v >= 1, f"mim.{name}", v, "a positive integer or null")
-        check(self.dtm_draws >= 1, "mim.dtm_draws", self.dtm_draws, "an integer >= 1")
+            most = MAX_IMAGE_SIZE**2  # one token per pixel at most
+            check(v is None or 1 <= v <= most, f"mim.{name}", v, f"{bounded(1, most)}, or null")
+        check(1 <= self.dtm_draws <= MAX_DRAWS, "mim.dtm_draws", self.dtm_draws, bounded(1, MAX_DRAWS))
         check(
             self.dtm_teacher is None or bool(self.dtm_teacher),
             "mim.dtm_teacher",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mto.config.errors import check
+from mto.config.limits import MAX_DEPTH, MAX_WIDTH, bounded
 from mto.methods.registry import Method, register
 
 FAMILY_OPTIONS = ("block_masking", "pos_embed_mask_only", "norm_pix_per_channel", "weight_mask")
@@ -26,8 +27,8 @@ class MAEFamilySettings:
     weight_mask: bool | None = None  # pixel loss weighted up at masked patches beside masked patches
 
     def check(self) -> None:
-        for name in ("decoder_dim", "decoder_depth", "decoder_heads"):
-            check(getattr(self, name) >= 1, f"mim.{name}", getattr(self, name), "a positive integer")
+        for name, most in (("decoder_dim", MAX_WIDTH), ("decoder_depth", MAX_DEPTH), ("decoder_heads", MAX_WIDTH)):
+            check(1 <= getattr(self, name) <= most, f"mim.{name}", getattr(self, name), bounded(1, most))
 
 
 register(
