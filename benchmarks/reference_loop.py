@@ -69,7 +69,10 @@ def mae_decode(m: MAE, dec, latent: torch.Tensor, keep: torch.Tensor, cross=None
             k, v = c.kv(c.norm_ctx(context)).unflatten(-1, (2, c.heads, -1)).permute(2, 0, 3, 1, 4)
             x = x + c.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2))
         x = blk(x)
-    return dec.pred(dec.norm(x))[:, 1:]
+    out = dec.pred(dec.norm(x))[:, 1:]
+    if dec.pred_bias is not None:  # BootMAE's transposed-convolution head: one bias per channel of every pixel
+        out = (out.unflatten(-1, (-1, dec.pred_bias.numel())) + dec.pred_bias).flatten(-2)
+    return out
 
 
 def mae_pixel_loss(m: MAE, pred: torch.Tensor, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

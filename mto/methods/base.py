@@ -7,13 +7,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from timm.layers import trunc_normal_
 from torch import nn
 
 from mto.config import MTOConfig, TrialConfig
 from mto.methods import registry
 from mto.methods.attention import LayerCapture, run_blocks
 from mto.methods.backbone import Encoder, create_vit
+from mto.methods.initialisation import beit_normal_, init_encoder
 from mto.objective.plugin import MTOObjective
 
 
@@ -44,9 +44,11 @@ class MaskedImageModel(nn.Module, ABC):
     # Parameters the authors' optimiser does not decay beyond 1-D ones and biases (their no_weight_decay();
     # mto.training.optim): SimMIM, BootMAE, ConMIM and DTM skip {pos_embed, cls_token}; MAE skips nothing.
     decay_exempt: tuple[str, ...] = ("encoder.cls_token", "encoder.pos_embed")
+    init_scheme = "beit"  # the encoder's initialisation (mto.methods.initialisation): its authors' code's
 
     def __init__(self, encoder: Encoder, mto: MTOConfig, num_mto_layers: int):
         super().__init__()
+        init_encoder(encoder, self.init_scheme)  # before any method copies it (momentum encoders)
         self.encoder = encoder
         self.objective = MTOObjective(mto, num_mto_layers)
         self.patch_size = encoder.patch_embed.patch_size[0]
@@ -214,8 +216,9 @@ class MaskedImageModel(nn.Module, ABC):
 
 
 def new_mask_token(dim: int) -> nn.Parameter:
+    """A mask token as SimMIM's, ConMIM's, DTM's and BootMAE's authors draw it (BEiT's truncated normal)."""
     token = nn.Parameter(torch.zeros(1, 1, dim))
-    trunc_normal_(token, std=0.02)
+    beit_normal_(token)
     return token
 
 

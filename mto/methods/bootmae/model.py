@@ -28,7 +28,8 @@ from mto.config import MIMConfig, MTOConfig
 from mto.config.errors import ConfigError
 from mto.methods.attention import LayerCapture
 from mto.methods.backbone import Encoder, embed_tokens, position_bias, run_encoder
-from mto.methods.mae.model import MAE, masked_mean_mse
+from mto.methods.initialisation import beit_normal_, xavier_layers_
+from mto.methods.mae.model import MAE, MAEDecoder, masked_mean_mse
 from mto.methods.momentum import ema_update, linear_ramp_momentum, linear_weight_ramp, momentum_copy
 
 
@@ -42,7 +43,7 @@ class CrossAttention(nn.Module):
     def __init__(self, dim: int, context_dim: int, heads: int):
         super().__init__()
         self.heads = heads
-        self.norm_q, self.norm_ctx = nn.LayerNorm(dim), nn.LayerNorm(context_dim)
+        self.norm_q, self.norm_ctx = nn.LayerNorm(dim, eps=1e-6), nn.LayerNorm(context_dim, eps=1e-6)
         self.q = nn.Linear(dim, dim)
         self.kv = nn.Linear(context_dim, 2 * dim)
         self.proj = nn.Linear(dim, dim)
@@ -73,6 +74,7 @@ class BootMAE(MAE):
 
     teachers = ("momentum_encoder",)
     decay_exempt = ("encoder.cls_token", "encoder.pos_embed")  # the authors' no_weight_decay(), unlike MAE's
+    init_scheme = "bootmae"
 
     def __init__(self, encoder: Encoder, *, mim: MIMConfig, mto: MTOConfig):
         super().__init__(encoder, mim=mim, mto=mto)  # self.decoder: the pixel decoder
@@ -85,11 +87,26 @@ class BootMAE(MAE):
         self.momentum_range, self.momentum_ramp_epochs = mim.momentum_range, mim.momentum_ramp_epochs
         self.feature_weight, self.feature_weight_ramp_epochs = mim.feature_weight, mim.feature_weight_ramp_epochs
         self.momentum_encoder = momentum_copy(encoder).eval()
-        self.feature_decoder = self.new_decoder(mim, dim)
+        self.feature_decoder = self.new_decoder(mim, dim, pixels=False)
         self.cross_pixel, self.cross_feature = (
             nn.ModuleList(CrossAttention(mim.decoder_dim, dim, mim.decoder_heads) for _ in range(mim.decoder_depth))
             for _ in range(2)
         )
+        for cross in (self.cross_pixel, self.cross_feature):
+            xavier_layers_(cross)  # q and kv each one matrix: their names hold no "qkv" in the authors' code
+
+    def new_decoder(self, mim: MIMConfig, out_dim: int, pixels: bool) -> MAEDecoder:
+        """BootMAE's decoders: Linear layers xavier-uniform (each third of a fused qkv on its own) with zero biases,
+        the mask token BEiT's truncated normal; the pixel head a transposed convolution (one bias per channel)
+        that keeps PyTorch's initialisation, U(+-1/sqrt(C p^2)) for weight and bias."""
+        decoder = self._decoder(mim, out_dim, channel_bias=self.in_chans if pixels else 0)
+        xavier_layers_(decoder, split_qkv=True)
+        beit_normal_(decoder.mask_token)
+        if pixels:
+            bound = 1 / math.sqrt(out_dim)  # fan_in of ConvTranspose2d(D, C, p, p): C p^2
+            nn.init.uniform_(decoder.pred.weight, -bound, bound)
+            nn.init.uniform_(decoder.pred_bias, -bound, bound)
+        return decoder
 
     def ramp_epochs(self, configured: float | None, share: float, unknown: float) -> float:
         """A ramp's length in epochs: as configured, else ``share`` of the run (``unknown`` when

@@ -20,6 +20,7 @@ from mto.config import MIMConfig, MTOConfig
 from mto.data.augment import StrongAugmentation
 from mto.methods.attention import LayerCapture
 from mto.methods.backbone import Encoder
+from mto.methods.initialisation import beit_layers_
 from mto.methods.masking import masked_first_order
 from mto.methods.momentum import cosine_momentum, ema_update, momentum_copy
 from mto.methods.simmim.model import SimMIM
@@ -86,6 +87,7 @@ class ConMIM(SimMIM):
         self.projector = TokenMLP(
             mim.projector_depth, dim, mim.projector_hidden_dim or 4 * dim, mim.projector_dim or dim
         )
+        beit_layers_(self.projector)  # built before the authors' model.apply(_init_weights)
         self.momentum_encoder = momentum_copy(encoder).eval()
         self.momentum_projector = momentum_copy(self.projector)
 
@@ -112,8 +114,8 @@ class ConMIM(SimMIM):
 
     @torch.no_grad()
     def keys(self, images: torch.Tensor, draws: torch.Tensor | None = None) -> torch.Tensor:
-        f = self.momentum_encoder.forward_features(self.momentum_view(images, draws))[:, self.num_prefix :]
-        return F.normalize(self.momentum_projector(f).float(), dim=-1)
+        f = self.momentum_encoder.forward_features(self.momentum_view(images, draws))
+        return F.normalize(self.momentum_projector(f)[:, self.num_prefix :].float(), dim=-1)
 
     def reconstruct(
         self,
@@ -125,8 +127,9 @@ class ConMIM(SimMIM):
         clock: torch.Tensor | None = None,
         draws: torch.Tensor | None = None,
     ) -> tuple[dict[str, torch.Tensor], list[LayerCapture]]:
-        z, capture = self.encode_masked(images, mask, token_layers, prob_layers)
-        queries = F.normalize(self.projector(z).float(), dim=-1)
+        z, capture = self.encode_masked(images, mask, token_layers, prob_layers, prefix=True)
+        # the projector's BatchNorm takes its statistics over every token, the class token too (the authors')
+        queries = F.normalize(self.projector(z)[:, self.num_prefix :].float(), dim=-1)
         loss = patch_contrast(queries, self.keys(images, draws), mask, self.num_masked, self.temperature)
         return {"loss_mim": loss}, [capture]
 

@@ -28,6 +28,7 @@ from mto.config.errors import ConfigError
 from mto.data.datasets import channels
 from mto.methods.attention import LayerCapture
 from mto.methods.backbone import Encoder, create_vit
+from mto.methods.initialisation import beit_layers_
 from mto.methods.momentum import cosine_momentum, ema_update, momentum_copy
 from mto.methods.simmim.model import SimMIM
 
@@ -219,6 +220,7 @@ class DTM(SimMIM):
         del self.decoder  # the target is the teacher's features
         dim = encoder.embed_dim
         self.head = nn.Linear(dim, dim)
+        beit_layers_(self.head)  # the authors' lm_head, under their model.apply(_init_weights)
         self.max_merges = min(mim.dtm_max_merges or self.num_patches, self.num_patches)
         self.max_iterations = mim.dtm_max_iterations or self.grid
         self.draws, self.normalize_target = mim.dtm_draws, mim.dtm_normalize_target

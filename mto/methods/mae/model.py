@@ -12,6 +12,8 @@ The MAE family's options (``mim.block_masking``, ``pos_embed_mask_only``, ``norm
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import Block
@@ -21,6 +23,7 @@ from mto.config import MIMConfig, MTOConfig
 from mto.methods.attention import LayerCapture
 from mto.methods.backbone import Encoder, position_bias, pre_norm, run_encoder, visible_bias
 from mto.methods.base import MaskedImageModel, new_mask_token, patchify
+from mto.methods.initialisation import xavier_layers_
 from mto.methods.mae import FAMILY_OPTIONS
 from mto.methods.masking import beit_block_masking, num_masked, random_masking
 
@@ -65,7 +68,9 @@ def fix_sincos_position_embedding(vit: Encoder) -> None:
 class MAEDecoder(nn.Module):
     """MAE's light decoder: embed the encoded visible tokens, fill the gaps with the mask token,
     add a fixed 2D sin-cos position embedding (to every patch token, or with ``mask_only`` to the mask
-    tokens only, as BootMAE's decoders do), run ``blocks``, predict ``out_dim`` per patch."""
+    tokens only, as BootMAE's decoders do), run ``blocks``, predict ``out_dim`` per patch. Its LayerNorms use
+    eps 1e-6 (the authors'). With ``channel_bias`` C, the prediction's bias is one per channel, shared by every
+    pixel of a patch (BootMAE's transposed-convolution head), not one per output value."""
 
     def __init__(
         self,
@@ -78,15 +83,20 @@ class MAEDecoder(nn.Module):
         out_dim: int,
         num_prefix: int,
         mask_only: bool = False,
+        channel_bias: int = 0,
     ):
         super().__init__()
         self.num_prefix, self.num_patches, self.mask_only = num_prefix, grid * grid, mask_only
         self.embed = nn.Linear(enc_dim, dim)
         self.mask_token = new_mask_token(dim)
         self.register_buffer("pos_embed", sincos_position_embedding(grid, dim)[None], persistent=False)
-        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio=4.0, qkv_bias=True) for _ in range(depth))
-        self.norm = nn.LayerNorm(dim)
-        self.pred = nn.Linear(dim, out_dim)
+        norm = partial(nn.LayerNorm, eps=1e-6)
+        self.blocks = nn.ModuleList(
+            Block(dim, heads, mlp_ratio=4.0, qkv_bias=True, norm_layer=norm) for _ in range(depth)
+        )
+        self.norm = norm(dim)
+        self.pred = nn.Linear(dim, out_dim, bias=not channel_bias)
+        self.pred_bias = nn.Parameter(torch.zeros(channel_bias)) if channel_bias else None
 
     def tokens(self, latent: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """Layer 0: visible tokens scattered back among mask tokens, plus position. ``[B, prefix + N, dim]``."""
@@ -102,7 +112,10 @@ class MAEDecoder(nn.Module):
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
         """Per-patch predictions ``[B, N, out_dim]`` (prefix tokens dropped)."""
-        return self.pred(self.norm(x))[:, self.num_prefix :]
+        out = self.pred(self.norm(x))[:, self.num_prefix :]
+        if self.pred_bias is None:
+            return out
+        return out + self.pred_bias.repeat(out.shape[-1] // self.pred_bias.numel())  # channel last (``patchify``)
 
 
 class MAE(MaskedImageModel):
@@ -117,6 +130,7 @@ class MAE(MaskedImageModel):
     """
 
     decay_exempt = ()
+    init_scheme = "mae"
 
     def __init__(self, encoder: Encoder, *, mim: MIMConfig, mto: MTOConfig):
         super().__init__(encoder, mto, num_mto_layers=mim.decoder_depth)
@@ -130,13 +144,21 @@ class MAE(MaskedImageModel):
             mim.option(name) for name in FAMILY_OPTIONS
         )
         self.in_chans = encoder.patch_embed.proj.in_channels
-        self.decoder = self.new_decoder(mim, self.patch_size**2 * self.in_chans)
+        self.decoder = self.new_decoder(mim, self.patch_size**2 * self.in_chans, pixels=True)
 
     @property
     def mask_token(self) -> nn.Parameter:
         return self.decoder.mask_token
 
-    def new_decoder(self, mim: MIMConfig, out_dim: int) -> MAEDecoder:
+    def new_decoder(self, mim: MIMConfig, out_dim: int, pixels: bool) -> MAEDecoder:
+        """A decoder predicting ``out_dim`` per patch (the pixels, or features), initialised as MAE's: Linear
+        layers xavier-uniform with zero biases, the mask token normal with std 0.02."""
+        decoder = self._decoder(mim, out_dim)
+        xavier_layers_(decoder)
+        nn.init.normal_(decoder.mask_token, std=0.02)
+        return decoder
+
+    def _decoder(self, mim: MIMConfig, out_dim: int, channel_bias: int = 0) -> MAEDecoder:
         return MAEDecoder(
             enc_dim=self.encoder.embed_dim,
             dim=mim.decoder_dim,
@@ -146,6 +168,7 @@ class MAE(MaskedImageModel):
             out_dim=out_dim,
             num_prefix=self.num_prefix,
             mask_only=self.pos_embed_mask_only,
+            channel_bias=channel_bias,
         )
 
     def sample_mask(self, batch: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:

@@ -71,9 +71,15 @@ class SimMIM(MaskedImageModel):
         return {"loss_mim": self.masked_l1(pred, images, mask)}, [capture]
 
     def encode_masked(
-        self, images: torch.Tensor, mask: torch.Tensor, token_layers: frozenset[int], prob_layers: frozenset[int]
+        self,
+        images: torch.Tensor,
+        mask: torch.Tensor,
+        token_layers: frozenset[int],
+        prob_layers: frozenset[int],
+        prefix: bool = False,
     ) -> tuple[torch.Tensor, LayerCapture]:
-        """The encoder (the MTO stack) on the masked view: final normed patch tokens ``[B, N, D]`` and the capture."""
+        """The encoder (the MTO stack) on the masked view: final normed patch tokens ``[B, N, D]`` (with ``prefix``,
+        the prefix tokens before them) and the capture."""
         x, capture = self.run_stack(
             self.encoder.blocks,
             self.embed(images, mask),
@@ -82,7 +88,7 @@ class SimMIM(MaskedImageModel):
             prob_layers,
             bias=position_bias(self.encoder),
         )
-        return self.encoder.norm(x)[:, self.num_prefix :], capture
+        return self.encoder.norm(x)[:, 0 if prefix else self.num_prefix :], capture
 
     def masked_l1(self, pred: torch.Tensor, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """L1 over masked pixels only, averaged over them and the channels (the SimMIM loss)."""
