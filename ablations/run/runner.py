@@ -185,6 +185,7 @@ def _tuner(
         # Errored trials resume from their last checkpoint: those settled in MLflow (finished, failed on
         # their own or failed for good) return at once; the others, which the machine failed, run on,
         # whether or not the driver that saw them fail could mark their runs.
+        _forget_held_decisions()
         return tune.Tuner.restore(
             path, trainable=trainable, param_space=space, resume_unfinished=True, resume_errored=True
         )
@@ -200,6 +201,27 @@ def _tuner(
         checkpoint_config=tune.CheckpointConfig(num_to_keep=None if spec.storage_uri else 2),
     )
     return tune.Tuner(trainable, param_space=space, tune_config=tune.TuneConfig(**kwargs), run_config=run_config)
+
+
+def _forget_held_decisions() -> None:
+    """Make Ray Tune's restore drop the decisions an earlier driver held back for trials.
+
+    Ray Tune (2.x) holds a decision (STOP, CONTINUE) back while a trial's checkpoint is being saved, saves the
+    held decisions with its experiment state, and restores them on ``Tuner.restore``. A trial whose worker died
+    while a checkpoint was being saved leaves a held STOP that nothing pops (its save never resolves); resumed, the
+    trial trains one epoch, its first save pops that STOP, and it ends TERMINATED with its remaining epochs
+    untrained. No decision of an earlier driver applies to a trial it runs again, so none is restored."""
+    from ray.tune.execution.tune_controller import TuneController
+
+    restore = TuneController.__setstate__  # used by TuneController.resume only
+    if getattr(restore, "drops_held_decisions", False):
+        return
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        restore(self, {**state, "_cached_trial_decisions": {}, "_queued_trial_decisions": {}})
+
+    __setstate__.drops_held_decisions = True
+    TuneController.__setstate__ = __setstate__
 
 
 def _interrupted_state(study: Study, folder: Path) -> dict[str, Any]:
