@@ -6,11 +6,11 @@ the lines of the authors' code each rule comes from.
   no cut at all), biases 0, LayerNorms 1 and 0; the class token and a learnt position embedding the same; each
   block's ``attn.proj`` and ``mlp.fc2`` weights divided by sqrt(2 x (block index + 1)); the relative position
   bias table at 0.
-- ``mae`` (MAE): every Linear xavier-uniform (the fused qkv as one matrix), biases 0, LayerNorms 1 and 0; the patch
+- ``xavier`` (MAE): every Linear xavier-uniform (the fused qkv as one matrix), biases 0, LayerNorms 1 and 0; the patch
   embedding xavier-uniform on its ``[D, C x p x p]`` view, its bias as PyTorch draws it; the class token normal
   with std 0.02.
-- ``bootmae`` (BootMAE): as ``mae``, but the three parts of every fused qkv each xavier-uniform, the patch
-  embedding's bias 0 and the class token normal with std 1e-6.
+- ``moco_v3`` (BootMAE, which follows MoCo v3): as ``xavier``, but the three parts of every fused qkv each
+  xavier-uniform, the patch embedding's bias 0 and the class token normal with std 1e-6.
 
 The relative position bias table, which MAE's and BootMAE's code does not have, starts at 0 as BEiT's.
 """
@@ -23,7 +23,7 @@ import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
-SCHEMES = ("beit", "mae", "bootmae")
+SCHEMES = ("beit", "xavier", "moco_v3")
 STD = 0.02  # BEiT's init_std, MAE's token std
 
 
@@ -76,16 +76,16 @@ def init_encoder(encoder: nn.Module, scheme: str) -> None:
             block.mlp.fc2.weight.div_(math.sqrt(2.0 * (i + 1)))
         beit_normal_(encoder.cls_token)
     else:
-        xavier_layers_(encoder, split_qkv=scheme == "bootmae")
+        xavier_layers_(encoder, split_qkv=scheme == "moco_v3")
         nn.init.xavier_uniform_(proj.weight.view(proj.weight.shape[0], -1))
-        if scheme == "mae":
+        if scheme == "xavier":
             bound = 1 / math.sqrt(proj.weight[0].numel())  # PyTorch's Conv2d bias, which MAE leaves as drawn
             nn.init.uniform_(proj.bias, -bound, bound)
         else:
             nn.init.zeros_(proj.bias)
-        nn.init.normal_(encoder.cls_token, std=STD if scheme == "mae" else 1e-6)
+        nn.init.normal_(encoder.cls_token, std=STD if scheme == "xavier" else 1e-6)
     pos = getattr(encoder, "pos_embed", None)
-    if pos is not None and pos.requires_grad:  # a learnt one (MAE and BootMAE then fix theirs as sin-cos)
+    if pos is not None and pos.requires_grad:  # a learnt one (MAE's and BootMAE's models then fix it as sin-cos)
         beit_normal_(pos) if scheme == "beit" else nn.init.normal_(pos, std=STD)
     shared = getattr(encoder, "shared_rel_pos", None)
     if shared is not None:

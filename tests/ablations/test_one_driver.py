@@ -15,7 +15,7 @@ from ablations.run.hold import StudyHeld, StudyHold
 from .conftest import TINY_BASE, run_cli, write_study
 from .helpers import start_driver, steps, study_runs, wait_for
 
-EPOCHS = 40  # long enough that the first driver still trains while the others are refused
+EPOCHS = 300  # short epochs (128 images), many: the first driver still trains while the others are refused
 
 
 def _holder(folder) -> subprocess.Popen:
@@ -54,7 +54,12 @@ def test_a_live_holder_is_named_and_a_dead_one_is_taken_over(tmp_path):
 
 @pytest.mark.slow
 def test_a_second_driver_is_refused_and_the_first_finishes_every_trial_once(tmp_path):
-    base = {**TINY_BASE, "train": {**TINY_BASE["train"], "epochs": EPOCHS}, "eval": {**TINY_BASE["eval"], "every": 20}}
+    base = {
+        **TINY_BASE,
+        "data": {"max_train": 128},
+        "train": {**TINY_BASE["train"], "epochs": EPOCHS},
+        "eval": {**TINY_BASE["eval"], "every": EPOCHS},
+    }
     path = write_study(tmp_path, base=base)  # 2 arms, one seed each
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     first = start_driver(path, tmp_path)

@@ -66,7 +66,8 @@ def ones(t):
 
 
 def _encoder(scheme: str, name: str, p: torch.Tensor) -> None:
-    """The rule of an encoder parameter under ``scheme``: beit (SimMIM, ConMIM, DTM), mae, bootmae."""
+    """The rule of an encoder parameter under ``scheme``: beit (SimMIM, ConMIM, DTM), xavier (MAE), moco_v3
+    (BootMAE)."""
     m = re.fullmatch(r"blocks\.(\d+)\.(.+)", name)
     block, rest = (int(m.group(1)), m.group(2)) if m else (None, name)
     if rest.endswith("bias") and rest != "patch_embed.proj.bias" or rest.endswith("relative_position_bias_table"):
@@ -74,11 +75,11 @@ def _encoder(scheme: str, name: str, p: torch.Tensor) -> None:
     if "norm" in rest:
         return ones(p)
     if name == "cls_token":
-        return {"beit": beit, "mae": lambda t: normal(t, 0.02), "bootmae": lambda t: normal(t, 1e-6)}[scheme](p)
+        return {"beit": beit, "xavier": lambda t: normal(t, 0.02), "moco_v3": lambda t: normal(t, 1e-6)}[scheme](p)
     if name == "pos_embed":  # beit: learnt; mae, bootmae: fixed sin-cos, not trained
         return beit(p) if scheme == "beit" else None if not p.requires_grad else pytest.fail("a learnt MAE position")
     if name == "patch_embed.proj.bias":
-        return zeros(p) if scheme != "mae" else uniform(p, 1 / math.sqrt(C * PATCH**2))
+        return zeros(p) if scheme != "xavier" else uniform(p, 1 / math.sqrt(C * PATCH**2))
     if name == "patch_embed.proj.weight":
         return beit(p) if scheme == "beit" else xavier(p, C * PATCH**2, D)
     fans = {"attn.qkv.weight": (D, 3 * D), "attn.proj.weight": (D, D), "mlp.fc1.weight": (D, 4 * D)}
@@ -86,7 +87,7 @@ def _encoder(scheme: str, name: str, p: torch.Tensor) -> None:
     assert rest in fans, name
     if scheme == "beit":
         return beit(p, 1 / math.sqrt(2 * (block + 1)) if rest in ("attn.proj.weight", "mlp.fc2.weight") else 1.0)
-    if scheme == "bootmae" and rest == "attn.qkv.weight":  # MoCo v3: q, k and v each their own matrix
+    if scheme == "moco_v3" and rest == "attn.qkv.weight":  # MoCo v3: q, k and v each their own matrix
         return [xavier(part, D, D) for part in p.chunk(3)]
     return xavier(p, *fans[rest])
 
@@ -139,7 +140,7 @@ def _method(method: str, name: str, p: torch.Tensor) -> None:
     pytest.fail(f"no rule for {method} parameter {name}")
 
 
-SCHEME = {"simmim": "beit", "conmim": "beit", "dtm": "beit", "mae": "mae", "bootmae": "bootmae"}
+SCHEME = {"simmim": "beit", "conmim": "beit", "dtm": "beit", "mae": "xavier", "bootmae": "moco_v3"}
 COPIES = {"momentum_encoder": "encoder", "momentum_projector": "projector", "teacher": "encoder"}
 
 

@@ -74,7 +74,7 @@ class BootMAE(MAE):
 
     teachers = ("momentum_encoder",)
     decay_exempt = ("encoder.cls_token", "encoder.pos_embed")  # the authors' no_weight_decay(), unlike MAE's
-    init_scheme = "bootmae"
+    init_scheme = "moco_v3"
 
     def __init__(self, encoder: Encoder, *, mim: MIMConfig, mto: MTOConfig):
         super().__init__(encoder, mim=mim, mto=mto)  # self.decoder: the pixel decoder

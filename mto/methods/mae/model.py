@@ -130,7 +130,7 @@ class MAE(MaskedImageModel):
     """
 
     decay_exempt = ()
-    init_scheme = "mae"
+    init_scheme = "xavier"
 
     def __init__(self, encoder: Encoder, *, mim: MIMConfig, mto: MTOConfig):
         super().__init__(encoder, mto, num_mto_layers=mim.decoder_depth)
