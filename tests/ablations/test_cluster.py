@@ -60,7 +60,7 @@ def _state_records_a_checkpoint(env: dict[str, str], bucket: str) -> bool:
 
 
 def test_a_study_spreads_over_two_nodes_with_s3_storage_and_a_restarted_driver_goes_on(tmp_path):
-    path = _study(tmp_path, epochs=6, storage="s3://studies/ray")  # two trials, one per node
+    path = _study(tmp_path, epochs=12, storage="s3://studies/ray")  # two trials, one per node
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     with s3_server("studies") as s3, ray_nodes(HEAD, {"num_cpus": 1}, {"num_cpus": 1}, env=s3) as cluster:
         env = {**LOOPBACK, **s3}
@@ -79,13 +79,13 @@ def test_a_study_spreads_over_two_nodes_with_s3_storage_and_a_restarted_driver_g
     assert len(parents) == 1 and sorted(children) == ["mto-s0", "simmim-s0"]
     for name, run in children.items():
         assert run.info.status == "FINISHED", name
-        assert _epochs(client, run) == list(range(1, 7)), name  # each epoch once, across the two drivers
-        assert [a.path for a in client.list_artifacts(run.info.run_id, "affinity")] == ["affinity/affinity_e0006.npz"]
+        assert _epochs(client, run) == list(range(1, 13)), name  # each epoch once, across the two drivers
+        assert [a.path for a in client.list_artifacts(run.info.run_id, "affinity")] == ["affinity/affinity_e0012.npz"]
     assert {run.data.tags[NODE_TAG] for run in children.values()} == nodes  # trials ran on both nodes
     assert any(RESUMED in run.data.tags for run in children.values())  # the killed driver's trials went on
     assert any("/checkpoint_" in k for k in listing) and any("/experiment_state-" in k for k in listing)  # on S3
     assert not any(k.endswith(".npz") for k in listing)  # affinity maps came through Ray's results, not storage
-    assert len(list((tmp_path / "ray_results" / "tiny").glob("*/artifacts/*/affinity_e0006.npz"))) == 2  # the driver's
+    assert len(list((tmp_path / "ray_results" / "tiny").glob("*/artifacts/*/affinity_e0012.npz"))) == 2  # the driver's
     assert client.list_artifacts(parents[0].info.run_id, "report")  # and the report was built
 
 
