@@ -90,8 +90,7 @@ class Study:
 
     def search_config(self, arm: str, seed: int, sample: dict[str, Any]) -> TrialConfig:
         """An arm's config with an Optuna sample applied (validated; raises ConfigError)."""
-        fixed, _ = arm_overrides(self.spec.variants[arm])
-        return _validate_trial(apply_overrides(to_dict(self.spec.base), {**fixed, **sample, "train.seed": seed}))
+        return arm_config(self.spec, arm, {**sample, "train.seed": seed})
 
     @functools.cached_property
     def units(self) -> dict[str, list[TrialSpec]]:
@@ -152,15 +151,19 @@ def check_search_space(spec: StudySpec, problems: Problems) -> None:
     a sample outside the settings' bounds would otherwise fail, or run for practically ever, after the start."""
     if spec.search.kind != "optuna" or spec.search_arm not in spec.variants:
         return
-    fixed, _ = arm_overrides(spec.variants[spec.search_arm])
-    base = to_dict(spec.base)
     for path, d in spec.search.space.items():
         kind = next(k for k in ("loguniform", "uniform", "int", "choice") if getattr(d, k) is not None)
         for value in getattr(d, kind):
             try:
-                _validate_trial(apply_overrides(base, {**fixed, path: value}))
+                arm_config(spec, spec.search_arm, {path: value})
             except ConfigError as err:
                 problems.say(f"search.space.{path}.{kind}: the sample {path}={value!r} is an invalid trial: {err}")
+
+
+def arm_config(spec: StudySpec, arm: str, overrides: dict[str, Any]) -> TrialConfig:
+    """An arm's config (its fixed settings, not its grid) with dot-path ``overrides`` applied; raises ConfigError."""
+    fixed, _ = arm_overrides(spec.variants[arm])
+    return _validate_trial(apply_overrides(to_dict(spec.base), {**fixed, **overrides}))
 
 
 def arm_overrides(variant: dict[str, Any]) -> tuple[dict[str, Any], dict[str, list]]:
