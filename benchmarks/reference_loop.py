@@ -112,20 +112,21 @@ def bootmae_loss(m: BootMAE, images: torch.Tensor, mask: torch.Tensor, clock, dr
     return mae_pixel_loss(m, pixels, images, mask) + clock[1] * feat
 
 
-def masked_encoder(m, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The SimMIM-style encoder on the masked view: final normed patch tokens."""
+def masked_encoder(m, images: torch.Tensor, mask: torch.Tensor, prefix: bool = False) -> torch.Tensor:
+    """The SimMIM-style encoder on the masked view: final normed tokens (patch tokens only unless ``prefix``)."""
     vit = m.encoder
     x = vit.patch_embed(images)
     w = mask.unsqueeze(-1).to(x.dtype)
     x = vit._pos_embed(x * (1 - w) + m.mask_token.to(x.dtype) * w)
-    return vit.norm(vit.blocks(x))[:, vit.num_prefix_tokens :]
+    return vit.norm(vit.blocks(x))[:, 0 if prefix else vit.num_prefix_tokens :]
 
 
 def conmim_loss(m: ConMIM, images: torch.Tensor, mask: torch.Tensor, clock, draws) -> torch.Tensor:
-    q = F.normalize(m.projector(masked_encoder(m, images, mask)).float(), dim=-1)
+    # both projectors' BatchNorm take their statistics over every token, the class token too
+    q = F.normalize(m.projector(masked_encoder(m, images, mask, prefix=True))[:, 1:].float(), dim=-1)
     with torch.no_grad():
-        f = m.momentum_encoder.forward_features(m.momentum_view(images, draws))[:, 1:]
-        k = F.normalize(m.momentum_projector(f).float(), dim=-1)
+        f = m.momentum_encoder.forward_features(m.momentum_view(images, draws))
+        k = F.normalize(m.momentum_projector(f)[:, 1:].float(), dim=-1)
     b, n = mask.shape
     masked = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)[:, : m.num_masked]  # static shapes
     logits = q.gather(1, masked[..., None].expand(-1, -1, q.shape[-1])) @ k.transpose(1, 2) / m.temperature
