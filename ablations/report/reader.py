@@ -210,7 +210,8 @@ def trial_runs(client: MlflowClient, parent: Run) -> list[RunRow]:
 
 
 def histories(client: MlflowClient, run_ids: list[str], metric: str, threads: int = 8) -> dict[str, Curve]:
-    """One metric's (epochs, values) for many runs; runs that never logged it are absent.
+    """One metric's (epochs, values) for many runs, in the order of ``run_ids`` (never the store's, which
+    follows the random run ids: a bootstrap over runs must not depend on it); runs that never logged it are absent.
 
     Over a SQLite store, one query per 500 runs (``sqlstore.metric_points``); over another SQL
     database, the store's bulk query; otherwise (a server) ``get_metric_history`` per run, in a
@@ -229,7 +230,7 @@ def histories(client: MlflowClient, run_ids: list[str], metric: str, threads: in
         with ThreadPoolExecutor(threads) as pool:
             hists = pool.map(lambda r: client.get_metric_history(r, metric), run_ids)
             points = {run_id: [(m.step, m.value) for m in hist] for run_id, hist in zip(run_ids, hists) if hist}
-    return {run_id: _curve(p) for run_id, p in points.items()}
+    return {run_id: _curve(points[run_id]) for run_id in run_ids if run_id in points}  # in the order asked for
 
 
 def _curve(points: list[tuple[int, float]]) -> Curve:
