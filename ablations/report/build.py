@@ -286,7 +286,7 @@ def _write(report: Report, figures: list[Path], formats: tuple[str, ...]) -> Non
             "",
             *[f"> {n}" for n in report.notes],
             "",
-            "## Within one schedule" if budget_md else "",
+            *(["## Within one schedule", ""] if budget_md else []),
             report.table.markdown(),
             *budget_md,
             *agreement_md,
@@ -333,13 +333,14 @@ def _write(report: Report, figures: list[Path], formats: tuple[str, ...]) -> Non
             "{text-align:left}thead th{border-bottom:2px solid #333}img{max-width:100%}figure{margin:1em 0}"
             f"</style></head><body><h1>{html.escape(title)}</h1>{md.render(subtitle)}"
             + "".join(md.render(f"*{n}*") for n in report.notes)
+            + ("<h2>Within one schedule</h2>" if budget_md else "")
             + f"{report.table.html()}"
             + (
-                f"<h2>Budgets: separately scheduled runs</h2>{report.budget_table.html()}"
+                f"<h2>Budgets: separately scheduled runs (the paper's sense)</h2>{report.budget_table.html()}"
                 if report.budget_table
                 else ""
             )
-            + "".join(md.render(text) for text in agreement_md[:1] + agreement_md[2:])
+            + (f"<h2>{AGREEMENT_TITLE}</h2>{md.render(agreement_md[2])}" if agreement_md else "")
             + f"<h2>Columns</h2>{md.render(DEFINITIONS)}{left_html}<h2>Figures</h2>{imgs}"
             f"<p><small>generated {time.strftime('%Y-%m-%d %H:%M')}</small></p></body></html>"
         )

@@ -20,12 +20,12 @@ DEFINITIONS = """\
   Late gains inside one schedule come from the learning rate annealing: this is not the paper's
   figure. **Speed-up (within)** = reference / arm epochs-to-target and **epoch reduction (within)** =
   1 - arm / reference, per seed where both reached it.
+- **Δ final**: arm final - reference final, paired by seed.
 - **Budget to target** (budget studies; the paper's sense): every arm is trained once per budget,
   each its own warm-up and cosine schedule. Per seed, the smallest budget whose final reaches the
   reference's full-budget final x fraction, interpolated between budgets (from the epoch-0 value at
   budget 0); censored when no budget reaches it. **Epoch reduction** = 1 - budget to target /
   the full budget (the paper's "about 50% fewer pre-training epochs").
-- **Δ final**: arm final - reference final, paired by seed.
 - Cells: mean over seeds [95% percentile-bootstrap interval over seeds, 2,000 resamples], the same
   method for every table and figure band; no interval with fewer than 3 seeds. `(k/n)` = only k
   of the n seeds enter (the others censored or unpaired). Bold = best in its column.
