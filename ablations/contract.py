@@ -15,6 +15,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+# the metrics a trial logs are declared once, in mto (name, when logged, why absent, how a report shows them)
+from mto import FINETUNE_TOP1 as FINETUNE_TOP1  # fine-tuned top-1, test split: the papers' metric
+from mto import LINEAR_TOP1, METRICS
+from mto import VAL_FINETUNE_TOP1 as VAL_FINETUNE_TOP1  # the same on validation: what selects
+from mto import declared as declared  # a metric's declaration (None: not declared)
+from mto import is_accuracy as is_accuracy  # an accuracy in [0, 1]: reports show it in %
+from mto import validation_twin as validation_twin  # eval/x -> val/x: tables test, selection val
+
 # ---- tracking store ---------------------------------------------------------------------------
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # relative to the working directory
 
@@ -55,26 +63,15 @@ REPORT_EPOCHS = "ablation.report_epochs"  # the heterogeneity figure's epochs, c
 EPOCHS_PARAM = "train.epochs"  # the planned epochs of a trial (its config is logged by dot path)
 DATA_PARAM = "data.name"  # the data set; "synthetic" = random images (throughput runs): accuracies meaningless
 SYNTHETIC_DATA = "synthetic"
-TEST_PREFIX, VAL_PREFIX = "eval/", "val/"  # probes scored on the test split / the validation split
-DEFAULT_TARGET_METRIC = "eval/linear_top1"  # what tables report: mto's linear probe on the test split
-DEFAULT_SEARCH_METRIC = "val/linear_top1"  # what Optuna and ASHA select on: the same probe on validation
-FINETUNE_TOP1 = "finetune/top1"  # fine-tuned top-1 on the test split: the metric MIM papers report
-VAL_FINETUNE_TOP1 = "val/finetune_top1"  # the same on the validation split: what selection reads
-FINETUNE_METRICS = (FINETUNE_TOP1, VAL_FINETUNE_TOP1, "finetune/train_loss", "finetune/seconds")  # eval.finetune
-PROBE_METRICS = ("eval/knn_top1", "eval/linear_top1")  # the frozen-feature proxies of fine-tuning
+DEFAULT_TARGET_METRIC = LINEAR_TOP1  # what tables report: mto's linear probe on the test split
+DEFAULT_SEARCH_METRIC = validation_twin(LINEAR_TOP1)  # what Optuna and ASHA select on: the same probe on validation
+PROBE_METRICS = tuple(m.name for m in METRICS if m.proxy)  # the frozen-feature proxies of fine-tuning
 BUDGET_AXIS = "train.epochs"  # a grid over it (the study's budgets) = separately scheduled runs
 EPOCH_METRIC = "trial/epoch"  # logged every epoch (0 included): where a resumed driver picks up
 FINETUNE_EPOCH_METRIC = "trial/finetune_epoch"  # logged with each fine-tuning result, at the epoch fine-tuned from
 HETERO_PREFIX = "hetero/l"  # hetero/l00 .. hetero/lNN: heterogeneity per layer
 SYSTEM_PREFIX = "system/"  # GPU utilisation and memory per epoch (MLflow's system-metric names), on CUDA only
-SUMMARY = {  # written by the report on every trial run (step 0)
-    "auc": "summary/auc",
-    "rauc": "summary/rauc",
-    "final": "summary/final",
-    "best": "summary/best",
-    "epochs_to_target": "summary/epochs_to_target",
-    "speedup": "summary/speedup",
-}
+SUMMARY_PREFIX = "summary/"  # the report's numbers of each trial, written on its run (step 0): report.numbers
 
 # ---- artifacts --------------------------------------------------------------------------------
 STUDY_FILE = "study.yaml"  # on the parent run: the study file as given
@@ -96,14 +93,6 @@ MEMBER_FAILURES = "member_failures"  # {trial name: reason} of the unit's member
 PHASE = "phase"  # "train", or FINETUNE_PHASE for the fine-tuning result of an epoch (its second report)
 FINETUNE_PHASE = "finetune"
 FINETUNE_CURVE = "artifact/finetune_loss"  # the fine-tuning loss per fine-tuning epoch (a list), for the driver
-
-
-def validation_twin(metric: str) -> str | None:
-    """The validation-split counterpart of a test-split metric (``eval/linear_top1`` -> ``val/linear_top1``,
-    ``finetune/top1`` -> ``val/finetune_top1``), if any. Tables report the test split; selection reads this."""
-    if metric == FINETUNE_TOP1:
-        return VAL_FINETUNE_TOP1
-    return VAL_PREFIX + metric[len(TEST_PREFIX) :] if metric.startswith(TEST_PREFIX) else None
 
 
 def own_failure(reason: str) -> bool:

@@ -47,14 +47,14 @@ def build_store(uri: str, trials: int, epochs: int) -> str:
     for arm, point, seed in layout:
         grid = {} if arm == 0 else {"mto.lambda_e": f"{0.01 * (point + 1):g}"}
         name = f"arm{arm:02d}-s{seed}" + (f"-lambda_e={grid['mto.lambda_e']}" if grid else "")
-        run = tracker.trial_run(TrialSpec(name, f"arm{arm:02d}", seed, grid, cfg, f"arm00-s{seed}"))
+        tracker.open_trial(TrialSpec(name, f"arm{arm:02d}", seed, grid, cfg, f"arm00-s{seed}"))
         rate = 0.03 + 0.002 * arm + 0.001 * point
         curve = 0.8 * (1 - np.exp(-rate * e)) + rng.normal(0, 0.005, epochs)
         now = int(time.time() * 1000)
         metrics = [Metric("eval/linear_top1", float(v), now, int(s)) for s, v in zip(e, curve)]
         metrics += [Metric(f"hetero/l{l:02d}", 0.9 - 0.05 * l, now, int(s)) for s in e for l in range(5)]
-        tracker.client.log_batch(run, metrics=metrics)
-        tracker.end_trial(run, "FINISHED")
+        tracker.client.log_batch(tracker.run_id(name), metrics=metrics)
+        tracker.end_trial(name, "FINISHED")
     tracker.end_study("FINISHED")
     return parent
 

@@ -11,35 +11,23 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ablations.report.metrics import (
-    Curve,
-    Interval,
-    auc,
-    epoch_reduction,
-    epochs_to_target,
-    mean_ci,
-    mean_curve,
-    rauc,
-    speedup,
-)
-from ablations.report.reader import StudyRecord, TrialRecord
+from ablations.report.formulas import Curve, Interval, mean_ci, mean_curve
+from ablations.report.numbers import BY_KEY, CENSORED_BY, NUMBERS, SELECTION, Pairing
+from ablations.report.record import StudyRecord, TrialRecord
 
 
 @dataclass
 class TrialSummary:
+    """One complete trial's numbers (``numbers.NUMBERS``, by key; also as attributes: ``s.final``)."""
+
     trial: TrialRecord
     paired: bool  # compared with the same seed's reference trial
-    target: float  # the metric value to reach: reference final x fraction
-    final: float
-    best: float
-    auc: float
-    rauc: float
-    epochs_to_target: float | None  # None = censored (never reached)
-    reference_epochs: float | None  # the reference's own epochs-to-target
-    speedup: float | None
-    reduction: float | None
-    delta_final: float  # final - reference final
-    selection: float  # the validation counterpart's final value (NaN without a validation split)
+    values: dict[str, float | None]  # None = censored (never reached) or undefined without a reference
+
+    def __getattr__(self, key: str) -> float | None:
+        if key in BY_KEY and "values" in self.__dict__:
+            return self.values[key]
+        raise AttributeError(key)
 
 
 def reference_curve(trial: TrialRecord, trials: dict[str, TrialRecord]) -> tuple[Curve | None, bool]:
@@ -57,30 +45,8 @@ def reference_curve(trial: TrialRecord, trials: dict[str, TrialRecord]) -> tuple
 
 
 def summarize_trial(trial: TrialRecord, reference: Curve | None, paired: bool, fraction: float) -> TrialSummary:
-    curve = trial.curve
-    final, best = float(curve[1][-1]), float(curve[1].max())
-    selection = float(trial.val_curve[1][-1]) if trial.val_curve is not None else math.nan
-    if reference is None:
-        nan = math.nan
-        return TrialSummary(trial, False, nan, final, best, auc(curve), nan, None, None, None, None, nan, selection)
-    ref_final = float(reference[1][-1])
-    target = fraction * ref_final
-    ett, ref_ett = epochs_to_target(curve, target), epochs_to_target(reference, target)
-    return TrialSummary(
-        trial,
-        paired,
-        target,
-        final,
-        best,
-        auc(curve),
-        rauc(curve, reference),
-        ett,
-        ref_ett,
-        speedup(ref_ett, ett),
-        epoch_reduction(ref_ett, ett),
-        final - ref_final,
-        selection,
-    )
+    pairing = Pairing(trial.curve, reference, fraction, trial.val_curve)
+    return TrialSummary(trial, paired and reference is not None, {n.key: n.value(pairing) for n in NUMBERS})
 
 
 def summarize(record: StudyRecord) -> list[TrialSummary]:
@@ -95,24 +61,22 @@ def summarize(record: StudyRecord) -> list[TrialSummary]:
 
 @dataclass
 class GroupRow:
-    """One arm at one grid point, aggregated over its seeds."""
+    """One arm at one grid point, aggregated over its seeds: each grouped number's mean and interval (also as
+    attributes: ``row.rauc``); a censorable number is None when some seed never reached the target."""
 
     arm: str
     grid: dict[str, str]
     is_reference: bool
     reference_arm: str  # the arm this row is compared with
     epochs: int
-    final: Interval
-    best: Interval
-    auc: Interval
-    rauc: Interval
-    epochs_to_target: Interval | None  # None when some seed never reached the target
+    numbers: dict[str, Interval | None]
     reached: int  # seeds that reached the target
-    speedup: Interval  # over seeds where both reached
-    reduction: Interval
-    delta_final: Interval
-    selection: Interval  # the validation metric's final: what picks the best row, never the test metric
     summaries: list[TrialSummary]
+
+    def __getattr__(self, key: str) -> Interval | None:
+        if key in BY_KEY and "numbers" in self.__dict__:
+            return self.numbers[key]
+        raise AttributeError(key)
 
     @property
     def n(self) -> int:
@@ -123,35 +87,34 @@ class GroupRow:
         return self.arm + "".join(f" {k.split('.')[-1]}={v}" for k, v in self.grid.items())
 
 
+def group_numbers(items: list[TrialSummary]) -> dict[str, Interval | None]:
+    """Mean and 95% bootstrap interval over seeds of every grouped number (None and NaN values left out)."""
+    out: dict[str, Interval | None] = {}
+    for n in NUMBERS:
+        if n.grouped:
+            values = [s.values[n.key] for s in items]
+            out[n.key] = None if n.censorable and any(v is None for v in values) else mean_ci(values)
+    return out
+
+
 def aggregate(summaries: list[TrialSummary]) -> list[GroupRow]:
     """Group trials that differ only by seed; mean and 95% bootstrap CI of each number."""
     groups: dict[tuple, list[TrialSummary]] = {}
     for s in summaries:
         groups.setdefault(s.trial.group, []).append(s)
-    rows = []
-    for (arm, grid), items in groups.items():
-        etts = [s.epochs_to_target for s in items]
-        rows.append(
-            GroupRow(
-                arm,
-                dict(grid),
-                all(s.trial.name == s.trial.reference for s in items),
-                items[0].trial.reference_arm,
-                max(s.trial.epochs for s in items),
-                mean_ci([s.final for s in items]),
-                mean_ci([s.best for s in items]),
-                mean_ci([s.auc for s in items]),
-                mean_ci([s.rauc for s in items]),
-                mean_ci(etts) if all(e is not None for e in etts) else None,
-                sum(e is not None for e in etts),
-                mean_ci([s.speedup for s in items if s.speedup is not None]),
-                mean_ci([s.reduction for s in items if s.reduction is not None]),
-                mean_ci([s.delta_final for s in items]),
-                mean_ci([s.selection for s in items]),
-                items,
-            )
+    return [
+        GroupRow(
+            arm,
+            dict(grid),
+            all(s.trial.name == s.trial.reference for s in items),
+            items[0].trial.reference_arm,
+            max(s.trial.epochs for s in items),
+            group_numbers(items),
+            sum(s.values[CENSORED_BY] is not None for s in items),
+            items,
         )
-    return rows
+        for (arm, grid), items in groups.items()
+    ]
 
 
 def shown_rows(rows: list[GroupRow], limit: int = 6) -> list[GroupRow]:
@@ -169,9 +132,9 @@ def shown_rows(rows: list[GroupRow], limit: int = 6) -> list[GroupRow]:
 
 def winner(rows: list[GroupRow]) -> GroupRow | None:
     """The row with the highest mean validation final, or None without a validation split."""
-    scored = [r for r in rows if not math.isnan(r.selection.mean)]
+    scored = [r for r in rows if not math.isnan(r.numbers[SELECTION].mean)]
     return max(scored, key=_key) if scored else None
 
 
 def _key(r: GroupRow) -> float:
-    return -math.inf if math.isnan(r.selection.mean) else r.selection.mean
+    return -math.inf if math.isnan(r.numbers[SELECTION].mean) else r.numbers[SELECTION].mean

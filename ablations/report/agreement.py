@@ -13,12 +13,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from mlflow import MlflowClient
 from scipy.stats import kendalltau
 
-from ablations.contract import FINETUNE_TOP1, PROBE_METRICS
-from ablations.report.metrics import MIN_SEEDS_FOR_INTERVAL, RESAMPLES, Curve
-from ablations.report.reader import TrialRecord, histories
+from ablations.report.formulas import MIN_SEEDS_FOR_INTERVAL, RESAMPLES, Curve
 
 
 @dataclass(frozen=True)
@@ -96,14 +93,5 @@ def agreement_markdown(rows: list[Agreement], metric: str) -> str:
 
 def study_agreement(finetuned: dict[str, Curve], probes: dict[str, dict[str, Curve]]) -> list[Agreement]:
     """Each probe's agreement (``probes``: metric -> run id -> curve) with the fine-tuned curves (run id -> curve);
-    empty when there are no probes (``finetuning_curves`` gives none when the study did not fine-tune)."""
+    empty when there are no probes (a study that did not fine-tune has none)."""
     return [rank_agreement(p, curves, finetuned) for p, curves in probes.items()]
-
-
-def finetuning_curves(client: MlflowClient, trials: list[TrialRecord]) -> tuple[dict[str, Curve], dict[str, dict]]:
-    """``finetune/top1`` curves (run id -> curve) and each logged probe's (metric -> run id -> curve) of
-    ``trials``, when the study fine-tuned; else both empty."""
-    ids, logged = [t.run_id for t in trials], {k for t in trials for k in t.metric_keys}
-    if FINETUNE_TOP1 not in logged:
-        return {}, {}
-    return histories(client, ids, FINETUNE_TOP1), {p: histories(client, ids, p) for p in PROBE_METRICS if p in logged}

@@ -11,11 +11,16 @@ pre-training epochs" (MTO at 400 against the baseline at 800).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+
+import pandas as pd
 
 from ablations.contract import BUDGET_AXIS
 from ablations.report.aggregate import TrialSummary
-from ablations.report.metrics import Interval, budget_to_target, mean_ci
+from ablations.report.formulas import Curve, Interval, budget_to_target, mean_ci
+from ablations.report.numbers import metric_scale, metric_words
+from ablations.report.tables import AblationTable, interval_cell
 
 
 @dataclass
@@ -105,3 +110,68 @@ def _reference_group(groups: dict, ref_arm: str, point: dict[str, str]) -> dict 
         if arm == ref_arm and set(other) <= set(point.items()):
             return by_seed
     return None
+
+
+def budget_table(rows: list[BudgetRow], metric: str, side: dict[str, dict[str, Curve]] | None = None) -> AblationTable:
+    """Final metric per budget (each budget its own schedule) and the budget to reach the reference's
+    full-budget final, with the epoch reduction in the paper's sense; then, as side columns, each metric of
+    ``side`` (metric -> run id -> curve: the probes beside fine-tuning) at the end of each budget."""
+    side = side or {}
+    scale, digits, unit = metric_scale(metric)
+    budgets = sorted({b for r in rows for b in r.budgets})
+    axes = sorted({k for r in rows for k in r.grid})
+    headers = [
+        "Arm",
+        *[a.split(".")[-1] for a in axes],
+        "Compared with",
+        "Seeds",
+        *[f"Final @ {b} ep{unit}" for b in budgets],
+        "Budget to target (epochs)",
+        "Epoch reduction (%)",
+        *[f"{metric_words(m)} @ {b} ep{unit}" for m in side for b in budgets],
+    ]
+    cells, bold, records = [], [], []
+    for r in rows:
+        extra = {
+            (m, b): mean_ci([_last(curves.get(s.trial.run_id)) for s in r.runs.get(b, [])])
+            for m, curves in side.items()
+            for b in budgets
+        }
+        seeds = max((iv.n for iv in r.finals.values()), default=0)
+        to_target = (
+            interval_cell(r.to_target, 1.0, 1)
+            if r.reached == r.seeds and r.seeds
+            else f"> {max(budgets)} ({r.reached}/{r.seeds} reached)"
+        )
+        row = [
+            r.arm + (" (reference)" if r.is_reference else ""),
+            *[r.grid.get(a, "") for a in axes],
+            "–" if r.is_reference else r.reference_arm,
+            str(seeds),
+            *[interval_cell(r.finals.get(b), scale, digits) for b in budgets],
+            to_target,
+            interval_cell(r.reduction, 100.0, 1, total=r.seeds) if r.reached else f"– (0/{r.seeds})",
+            *[interval_cell(iv, scale, digits) for iv in extra.values()],
+        ]
+        cells.append(row)
+        bold.append([False] * len(row))
+        records.append(
+            {
+                "arm": r.arm,
+                **{a: r.grid.get(a, "") for a in axes},
+                "reference_arm": r.reference_arm,
+                **{f"final_at_{b}_mean": (r.finals[b].mean if b in r.finals else math.nan) for b in budgets},
+                "budget_to_target_mean": r.to_target.mean,
+                "budget_to_target_ci_low": r.to_target.low,
+                "budget_to_target_ci_high": r.to_target.high,
+                "reached": r.reached,
+                "compared_seeds": r.seeds,
+                "epoch_reduction_mean": r.reduction.mean,
+                **{f"{m.split('/')[-1]}_at_{b}_mean": iv.mean for (m, b), iv in extra.items()},
+            }
+        )
+    return AblationTable(headers, cells, bold, pd.DataFrame.from_records(records))
+
+
+def _last(curve: Curve | None) -> float | None:
+    return float(curve[1][-1]) if curve is not None else None

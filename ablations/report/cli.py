@@ -15,8 +15,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from ablations.contract import DEFAULT_TRACKING_URI
-from ablations.report.build import FORMATS, build_report
-from ablations.report.reader import ReportError
+from ablations.report.build import build_report
+from ablations.report.record import ReportError
+from ablations.report.render import FORMATS, print_summary
 from ablations.study import StudyError, load_study
 
 
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     except ReportError as e:
         err.print(f"[red]error[/] {escape(str(e))}", soft_wrap=True)
         return 2
-    report.print_table(Console())
+    print_summary(report, Console())
     for line in report.left_out_lines():
         err.print(escape(line), soft_wrap=True, highlight=False)
     err.print(f"wrote {report.folder}/ ({', '.join(p.name for p in report.files)})", soft_wrap=True, highlight=False)

@@ -4,32 +4,40 @@ from __future__ import annotations
 
 from pathlib import Path
 
-DEFINITIONS = """\
+from ablations.contract import FINETUNE_TOP1, PROBE_METRICS
+from ablations.report.numbers import NUMBERS
+
+_SPLITS = """\
 - Tables report the **test** split (`eval/*`, `finetune/top1`); every choice of a best row reads the
   **validation** split (`val/*`), never the test split. Accuracies are in % here (MLflow holds them in [0, 1]).
-- `finetune/top1` is the fine-tuned accuracy MIM papers report; `eval/knn_top1` and `eval/linear_top1` are
-  frozen-feature probes, its proxies.
-- **Final**, **Best**: the target metric at the last epoch, and its best value over the run.
-- **AUC**: trapezoidal area under the metric-vs-epoch curve from epoch 0 (the untrained model) to
-  the last epoch, divided by the span (a mean accuracy over training).
-- **RAUC**: AUC of the arm / AUC of its reference over the same epochs, paired by seed (our
-  definition); above 1 = learns faster or better.
-- **Epochs to target (within one schedule)**: first epoch at which the metric reaches the target
-  (the same seed's reference final value x fraction), linearly interpolated between evaluations,
-  inside one cosine schedule; `> E` = some seed never reached it (censored, never averaged).
-  Late gains inside one schedule come from the learning rate annealing: this is not the paper's
-  figure. **Speed-up (within)** = reference / arm epochs-to-target and **epoch reduction (within)** =
-  1 - arm / reference, per seed where both reached it.
-- **Δ final**: arm final - reference final, paired by seed.
+"""
+_BUDGETS = """\
 - **Budget to target** (budget studies; the paper's sense): every arm is trained once per budget,
   each its own warm-up and cosine schedule. Per seed, the smallest budget whose final reaches the
   reference's full-budget final x fraction, interpolated between budgets (from the epoch-0 value at
   budget 0); censored when no budget reaches it. **Epoch reduction** = 1 - budget to target /
   the full budget (the paper's "about 50% fewer pre-training epochs").
+"""
+_CELLS = """\
 - Cells: mean over seeds [95% percentile-bootstrap interval over seeds, 2,000 resamples], the same
   method for every table and figure band; no interval with fewer than 3 seeds. `(k/n)` = only k
   of the n seeds enter (the others censored or unpaired). Bold = best in its column.
 """
+
+
+def definitions() -> str:
+    """The legend of the tables (Markdown): which split, which metric is the papers', then each declared number's
+    definition in the order of the main table's columns, the budget table's, and how a cell reads."""
+    probes = " and ".join(f"`{p}`" for p in PROBE_METRICS)
+    proxies = (
+        f"- `{FINETUNE_TOP1}` is the fine-tuned accuracy MIM papers report; {probes} are\n"
+        "  frozen-feature probes, its proxies.\n"
+    )
+    numbers = "".join(f"- {n.definition}\n" for n in NUMBERS if n.definition)
+    return _SPLITS + proxies + numbers + _BUDGETS + _CELLS
+
+
+DEFINITIONS = definitions()
 
 
 CAPTIONS = {  # what to look at in each figure

@@ -20,13 +20,15 @@ import numpy as np  # noqa: E402
 
 from ablations.report.aggregate import GroupRow  # noqa: E402
 from ablations.report.budgets import BudgetRow  # noqa: E402
-from ablations.report.metrics import MIN_SEEDS_FOR_INTERVAL, bootstrap_band, is_accuracy  # noqa: E402
+from ablations.report.formulas import MIN_SEEDS_FOR_INTERVAL, bootstrap_band  # noqa: E402
+from ablations.report.numbers import metric_scale  # noqa: E402
 
 DPI = 100
 
 
 def _scale(metric: str) -> tuple[float, str]:
-    return (100.0, " (%)") if is_accuracy(metric) else (1.0, "")
+    scale, _, unit = metric_scale(metric)
+    return scale, unit
 
 
 def learning_curves(rows: list[GroupRow], metric: str, path: Path) -> Path:
@@ -152,15 +154,6 @@ def _save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
-
-
-def chosen_epochs(available: list[int], wanted: list[int] | None) -> list[int]:
-    """The epochs to show: the wanted ones that exist, else first, middle and last."""
-    if wanted:
-        return [e for e in wanted if e in available] or available[-1:]
-    if len(available) <= 3:
-        return available
-    return [available[0], available[len(available) // 2], available[-1]]
 
 
 def budget_curves(rows: list[BudgetRow], metric: str, fraction: float, path: Path) -> Path:

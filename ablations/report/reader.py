@@ -1,27 +1,34 @@
-"""A study's runs read back from MLflow (through its client): the input of every report.
+"""A study's runs read back from MLflow (through its client), once: the ``StudyRecord`` every report is computed from.
 
-Only what the driver logged is used: tags (arm, seed, grid point, paired reference trial,
-status, failure reason), the ``train.epochs`` param, and metric histories.
+Only what the driver logged is used: tags (arm, seed, grid point, paired reference trial, status, failure
+reason), the ``train.epochs`` and ``data.name`` params, metric histories (the target metric and its validation
+twin; fine-tuned top-1 and the probes when the study fine-tuned; heterogeneity per layer of the first seeds of
+each arm and grid point) and the latest affinity maps of each arm and grid point's first seed.
 """
 
 from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from mlflow import MlflowClient
 from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from ablations.contract import (
+    AFFINITY_FOLDER,
     ARM,
     DATA_PARAM,
     DEFAULT_TARGET_METRIC,
     EPOCHS_PARAM,
     FAILURE,
+    FINETUNE_TOP1,
     GRID_PREFIX,
+    HETERO_PREFIX,
+    PROBE_METRICS,
     REFERENCE_ARM,
     REFERENCE_OF_TRIAL,
     REFERENCE_TRIAL,
@@ -36,66 +43,11 @@ from ablations.contract import (
     validation_twin,
 )
 from ablations.report import sqlstore
-from ablations.report.metrics import Curve, as_curve
+from ablations.report.formulas import Curve, as_curve
+from ablations.report.record import Affinity, ReportError, StudyRecord, TrialRecord
 from ablations.report.sqlstore import RunRow
 
-
-class ReportError(RuntimeError):
-    """The report cannot be built (missing experiment, run, reference arm or metric)."""
-
-
-@dataclass
-class TrialRecord:
-    run_id: str
-    name: str
-    arm: str
-    seed: int
-    grid: dict[str, str]
-    reference: str  # the paired reference trial's name
-    reference_arm: str  # its arm
-    status: str  # MLflow run status
-    failure: str
-    epochs: int  # planned epochs
-    curve: Curve | None = None  # the target metric (test split) over evaluated epochs
-    val_curve: Curve | None = None  # its validation-split counterpart: what selection reads
-    metric_keys: list[str] = field(default_factory=list)  # every metric the run logged
-    data: str = ""  # the data set (``data.name``)
-
-    @property
-    def complete(self) -> bool:
-        """Finished and evaluated at its last planned epoch (ASHA-stopped trials are not)."""
-        return self.status == "FINISHED" and self.curve is not None and int(self.curve[0][-1]) == self.epochs
-
-    @property
-    def group(self) -> tuple[str, tuple[tuple[str, str], ...]]:
-        """(arm, grid point): the trials that differ only by seed."""
-        return self.arm, tuple(sorted(self.grid.items()))
-
-    def why_left_out(self) -> str:
-        if self.status == "FAILED":
-            return f"failed: {self.failure or 'unknown error'}"
-        if self.status == "FINISHED" and self.curve is not None:
-            return f"stopped early at epoch {int(self.curve[0][-1])} of {self.epochs}"
-        if self.status == "FINISHED":
-            return "finished without any evaluation of the target metric"
-        return f"unfinished ({self.status}); resume the study with --resume"
-
-
-@dataclass
-class StudyRecord:
-    uri: str
-    experiment: str
-    parent_run_id: str
-    parent_name: str
-    metric: str
-    fraction: float
-    reference_arm: str
-    report_epochs: list[int] | None = None  # the study's report_epochs (None: first, middle and last)
-    trials: list[TrialRecord] = field(default_factory=list)
-    order: list[str] = field(default_factory=list)  # trial names in the study's order
-
-    def by_name(self) -> dict[str, TrialRecord]:
-        return {t.name: t for t in self.trials}
+HETERO_SEEDS = 3  # the heterogeneity figure averages over the first seeds of a row, up to this many
 
 
 def find_parent(client: MlflowClient, *, run_id: str | None = None, experiment: str | None = None) -> Run:
@@ -177,7 +129,32 @@ def read_study_record(
     if record.reference_arm and not any(t.arm == record.reference_arm and t.complete for t in record.trials):
         raise ReportError(f"the reference arm {record.reference_arm!r} has no complete trial to compare with")
     record.order = _study_order(client, parent.info.run_id) or sorted(t.name for t in record.trials)
+    _read_figures_and_probes(client, record, threads)
     return record
+
+
+def _read_figures_and_probes(client: MlflowClient, record: StudyRecord, threads: int) -> None:
+    """The histories beside the target metric and the affinity maps, of the trials that can show them."""
+    complete = record.complete_in_order()
+    ids, logged = [t.run_id for t in complete], {k for t in complete for k in t.metric_keys}
+    if FINETUNE_TOP1 in logged:  # a study that fine-tuned: fine-tuned top-1 and the probes beside it
+        for metric in (FINETUNE_TOP1, *(p for p in PROBE_METRICS if p in logged)):
+            record.curves[metric] = histories(client, ids, metric, threads)
+    first = record.first_seeds(HETERO_SEEDS)
+    keys = sorted({k for t in first for k in t.metric_keys if k.startswith(HETERO_PREFIX)})
+    for key in keys:
+        record.curves[key] = histories(client, [t.run_id for t in first], key, threads)
+    for t in record.first_seeds(1):
+        try:
+            listed = client.list_artifacts(t.run_id, AFFINITY_FOLDER)
+        except MlflowException as err:  # e.g. a server's store read as a file: its artifacts need the server
+            record.unread = f"the affinity maps could not be read ({str(err).splitlines()[0][:200]})"
+            return
+        files = sorted(f.path for f in listed if f.path.endswith(".npz"))
+        if files:
+            with np.load(client.download_artifacts(t.run_id, files[-1])) as z:
+                epoch = int(Path(files[-1]).stem.rsplit("_e", 1)[-1])
+                record.affinity[t.run_id] = Affinity(z["affinity"], int(z["num_masked"]), epoch)
 
 
 def selection_metric(metric: str) -> str | None:

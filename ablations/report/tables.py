@@ -9,64 +9,46 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandas as pd
 
 from ablations.report.aggregate import GroupRow, TrialSummary
-from ablations.report.budgets import BudgetRow
-from ablations.report.metrics import Curve, Interval, is_accuracy, mean_ci
+from ablations.report.formulas import Interval
+from ablations.report.numbers import COLUMNS, Number, metric_scale, metric_words
 
 
 @dataclass
 class Column:
-    key: str  # CSV column stem
+    """One column of the main table: a declared number (``numbers.COLUMNS``) in the target metric's unit."""
+
+    number: Number
     header: str
-    value: Callable[[GroupRow], Interval | None]
-    scale: float = 1.0
-    digits: int = 1
-    higher_is_better: bool | None = True  # None: never bold
-    suffix: str = ""
-    relative: bool = False  # a comparison with the reference: "ref" on reference rows, never bold there
+    scale: float
+    digits: int
+
+    @property
+    def key(self) -> str:
+        return self.number.key
+
+    def value(self, row: GroupRow) -> Interval | None:
+        return row.numbers[self.key]
 
 
 def columns(metric: str) -> list[Column]:
-    pct = is_accuracy(metric)
-    unit, scale = (" (%)", 100.0) if pct else ("", 1.0)
-    name = metric.split("/")[-1].replace("_", " ")
+    scale, digits, unit = metric_scale(metric)
+    words = {"name": metric_words(metric), "unit": unit, "pp": " (pp)" if unit else ""}
     return [
-        Column("final", f"Final {name}{unit}", lambda r: r.final, scale, 1 if pct else 3),
-        Column("best", f"Best{unit}", lambda r: r.best, scale, 1 if pct else 3),
-        Column("auc", f"AUC{unit}", lambda r: r.auc, scale, 1 if pct else 3),
-        Column("rauc", "RAUC", lambda r: r.rauc, 1.0, 3, relative=True),
-        Column(
-            "epochs_to_target",
-            "Epochs to target (within one schedule)",
-            lambda r: r.epochs_to_target,
-            1.0,
-            1,
-            higher_is_better=False,
-        ),
-        Column("speedup", "Speed-up (within)", lambda r: r.speedup, 1.0, 2, suffix="x", relative=True),
-        Column("epoch_reduction", "Epoch reduction (within, %)", lambda r: r.reduction, 100.0, 1, relative=True),
-        Column(
-            "delta_final",
-            f"Δ final{' (pp)' if pct else ''}",
-            lambda r: r.delta_final,
-            scale,
-            1 if pct else 3,
-            relative=True,
-        ),
+        Column(n, n.header.format(**words), *((scale, digits) if n.scaled else (n.scale, n.digits))) for n in COLUMNS
     ]
 
 
 def _cell(iv: Interval | None, col: Column, row: GroupRow) -> str:
-    if col.relative and row.is_reference:
+    if col.number.relative and row.is_reference:
         return "ref"
-    if col.key == "epochs_to_target" and iv is None:
+    if col.number.censorable and iv is None:
         return f"> {row.epochs} ({row.reached}/{row.n} reached)"
-    return interval_cell(iv, col.scale, col.digits, col.suffix, row.n)
+    return interval_cell(iv, col.scale, col.digits, col.number.suffix, row.n)
 
 
 def interval_cell(iv: Interval | None, scale: float, digits: int, suffix: str = "", total: int = 0) -> str:
@@ -126,7 +108,7 @@ class AblationTable:
 def _counts(c: Column, r: GroupRow) -> bool:
     """Whether the row's value competes for bold in this column."""
     iv = c.value(r)
-    return iv is not None and iv.n > 0 and not math.isnan(iv.mean) and not (c.relative and r.is_reference)
+    return iv is not None and iv.n > 0 and not math.isnan(iv.mean) and not (c.number.relative and r.is_reference)
 
 
 def _latex_escape(s: str) -> str:
@@ -162,8 +144,8 @@ def ablation_table(rows: list[GroupRow], metric: str) -> AblationTable:
     best = {}
     for c in cols:
         means = [c.value(r).mean for r in rows if _counts(c, r)]
-        if c.higher_is_better is not None and len(means) > 1:
-            best[c.key] = max(means) if c.higher_is_better else min(means)
+        if c.number.higher_is_better is not None and len(means) > 1:
+            best[c.key] = max(means) if c.number.higher_is_better else min(means)
     for r in rows:
         arm = r.arm + (" (reference)" if r.is_reference else "")
         row = [
@@ -199,72 +181,6 @@ def ablation_table(rows: list[GroupRow], metric: str) -> AblationTable:
     return AblationTable(headers, cells, bold, pd.DataFrame.from_records(records))
 
 
-def budget_table(rows: list[BudgetRow], metric: str, side: dict[str, dict[str, Curve]] | None = None) -> AblationTable:
-    """Final metric per budget (each budget its own schedule) and the budget to reach the reference's
-    full-budget final, with the epoch reduction in the paper's sense; then, as side columns, each metric of
-    ``side`` (metric -> run id -> curve: the probes beside fine-tuning) at the end of each budget."""
-    side = side or {}
-    pct = is_accuracy(metric)
-    scale, digits = (100.0, 1) if pct else (1.0, 3)
-    budgets = sorted({b for r in rows for b in r.budgets})
-    axes = sorted({k for r in rows for k in r.grid})
-    headers = [
-        "Arm",
-        *[a.split(".")[-1] for a in axes],
-        "Compared with",
-        "Seeds",
-        *[f"Final @ {b} ep{' (%)' if pct else ''}" for b in budgets],
-        "Budget to target (epochs)",
-        "Epoch reduction (%)",
-        *[f"{m.split('/')[-1].replace('_', ' ')} @ {b} ep{' (%)' if pct else ''}" for m in side for b in budgets],
-    ]
-    cells, bold, records = [], [], []
-    for r in rows:
-        extra = {
-            (m, b): mean_ci([_last(curves.get(s.trial.run_id)) for s in r.runs.get(b, [])])
-            for m, curves in side.items()
-            for b in budgets
-        }
-        seeds = max((iv.n for iv in r.finals.values()), default=0)
-        to_target = (
-            interval_cell(r.to_target, 1.0, 1)
-            if r.reached == r.seeds and r.seeds
-            else f"> {max(budgets)} ({r.reached}/{r.seeds} reached)"
-        )
-        row = [
-            r.arm + (" (reference)" if r.is_reference else ""),
-            *[r.grid.get(a, "") for a in axes],
-            "–" if r.is_reference else r.reference_arm,
-            str(seeds),
-            *[interval_cell(r.finals.get(b), scale, digits) for b in budgets],
-            to_target,
-            interval_cell(r.reduction, 100.0, 1, total=r.seeds) if r.reached else f"– (0/{r.seeds})",
-            *[interval_cell(iv, scale, digits) for iv in extra.values()],
-        ]
-        cells.append(row)
-        bold.append([False] * len(row))
-        records.append(
-            {
-                "arm": r.arm,
-                **{a: r.grid.get(a, "") for a in axes},
-                "reference_arm": r.reference_arm,
-                **{f"final_at_{b}_mean": (r.finals[b].mean if b in r.finals else math.nan) for b in budgets},
-                "budget_to_target_mean": r.to_target.mean,
-                "budget_to_target_ci_low": r.to_target.low,
-                "budget_to_target_ci_high": r.to_target.high,
-                "reached": r.reached,
-                "compared_seeds": r.seeds,
-                "epoch_reduction_mean": r.reduction.mean,
-                **{f"{m.split('/')[-1]}_at_{b}_mean": iv.mean for (m, b), iv in extra.items()},
-            }
-        )
-    return AblationTable(headers, cells, bold, pd.DataFrame.from_records(records))
-
-
-def _last(curve: Curve | None) -> float | None:
-    return float(curve[1][-1]) if curve is not None else None
-
-
 def trials_frame(summaries: list[TrialSummary]) -> pd.DataFrame:
     """Every complete trial's own numbers (the seeds behind each table row)."""
     return pd.DataFrame.from_records(
@@ -277,17 +193,7 @@ def trials_frame(summaries: list[TrialSummary]) -> pd.DataFrame:
                 "reference_trial": s.trial.reference,
                 "paired": s.paired,
                 "epochs": s.trial.epochs,
-                "target": s.target,
-                "final": s.final,
-                "best": s.best,
-                "auc": s.auc,
-                "rauc": s.rauc,
-                "epochs_to_target": s.epochs_to_target,
-                "reference_epochs_to_target": s.reference_epochs,
-                "speedup": s.speedup,
-                "epoch_reduction": s.reduction,
-                "delta_final": s.delta_final,
-                "selection_val_final": s.selection,
+                **s.values,
                 "run_id": s.trial.run_id,
             }
             for s in summaries

@@ -59,14 +59,14 @@ def failure_reason(trial: Any) -> str:
 
 @dataclass
 class DriverSession:
-    """What the driver knows while a study runs: its tracker, its board, and Ray trial -> MLflow runs
-    (every Ray trial is a unit: one run per member, a lone trial's unit has one)."""
+    """What the driver knows while a study runs: its tracker, its board, and each Ray trial's unit (every Ray
+    trial is a unit of trials, one MLflow run each; a lone trial's unit has one), by trial name."""
 
     study: Study
     tracker: StudyTracker
     board: TrialBoard
     metric: str
-    runs: dict[str, dict[str, str]] = field(default_factory=dict)  # Ray trial id -> {trial name: run id}
+    members: dict[str, list[str]] = field(default_factory=dict)  # Ray trial id -> its unit's trial names
     failed: dict[str, str] = field(default_factory=dict)  # trial name -> reason
     ended: set[str] = field(default_factory=set)  # trial names whose run was ended
     resumed: set[str] = field(default_factory=set)  # trial names already tagged as resumed
@@ -75,75 +75,76 @@ class DriverSession:
     terminated: bool = False  # the driver got SIGTERM
     names: dict[str, str] = field(default_factory=dict)  # Ray trial id -> its unit's name
 
-    def runs_of(self, trial: Any) -> dict[str, str]:
-        if trial.trial_id not in self.runs:
+    def members_of(self, trial: Any) -> list[str]:
+        """The names of the Ray trial's unit, their runs opened the first time it is asked."""
+        if trial.trial_id not in self.members:
             unit = self.study.unit(trial.config, trial.trial_id)
             self.names[trial.trial_id] = unit_name(unit)
-            self.runs[trial.trial_id] = {spec.name: self.tracker.trial_run(spec) for spec in unit}
+            self.members[trial.trial_id] = [self.tracker.open_trial(spec) for spec in unit]
             if len(unit) > 1:
-                for run_id in self.runs[trial.trial_id].values():
-                    self.tracker.set_tag(run_id, FUSED_UNIT, unit_name(unit))
-        return self.runs[trial.trial_id]
+                for name in self.members[trial.trial_id]:
+                    self.tracker.set_tag(name, FUSED_UNIT, unit_name(unit))
+        return self.members[trial.trial_id]
 
     def on_start(self, trial: Any) -> None:
-        self.runs_of(trial)
+        self.members_of(trial)
         self.board.start(trial.trial_id, self.names[trial.trial_id])
 
     def on_result(self, trial: Any, result: dict) -> None:
-        runs = self.runs_of(trial)
+        self.members_of(trial)
         epoch = int(result[EPOCH])
         members = result[MEMBERS]
         for name, payload in members.items():
-            self._log(name, runs[name], epoch, payload)
+            self._log(name, epoch, payload)
         for name, reason in (result.get(MEMBER_FAILURES) or {}).items():
-            self._end(name, runs[name], "FAILED", reason)
+            self._end(name, "FAILED", reason)
         shown = next(iter(members.values()), {}).get(self.metric)
         self.board.update(trial.trial_id, epoch, shown)
 
-    def _log(self, name: str, run_id: str, epoch: int, payload: dict) -> None:
+    def _log(self, name: str, epoch: int, payload: dict) -> None:
         metrics = {k: v for k, v in payload.items() if is_logged_metric(k)}
-        logged = self.tracker.log_epoch(run_id, epoch, metrics, payload.get(PHASE, "train"))
+        logged = self.tracker.log_epoch(name, epoch, metrics, payload.get(PHASE, "train"))
         data = payload.pop(AFFINITY_DATA, None)  # popped: Ray Tune's saved state need not carry it
         if logged and data:
-            self.tracker.log_affinity(run_id, epoch, data)
+            self.tracker.log_affinity(name, epoch, data)
         if payload.get(NODE) and self.nodes.get(name) != payload[NODE]:
             self.nodes[name] = payload[NODE]
-            self.tracker.set_tag(run_id, NODE_TAG, payload[NODE])
+            self.tracker.set_tag(name, NODE_TAG, payload[NODE])
         if logged and payload.get(FINETUNE_CURVE):
-            self.tracker.log_finetune_curve(run_id, epoch, payload[FINETUNE_CURVE])
+            self.tracker.log_finetune_curve(name, epoch, payload[FINETUNE_CURVE])
         if RESUMED_FROM in payload and name not in self.resumed:
             self.resumed.add(name)
-            self.tracker.set_tag(run_id, RESUMED, str(payload[RESUMED_FROM]))
+            self.tracker.set_tag(name, RESUMED, str(payload[RESUMED_FROM]))
         if payload.get(RESTORE_NOTE) and name not in self.noted:
             self.noted.add(name)
-            self.tracker.set_tag(run_id, CHECKPOINT_FALLBACK, payload[RESTORE_NOTE])
+            self.tracker.set_tag(name, CHECKPOINT_FALLBACK, payload[RESTORE_NOTE])
             self.board.warn(
                 f"{name}: {payload[RESTORE_NOTE]}"
                 + (f"; resumed from epoch {payload[RESUMED_FROM]}" if RESUMED_FROM in payload else "")
             )
 
-    def _end(self, name: str, run_id: str, status: str, reason: str = "") -> None:
+    def _end(self, name: str, status: str, reason: str = "") -> None:
         if name in self.ended:
             return
         self.ended.add(name)
-        self.tracker.end_trial(run_id, status, reason or None)
+        self.tracker.end_trial(name, status, reason or None)
         status, reason = self.tracker.ended[name]  # a run an earlier driver ended for good keeps its status
         if status == "FAILED":
             self.failed[name] = reason
 
     def on_complete(self, trial: Any) -> None:
-        runs = self.runs_of(trial)
-        for name, run_id in runs.items():
-            self._end(name, run_id, "FINISHED")
-        if all(name in self.failed for name in runs):  # a fused unit whose every member failed
-            self.board.finish(trial.trial_id, "FAILED", self.failed[next(iter(runs))])
+        members = self.members_of(trial)
+        for name in members:
+            self._end(name, "FINISHED")
+        if all(name in self.failed for name in members):  # a fused unit whose every member failed
+            self.board.finish(trial.trial_id, "FAILED", self.failed[members[0]])
         else:
             self.board.finish(trial.trial_id, "done")
 
     def on_error(self, trial: Any) -> None:
         reason = failure_reason(trial)
-        for name, run_id in self.runs_of(trial).items():
-            self._end(name, run_id, "FAILED", reason)
+        for name in self.members_of(trial):
+            self._end(name, "FAILED", reason)
         self.board.finish(trial.trial_id, "FAILED", reason)
 
 

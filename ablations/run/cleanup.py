@@ -2,8 +2,8 @@
 
 A driver that starts a local Ray node (``ray.init()`` without an address) owns its raylet, GCS and
 workers; after ``kill -9`` of the driver they live on, holding CPUs and memory. Their ids are kept
-in the invocation's state file; the next start of the same study stops those still running whose
-driver is gone (and only those, after checking their command line is Ray's).
+in the invocation's state file (``Invocation.state``); the next start of the same study stops those still running
+whose driver is gone (and only those, after checking their command line is Ray's).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import signal
 import time
 from pathlib import Path
 
-STATE_FILE = "ablation.json"
+from ablations.run.layout import Invocation
 
 
 def ray_pids() -> list[int]:
@@ -42,17 +42,15 @@ def parents() -> dict[int, int]:
     return found
 
 
-def stop_stale_ray(storage: str, study: str) -> list[int]:
+def stop_stale_ray(latest: Invocation | None) -> list[int]:
     """Stop the Ray processes an earlier driver of this study started and left behind (it was killed).
 
-    Only processes recorded in the latest invocation's state, whose driver is gone and whose
-    command line is Ray's, are stopped. Returns their ids."""
-    root = Path(storage).resolve() / study
-    found = sorted(p for p in root.glob("*") if (p / STATE_FILE).is_file()) if root.is_dir() else []
-    if not found:
+    Only processes recorded in the state of ``latest`` (the study's latest invocation, if any), whose driver is
+    gone and whose command line is Ray's, are stopped. Returns their ids."""
+    if latest is None:
         return []
     try:
-        state = json.loads((found[-1] / STATE_FILE).read_text())
+        state = json.loads(latest.state.read_text())
     except (OSError, ValueError):
         return []
     if not state.get("ray_pids") or _alive(state.get("driver_pid", 0)):

@@ -102,11 +102,11 @@ def resume_command(args: argparse.Namespace) -> str:
 def write_report(outcome: Any, out: Console, err: Console) -> None:
     """Build and print the study's report. The CLI is the pipeline's composition root: the report reads what the
     run wrote, through MLflow alone (ablations.contract); nothing else of run/ and report/ meets."""
-    from ablations.report import build_report
+    from ablations.report import build_report, print_summary
 
     try:
         report = build_report(outcome.tracking_uri, parent_run_id=outcome.parent_run_id)
-        report.print_table(out)
+        print_summary(report, out)
         err.print(f"report: {report.folder}", highlight=False, soft_wrap=True)
     except Exception as e:  # noqa: BLE001 - the runs are safe in MLflow; the report can be rebuilt
         err.print(
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         # this when it is first imported; joining a cluster with --address needs the network).
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     from ablations.run.runner import run_study  # deferred: Ray and MLflow load only once the study is valid
-    from ablations.run.tracking import TrackingError, experiment_url, ui_command
+    from ablations.run.store import TrackingError, experiment_url, ui_command
 
     try:
         outcome = run_study(

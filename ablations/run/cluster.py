@@ -11,7 +11,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from ablations.study import Study, StudySpec
+from ablations.study import StudySpec
 
 ADDRESS = re.compile(r"^(?P<client>ray://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):(?P<port>\d{1,5})$")
 ADDRESS_FORMS = "auto (the cluster `ray start` started on this machine), HOST:PORT (its head) or ray://HOST:PORT"
@@ -88,12 +88,11 @@ def ray_environment() -> None:
         os.environ.setdefault(key, value)
 
 
-def compile_cache(study: Study) -> dict[str, str]:
-    """``torch.compile``'s caches (Inductor's FX graphs, AOTAutograd) shared by every trial of the study and
-    kept across its invocations: a model shape compiled once is loaded, not compiled, by the trials after it.
-    Set here for the local workers; returned for the workers of a cluster joined with ``--address`` (each node
-    keeps its own copy where ``storage`` is not shared)."""
-    folder = Path(study.spec.driver_storage).resolve() / study.name / "compile-cache"
+def compile_cache(folder: Path) -> dict[str, str]:
+    """``torch.compile``'s caches (Inductor's FX graphs, AOTAutograd) in ``folder`` (``StudyLayout.compile_cache``),
+    shared by every trial of the study and kept across its invocations: a model shape compiled once is loaded, not
+    compiled, by the trials after it. Set here for the local workers; returned for the workers of a cluster joined
+    with ``--address`` (each node keeps its own copy where ``storage`` is not shared)."""
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
     os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
     os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")

@@ -1,5 +1,6 @@
-"""One driver per study: the driver holds an OS lock (``fcntl.flock``) on ``<driver storage>/<study>/driver.lock``
-from before it writes anything until it has ended every run.
+"""One driver per study: the driver holds an OS lock (``fcntl.flock``) on the study's lock file
+(``StudyLayout.lock``: ``<driver storage>/<study>/driver.lock``) from before it writes anything until it has ended
+every run.
 
 A second ``run`` or ``--resume`` of the same study, on this machine or on another that shares the folder, finds
 the lock taken and is refused (exit 2) with the holder's host, process and start time, read from the file. The
@@ -17,8 +18,6 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-HOLD_FILE = "driver.lock"
 
 
 @dataclass(frozen=True)
@@ -42,13 +41,14 @@ class StudyHeld(RuntimeError):
 
 
 class StudyHold:
-    """The hold of one study by this driver: ``take()`` (raises StudyHeld), then ``release()``; a context manager.
+    """The hold of ``study`` by this driver, through the lock file ``path``: ``take()`` (raises StudyHeld), then
+    ``release()``; a context manager.
 
     ``taken_over`` names the earlier holder whose hold was taken over (it died without releasing), else None.
     """
 
-    def __init__(self, folder: Path, study: str):
-        self.path = Path(folder) / HOLD_FILE
+    def __init__(self, path: Path, study: str):
+        self.path = Path(path)
         self.study = study
         self.taken_over: Holder | None = None
         self._fd: int | None = None

@@ -8,23 +8,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ablations.contract import FAILURE, TRIAL
 from ablations.run.tracking import StudyTracker
 from ablations.study import Study
-
-JOURNAL_FILE = "pending_tracking.jsonl"  # trial writes kept while the tracking store was down
 
 
 @dataclass
 class StudyOutcome:
     parent_run_id: str
     tracking_uri: str
-    folder: Path
+    folder: Path  # the invocation's folder (``ablations.run.layout``)
     finished: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # trial name -> reason
     interrupted: bool = False
     experiment_id: str = ""
-    tracking_down: int = 0  # writes kept in ``folder / JOURNAL_FILE`` because the store stopped answering
+    tracking_down: int = 0  # writes kept in the invocation's journal because the store stopped answering
     terminated: bool = False  # stopped by SIGTERM (exit 143), not Ctrl-C (exit 130)
 
 
@@ -44,23 +41,16 @@ def close_study(
     deadline = time.monotonic() + wait_s
     while not tracker.flush() and time.monotonic() < deadline:
         time.sleep(2)
-    if tracker.down:
-        outcome.tracking_down = len(tracker.pending)
-        for name, (status, reason) in tracker.ended.items():
-            if status == "FINISHED":
-                outcome.finished.append(name)
-            else:
-                outcome.failed[name] = reason or "unknown error"
+    down = tracker.down
+    for name, (status, reason) in (tracker.ended if down else tracker.close_trials()).items():
+        if status == "FINISHED":
+            outcome.finished.append(name)
+        else:
+            outcome.failed[name] = reason or "unknown error"
+    if down:
+        outcome.tracking_down = tracker.kept
         outcome.interrupted = True
         return outcome
-    for run in tracker.children():
-        name = run.data.tags.get(TRIAL, run.info.run_name)
-        if run.info.status == "FINISHED":
-            outcome.finished.append(name)
-        elif run.info.status == "FAILED":
-            outcome.failed[name] = run.data.tags.get(FAILURE, "unknown error")
-        else:
-            tracker.client.set_terminated(run.info.run_id, "KILLED")
     expected = len(study.trials) + (
         study.spec.search.num_samples * len(study.spec.search_seeds) if study.spec.search.kind == "optuna" else 0
     )

@@ -9,8 +9,7 @@ from importlib import metadata
 from pathlib import Path
 
 from ablations.study import flatten
-from mto.config import TrialConfig
-from mto.config.dicts import to_dict
+from mto import TrialConfig, to_dict
 
 PACKAGES = ("torch", "timm", "numpy", "scikit-learn", "ray", "mlflow", "optuna", "pydantic")
 

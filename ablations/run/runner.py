@@ -1,13 +1,6 @@
-"""Running a study on Ray Tune: one invocation = one MLflow parent run and one state folder.
-
-Layout under ``storage`` (a folder; with a URI, Ray Tune's experiments go to the URI and the rest
-stays under ``ray_results``)::
-
-    <storage>/<study>/<YYYYmmdd-HHMMSS>/     one invocation (``--resume`` picks the latest)
-        ablation.json                        parent run id, tracking URI, the study as run
-        artifacts/<trial>/                   files the driver attaches (affinity maps from the results)
-        arms/                                Ray Tune experiment: variants x grid x seeds
-        search/                              Ray Tune experiment: the Optuna search (kind: optuna)
+"""Running a study on Ray Tune: one invocation = one MLflow parent run and one folder, laid out by
+``ablations.run.layout`` (its state, the journal of kept MLflow writes, Ray Tune's experiments ``arms`` and
+``search``).
 
 Ray's experiment state (with each trial's last two checkpoints) is what ``--resume`` restores:
 finished trials and trials that failed on their own (a NaN loss) are not run again; unfinished ones,
@@ -24,7 +17,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -40,33 +32,35 @@ from ablations.contract import (
     resolve_tracking_uri,
 )
 from ablations.run.callbacks import SESSIONS, DriverSession, StudyCallback
-from ablations.run.cleanup import STATE_FILE, ray_pids, stop_stale_ray
+from ablations.run.cleanup import ray_pids, stop_stale_ray
 from ablations.run.cluster import ClusterError, check_resources, compile_cache, init_ray, ray_environment
 from ablations.run.files import dump_json, safe_name
 from ablations.run.hold import StudyHeld, StudyHold
-from ablations.run.outcome import JOURNAL_FILE, StudyOutcome, close_study
+from ablations.run.layout import Invocation, StudyLayout
+from ablations.run.outcome import StudyOutcome, close_study
 from ablations.run.progress import TrialBoard
 from ablations.run.store import check_tracking
 from ablations.run.tracking import StudyTracker
 from ablations.run.trainable import trial_function
 from ablations.study import Study, StudyError, unit_name
-from mto.config.dicts import to_dict
+from mto import to_dict
 
 
-def invocation_folder(study: Study, resume: bool) -> Path:
-    """The driver's folder of this invocation (``<driver storage>/<study>/<date-time>``): new, or the latest on
-    resume."""
-    root = Path(study.spec.driver_storage).resolve() / study.name
-    if resume:
-        found = sorted(p for p in root.glob("*") if (p / STATE_FILE).is_file()) if root.is_dir() else []
-        if not found:
-            raise StudyError(study.source, [f"--resume: no earlier invocation of study {study.name!r} under {root}"])
-        return found[-1]
-    folder = root / time.strftime("%Y%m%d-%H%M%S")
-    while folder.exists():
-        time.sleep(1)
-        folder = root / time.strftime("%Y%m%d-%H%M%S")
-    return folder
+def study_layout(study: Study) -> StudyLayout:
+    """Where the driver keeps the study's files: ``driver_storage``, with Ray Tune's experiments under a
+    ``storage`` URI when there is one."""
+    spec = study.spec
+    return StudyLayout.of(spec.driver_storage, study.name, spec.storage if spec.storage_uri else None)
+
+
+def _pick_invocation(layout: StudyLayout, study: Study, resume: bool) -> Invocation:
+    """This invocation of the study: new, or the latest on resume."""
+    if not resume:
+        return layout.new_invocation()
+    latest = layout.latest()
+    if latest is None:
+        raise StudyError(study.source, [f"--resume: no earlier invocation of study {study.name!r} under {layout.root}"])
+    return latest
 
 
 def _stop_on_sigterm(session: DriverSession) -> Any:
@@ -153,17 +147,9 @@ def _phases(study: Study) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     return phases
 
 
-def tune_storage(study: Study, folder: Path) -> str:
-    """Where Ray Tune keeps this invocation's experiment state and checkpoints: the driver's folder, or the same
-    name under a ``storage`` URI (Ray Tune's own storage layer, pyarrow file systems)."""
-    if not study.spec.storage_uri:
-        return str(folder)
-    return f"{study.spec.storage.rstrip('/')}/{study.name}/{folder.name}"
-
-
 def _tuner(
     study: Study,
-    folder: str,
+    invocation: Invocation,
     phase: str,
     space: dict,
     kwargs: dict,
@@ -178,7 +164,7 @@ def _tuner(
     trainable = tune.with_resources(
         tune.with_parameters(trial_function, study=study, threads=threads, settled=settled), resources
     )
-    path = f"{folder}/{phase}"
+    path = invocation.experiment(phase)  # Ray Tune's storage layer: a folder, or under a URI (pyarrow file systems)
     if tune.Tuner.can_restore(path):
         # The space is given again: a driver killed after Ray Tune wrote tuner.pkl but before its first
         # experiment state leaves nothing else to rebuild the trials from (Ray ignores it otherwise).
@@ -191,7 +177,7 @@ def _tuner(
         )
     run_config = tune.RunConfig(
         name=phase,
-        storage_path=folder,
+        storage_path=invocation.tune_storage,
         callbacks=[StudyCallback(key)],
         verbose=0,
         failure_config=tune.FailureConfig(max_failures=spec.retries),
@@ -224,14 +210,14 @@ def _forget_held_decisions() -> None:
     TuneController.__setstate__ = __setstate__
 
 
-def _interrupted_state(study: Study, folder: Path) -> dict[str, Any]:
-    """The state an earlier invocation in ``folder`` left; refused when the study has changed since."""
-    state = json.loads((folder / STATE_FILE).read_text())
+def _interrupted_state(study: Study, invocation: Invocation) -> dict[str, Any]:
+    """The state an earlier ``invocation`` left; refused when the study has changed since."""
+    state = json.loads(invocation.state.read_text())
     if state["study"] != json.loads(dump_json(study.raw)):  # compared as stored (JSON)
         raise StudyError(
             study.source,
             [
-                f"--resume: the study differs from the interrupted invocation in {folder}; "
+                f"--resume: the study differs from the interrupted invocation in {invocation.folder}; "
                 "resume it with the same file and --set values, or start afresh"
             ],
         )
@@ -281,11 +267,12 @@ def run_study(
             cluster lacks, changed study).
         TrackingError: the tracking store is unreachable (checked before Ray starts).
     """
-    folder = invocation_folder(study, resume)
-    state = _interrupted_state(study, folder) if resume else {}
+    layout = study_layout(study)
+    here = _pick_invocation(layout, study, resume)
+    state = _interrupted_state(study, here) if resume else {}
     uri = resolve_tracking_uri(tracking_uri or state.get("tracking_uri") or study.spec.tracking.uri)
     check_tracking(uri)
-    hold = StudyHold(Path(study.spec.driver_storage).resolve() / study.name, study.name)
+    hold = StudyHold(layout.lock, study.name)
     try:
         hold.take()  # before anything is written
     except StudyHeld as err:
@@ -297,18 +284,25 @@ def run_study(
             file=sys.stderr,
         )
     try:
-        return _run_held(study, resume, address, sets, folder, state, uri)
+        return _run_held(study, resume, address, sets, layout, here, state, uri)
     finally:
         hold.release()
 
 
 def _run_held(
-    study: Study, resume: bool, address: str | None, sets: list[str] | None, folder: Path, state: dict, uri: str
+    study: Study,
+    resume: bool,
+    address: str | None,
+    sets: list[str] | None,
+    layout: StudyLayout,
+    here: Invocation,
+    state: dict,
+    uri: str,
 ) -> StudyOutcome:
     ray_environment()
-    compile_env = compile_cache(study)
+    compile_env = compile_cache(layout.compile_cache)
     if address is None:
-        stale = stop_stale_ray(study.spec.driver_storage, study.name)
+        stale = stop_stale_ray(layout.latest())
         if stale:
             print(f"stopped {len(stale)} Ray processes left behind by a killed driver of this study", file=sys.stderr)
     init_ray(address, compile_env)
@@ -317,11 +311,11 @@ def _run_held(
     except ClusterError as err:
         raise StudyError(study.source, [str(err)]) from None
 
-    tracker = StudyTracker(uri, study.spec.tracking.experiment or study.name)
+    tracker = StudyTracker(uri, study.spec.tracking.experiment or study.name, here)
     parent = _start_parent_run(study, tracker, resume_id=state.get("parent_run_id"))
-    folder.mkdir(parents=True, exist_ok=True)
+    here.folder.mkdir(parents=True, exist_ok=True)
     if resume:
-        tracker.replay(folder / JOURNAL_FILE)  # what an earlier driver could not write (the store was down)
+        tracker.replay()  # what an earlier driver could not write (the store was down)
         again, for_good = tracker.read_settled()
         if again:
             print(
@@ -336,7 +330,6 @@ def _run_held(
                 + "; ".join(f"{n} ({r[:80]})" for n, r in sorted(for_good.items())),
                 file=sys.stderr,
             )
-    tracker.journal = folder / JOURNAL_FILE
     state.update(
         parent_run_id=parent,
         tracking_uri=uri,
@@ -346,14 +339,14 @@ def _run_held(
         driver_pid=os.getpid(),
         ray_pids=ray_pids() if address is None else [],
     )
-    (folder / STATE_FILE).write_text(dump_json(state))
+    here.state.write_text(dump_json(state))
 
     metric = study.spec.target.metric
     epochs = {name: unit[0].config.train.epochs for name, unit in study.units.items()}
     if study.spec.search.kind == "optuna":
         epochs["*"] = study.search_config(study.search_arm, study.spec.seeds[0], {}).train.epochs
     board = TrialBoard(study.name, epochs, metric)
-    key = str(folder)
+    key = str(here.folder)
     SESSIONS[key] = DriverSession(study, tracker, board, metric)
     interrupted, previous = False, _stop_on_sigterm(SESSIONS[key])
     try:
@@ -361,7 +354,7 @@ def _run_held(
             for phase, space, kwargs in _phases(study):
                 grid = _tuner(
                     study,
-                    tune_storage(study, folder),
+                    here,
                     phase,
                     space,
                     kwargs,
@@ -377,6 +370,6 @@ def _run_held(
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
         terminated = SESSIONS.pop(key).terminated
-        outcome = close_study(tracker, study, folder, interrupted or terminated)
+        outcome = close_study(tracker, study, here.folder, interrupted or terminated)
         outcome.terminated = terminated
     return outcome

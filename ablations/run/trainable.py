@@ -36,10 +36,7 @@ from ablations.contract import (
 )
 from ablations.run.gpu_usage import GPUUsage
 from ablations.study import Study
-from mto.config import TrialConfig
-from mto.config.errors import GPUOutOfMemoryError
-from mto.training.reports import EpochReport
-from mto.training.unit import run_unit
+from mto import EpochReport, GPUOutOfMemoryError, TrialConfig, run_unit
 
 STATE_FILE = "state.pt"
 

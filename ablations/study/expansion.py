@@ -19,9 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 from ablations.contract import BUDGET_AXIS
 from ablations.study.messages import Problems
 from ablations.study.schema import MAX_TRIALS, StudySpec
-from mto.config import ConfigError, TrialConfig
-from mto.config.dicts import flatten, to_dict
-from mto.training.fusable import fused_groups
+from mto import ConfigError, TrialConfig, flatten, fused_groups, to_dict
 
 SAMPLE_SEED = "__trial_index__"  # Ray Tune's Repeater: which of the search seeds a repeat of a sample runs
 

@@ -14,18 +14,13 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from ablations.contract import FINETUNE_METRICS
 from ablations.study.messages import Problems, shorten
 from ablations.study.schema import StudySpec
-from mto.config import TrialConfig, validation_size
-from mto.config.choices import PRESETS
-from mto.config.dicts import flatten, to_dict
-from mto.methods import registry
+from mto import PRESETS, TrialConfig, flatten, is_accuracy, registry, to_dict, validation_size, why_absent
 
 STORAGE_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")  # pyarrow's file systems
 
@@ -35,7 +30,6 @@ SPLIT_SIZES = {"digits": (1437, 360), "cifar10": (50_000, 10_000), "cifar100": (
 MAX_NAME = 128  # the study and experiment name: an MLflow run name and a folder name are built from it
 MAX_ACCURACY_FRACTION = 2.0  # beyond it the target is above 100% for any reference that ends above 50%
 MEMORY = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # this machine's, in bytes
-PROBE_METRICS = {"linear_top1": "linear", "knn_top1": "knn"}  # eval/<name> (test) and val/<name>
 
 
 def check_feasibility(spec: StudySpec, trials: list, problems: Problems) -> None:
@@ -62,7 +56,7 @@ def _study_level(spec: StudySpec, problem) -> None:
         if not math.isfinite(v):
             problem(path, f"{v!r} is invalid: a finite number")
     fraction = spec.target.fraction
-    if math.isfinite(fraction) and _is_accuracy(spec.target.metric) and fraction > MAX_ACCURACY_FRACTION:
+    if math.isfinite(fraction) and is_accuracy(spec.target.metric) and fraction > MAX_ACCURACY_FRACTION:
         problem(
             "target.fraction",
             f"{spec.target.fraction:g} is invalid for the accuracy {spec.target.metric}: "
@@ -122,7 +116,7 @@ def _trial_level(spec: StudySpec, t: Any, problem) -> None:
         ("target.metric", spec.target.metric),
         *((("search.metric", spec.search.metric),) if spec.search.kind == "optuna" else ()),
     ):
-        why = not_logged(c, metric)
+        why = why_absent(c, metric)
         if why:
             problem(path, f"{shorten(metric, 80)} is never logged: {why}")
     for e in spec.report_epochs or ():
@@ -184,30 +178,6 @@ def split_sizes(c: TrialConfig) -> tuple[int | None, int | None]:
     if c.data.name == "synthetic":
         return c.data.synthetic_size[0], c.data.synthetic_size[1]
     return SPLIT_SIZES.get(c.data.name, (None, None))
-
-
-def not_logged(c: TrialConfig, metric: str) -> str | None:
-    """Why a trial with config ``c`` never logs ``metric`` (None when it does)."""
-    split, _, name = metric.partition("/")
-    if split == "val" and c.data.val_fraction == 0:
-        return "data.val_fraction is 0 (there is no validation split)"
-    if metric in FINETUNE_METRICS:
-        return None if c.eval.finetune.enabled else "eval.finetune.enabled is false (no fine-tuning)"
-    if split in ("eval", "val") and name in PROBE_METRICS:
-        probe = PROBE_METRICS[name]
-        return None if getattr(c.eval, probe) else f"eval.{probe} is false (that probe is off)"
-    if metric == "train/lr" or re.fullmatch(r"train/loss(_\w+)?", metric) or metric.startswith("perf/"):
-        return None
-    m = re.fullmatch(r"hetero/l(\d\d)", metric)
-    if m:
-        layers = c.num_mto_layers
-        return None if int(m.group(1)) <= layers else f"its MTO stack has layers 0 to {layers}"
-    known = ", ".join([f"{s}/{n}" for s in ("eval", "val") for n in PROBE_METRICS] + list(FINETUNE_METRICS))
-    return f"unknown metric; known: {known}, train/loss, train/lr, hetero/lNN"
-
-
-def _is_accuracy(metric: str) -> bool:
-    return metric.endswith("top1") or "acc" in metric
 
 
 def _source_of(spec: StudySpec, arm: str, key: str) -> str:

@@ -11,7 +11,7 @@ from typing import Any, Union
 from pydantic import BaseModel
 
 from ablations.study.schema import StudySpec
-from mto.config import ConfigError, section
+from mto import ConfigError, section
 
 MAX_VALUE_CHARS = 200  # a bad value is echoed up to this many characters, never whole
 MAX_PROBLEM_CHARS = 600  # one problem stays one readable line whatever was embedded in it

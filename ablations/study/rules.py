@@ -7,8 +7,7 @@ from __future__ import annotations
 from ablations.contract import BUDGET_AXIS, FINETUNE_TOP1, VAL_FINETUNE_TOP1, validation_twin
 from ablations.study.messages import Problems, suggest
 from ablations.study.schema import StudySpec
-from mto.config import setting_defaults
-from mto.config.dicts import flatten
+from mto import flatten, setting_defaults
 
 PATHS = list(setting_defaults())
 

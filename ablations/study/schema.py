@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ablations.contract import DEFAULT_SEARCH_METRIC, DEFAULT_TARGET_METRIC, DEFAULT_TRACKING_URI
-from mto.config import MAX_EPOCHS, MAX_SEED, TrialConfig
+from mto import MAX_EPOCHS, MAX_SEED, TrialConfig
 
 # The bounds of the study's own counts (a trial's are mto.config.limits'): far above any study, below one that
 # would run for practically ever.

@@ -22,8 +22,7 @@ from ablations.study.feasibility import check_feasibility
 from ablations.study.messages import Problems, describe
 from ablations.study.rules import check_rules
 from ablations.study.schema import StudySpec
-from mto.config import ConfigError
-from mto.methods import registry
+from mto import ConfigError, registry
 
 
 def validate_study(
@@ -62,7 +61,7 @@ def validate_study(
 
 def _check_files(trials: list, problems: Problems) -> None:
     """Each data set and each method's file checks, once per distinct setting (torch: only now)."""
-    from mto.data.datasets import check_data
+    from mto import check_data
 
     checked = set()
     for t in trials:

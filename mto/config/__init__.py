@@ -1,7 +1,8 @@
-"""A trial's settings, torch-free: ``TrialConfig`` and its sections, each field checked by its dataclass.
+"""The config layer, the lowest of ``mto``: a trial's settings, torch-free, each field checked by its dataclass.
 
-``trial`` holds ``TrialConfig`` and the sections every method shares, ``mim`` the method's settings,
-``finetune`` the fine-tuning evaluation's, ``dicts`` the plain-dict form (YAML, JSON, MLflow params),
+``trial`` holds ``TrialConfig`` and the sections every method shares, ``mim`` the method's settings (built from
+the method descriptions of ``mto.methods.registry``, which belong to this layer), ``finetune`` the fine-tuning
+evaluation's, ``depth`` the layer-depth schedules, ``dicts`` the plain-dict form (YAML, JSON, MLflow params),
 ``errors`` the error types, ``limits`` the bound of every count. This package exports what callers use.
 """
 

@@ -9,6 +9,7 @@ from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from typing import Any
 
 from mto.config.choices import AFFINITIES, DATASETS, LAMBDA_SCHEDULES, POS_EMBEDS, PRESETS, RECALIBRATIONS, preset_depth
+from mto.config.depth import LayerSchedule, check_layer_schedule, layer_weights
 from mto.config.errors import check as _check
 from mto.config.errors import check_choice as _check_choice
 from mto.config.finetune import FinetuneConfig
@@ -28,7 +29,6 @@ from mto.config.limits import (
 )
 from mto.config.mim import MIMConfig
 from mto.methods import registry
-from mto.objective.schedules import LayerSchedule, check_layer_schedule, layer_weights
 
 _STRICT = {"extra": "forbid"}
 

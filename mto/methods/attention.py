@@ -14,7 +14,6 @@ either kind as one additive mask.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 import torch
 from timm.layers import Attention
@@ -22,6 +21,8 @@ from timm.models.vision_transformer import Block
 from timm.models.vision_transformer_relpos import RelPosAttention, RelPosBlock
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from mto.objective.capture import LayerCapture
 
 SUPPORTED = {Block: Attention, RelPosBlock: RelPosAttention}  # block class -> its attention class
 # Kernels that give a gradient for an additive mask (the trained position bias): not the flash kernels
@@ -91,18 +92,6 @@ def block_forward(
     x = x + blk.drop_path1(blk.ls1(out))
     x = x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
     return x, probs
-
-
-@dataclass
-class LayerCapture:
-    """What a pass through the blocks kept. Layer 0 = the blocks' input (the initial embedding).
-
-    ``tokens[l]``: ``[B, N, D]`` patch tokens (prefix tokens dropped) at layer ``l``.
-    ``probs[l]``: ``[B, H, T, T]`` attention probabilities of block ``l`` (``l >= 1``).
-    """
-
-    tokens: dict[int, torch.Tensor] = field(default_factory=dict)
-    probs: dict[int, torch.Tensor] = field(default_factory=dict)
 
 
 def run_blocks(

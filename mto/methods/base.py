@@ -11,9 +11,10 @@ from torch import nn
 
 from mto.config import MTOConfig, TrialConfig
 from mto.methods import registry
-from mto.methods.attention import LayerCapture, run_blocks
+from mto.methods.attention import run_blocks
 from mto.methods.backbone import Encoder, create_vit
 from mto.methods.initialisation import beit_normal_, init_encoder
+from mto.objective.capture import LayerCapture
 from mto.objective.plugin import MTOObjective
 
 

@@ -148,11 +148,3 @@ def topped_up_and_rolled(
     roll = torch.randint(0, max_roll + 1, (b, 1), generator=generator)
     order = order.gather(1, (torch.arange(n) - roll) % n)  # order.roll(k) per row
     return torch.ones(b, n, dtype=torch.bool).scatter(1, order[:, : n - num_masked], False)
-
-
-def masked_first_order(mask: torch.Tensor) -> torch.Tensor:
-    """``[B, N]`` token indices per sample with the masked tokens first (each group in raster order).
-
-    Used to gather the masked/visible blocks in training and to order affinity maps for figures.
-    """
-    return torch.argsort((~mask).to(torch.int8), dim=-1, stable=True)

@@ -41,8 +41,14 @@ class Method:
 
     def model_class(self) -> type:
         """The method's model: a subclass of ``mto.methods.base.MaskedImageModel`` (imports torch)."""
-        module, _, cls = self.model.partition(":")
-        return getattr(importlib.import_module(module), cls)
+        return load(self.model)
+
+
+def load(ref: str) -> Any:
+    """What ``ref``, ``"module:name"``, names; its module is imported now. A description names its model's
+    code this way, so the description stays torch-free and below the models it describes."""
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 _REGISTRY: dict[str, Method] = {}

@@ -90,6 +90,14 @@ def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return rows.view(*x.shape[:-3], b, k, x.shape[-1])
 
 
+def masked_first_order(mask: torch.Tensor) -> torch.Tensor:
+    """``[B, N]`` token indices per sample with the masked tokens first (each group in raster order).
+
+    Used to gather the masked/visible blocks in training and to order affinity maps for figures.
+    """
+    return torch.argsort((~mask).to(torch.int8), dim=-1, stable=True)
+
+
 def split_entropy(logits: torch.Tensor) -> torch.Tensor:
     """Normalised entropy of each row's softmax over its last axis (the visible tokens)."""
     logp = logits.float().log_softmax(dim=-1)

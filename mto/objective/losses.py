@@ -1,6 +1,6 @@
 """The three MTO losses as pure functions of per-layer values (docs/method.md).
 
-Each takes the per-layer quantity and the layer weights ``w_l`` from ``mto.objective.schedules``;
+Each takes the per-layer quantity and the layer weights ``w_l`` from ``mto.config.depth``;
 layers with weight 0 do not contribute, and all-zero weights give a zero loss.
 """
 

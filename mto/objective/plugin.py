@@ -11,12 +11,11 @@ from __future__ import annotations
 import torch
 
 from mto.config import MTOConfig
-from mto.methods.attention import LayerCapture
-from mto.methods.masking import masked_first_order
-from mto.objective.heterogeneity import split_attention_heterogeneity, split_heterogeneity
+from mto.config.depth import layer_weights
+from mto.objective.capture import LayerCapture
+from mto.objective.heterogeneity import masked_first_order, split_attention_heterogeneity, split_heterogeneity
 from mto.objective.losses import entropy_loss, rank_loss, spa_loss
 from mto.objective.recalibration import hard_attention_mask, visible_to_masked_mass
-from mto.objective.schedules import layer_weights
 
 LOSS_NAMES = ("loss_spa", "loss_e", "loss_r")
 

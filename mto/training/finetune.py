@@ -32,9 +32,8 @@ from mto.config.errors import ConfigError, NonFiniteLossError
 from mto.data.datasets import ImageData, augment, crop_params, normalize
 from mto.methods.backbone import Encoder, create_vit
 from mto.objective.schedules import learning_rate
+from mto.training.logged import FINETUNE_SECONDS, FINETUNE_TOP1, FINETUNE_TRAIN_LOSS, VAL_FINETUNE_TOP1
 from mto.training.probes import accuracy
-
-TOP1, VAL_TOP1, TRAIN_LOSS, SECONDS = "finetune/top1", "val/finetune_top1", "finetune/train_loss", "finetune/seconds"
 
 
 def classifier(encoder: Encoder, cfg: TrialConfig, num_classes: int) -> Encoder:
@@ -156,10 +155,10 @@ def finetune(
                     f"non-finite fine-tuning loss {curve[-1]} at fine-tuning epoch "
                     f"{epoch + 1} of {ft.epochs} (from pre-training epoch {from_epoch})"
                 )
-    metrics = {TOP1: top1(vit, data.test_x, data.test_y, data, autocast), TRAIN_LOSS: curve[-1]}
+    metrics = {FINETUNE_TOP1: top1(vit, data.test_x, data.test_y, data, autocast), FINETUNE_TRAIN_LOSS: curve[-1]}
     if data.val_x is not None:
-        metrics[VAL_TOP1] = top1(vit, data.val_x, data.val_y, data, autocast)
-    metrics[SECONDS] = time.perf_counter() - start
+        metrics[VAL_FINETUNE_TOP1] = top1(vit, data.val_x, data.val_y, data, autocast)
+    metrics[FINETUNE_SECONDS] = time.perf_counter() - start
     return metrics, curve
 
 

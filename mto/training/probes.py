@@ -1,4 +1,8 @@
-"""Frozen-feature probes: a deterministic linear probe and cosine kNN, fitted on the features' device."""
+"""Frozen-feature probes: a deterministic linear probe and cosine kNN, fitted on the features' device.
+
+Each probe's ``*_scorer`` is what its declaration in ``mto.training.logged`` names: fitted once on the training
+features, it scores any split's features.
+"""
 
 from __future__ import annotations
 
@@ -40,6 +44,22 @@ def fit_linear_probe(
         opt.step(closure)
     w, b = weight.detach(), bias.detach()
     return lambda x: (((x.float() - mean) / std) @ w + b).argmax(dim=1)
+
+
+Scorer = Callable[[torch.Tensor, torch.Tensor], float]  # (features, labels) -> top-1
+
+
+def linear_scorer(train_x: torch.Tensor, train_y: torch.Tensor, num_classes: int, cfg) -> Scorer:
+    """``fit_linear_probe`` with the settings of ``cfg`` (``eval``): fitted once, scores any split."""
+    classify = fit_linear_probe(
+        train_x, train_y, num_classes, steps=cfg.probe_steps, weight_decay=cfg.probe_weight_decay
+    )
+    return lambda x, y: accuracy(classify(x), y)
+
+
+def knn_scorer(train_x: torch.Tensor, train_y: torch.Tensor, num_classes: int, cfg) -> Scorer:
+    """``knn_top1`` against the training features, with the settings of ``cfg`` (``eval``)."""
+    return lambda x, y: knn_top1(train_x, train_y, x, y, num_classes, k=cfg.knn_k, temperature=cfg.knn_temperature)
 
 
 def accuracy(predicted: torch.Tensor, labels: torch.Tensor) -> float:

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from mto.training.logged import FINETUNE_TOP1, KNN_TOP1, LINEAR_TOP1, TRAIN_LOSS
+
 
 @dataclass
 class EpochReport:
@@ -32,7 +34,7 @@ class EpochReport:
     phase: str = "train"  # "train": the epoch's pre-training and probes; "finetune": its fine-tuning
 
     def __str__(self) -> str:
-        keys = ("train/loss", "eval/linear_top1", "eval/knn_top1", "finetune/top1", "perf/epoch_s")
+        keys = (TRAIN_LOSS, LINEAR_TOP1, KNN_TOP1, FINETUNE_TOP1, "perf/epoch_s")
         shown = "  ".join(f"{k}={self.metrics[k]:.4f}" for k in keys if k in self.metrics)
         return f"epoch {self.epoch}/{self.epochs}  {shown}"
 

@@ -23,12 +23,11 @@ from mto.config import ConfigError, TrialConfig
 from mto.data.datasets import ImageData, augment, crop_params, load_data, normalize
 from mto.data.splits import stratified_subset
 from mto.methods.base import MaskedImageModel, build_model
-from mto.methods.masking import masked_first_order
-from mto.objective.heterogeneity import affinity_map, similarity, token_heterogeneity
+from mto.objective.heterogeneity import affinity_map, masked_first_order, similarity, token_heterogeneity
 from mto.objective.schedules import lambda_factor, learning_rate
+from mto.training import logged
 from mto.training.finetune import finetune
 from mto.training.optim import param_groups
-from mto.training.probes import accuracy, fit_linear_probe, knn_top1
 from mto.training.reports import EpochReport
 from mto.training.step import BACKEND, TrainStep
 
@@ -203,33 +202,24 @@ class Trainer:
         return torch.cat(out)
 
     def probe(self) -> dict[str, float]:
-        """Linear-probe and kNN top-1 on frozen features: fitted on (a stratified subset of) the
-        pre-training images, scored on the test split (``eval/*``) and the validation split (``val/*``).
-        Nothing at all (no feature pass) when both probes are off."""
+        """The frozen-feature probes switched on (``mto.training.logged``: linear probe, kNN top-1): fitted on
+        (a stratified subset of) the pre-training images, scored on the test split (``eval/*``) and the
+        validation split (``val/*``). Nothing at all (no feature pass) when every probe is off."""
         cfg, d = self.cfg.eval, self.data
-        if not (cfg.linear or cfg.knn):
+        on = [p for p in logged.probes() if logged.why_absent(self.cfg, p.name) is None]
+        if not on:
             return {}
         pick = stratified_subset(d.train_y, cfg.max_probe_train or d.train_y.numel(), self.cfg.data.split_seed)
         pick = pick.to(d.train_y.device)
         train_f, train_y = self.features(d.train_x[pick]), d.train_y[pick]
-        scored = {"eval": (self.features(d.test_x), d.test_y)}
+        splits = {logged.TEST_SPLIT: (self.features(d.test_x), d.test_y)}
         if d.val_x is not None:
-            scored["val"] = (self.features(d.val_x), d.val_y)
+            splits[logged.VALIDATION_SPLIT] = (self.features(d.val_x), d.val_y)
         metrics = {}
-        if cfg.linear:  # fitted once, scored on each split
-            classify = fit_linear_probe(
-                train_f, train_y, d.num_classes, steps=cfg.probe_steps, weight_decay=cfg.probe_weight_decay
-            )
-            metrics.update({f"{split}/linear_top1": accuracy(classify(x), y) for split, (x, y) in scored.items()})
-        if cfg.knn:
-            metrics.update(
-                {
-                    f"{split}/knn_top1": knn_top1(
-                        train_f, train_y, x, y, d.num_classes, k=cfg.knn_k, temperature=cfg.knn_temperature
-                    )
-                    for split, (x, y) in scored.items()
-                }
-            )
+        for p in on:  # each fitted once, scored on each split
+            score = p.scorer()(train_f, train_y, d.num_classes, cfg)
+            names = {logged.TEST_SPLIT: p.name, logged.VALIDATION_SPLIT: p.validation}
+            metrics.update({names[split]: score(x, y) for split, (x, y) in splits.items()})
         return metrics
 
     @torch.no_grad()

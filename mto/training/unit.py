@@ -30,6 +30,7 @@ from mto.config import TrialConfig
 from mto.config.errors import NonFiniteLossError
 from mto.data.datasets import ImageData, load_data
 from mto.training.fusable import check_fusable
+from mto.training.logged import TRAIN_LR
 from mto.training.reports import EpochReport, TrialResult, UnitReport
 from mto.training.trainer import Trainer, compile_backend, resolve_device
 
@@ -60,7 +61,7 @@ def epoch_metrics(means: dict[str, float], epoch: int, lr: float, images: int, e
             f"non-finite training loss at epoch {epoch + 1}: " + ", ".join(f"{k}={v}" for k, v in means.items())
         )
     metrics = {f"train/{k}": v for k, v in means.items()}
-    metrics.update({"train/lr": lr, "perf/img_per_s": images / elapsed, "perf/epoch_s": elapsed})
+    metrics.update({TRAIN_LR: lr, "perf/img_per_s": images / elapsed, "perf/epoch_s": elapsed})
     return metrics
 
 

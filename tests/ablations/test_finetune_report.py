@@ -14,7 +14,7 @@ from scipy.stats import kendalltau
 from ablations.contract import REFERENCE_ARM, TARGET_FRACTION, TARGET_METRIC
 from ablations.report import build_report
 from ablations.report.agreement import rank_agreement
-from ablations.report.metrics import as_curve
+from ablations.report.formulas import as_curve
 from ablations.run.tracking import StudyTracker
 from ablations.study import TrialSpec
 from mto.config import TrialConfig
@@ -52,16 +52,18 @@ def test_a_finetuning_result_is_logged_once_at_its_epoch_beside_that_epochs_metr
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     tracker = StudyTracker(uri, "ft")
     tracker.start_study("ft", "", {}, {})
-    run = tracker.trial_run(TrialSpec("a-s0", "a", 0, {}, TrialConfig(), "a-s0"))
-    assert tracker.log_epoch(run, 2, {"eval/knn_top1": 0.5})
-    assert tracker.log_epoch(run, 2, {"finetune/top1": 0.7}, "finetune")
-    tracker.log_finetune_curve(run, 2, [2.3, 1.9])
-    assert not tracker.log_epoch(run, 2, {"finetune/top1": 0.1}, "finetune")  # a repeated report
+    name = tracker.open_trial(TrialSpec("a-s0", "a", 0, {}, TrialConfig(), "a-s0"))
+    assert tracker.log_epoch(name, 2, {"eval/knn_top1": 0.5})
+    assert tracker.log_epoch(name, 2, {"finetune/top1": 0.7}, "finetune")
+    tracker.log_finetune_curve(name, 2, [2.3, 1.9])
+    assert not tracker.log_epoch(name, 2, {"finetune/top1": 0.1}, "finetune")  # a repeated report
     reopened = StudyTracker(uri, "ft")  # a resumed driver reads back what was logged
     reopened.start_study("ft", "", {}, {}, resume_id=tracker.parent_id)
-    reopened.trial_run(TrialSpec("a-s0", "a", 0, {}, TrialConfig(), "a-s0"))
-    assert not reopened.log_epoch(run, 2, {"finetune/top1": 0.1}, "finetune")
-    assert reopened.log_epoch(run, 3, {"eval/knn_top1": 0.6})
+    reopened.open_trial(TrialSpec("a-s0", "a", 0, {}, TrialConfig(), "a-s0"))
+    assert not reopened.log_epoch(name, 2, {"finetune/top1": 0.1}, "finetune")
+    assert reopened.log_epoch(name, 3, {"eval/knn_top1": 0.6})
+    run = reopened.run_id(name)
+    assert run == tracker.run_id(name)
     client = MlflowClient(uri)
     assert [(m.step, m.value) for m in client.get_metric_history(run, "finetune/top1")] == [(2, 0.7)]
     assert [m.step for m in client.get_metric_history(run, "trial/epoch")] == [2, 3]
@@ -96,13 +98,13 @@ def test_budget_table_on_finetuned_accuracy_with_the_probes_agreement(tmp_path):
                     f"base-s{seed}-epochs={budget}",
                     "base",
                 )
-                run = tracker.trial_run(spec)
+                name = tracker.open_trial(spec)
                 tuned = final + 0.001 * seed
                 for e in range(budget + 1):
                     probes = {"eval/knn_top1": tuned - 0.2, "eval/linear_top1": 1.0 - tuned} if e == budget else {}
-                    tracker.log_epoch(run, e, {"train/loss": 1.0 / (e + 1), **probes})
-                tracker.log_epoch(run, budget, {"finetune/top1": tuned, "val/finetune_top1": tuned - 0.01}, "finetune")
-                tracker.end_trial(run, "FINISHED")
+                    tracker.log_epoch(name, e, {"train/loss": 1.0 / (e + 1), **probes})
+                tracker.log_epoch(name, budget, {"finetune/top1": tuned, "val/finetune_top1": tuned - 0.01}, "finetune")
+                tracker.end_trial(name, "FINISHED")
     tracker.end_study("FINISHED")
     report = build_report(uri, parent_run_id=tracker.parent_id, out=tmp_path / "rep")
     table = pd.read_csv(tmp_path / "rep" / "budgets.csv").set_index("arm")

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from ablations.report.metrics import (
+from ablations.report.formulas import (
     as_curve,
     auc,
     bootstrap_band,

@@ -19,12 +19,13 @@ EPOCHS = 300  # short epochs (128 images), many: the first driver still trains w
 
 
 def _holder(folder) -> subprocess.Popen:
-    """Another process that takes the hold of study ``tiny`` in ``folder`` and keeps it until killed."""
+    """Another process that takes the hold of study ``tiny`` (lock file ``folder/driver.lock``) and keeps it until
+    killed."""
     code = textwrap.dedent(
         f"""
         import sys, time
         from ablations.run.hold import StudyHold
-        StudyHold({str(folder)!r}, "tiny").take()
+        StudyHold({str(folder / "driver.lock")!r}, "tiny").take()
         print("held", flush=True)
         time.sleep(600)
         """
@@ -38,16 +39,16 @@ def test_a_live_holder_is_named_and_a_dead_one_is_taken_over(tmp_path):
     holder = _holder(tmp_path)
     try:
         with pytest.raises(StudyHeld) as refused:
-            StudyHold(tmp_path, "tiny").take()
+            StudyHold(tmp_path / "driver.lock", "tiny").take()
         message = str(refused.value)
         assert f"process {holder.pid} on host {socket.gethostname()}, since " in message, message
         assert "--resume" in message and "\n" not in message
     finally:
         holder.send_signal(signal.SIGKILL)  # dies holding it: the kernel lets the lock go, the file still names it
         holder.wait()
-    with StudyHold(tmp_path, "tiny") as hold:
+    with StudyHold(tmp_path / "driver.lock", "tiny") as hold:
         assert hold.taken_over is not None and hold.taken_over.pid == holder.pid
-    again = StudyHold(tmp_path, "tiny").take()  # released cleanly: nothing to take over
+    again = StudyHold(tmp_path / "driver.lock", "tiny").take()  # released cleanly: nothing to take over
     assert again.taken_over is None
     again.release()
 

@@ -40,11 +40,11 @@ def known_study(uri: str, data: str = "digits", report_epochs: str = "") -> str:
     cfg.train.epochs = 8
     for arm, seeds in CURVES.items():
         for seed, values in seeds.items():
-            run = tracker.trial_run(TrialSpec(f"{arm}-s{seed}", arm, seed, {}, cfg, f"base-s{seed}"))
+            name = tracker.open_trial(TrialSpec(f"{arm}-s{seed}", arm, seed, {}, cfg, f"base-s{seed}"))
             for e, v in zip(EPOCHS, values):
-                tracker.log_epoch(run, e, {"eval/linear_top1": v, "hetero/l00": 0.9, "hetero/l01": 0.8})
-            tracker.end_trial(run, "FINISHED")
-    broken = tracker.trial_run(TrialSpec("broken-s0", "broken", 0, {}, cfg, "base-s0"))
+                tracker.log_epoch(name, e, {"eval/linear_top1": v, "hetero/l00": 0.9, "hetero/l01": 0.8})
+            tracker.end_trial(name, "FINISHED")
+    broken = tracker.open_trial(TrialSpec("broken-s0", "broken", 0, {}, cfg, "base-s0"))
     tracker.log_epoch(broken, 2, {"eval/linear_top1": 0.1})
     tracker.end_trial(broken, "FAILED", "NonFiniteLossError: non-finite training loss at epoch 3")
     tracker.end_study("FAILED")
@@ -203,10 +203,10 @@ def test_budget_table_gives_the_papers_epoch_reduction_with_censoring(tmp_path):
                 spec = TrialSpec(
                     f"{arm}-s{seed}-epochs={budget}", arm, seed, grid, cfg, f"base-s{seed}-epochs={budget}", "base"
                 )
-                run = tracker.trial_run(spec)
+                name = tracker.open_trial(spec)
                 for e in range(budget + 1):  # epoch 0 = the untrained model at 0.10
-                    tracker.log_epoch(run, e, {"eval/linear_top1": 0.10 + (final - 0.10) * e / budget})
-                tracker.end_trial(run, "FINISHED")
+                    tracker.log_epoch(name, e, {"eval/linear_top1": 0.10 + (final - 0.10) * e / budget})
+                tracker.end_trial(name, "FINISHED")
     tracker.end_study("FINISHED")
     report = build_report(uri, parent_run_id=tracker.parent_id, out=tmp_path / "rep")
     table = pd.read_csv(tmp_path / "rep" / "budgets.csv").set_index("arm")

@@ -72,10 +72,10 @@ def test_a_finished_run_is_never_marked_failed_later(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     tracker = StudyTracker(uri, study.name)
     tracker.start_study(study.name, "", {}, {})
-    run_id = tracker.trial_run(study.trials[0])
-    tracker.end_trial(run_id, "FINISHED")
-    tracker.end_trial(run_id, "FAILED", "ActorDiedError: the worker died")  # a late event of its Ray trial
-    run = MlflowClient(uri).get_run(run_id)
+    name = tracker.open_trial(study.trials[0])
+    tracker.end_trial(name, "FINISHED")
+    tracker.end_trial(name, "FAILED", "ActorDiedError: the worker died")  # a late event of its Ray trial
+    run = MlflowClient(uri).get_run(tracker.run_id(name))
     assert run.info.status == "FINISHED" and FAILURE not in run.data.tags
 
 

@@ -57,7 +57,7 @@ def test_every_tag_a_trial_run_gets_is_named_in_the_contract(tmp_path):
     tracker = StudyTracker(uri, study.name)
     tracker.start_study(study.name, "", {contract.STUDY_FILE: "x"}, {contract.TARGET_METRIC: "eval/knn_top1"})
     trial = study.trials[-1]
-    run = MlflowClient(uri).get_run(tracker.trial_run(trial))
+    run = MlflowClient(uri).get_run(tracker.run_id(tracker.open_trial(trial)))
     names = {v for k, v in vars(contract).items() if k.isupper() and isinstance(v, str)}
     ours = [k for k in run.data.tags if k.startswith("ablation.")]
     assert ours and all(k in names or k.startswith(contract.GRID_PREFIX) for k in ours), ours

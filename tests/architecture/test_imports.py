@@ -1,5 +1,6 @@
-"""The house rules, checked on the source itself (ast): the pipeline's direction, no import cycle,
-the method library's dependencies, and modules small enough to read."""
+"""The house rules, checked on the source itself (ast): the pipeline's direction, no import cycle, the layers of
+mto pointing one way and its one public surface, the method library's dependencies, and modules small enough to
+read."""
 
 from __future__ import annotations
 
@@ -70,6 +71,71 @@ def test_no_import_cycle_anywhere():
     for m in sorted(g):
         if m not in state:
             visit(m)
+
+
+def _under(module: str, *packages: str) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
+def _method_description(module: str) -> bool:
+    """The torch-free description of the methods: the registry, the settings several methods share and each
+    method folder's ``__init__`` (``mto.methods.<name>``), plus the ``mto.methods`` package itself."""
+    parts = module.split(".")
+    folder = len(parts) == 3 and (ROOT / "mto" / "methods" / parts[2] / "__init__.py").is_file()
+    return module in ("mto.methods", "mto.methods.registry", "mto.methods.shared") or (
+        _under(module, "mto.methods") and folder
+    )
+
+
+# The layers of mto, lowest first; a module belongs to the first layer whose predicate it meets and may import
+# only modules of its own layer or lower ones. ``mto`` itself is the public surface over all of them.
+MTO_LAYERS = (
+    ("config", lambda m: _under(m, "mto.config") or _method_description(m)),
+    ("data", lambda m: _under(m, "mto.data")),
+    ("objective", lambda m: _under(m, "mto.objective")),
+    ("methods", lambda m: _under(m, "mto.methods")),
+    ("training", lambda m: _under(m, "mto.training")),
+    ("surface", lambda m: m == "mto"),
+)
+
+
+def mto_layer(module: str) -> int:
+    """The index in ``MTO_LAYERS`` of the layer ``module`` belongs to."""
+    for rank, (_, belongs) in enumerate(MTO_LAYERS):
+        if belongs(module):
+            return rank
+    pytest.fail(f"{module} is in no layer of MTO_LAYERS: declare where it belongs")
+
+
+def test_mto_layers_point_one_way():
+    for m, deps in sorted(graph().items()):
+        if not _under(m, "mto"):
+            continue
+        rank = mto_layer(m)
+        for d in sorted(deps):
+            if _under(d, "mto") and not m.startswith(d + ".") and mto_layer(d) > rank:
+                pytest.fail(
+                    f"{m} (layer {MTO_LAYERS[rank][0]}) imports {d} (layer {MTO_LAYERS[mto_layer(d)][0]}): "
+                    f"a module imports only its own layer or lower ones, "
+                    f"{' < '.join(name for name, _ in MTO_LAYERS)}"
+                )
+
+
+def test_ablations_import_mto_only_through_its_surface():
+    """``ablations`` sees ``mto`` as ``from mto import <name in mto.__all__>`` (deferred imports too)."""
+    import mto
+
+    for m, p in sources().items():
+        if not _under(m, "ablations"):
+            continue
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.Import):
+                bad = [a.name for a in node.names if _under(a.name, "mto")]
+                assert not bad, f"{m}, line {node.lineno}: import {', '.join(bad)}; write from mto import ..."
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and _under(node.module or "", "mto"):
+                assert node.module == "mto", f"{m}, line {node.lineno}: from {node.module} import ...; use from mto"
+                hidden = [a.name for a in node.names if a.name not in mto.__all__]
+                assert not hidden, f"{m}, line {node.lineno}: from mto import {', '.join(hidden)}, not in mto.__all__"
 
 
 def test_report_and_run_meet_only_through_the_contract():

@@ -2,10 +2,11 @@ import math
 
 import torch
 
-from mto.methods.masking import masked_first_order, random_masking
+from mto.methods.masking import random_masking
 from mto.objective.heterogeneity import (
     attention_logits,
     heterogeneity,
+    masked_first_order,
     masked_row_entropy,
     similarity,
     split_attention_heterogeneity,

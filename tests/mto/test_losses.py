@@ -44,7 +44,7 @@ def test_spa_loss_ignores_the_initial_embedding():
 
 
 def test_rank_loss_follows_its_depth_weights():
-    from mto.objective.schedules import layer_weights
+    from mto.config.depth import layer_weights
 
     rising = [torch.tensor(v) for v in (0.5, 0.7, 0.6, 0.9, 0.95)]  # pairs: +0.2, -0.1, +0.3, +0.05
     plain = rank_loss(rising, layer_weights("all", 4))

@@ -1,6 +1,7 @@
 import torch
 
-from mto.methods.masking import block_masking, masked_first_order, num_masked, random_masking
+from mto.methods.masking import block_masking, num_masked, random_masking
+from mto.objective.heterogeneity import masked_first_order
 
 
 def test_random_masking_keeps_exactly_int_n_times_one_minus_r():

@@ -3,7 +3,8 @@ import math
 import pytest
 
 from mto.config import ConfigError
-from mto.objective.schedules import lambda_factor, layer_weights, learning_rate
+from mto.config.depth import layer_weights
+from mto.objective.schedules import lambda_factor, learning_rate
 
 
 @pytest.mark.parametrize(

@@ -26,11 +26,11 @@ from torch import nn
 
 from mto.config import MIMConfig, MTOConfig
 from mto.config.errors import ConfigError
-from mto.methods.attention import LayerCapture
 from mto.methods.backbone import Encoder, embed_tokens, position_bias, run_encoder
 from mto.methods.initialisation import beit_normal_, xavier_layers_
 from mto.methods.mae.model import MAE, MAEDecoder, masked_mean_mse
 from mto.methods.momentum import ema_update, linear_ramp_momentum, linear_weight_ramp, momentum_copy
+from mto.objective.capture import LayerCapture
 
 
 class CrossAttention(nn.Module):

@@ -18,13 +18,12 @@ from torch import nn
 
 from mto.config import MIMConfig, MTOConfig
 from mto.data.augment import StrongAugmentation
-from mto.methods.attention import LayerCapture
 from mto.methods.backbone import Encoder
 from mto.methods.initialisation import beit_layers_
-from mto.methods.masking import masked_first_order
 from mto.methods.momentum import cosine_momentum, ema_update, momentum_copy
 from mto.methods.simmim.model import SimMIM
-from mto.objective.heterogeneity import gather_tokens
+from mto.objective.capture import LayerCapture
+from mto.objective.heterogeneity import gather_tokens, masked_first_order
 
 
 def patch_contrast(

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from mto.config.errors import check
 from mto.config.limits import MAX_DRAWS, MAX_IMAGE_SIZE, bounded
-from mto.methods.registry import Method, register
+from mto.methods.registry import Method, load, register
 from mto.methods.shared import BlockMaskSettings, MomentumSettings
 
 if TYPE_CHECKING:  # annotations only: mto.config imports this module
@@ -42,11 +42,10 @@ class DTMSettings:
 
 
 def check_teacher_file(cfg: TrialConfig) -> None:
-    """The teacher file holds weights of the trial's encoder (read before a study starts; torch only when set)."""
+    """The teacher file holds weights of the trial's encoder (read before a study starts; torch only when set:
+    the check builds the encoder, so it is the model's)."""
     if cfg.mim.dtm_teacher is not None:
-        from mto.methods.dtm.model import check_teacher
-
-        check_teacher(cfg)
+        load("mto.methods.dtm.model:check_teacher")(cfg)
 
 
 register(

@@ -26,11 +26,11 @@ from torch import nn
 from mto.config import MIMConfig, MTOConfig, TrialConfig
 from mto.config.errors import ConfigError
 from mto.data.datasets import channels
-from mto.methods.attention import LayerCapture
 from mto.methods.backbone import Encoder, create_vit
 from mto.methods.initialisation import beit_layers_
 from mto.methods.momentum import cosine_momentum, ema_update, momentum_copy
 from mto.methods.simmim.model import SimMIM
+from mto.objective.capture import LayerCapture
 
 SMOOTH_L1_BETA = 2.0  # the authors' smooth_l1_loss(beta=2.0)
 

@@ -20,12 +20,12 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from mto.config import MIMConfig, MTOConfig
-from mto.methods.attention import LayerCapture
 from mto.methods.backbone import Encoder, position_bias, pre_norm, run_encoder, visible_bias
 from mto.methods.base import MaskedImageModel, new_mask_token, patchify
 from mto.methods.initialisation import xavier_layers_
 from mto.methods.mae import FAMILY_OPTIONS
 from mto.methods.masking import beit_block_masking, num_masked, random_masking
+from mto.objective.capture import LayerCapture
 
 
 def sincos_position_embedding(grid: int, dim: int) -> torch.Tensor:

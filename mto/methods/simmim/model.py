@@ -15,10 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from mto.config import MIMConfig, MTOConfig
-from mto.methods.attention import LayerCapture
 from mto.methods.backbone import Encoder, embed_tokens, position_bias
 from mto.methods.base import MaskedImageModel, new_mask_token
 from mto.methods.masking import block_masking
+from mto.objective.capture import LayerCapture
 
 
 class SimMIM(MaskedImageModel):

@@ -1,4 +1,5 @@
-"""Pre-training efficiency metrics on evaluation curves ``m(e)`` (defined in docs/method.md, "Metrics").
+"""Pre-training efficiency formulas on evaluation curves ``m(e)`` (defined in docs/metrics.md, "What each figure
+means").
 
 Each is a pure function of (epochs, values) arrays. A curve is what MLflow holds for one trial's
 target metric: values at the evaluated epochs only, in epoch order.
@@ -13,11 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 
 Curve = tuple[np.ndarray, np.ndarray]  # (epochs, values), epochs increasing
-
-
-def is_accuracy(metric: str) -> bool:
-    """Whether a metric is an accuracy in [0, 1] (shown in % by tables and figures)."""
-    return metric.endswith("top1") or "acc" in metric
 
 
 def as_curve(epochs: Sequence[float], values: Sequence[float]) -> Curve:

@@ -1,0 +1,60 @@
+"""The trial writes the tracker makes in MLflow, one op each: a JSON-able dict naming its trial, so that a write
+the store cannot take yet is kept as it is (``ablations.run.journal``) and made later.
+
+Ops: ``create`` (the run, its tags and params), ``reopen`` (a resumed trial), ``epoch`` (one epoch's metrics),
+``artifact`` (a file the driver wrote), ``finetune_curve``, ``tag`` and ``end``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Collection
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+
+from ablations.contract import AFFINITY_FOLDER, FAILED_BEFORE, FAILURE, FINETUNE_FOLDER
+from ablations.run.journal import Op
+
+
+def make(client: MlflowClient, experiment_id: str, runs: dict[str, str], settled: Collection[str], op: Op) -> None:
+    """Make ``op`` in the store, idempotently (a run is created once, an epoch logged once).
+
+    ``runs`` maps trial names to their run ids (a created run is added); ``settled``: the trials an earlier
+    driver ended for good, whose runs stay as they are."""
+    name, kind = op["trial"], op["op"]
+    if kind == "create":
+        if name not in runs:
+            run_id = client.create_run(experiment_id, run_name=name, tags=op["tags"]).info.run_id
+            params = [Param(k, v[:6000]) for k, v in op["params"].items()]
+            for i in range(0, len(params), 100):
+                client.log_batch(run_id, params=params[i : i + 100])
+            runs[name] = run_id
+        return
+    run_id = runs[name]
+    if kind == "reopen":
+        run = client.get_run(run_id)
+        if run.info.status == "FAILED" and name not in settled:  # runs again: the old reason is history
+            client.set_tag(run_id, FAILED_BEFORE, run.data.tags.get(FAILURE, "")[:5000])
+            client.delete_tag(run_id, FAILURE)
+        if run.info.status != "FINISHED" and name not in settled:
+            client.update_run(run_id, status="RUNNING")
+    elif kind == "epoch":
+        batch = [Metric(k, v, op["time"], op["epoch"]) for k, v in op["metrics"].items()]
+        for i in range(0, len(batch), 1000):
+            client.log_batch(run_id, metrics=batch[i : i + 1000])
+    elif kind == "artifact":
+        if os.path.isfile(op["path"]):
+            client.log_artifact(run_id, op["path"], AFFINITY_FOLDER)
+    elif kind == "finetune_curve":
+        client.log_dict(
+            run_id, {"epoch": op["epoch"], "loss": op["loss"]}, f"{FINETUNE_FOLDER}/loss_e{op['epoch']:04d}.json"
+        )
+    elif kind == "tag":
+        client.set_tag(run_id, op["key"], op["value"])
+    elif kind == "end":
+        if op["status"] != "FINISHED" and client.get_run(run_id).info.status == "FINISHED":
+            return  # a finished trial stays finished, whatever happens to its Ray trial later
+        if op["reason"]:
+            client.log_batch(run_id, tags=[RunTag(FAILURE, op["reason"][:5000])])
+        client.set_terminated(run_id, op["status"])
