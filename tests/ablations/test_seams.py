@@ -9,8 +9,7 @@ from mlflow import MlflowClient
 from ablations import contract
 from ablations.run.tracking import StudyTracker
 from ablations.study import load_study
-
-from .conftest import TINY_BASE, write_study
+from tests.ablations.conftest import TINY_BASE, write_study
 
 
 def test_resolve_gives_a_grid_trial_back_unchanged(tmp_path):

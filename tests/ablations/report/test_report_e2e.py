@@ -7,8 +7,7 @@ import pytest
 from mlflow import MlflowClient
 
 from ablations.study import load_study
-
-from .conftest import ROOT, run_cli
+from tests.ablations.conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.slow
 

@@ -12,9 +12,9 @@ import shutil
 
 import pytest
 
-from .conftest import run_cli, write_study
-from .helpers import free_port as _free_port
-from .helpers import serve_mlflow, stop_server
+from tests.ablations.conftest import run_cli, write_study
+from tests.ablations.helpers import free_port as _free_port
+from tests.ablations.helpers import serve_mlflow, stop_server
 
 pytestmark = pytest.mark.slow
 

@@ -11,9 +11,8 @@ import textwrap
 import pytest
 
 from ablations.run.hold import StudyHeld, StudyHold
-
-from .conftest import TINY_BASE, run_cli, write_study
-from .helpers import start_driver, steps, study_runs, wait_for
+from tests.ablations.conftest import TINY_BASE, run_cli, write_study
+from tests.ablations.helpers import start_driver, steps, study_runs, wait_for
 
 EPOCHS = 300  # short epochs (128 images), many: the first driver still trains while the others are refused
 

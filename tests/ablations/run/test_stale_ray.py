@@ -14,9 +14,8 @@ import time
 import pytest
 
 from ablations.run.cleanup import _alive
-
-from .conftest import ROOT, TINY_BASE, run_cli, write_study
-from .helpers import steps, study_runs
+from tests.ablations.conftest import ROOT, TINY_BASE, run_cli, write_study
+from tests.ablations.helpers import steps, study_runs
 
 pytestmark = pytest.mark.slow
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, TINY_BASE, write_study
-from .helpers import free_port as _free_port
-from .helpers import serve_mlflow, stop_server
-from .test_mlflow_server import _api
+from tests.ablations.conftest import ROOT, TINY_BASE, write_study
+from tests.ablations.helpers import free_port as _free_port
+from tests.ablations.helpers import serve_mlflow, stop_server
+from tests.ablations.report.test_mlflow_server import _api
 
 pytestmark = pytest.mark.slow
 

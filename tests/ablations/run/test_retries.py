@@ -18,9 +18,8 @@ from ablations.run.trainable import out_of_memory
 from ablations.study import load_study
 from ablations.study.schema import ResourcesSpec
 from mto.config import TrialConfig
-
-from .conftest import ROOT, TINY_BASE, run_cli, write_study
-from .helpers import steps, study_runs
+from tests.ablations.conftest import ROOT, TINY_BASE, run_cli, write_study
+from tests.ablations.helpers import steps, study_runs
 
 BUG = "RuntimeError: mat1 and mat2 shapes cannot be multiplied (64x32 and 48x32)"
 INJECT = textwrap.dedent(

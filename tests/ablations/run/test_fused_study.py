@@ -7,9 +7,8 @@ from mlflow import MlflowClient
 
 from ablations.study import load_study
 from mto.training.trial import run_trial
-
-from .conftest import run_cli, write_study
-from .helpers import steps, study_runs
+from tests.ablations.conftest import run_cli, write_study
+from tests.ablations.helpers import steps, study_runs
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, RunTag
 
 from ablations.report import build_report, reader, sqlstore
-
-from .test_report import store  # noqa: F401 - the known-curves study, a pytest fixture
+from tests.ablations.report.test_report import store  # noqa: F401 - the known-curves study, a pytest fixture
 
 
 def _copy(uri: str, tmp_path, name: str) -> str:

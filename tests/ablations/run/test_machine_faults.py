@@ -12,9 +12,8 @@ import pytest
 
 from ablations.run.cleanup import parents
 from ablations.run.trainable import read_state
-
-from .conftest import run_cli, write_study
-from .helpers import start_driver, steps, study_runs, wait_for
+from tests.ablations.conftest import run_cli, write_study
+from tests.ablations.helpers import start_driver, steps, study_runs, wait_for
 
 pytestmark = pytest.mark.slow
 

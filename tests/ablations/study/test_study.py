@@ -5,8 +5,7 @@ import yaml
 
 from ablations.run.cli import main
 from ablations.study import StudyError, apply_set, load_study
-
-from .conftest import ROOT, TINY_BASE, write_study
+from tests.ablations.conftest import ROOT, TINY_BASE, write_study
 
 STUDIES = sorted((ROOT / "studies").glob("*.yaml"))
 

@@ -7,8 +7,8 @@ import sys
 import pytest
 from mlflow import MlflowClient
 
-from .conftest import run_cli, write_study
-from .helpers import start_driver, steps, study_runs, wait_for
+from tests.ablations.conftest import run_cli, write_study
+from tests.ablations.helpers import start_driver, steps, study_runs, wait_for
 
 pytestmark = pytest.mark.slow
 

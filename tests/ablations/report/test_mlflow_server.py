@@ -5,7 +5,7 @@ import urllib.request
 
 import pytest
 
-from .helpers import free_port, serve_mlflow, stop_server
+from tests.ablations.helpers import free_port, serve_mlflow, stop_server
 
 pytestmark = pytest.mark.slow
 
@@ -36,8 +36,7 @@ def test_report_over_the_rest_api_reads_and_writes_what_the_sqlite_fast_paths_do
 
     from ablations.report import build_report
     from ablations.report.reader import read_study_record
-
-    from .test_report import known_study
+    from tests.ablations.report.test_report import known_study
 
     parent = known_study(mlflow_server)
     over_http = read_study_record(mlflow_server, run_id=parent)

@@ -9,8 +9,7 @@ import pytest
 import yaml
 
 from ablations.run.cli import main
-
-from .conftest import ROOT, TINY_BASE, run_cli
+from tests.ablations.conftest import ROOT, TINY_BASE, run_cli
 
 
 def _good(tmp_path, **base_sections) -> str:
