@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import threading
 
-import torch
-
 from ablations.contract import SYSTEM_PREFIX
 
 INTERVAL_S = 1.0  # NVML's utilisation is itself a mean over about a second
@@ -23,6 +21,8 @@ class GPUUsage:
     """Samples in a daemon thread until ``stop``; ``take`` returns the means since the last ``take``."""
 
     def __init__(self, interval: float = INTERVAL_S):
+        import torch  # in the trial's process only: the driver never imports torch
+
         self.monitor = None
         if torch.cuda.is_available():
             try:
@@ -42,6 +42,8 @@ class GPUUsage:
 
     def take(self) -> dict[str, float]:
         """``system/*`` means since the last call (empty without CUDA)."""
+        import torch
+
         if not torch.cuda.is_available():
             return {}
         out = {f"{SYSTEM_PREFIX}torch_peak_memory_megabytes": torch.cuda.max_memory_allocated() / 1e6}

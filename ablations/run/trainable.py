@@ -14,12 +14,11 @@ import dataclasses
 import io
 import os
 import tempfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow.fs as pafs
 import ray
-import torch
 from ray import tune
 
 from ablations.contract import (
@@ -36,7 +35,10 @@ from ablations.contract import (
 )
 from ablations.run.gpu_usage import GPUUsage
 from ablations.study import Study
-from mto import EpochReport, GPUOutOfMemoryError, TrialConfig, run_unit
+from mto import GPUOutOfMemoryError, TrialConfig
+
+if TYPE_CHECKING:  # the driver never imports torch: the trial's process does, when it starts training
+    from mto import EpochReport
 
 STATE_FILE = "state.pt"
 
@@ -50,6 +52,8 @@ def _with_threads(config: TrialConfig, threads: int) -> TrialConfig:
 def read_state(folder: str) -> dict[str, Any]:
     """A trial's checkpointed state. Tensors, numbers, strings and containers only (``weights_only``): a
     checkpoint folder someone else can write cannot run code in the trial."""
+    import torch
+
     return torch.load(os.path.join(folder, STATE_FILE), map_location="cpu", weights_only=True)
 
 
@@ -89,6 +93,8 @@ def _report(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
     if state is None:
         tune.report(metrics)
         return
+    import torch
+
     with tempfile.TemporaryDirectory() as folder:
         torch.save(state, os.path.join(folder, STATE_FILE))
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
@@ -150,6 +156,10 @@ def trial_function(
     Ray Tune may still find them unfinished (a driver killed just after one ended) or errored (``--resume``
     retries errored trials, for those the machine failed); such a trial returns at once. Members that failed
     before a restart stay failed."""
+    import torch
+
+    from mto import run_unit
+
     unit = study.unit(params, tune.get_context().get_trial_id())
     if all(t.name in settled for t in unit):
         return

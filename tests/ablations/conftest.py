@@ -1,4 +1,5 @@
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +45,25 @@ def run_cli(*args: str, cwd: Path, timeout: float = 600, env: dict | None = None
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture(scope="session")
+def mlflow_schema(tmp_path_factory) -> Path:
+    """An empty MLflow SQLite store whose tables MLflow made once (it takes about two seconds at every new store)."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("schema") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture(autouse=True)
+def made_store(request):
+    """An end-to-end test (``slow``) starts with the empty store ``tmp_path/mlflow.db`` already made, a copy of
+    ``mlflow_schema``, unless marked ``no_store`` (it checks that nothing is created)."""
+    node = request.node
+    if node.get_closest_marker("slow") and not node.get_closest_marker("no_store"):
+        shutil.copy(request.getfixturevalue("mlflow_schema"), request.getfixturevalue("tmp_path") / "mlflow.db")
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """The report on a real MLflow store: known curves give known tables; bad selections exit 2."""
 
 import math
+import shutil
 
 import pandas as pd
 import pytest
@@ -52,7 +53,8 @@ def known_study(uri: str, data: str = "digits", report_epochs: str = "") -> str:
 
 
 @pytest.fixture
-def store(tmp_path):
+def store(tmp_path, mlflow_schema):
+    shutil.copy(mlflow_schema, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     return uri, known_study(uri)
 
