@@ -59,38 +59,28 @@ def _probe(name: str, words: str, what: str, switch: str, fit: str) -> LoggedMet
     )
 
 
-_FINETUNE, _NO_FINETUNING = "eval.finetune.enabled", "no fine-tuning"
+def _finetuned(name: str, header: str, what: str, **rest: Any) -> LoggedMetric:
+    return LoggedMetric(name, header, what, FINETUNED, "eval.finetune.enabled", off="no fine-tuning", **rest)
+
+
 METRICS: tuple[LoggedMetric, ...] = (
     _probe(KNN_TOP1, "cosine kNN", "top-1 of weighted cosine kNN", "eval.knn", "knn_scorer"),
     _probe(LINEAR_TOP1, "linear probe", "top-1 of a linear classifier", "eval.linear", "linear_scorer"),
-    LoggedMetric(
+    _finetuned(
         FINETUNE_TOP1,
         "top1",
         "top-1 of the encoder fine-tuned end to end: the accuracy MIM papers report",
-        FINETUNED,
-        _FINETUNE,
-        VAL_FINETUNE_TOP1,
-        off=_NO_FINETUNING,
+        validation=VAL_FINETUNE_TOP1,
     ),
-    LoggedMetric(
+    _finetuned(
         FINETUNE_TRAIN_LOSS,
         "train loss",
         "the fine-tuning's training loss in its last epoch",
-        FINETUNED,
-        _FINETUNE,
         accuracy=False,
         higher_is_better=False,
-        off=_NO_FINETUNING,
     ),
-    LoggedMetric(
-        FINETUNE_SECONDS,
-        "seconds",
-        "the fine-tuning's wall-clock time",
-        FINETUNED,
-        _FINETUNE,
-        accuracy=False,
-        higher_is_better=False,
-        off=_NO_FINETUNING,
+    _finetuned(
+        FINETUNE_SECONDS, "seconds", "the fine-tuning's wall-clock time", accuracy=False, higher_is_better=False
     ),
     LoggedMetric(
         TRAIN_LOSS, "loss", "the epoch's mean training loss", "every epoch", accuracy=False, higher_is_better=False
