@@ -37,8 +37,10 @@ from ablations.run.gpu_usage import GPUUsage
 from ablations.study import Study
 from mto import GPUOutOfMemoryError, TrialConfig
 
-if TYPE_CHECKING:  # the driver never imports torch: the trial's process does, when it starts training
+if TYPE_CHECKING:
     from mto import EpochReport
+if ray.is_initialized():  # in a trial's process, where Ray unpickles the trial function: the trial loop (torch,
+    from mto import run_unit  # noqa: F401 - timm) loads as its worker starts; the driver imports this module first
 
 STATE_FILE = "state.pt"
 

@@ -179,7 +179,9 @@ def test_source_files_stay_readable(path):
     """A module is one concept a reader holds at once: at most 400 lines as the formatter (ruff) writes them, which
     puts each argument of a long call on a line of its own."""
     lines = len(path.read_text().splitlines())
-    assert lines <= 400, f"{path.relative_to(ROOT)} has {lines} lines: split it by concept"
+    # the report's steps (read, compute, render, write back) and their parts are smaller still
+    limit = 250 if path.is_relative_to(ROOT / "ablations" / "report") else 400
+    assert lines <= limit, f"{path.relative_to(ROOT)} has {lines} lines (at most {limit}): split it by concept"
 
 
 def test_no_file_points_outside_the_repository():
