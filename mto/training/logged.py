@@ -8,11 +8,12 @@ declaration here and one scorer in ``mto.training.probes`` (its ``probe``); docs
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from mto.methods.registry import load
 
 TEST_SPLIT, VALIDATION_SPLIT = "eval", "val"  # the prefixes of a probe scored on the test / the validation split
 KNN_TOP1, LINEAR_TOP1 = f"{TEST_SPLIT}/knn_top1", f"{TEST_SPLIT}/linear_top1"
@@ -41,8 +42,7 @@ class LoggedMetric:
 
     def scorer(self) -> Callable[..., Callable[[Any, Any], float]]:
         """The probe's fitting function (imports torch)."""
-        module, _, name = (self.probe or "").partition(":")
-        return getattr(importlib.import_module(module), name)
+        return load(self.probe or "")
 
 
 def _probe(name: str, words: str, what: str, switch: str, fit: str) -> LoggedMetric:
