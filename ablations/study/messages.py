@@ -108,15 +108,15 @@ class Problems:
         self._found: dict[str, list[str]] = {}  # message -> the trials it applies to
 
     def where(self, path: str | tuple) -> str:
-        """Where the value of field ``path`` came from, to follow it: `` (line N)`` of the file; `` (--set)``
-        when a ``--set`` gave it; `` (default)`` when the study does not give it; else (a list item, a section)
-        the line of its nearest parent in the file."""
+        """Where the value of field ``path`` came from, to follow it: `` (--set)`` when a ``--set`` gave it (also
+        over a value of the file); `` (line N)`` of the file; `` (default)`` when the study does not give it; else
+        (a list item, a section) the line of its nearest parent in the file."""
         loc = tuple(path.split(".")) if isinstance(path, str) else tuple(path)
         dotted = tuple(".".join(loc).split("."))  # a dot-path key (variants, grid) as its parts
+        if any(dotted[: len(k)] == k for k in self.set_keys):  # a --set wins over the file's line
+            return " (--set)"
         if loc in self.lines:
             return f" (line {self.lines[loc]})"
-        if any(dotted[: len(k)] == k for k in self.set_keys):
-            return " (--set)"
         if self.raw is not None and not _given(self.raw, dotted):
             return " (default)"
         line = line_of(self.lines, loc)

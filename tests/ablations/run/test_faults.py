@@ -74,6 +74,11 @@ def test_a_huge_set_value_is_bounded_too(tmp_path, capsys):
     assert "seeds" in line
 
 
+def test_a_set_value_over_the_files_is_blamed_on_the_set(tmp_path, capsys):
+    line = _refused_once(tmp_path, capsys, _good(tmp_path), "--set", "base.train.epochs=0")
+    assert "base.train.epochs (--set): 0 is invalid" in line, line
+
+
 SETTINGS = {  # name -> (edit of the good study, words the one line must hold)
     "batch above the training set": (
         lambda t: t.replace("batch_size: 64", "batch_size: 5000"),
