@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ablations.contract import FINETUNE_TOP1, PROBE_METRICS
 from ablations.report.numbers import NUMBERS
+from mto import declared
 
 _SPLITS = """\
 - Tables report the **test** split (`eval/*`, `finetune/top1`); every choice of a best row reads the
@@ -25,19 +26,26 @@ _CELLS = """\
 """
 
 
-def definitions() -> str:
-    """The legend of the tables (Markdown): which split, which metric is the papers', then each declared number's
-    definition in the order of the main table's columns, the budget table's, and how a cell reads."""
+def definitions(metric: str) -> str:
+    """The legend of the tables (Markdown): the target ``metric`` as declared (what it measures, when it is logged,
+    which way is better), which split, which metric is the papers', then each declared number's definition in the
+    order of the main table's columns, the budget table's, and how a cell reads."""
     probes = " and ".join(f"`{p}`" for p in PROBE_METRICS)
     proxies = (
         f"- `{FINETUNE_TOP1}` is the fine-tuned accuracy MIM papers report; {probes} are\n"
         "  frozen-feature probes, its proxies.\n"
     )
     numbers = "".join(f"- {n.definition}\n" for n in NUMBERS if n.definition)
-    return _SPLITS + proxies + numbers + _BUDGETS + _CELLS
+    return _metric(metric) + _SPLITS + proxies + numbers + _BUDGETS + _CELLS
 
 
-DEFINITIONS = definitions()
+def _metric(metric: str) -> str:
+    m = declared(metric)
+    if m is None:
+        return f"- **Metric** `{metric}`: as the trials log it (a metric of a declared family, not declared alone).\n"
+    better = "higher" if m.higher_is_better else "lower"
+    proxy = " A proxy, not the papers' metric." if m.proxy else ""
+    return f"- **Metric** `{m.name}`: {m.definition}; logged {m.when}; {better} is better.{proxy}\n"
 
 
 CAPTIONS = {  # what to look at in each figure

@@ -6,7 +6,8 @@ not divide the width, ``train.device: cuda`` on trials given no GPU, non-finite 
 a target metric no trial logs, a fine-tuning batch above the training set or
 fine-tuning under ASHA, report epochs outside the training, a kNN k above the probe set, a heterogeneity
 batch above the test set, synthetic images that do not fit in memory, an ASHA grace period beyond the
-training, names too long for a run or a folder, a storage folder that cannot be made.
+training, names too long for a run or a folder, a storage folder that cannot be made, a target metric
+where lower is better or a search that goes the other way from its metric's declaration.
 Nothing here imports torch, Ray or MLflow, and nothing is created.
 """
 
@@ -20,7 +21,7 @@ from typing import Any
 
 from ablations.study.messages import Problems, shorten
 from ablations.study.schema import StudySpec
-from mto import PRESETS, TrialConfig, flatten, is_accuracy, registry, to_dict, validation_size, why_absent
+from mto import PRESETS, TrialConfig, declared, flatten, is_accuracy, registry, to_dict, validation_size, why_absent
 
 STORAGE_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")  # pyarrow's file systems
 
@@ -62,12 +63,33 @@ def _study_level(spec: StudySpec, problem) -> None:
             f"{spec.target.fraction:g} is invalid for the accuracy {spec.target.metric}: "
             f"at most {MAX_ACCURACY_FRACTION:g} (the target, reference final x fraction, must stay below 100%)",
         )
+    _directions(spec, problem)
     scheme = spec.storage.split("://", 1)[0] if spec.storage_uri else None
     if scheme is not None and scheme not in STORAGE_SCHEMES:
         problem("storage", f"{shorten(spec.storage)} is invalid: a folder, or a URI of {', '.join(STORAGE_SCHEMES)}")
     storage = _unusable_folder(spec.driver_storage)
     if storage:
         problem("storage", f"{shorten(spec.driver_storage)} cannot be used: {storage}")
+
+
+def _directions(spec: StudySpec, problem) -> None:
+    """The report measures how soon the target metric rises to a target, and an Optuna search goes the way its
+    metric's declaration says is better."""
+    target = declared(spec.target.metric)
+    if target is not None and not target.higher_is_better:
+        problem(
+            "target.metric",
+            f"{spec.target.metric} is invalid: lower is better for it, and the report counts the epochs until the "
+            "target metric rises to its target; choose a metric where higher is better (an accuracy)",
+        )
+    searched = declared(spec.search.metric) if spec.search.kind == "optuna" else None
+    if searched is not None and spec.search.mode != ("max" if searched.higher_is_better else "min"):
+        better = "higher" if searched.higher_is_better else "lower"
+        problem(
+            "search.mode",
+            f"{spec.search.mode} is invalid for {spec.search.metric}: {better} is better for it, "
+            f"so {'max' if searched.higher_is_better else 'min'}",
+        )
 
 
 def _trial_level(spec: StudySpec, t: Any, problem) -> None:

@@ -113,6 +113,9 @@ def test_tables_show_censoring_bold_bests_and_escape_latex(store, tmp_path):
     assert "| **75.0** |" in md  # the best final, bold; two seeds: no interval, and the report says why
     assert "intervals over fewer than 3 seeds are not meaningful" in md
     assert "broken-s0: failed: NonFiniteLossError" in md
+    # the legend's first line is the target metric's declaration
+    assert "- **Metric** `eval/linear_top1`: top-1 of a linear classifier on frozen" in md
+    assert "higher is better. A proxy, not the papers' metric." in md
     tex = (tmp_path / "rep" / "ablation.tex").read_text()
     assert "\\toprule" in tex and "\\bottomrule" in tex and "\\textbf{75.0}" in tex
     assert "linear\\_top1" in tex and "(\\%)" in tex and "$>$ 8" in tex

@@ -212,6 +212,16 @@ SETTINGS = {  # name -> (edit of the good study, words the one line must hold)
         "search.num_samples (line 8): 1000000 is invalid",
     ),
     "retries without end": (lambda t: t + "retries: 1000000\n", "retries (line 8): 1000000 is invalid"),
+    "a target where lower is better": (
+        lambda t: t + "target: {metric: train/loss}\n",
+        "target.metric (line 8): train/loss is invalid: lower is better for it",
+    ),
+    "a search the other way from its metric": (
+        lambda t: (
+            t + "search: {kind: optuna, mode: min, metric: val/knn_top1, space: {mto.tau: {uniform: [0.1, 0.2]}}}\n"
+        ),
+        "search.mode (line 8): min is invalid for val/knn_top1: higher is better for it, so max",
+    ),
     "MAE-family option on SimMIM": (
         lambda t: t + "  blocks: {mim.block_masking: true}\n",
         "mim.block_masking=True is invalid: null unless mim.method is mae or bootmae",
@@ -318,12 +328,14 @@ def test_a_cluster_address_that_is_wrong_or_answers_nothing_is_refused_at_once(t
 @pytest.mark.no_store
 def test_resources_no_node_has_are_refused_once_ray_tells_before_any_run_exists(tmp_path):
     path = tmp_path / "bad.yaml"
-    path.write_text(_good(tmp_path) + "resources: {cpu: 64}\n")  # the local node has this machine's cores
+    cpus = os.cpu_count() + 1  # the local node has this machine's cores
+    path.write_text(_good(tmp_path) + f"resources: {{cpu: {cpus}}}\n")
     proc = run_cli(str(path), cwd=tmp_path)
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error")]
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
     assert (
-        f"resources.cpu=64 is invalid: at most {os.cpu_count()}: no node of the Ray cluster has more CPUs" in lines[0]
+        f"resources.cpu={cpus} is invalid: at most {os.cpu_count()}: no node of the Ray cluster has more CPUs"
+        in lines[0]
     )
     assert not (tmp_path / "mlflow.db").exists() and not list(tmp_path.glob("ray/bad/2*"))  # no run, no state
 
