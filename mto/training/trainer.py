@@ -83,12 +83,13 @@ class Trainer:
         n = data.train_x.shape[0]
         if cfg.train.batch_size > n:
             raise ConfigError("train.batch_size", cfg.train.batch_size, f"at most the {n} training images")
-        if (cfg.eval.linear or cfg.eval.knn) and data.num_classes < 2:
+        probing = [p.switch for p in logged.probes() if logged.why_absent(cfg, p.name) is None]
+        if probing and data.num_classes < 2:
             raise ConfigError(
-                "eval.linear" if cfg.eval.linear else "eval.knn",
+                probing[0],
                 True,
                 f"the probes need labels, but {cfg.data.name} at {cfg.data.path} has "
-                f"{data.num_classes} class; set eval.linear and eval.knn to false",
+                f"{data.num_classes} class; set {' and '.join(p.switch for p in logged.probes())} to false",
             )
         self.data = data.to(self.device)
         torch.manual_seed(cfg.train.seed)  # weights are initialised on the CPU: same start on any device

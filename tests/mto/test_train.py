@@ -101,7 +101,7 @@ def test_probe_on_a_data_set_without_labels_is_refused_before_training(tiny_conf
     cfg = _with(
         tiny_config, data={"name": "imagefolder", "path": str(tmp_path), "max_train": None}, train={"batch_size": 2}
     )
-    with pytest.raises(ConfigError, match="eval.linear=True is invalid: the probes need labels"):
+    with pytest.raises(ConfigError, match="eval.knn=True is invalid: the probes need labels"):
         run_trial(cfg)
     _, h = run_trial(_with(cfg, eval={"linear": False, "knn": False}, train={"batch_size": 2, "epochs": 1})).history
     assert "eval/linear_top1" not in h and np.isfinite(h["train/loss"])
