@@ -4,7 +4,7 @@ A budget study runs every arm once per budget (``budgets: [25, 50, 75, 100]`` is
 ``train.epochs``), each run warmed up and annealed to its own end. Per seed, an arm's finals at
 the budgets form a curve over budget; the target is the same seed's reference final at the
 reference's full (largest) budget x fraction; the budget to reach it is interpolated between
-budgets (``metrics.budget_to_target``), from the untrained model's epoch-0 value at budget 0.
+budgets (``formulas.budget_to_target``), from the untrained model's epoch-0 value at budget 0.
 The epoch reduction is then ``1 - budget to target / full budget``: the paper's "about 50% fewer
 pre-training epochs" (MTO at 400 against the baseline at 800).
 """

@@ -11,13 +11,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ablations.contract import FINETUNE_TOP1, HETERO_PREFIX, PROBE_METRICS, SYNTHETIC_DATA
+from ablations.contract import FINETUNE_TOP1, HETERO_PREFIX, PROBE_METRICS, SYNTHETIC_DATA, validation_twin
 from ablations.report.aggregate import GroupRow, TrialSummary, aggregate, shown_rows, summarize, winner
 from ablations.report.agreement import Agreement, study_agreement
 from ablations.report.budgets import BudgetRow, budget_rows, budget_table
 from ablations.report.formulas import MIN_SEEDS_FOR_INTERVAL, Curve
-from ablations.report.reader import HETERO_SEEDS, selection_metric
-from ablations.report.record import Affinity, ReportError, StudyRecord, TrialRecord
+from ablations.report.record import HETERO_SEEDS, Affinity, ReportError, StudyRecord, TrialRecord
 from ablations.report.tables import AblationTable, ablation_table
 
 
@@ -71,7 +70,7 @@ class Report:
             out.append("No validation metric was logged (no validation split): no row is selected as best.")
         else:
             out.append(
-                f"Selected on validation ({selection_metric(self.record.metric)}, mean final over seeds): {best.label}."
+                f"Selected on validation ({validation_twin(self.record.metric)}, mean final over seeds): {best.label}."
             )
         if self.record.unread:
             out.append(f"{self.record.unread[0].upper()}{self.record.unread[1:]}: the figure is left out.")

@@ -44,10 +44,8 @@ from ablations.contract import (
 )
 from ablations.report import sqlstore
 from ablations.report.formulas import Curve, as_curve
-from ablations.report.record import Affinity, ReportError, StudyRecord, TrialRecord
+from ablations.report.record import HETERO_SEEDS, Affinity, ReportError, StudyRecord, TrialRecord
 from ablations.report.sqlstore import RunRow
-
-HETERO_SEEDS = 3  # the heterogeneity figure averages over the first seeds of a row, up to this many
 
 
 def find_parent(client: MlflowClient, *, run_id: str | None = None, experiment: str | None = None) -> Run:
@@ -102,7 +100,7 @@ def read_study_record(
         raise ReportError(f"study run {parent.info.run_id} has no trial runs yet")
     ids = [r.run_id for r in children]
     by_run = histories(client, ids, record.metric, threads)
-    selection = selection_metric(record.metric)
+    selection = validation_twin(record.metric)  # every choice of a best row reads validation
     val_by_run = histories(client, ids, selection, threads) if selection else {}
     for run in children:
         t = run.tags
@@ -155,12 +153,6 @@ def _read_figures_and_probes(client: MlflowClient, record: StudyRecord, threads:
             with np.load(client.download_artifacts(t.run_id, files[-1])) as z:
                 epoch = int(Path(files[-1]).stem.rsplit("_e", 1)[-1])
                 record.affinity[t.run_id] = Affinity(z["affinity"], int(z["num_masked"]), epoch)
-
-
-def selection_metric(metric: str) -> str | None:
-    """The validation counterpart of a test metric (``contract.validation_twin``): tables report the test
-    split; every choice of a "best" row reads the validation split."""
-    return validation_twin(metric)
 
 
 PARAMS = (EPOCHS_PARAM, DATA_PARAM)  # the config values the report reads back

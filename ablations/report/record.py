@@ -10,6 +10,8 @@ import numpy as np
 
 from ablations.report.formulas import Curve
 
+HETERO_SEEDS = 3  # the heterogeneity figure averages over the first seeds of a row, up to this many; read for them
+
 
 class ReportError(RuntimeError):
     """The report cannot be built (missing experiment, run, reference arm or metric)."""
