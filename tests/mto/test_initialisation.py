@@ -15,6 +15,7 @@ from mto.methods.base import build_model
 
 D, DEPTH, HEADS, PATCH, SIZE, C = 96, 3, 3, 4, 32, 3  # large enough tensors for their statistics
 DEC = 64  # the MAE-family decoder width (MIMConfig's default)
+LAYER_SCALE = 0.1  # the authors' backbone (rel_bias) scales each block's branches from 0.1 (BEiT's init_values)
 TRUNC_SD = math.sqrt(1 - 2 * math.exp(-0.5) / math.sqrt(2 * math.pi) / math.erf(1 / math.sqrt(2)))  # N(0,1) in +-1
 
 
@@ -22,7 +23,14 @@ def _model(method: str, pos_embed: str) -> nn.Module:
     torch.manual_seed(0)
     cfg = TrialConfig(
         data=DataConfig(image_size=SIZE),
-        model=ModelConfig(patch_size=PATCH, embed_dim=D, depth=DEPTH, num_heads=HEADS, pos_embed=pos_embed),
+        model=ModelConfig(
+            patch_size=PATCH,
+            embed_dim=D,
+            depth=DEPTH,
+            num_heads=HEADS,
+            pos_embed=pos_embed,
+            layer_scale=LAYER_SCALE if pos_embed == "rel_bias" else None,
+        ),
         mim=MIMConfig(method=method),
     )
     return build_model(cfg, in_chans=C)
@@ -74,6 +82,9 @@ def _encoder(scheme: str, name: str, p: torch.Tensor) -> None:
         return zeros(p)
     if "norm" in rest:
         return ones(p)
+    if rest in ("ls1.gamma", "ls2.gamma"):  # BEiT: init_values * ones (the rel_bias models have layer scale)
+        assert torch.all(p == LAYER_SCALE), name
+        return None
     if name == "cls_token":
         return {"beit": beit, "xavier": lambda t: normal(t, 0.02), "moco_v3": lambda t: normal(t, 1e-6)}[scheme](p)
     if name == "pos_embed":  # beit: learnt; mae, bootmae: fixed sin-cos, not trained
