@@ -17,8 +17,8 @@ one way, lowest first: ``config`` (the settings, with the methods' torch-free de
 - The metrics a trial logs, declared once, torch-free: ``METRICS``, ``LINEAR_TOP1``, ``FINETUNE_TOP1``,
   ``VAL_FINETUNE_TOP1``, ``declared``, ``is_accuracy``, ``validation_twin``, ``why_absent`` (what the study
   checks, the contract and the report read).
-- The trial loop, loaded with torch on first use: ``run_trial``, ``run_unit``, ``EpochReport``, ``TrialResult``,
-  ``check_data`` (can the data set be read).
+- Whether a data set can be read, torch-free for the embedded digits: ``check_data``.
+- The trial loop, loaded with torch on first use: ``run_trial``, ``run_unit``, ``EpochReport``, ``TrialResult``.
 """
 
 import importlib
@@ -27,6 +27,7 @@ from mto.config import MAX_EPOCHS, MAX_SEED, ConfigError, TrialConfig, section, 
 from mto.config.choices import PRESETS
 from mto.config.dicts import flatten, to_dict
 from mto.config.errors import GPUOutOfMemoryError, NonFiniteLossError
+from mto.data.checks import check_data
 from mto.methods import registry
 from mto.training.fusable import fused_groups
 from mto.training.logged import (
@@ -47,7 +48,6 @@ _LAZY = {
     "TrialResult": "mto.training.reports",
     "run_trial": "mto.training.trial",
     "run_unit": "mto.training.unit",
-    "check_data": "mto.data.datasets",
 }
 
 __all__ = [

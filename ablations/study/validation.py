@@ -22,7 +22,7 @@ from ablations.study.feasibility import check_feasibility
 from ablations.study.messages import Problems, describe
 from ablations.study.rules import check_rules
 from ablations.study.schema import StudySpec
-from mto import ConfigError, registry
+from mto import ConfigError, check_data, registry
 
 
 def validate_study(
@@ -60,9 +60,8 @@ def validate_study(
 
 
 def _check_files(trials: list, problems: Problems) -> None:
-    """Each data set and each method's file checks, once per distinct setting (torch: only now)."""
-    from mto import check_data
-
+    """Each data set and each method's file checks, once per distinct setting (a method's may load torch: DTM's
+    teacher is read into the configured encoder)."""
     checked = set()
     for t in trials:
         c = t.config

@@ -20,9 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from mto.config import ConfigError, DataConfig
+from mto.data.checks import CIFAR_FOLDERS, check_data, imagefolder_splits
 from mto.data.splits import split_off, stratified_subset
-
-_CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 
 
 @dataclass
@@ -59,44 +58,6 @@ def channels(cfg: DataConfig) -> int:
     return 1 if cfg.name == "digits" else 3
 
 
-def check_data(cfg: DataConfig) -> None:
-    """Raise ConfigError if the data set cannot be read (checked before any training starts)."""
-    if cfg.name in ("digits", "synthetic"):
-        return
-    path = cfg.path or ""
-    if not os.path.isdir(path):
-        raise ConfigError(
-            "data.path", cfg.path, f"an existing folder with the {cfg.name} data set (nothing is downloaded)"
-        )
-    if cfg.name in _CIFAR_FOLDERS:
-        folder = _CIFAR_FOLDERS[cfg.name]
-        if not (os.path.basename(os.path.normpath(path)) == folder or os.path.isdir(os.path.join(path, folder))):
-            raise ConfigError(
-                "data.path", cfg.path, f"a folder containing {folder}/ (the python version of {cfg.name})"
-            )
-        _check_cifar_integrity(cfg)
-    else:
-        _imagefolder_splits(path)
-
-
-def _check_cifar_integrity(cfg: DataConfig) -> None:
-    """torchvision's md5 check of every CIFAR batch file, naming the first missing or corrupt one."""
-    from torchvision.datasets import CIFAR10, CIFAR100, cifar
-
-    reader = CIFAR10 if cfg.name == "cifar10" else CIFAR100
-    folder = os.path.normpath(cfg.path or "")
-    if os.path.basename(folder) != reader.base_folder:
-        folder = os.path.join(folder, reader.base_folder)
-    for name, md5 in reader.train_list + reader.test_list:
-        if not cifar.check_integrity(os.path.join(folder, name), md5):  # what the reader itself checks
-            raise ConfigError(
-                "data.path",
-                cfg.path,
-                f"an intact {reader.base_folder}/: {name} is missing or fails "
-                "its md5 check (torchvision's integrity check)",
-            )
-
-
 _LOADED: dict[str, ImageData] = {}  # per process: the trials a worker runs one after another share one copy
 _KEEP = 2  # data sets kept per process (the most recent)
 
@@ -118,7 +79,7 @@ def _read(cfg: DataConfig) -> ImageData:
         data = _digits(cfg.image_size)
     elif cfg.name == "synthetic":
         data = _synthetic(cfg)
-    elif cfg.name in _CIFAR_FOLDERS:
+    elif cfg.name in CIFAR_FOLDERS:
         data = _cifar(cfg)
     else:
         data = _imagefolder(cfg)
@@ -181,7 +142,7 @@ def _cifar(cfg: DataConfig) -> ImageData:
     from torchvision.datasets import CIFAR10, CIFAR100
 
     root = os.path.normpath(cfg.path)
-    if os.path.basename(root) == _CIFAR_FOLDERS[cfg.name]:
+    if os.path.basename(root) == CIFAR_FOLDERS[cfg.name]:
         root = os.path.dirname(root)
     reader = CIFAR10 if cfg.name == "cifar10" else CIFAR100
     splits = []
@@ -189,18 +150,10 @@ def _cifar(cfg: DataConfig) -> ImageData:
         try:
             ds = reader(root, train=train, download=False)
         except RuntimeError as err:  # torchvision's md5 check failed; its hint to download does not apply
-            raise ConfigError("data.path", cfg.path, f"an intact {_CIFAR_FOLDERS[cfg.name]}/ folder ({err})") from err
+            raise ConfigError("data.path", cfg.path, f"an intact {CIFAR_FOLDERS[cfg.name]}/ folder ({err})") from err
         x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
         splits += [_resize_uint8(x, cfg.image_size), torch.as_tensor(ds.targets)]
     return _with_stats(*splits, 10 if cfg.name == "cifar10" else 100)
-
-
-def _imagefolder_splits(path: str) -> tuple[str, str]:
-    train = os.path.join(path, "train")
-    tests = [os.path.join(path, s) for s in ("val", "test") if os.path.isdir(os.path.join(path, s))]
-    if not os.path.isdir(train) or not tests:
-        raise ConfigError("data.path", path, "an ImageFolder root with train/ and val/ (or test/) class folders")
-    return train, tests[0]
 
 
 def _imagefolder(cfg: DataConfig) -> ImageData:
@@ -210,7 +163,7 @@ def _imagefolder(cfg: DataConfig) -> ImageData:
     tf = transforms.Compose(
         [transforms.Resize(cfg.image_size), transforms.CenterCrop(cfg.image_size), transforms.PILToTensor()]
     )
-    train_dir, test_dir = _imagefolder_splits(cfg.path)
+    train_dir, test_dir = imagefolder_splits(cfg.path)
     train, test = ImageFolder(train_dir, transform=tf), ImageFolder(test_dir, transform=tf)
     if train.classes != test.classes:
         raise ConfigError("data.path", cfg.path, "train/ and val/ must hold the same class folders")

@@ -1,7 +1,7 @@
 import pytest
 
 from mto.config import ConfigError, DataConfig, EvalConfig, MIMConfig, ModelConfig, MTOConfig, TrainConfig, TrialConfig
-from mto.data.datasets import check_data
+from mto.data.checks import check_data
 
 
 @pytest.mark.parametrize(

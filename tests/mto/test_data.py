@@ -108,7 +108,7 @@ def test_validation_probe_train_and_test_sets_are_disjoint():
 def test_a_corrupt_cifar_file_is_named_before_any_training(tmp_path):
     from torchvision.datasets import CIFAR10
 
-    from mto.data.datasets import check_data
+    from mto.data.checks import check_data
 
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()

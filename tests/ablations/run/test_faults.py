@@ -384,11 +384,16 @@ def test_a_dtm_teacher_is_read_into_the_configured_encoder_before_start(tmp_path
     assert "teacher3.pt' is invalid: weights of the configured encoder (Error(s) in loading state_dict" in line, line
 
 
-def test_the_driver_loads_no_torch_to_run_a_study():
-    """Torch loads in the trials' processes only: the driver (its CLI, Ray Tune, the trial function it ships, the
-    tracker) starts seconds sooner without it."""
+def test_the_driver_loads_no_torch_to_run_a_study(tmp_path):
+    """Torch loads in the trials' processes only: the driver (its CLI, the study's validation with its data check,
+    Ray Tune, the trial function it ships, the tracker) starts seconds sooner without it."""
+    study = tmp_path / "good.yaml"
+    study.write_text(_good(tmp_path))
     modules = "cli, runner, trainable, callbacks, tracking, cluster, hold, outcome"
-    code = f"import sys; from ablations.run import {modules}; print(sorted({{'torch', 'timm'}} & set(sys.modules)))"
+    code = (
+        f"import sys; from ablations.run import {modules}; from ablations.study import load_study; "
+        f"load_study({str(study)!r}); print(sorted({{'torch', 'timm'}} & set(sys.modules)))"
+    )
     proc = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
