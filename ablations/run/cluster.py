@@ -120,3 +120,11 @@ def init_ray(address: str | None, env: dict[str, str]) -> None:
         ray.init(address=address, runtime_env={"env_vars": env}, **kwargs)
     else:
         ray.init(address="local", **kwargs)  # a cluster of its own, never one a `ray start` left running
+
+
+def shutdown_ray() -> None:
+    """Stop the local Ray cluster this driver started (or leave the one it joined), once its trials are done."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()

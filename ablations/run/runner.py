@@ -33,7 +33,14 @@ from ablations.contract import (
 )
 from ablations.run.callbacks import SESSIONS, DriverSession, StudyCallback
 from ablations.run.cleanup import ray_pids, stop_stale_ray
-from ablations.run.cluster import ClusterError, check_resources, compile_cache, init_ray, ray_environment
+from ablations.run.cluster import (
+    ClusterError,
+    check_resources,
+    compile_cache,
+    init_ray,
+    ray_environment,
+    shutdown_ray,
+)
 from ablations.run.files import dump_json, safe_name
 from ablations.run.hold import StudyHeld, StudyHold
 from ablations.run.layout import Invocation, StudyLayout
@@ -370,6 +377,9 @@ def _run_held(
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
         terminated = SESSIONS.pop(key).terminated
-        outcome = close_study(tracker, study, here.folder, interrupted or terminated)
+        try:
+            outcome = close_study(tracker, study, here.folder, interrupted or terminated)
+        finally:
+            shutdown_ray()  # now, not at the interpreter's exit: a second sooner, and the report runs without it
         outcome.terminated = terminated
     return outcome
