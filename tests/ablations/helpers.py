@@ -13,6 +13,11 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
+from ablations.contract import REFERENCE_ARM, TARGET_FRACTION, TARGET_METRIC
+from ablations.run.tracking import StudyTracker
+from ablations.study import TrialSpec
+from mto import TrialConfig
+
 
 def study_runs(uri: str, experiment: str = "tiny"):
     """(parent runs, {trial name: child run}) of an experiment."""
@@ -143,3 +148,32 @@ def s3_server(bucket: str) -> Iterator[dict[str, str]]:
         yield env
     finally:
         stop_server(server)
+
+
+def budget_study(
+    uri: str, metric: str, finals: dict[str, dict[int, float]], seeds=(0, 1, 2)
+) -> Iterator[tuple[StudyTracker, str, int, int, float]]:
+    """A budget study written by the real tracker: every arm of ``finals`` (arm -> budget -> final) once per budget
+    and seed, reference ``base``, target = its final x 1. Yields ``(tracker, trial, seed, budget, final)`` for the
+    caller to log each trial's epochs; ends the trial, and the study after the last."""
+    tracker = StudyTracker(uri, "budgets")
+    tracker.start_study(
+        "budgets",
+        "",
+        {"resolved_trials.json": "{}"},
+        {TARGET_METRIC: metric, TARGET_FRACTION: "1.0", REFERENCE_ARM: "base"},
+    )
+    for arm, by_budget in finals.items():
+        for budget, final in by_budget.items():
+            for seed in seeds:
+                cfg = TrialConfig()
+                cfg.train.epochs = budget
+                reference = f"base-s{seed}-epochs={budget}"
+                name = tracker.open_trial(
+                    TrialSpec(
+                        f"{arm}-s{seed}-epochs={budget}", arm, seed, {"train.epochs": budget}, cfg, reference, "base"
+                    )
+                )
+                yield tracker, name, seed, budget, final
+                tracker.end_trial(name, "FINISHED")
+    tracker.end_study("FINISHED")

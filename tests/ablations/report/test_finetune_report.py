@@ -11,13 +11,13 @@ import pytest
 from mlflow import MlflowClient
 from scipy.stats import kendalltau
 
-from ablations.contract import REFERENCE_ARM, TARGET_FRACTION, TARGET_METRIC
 from ablations.report import build_report
 from ablations.report.agreement import rank_agreement
 from ablations.report.formulas import as_curve
 from ablations.run.tracking import StudyTracker
 from ablations.study import TrialSpec
 from mto.config import TrialConfig
+from tests.ablations.helpers import budget_study
 
 
 def _by_counting(x, y):
@@ -76,36 +76,13 @@ def test_budget_table_on_finetuned_accuracy_with_the_probes_agreement(tmp_path):
     0.55 at 2 and 0.65 at 4 reach it at budget 3: 25% fewer epochs. kNN ranks as fine-tuning does (tau 1);
     the linear probe in reverse (tau -1)."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    tracker = StudyTracker(uri, "budgets")
-    tracker.start_study(
-        "budgets",
-        "",
-        {"resolved_trials.json": "{}"},
-        {TARGET_METRIC: "finetune/top1", TARGET_FRACTION: "1.0", REFERENCE_ARM: "base"},
-    )
     finals = {"base": {2: 0.50, 4: 0.60}, "mto": {2: 0.55, 4: 0.65}}
-    for arm, by_budget in finals.items():
-        for budget, final in by_budget.items():
-            for seed in (0, 1, 2):
-                cfg = TrialConfig()
-                cfg.train.epochs = budget
-                spec = TrialSpec(
-                    f"{arm}-s{seed}-epochs={budget}",
-                    arm,
-                    seed,
-                    {"train.epochs": budget},
-                    cfg,
-                    f"base-s{seed}-epochs={budget}",
-                    "base",
-                )
-                name = tracker.open_trial(spec)
-                tuned = final + 0.001 * seed
-                for e in range(budget + 1):
-                    probes = {"eval/knn_top1": tuned - 0.2, "eval/linear_top1": 1.0 - tuned} if e == budget else {}
-                    tracker.log_epoch(name, e, {"train/loss": 1.0 / (e + 1), **probes})
-                tracker.log_epoch(name, budget, {"finetune/top1": tuned, "val/finetune_top1": tuned - 0.01}, "finetune")
-                tracker.end_trial(name, "FINISHED")
-    tracker.end_study("FINISHED")
+    for tracker, name, seed, budget, final in budget_study(uri, "finetune/top1", finals):
+        tuned = final + 0.001 * seed
+        for e in range(budget + 1):
+            probes = {"eval/knn_top1": tuned - 0.2, "eval/linear_top1": 1.0 - tuned} if e == budget else {}
+            tracker.log_epoch(name, e, {"train/loss": 1.0 / (e + 1), **probes})
+        tracker.log_epoch(name, budget, {"finetune/top1": tuned, "val/finetune_top1": tuned - 0.01}, "finetune")
     report = build_report(uri, parent_run_id=tracker.parent_id, out=tmp_path / "rep")
     table = pd.read_csv(tmp_path / "rep" / "budgets.csv").set_index("arm")
     assert table.loc["mto"].budget_to_target_mean == pytest.approx(3.0, abs=0.07)

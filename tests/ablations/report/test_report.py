@@ -13,6 +13,7 @@ from ablations.report.cli import main
 from ablations.run.tracking import StudyTracker
 from ablations.study import TrialSpec
 from mto.config import DataConfig, TrialConfig
+from tests.ablations.helpers import budget_study
 
 # arm -> seed -> linear-probe curve at epochs 2, 4, 6, 8
 CURVES = {
@@ -191,28 +192,10 @@ def test_budget_table_gives_the_papers_epoch_reduction_with_censoring(tmp_path):
     """Separately scheduled budgets 2 and 4; target = base's final at 4 (0.60) per seed. mto's finals
     0.55 at 2 and 0.65 at 4 reach it at budget 3 (interpolated): 25% fewer epochs. slow never does."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    tracker = StudyTracker(uri, "budgets")
-    tracker.start_study(
-        "budgets",
-        "",
-        {"resolved_trials.json": "{}"},
-        {TARGET_METRIC: "eval/linear_top1", TARGET_FRACTION: "1.0", REFERENCE_ARM: "base"},
-    )
     finals = {"base": {2: 0.50, 4: 0.60}, "mto": {2: 0.55, 4: 0.65}, "slow": {2: 0.40, 4: 0.50}}
-    for arm, by_budget in finals.items():
-        for budget, final in by_budget.items():
-            for seed in (0, 1, 2):
-                cfg = TrialConfig()
-                cfg.train.epochs = budget
-                grid = {"train.epochs": budget}
-                spec = TrialSpec(
-                    f"{arm}-s{seed}-epochs={budget}", arm, seed, grid, cfg, f"base-s{seed}-epochs={budget}", "base"
-                )
-                name = tracker.open_trial(spec)
-                for e in range(budget + 1):  # epoch 0 = the untrained model at 0.10
-                    tracker.log_epoch(name, e, {"eval/linear_top1": 0.10 + (final - 0.10) * e / budget})
-                tracker.end_trial(name, "FINISHED")
-    tracker.end_study("FINISHED")
+    for tracker, name, _, budget, final in budget_study(uri, "eval/linear_top1", finals):
+        for e in range(budget + 1):  # epoch 0 = the untrained model at 0.10
+            tracker.log_epoch(name, e, {"eval/linear_top1": 0.10 + (final - 0.10) * e / budget})
     report = build_report(uri, parent_run_id=tracker.parent_id, out=tmp_path / "rep")
     table = pd.read_csv(tmp_path / "rep" / "budgets.csv").set_index("arm")
     assert table.loc["mto"].budget_to_target_mean == pytest.approx(3.0)
