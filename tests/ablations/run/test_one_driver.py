@@ -14,7 +14,7 @@ from ablations.run.hold import StudyHeld, StudyHold
 from tests.ablations.conftest import TINY_BASE, run_cli, write_study
 from tests.ablations.helpers import start_driver, steps, study_runs, wait_for
 
-EPOCHS = 200  # short epochs (128 images), many: the first driver still trains while the others are refused
+EPOCHS = 150  # short epochs (128 images), many: the first driver still trains while the others are refused
 
 
 def _holder(folder) -> subprocess.Popen:

@@ -7,30 +7,20 @@ files are removed to make that moment certain): ``--resume`` must still know the
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
 from ablations.run.cleanup import _alive
-from tests.ablations.conftest import ROOT, TINY_BASE, run_cli, write_study
-from tests.ablations.helpers import steps, study_runs
+from tests.ablations.conftest import TINY_BASE, run_cli, write_study
+from tests.ablations.helpers import start_driver, steps, study_runs
 
 pytestmark = pytest.mark.slow
 
 
 def test_resume_stops_the_ray_processes_a_killed_driver_left(tmp_path):
     path = write_study(tmp_path, base={**TINY_BASE, "train": {**TINY_BASE["train"], "epochs": 8}})
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "ablations.run", str(path), "--no-report"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    driver = start_driver(path, tmp_path)
     deadline = time.monotonic() + 300
     state = None
     while state is None or not state.get("ray_pids") or not list(tmp_path.glob("ray/tiny/*/arms/tuner.pkl")):

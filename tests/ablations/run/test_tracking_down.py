@@ -2,18 +2,16 @@
 write, ends with exit 3 and the resume command; once the server is back, ``--resume`` writes what was kept
 (each epoch once) and closes the runs, and the REST API (what the UI shows) serves them all."""
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.ablations.conftest import ROOT, TINY_BASE, write_study
+from tests.ablations.conftest import TINY_BASE, run_cli, write_study
 from tests.ablations.helpers import free_port as _free_port
-from tests.ablations.helpers import serve_mlflow, stop_server
+from tests.ablations.helpers import serve_mlflow, start_driver, stop_server
 from tests.ablations.report.test_mlflow_server import _api
 
 pytestmark = pytest.mark.slow
@@ -43,15 +41,8 @@ def test_server_killed_mid_study_loses_nothing_and_resume_writes_it(tmp_path):
         tracking={"uri": base},
         max_concurrent=2,
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "ABLATION_TRACKING_WAIT_S": "3"}
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "ablations.run", str(study), "--no-report"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    env = {"ABLATION_TRACKING_WAIT_S": "3"}
+    driver = start_driver(study, tmp_path, env=env)
     try:
         deadline = time.monotonic() + 400
         while True:  # kill the server once the first epoch of a trial is in
@@ -69,7 +60,7 @@ def test_server_killed_mid_study_loses_nothing_and_resume_writes_it(tmp_path):
                 pass
             time.sleep(1)
         _kill(server)
-        out, err = driver.communicate(timeout=600)
+        err = driver.communicate(timeout=600)[0]  # its stdout and stderr
     finally:
         if driver.poll() is None:
             driver.kill()
@@ -81,14 +72,7 @@ def test_server_killed_mid_study_loses_nothing_and_resume_writes_it(tmp_path):
 
     server = _serve(tmp_path, port)
     try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "ablations.run", str(study), "--no-report", "--resume"],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        proc = run_cli(str(study), "--no-report", "--resume", cwd=tmp_path, env=env)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert (
             f"open {base}/#/experiments/" in proc.stderr and "workflowType=machine_learning in a browser" in proc.stderr
