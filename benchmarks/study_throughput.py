@@ -54,7 +54,7 @@ def study(folder: Path, name: str, args: argparse.Namespace, gpu: bool, *, compi
         "seeds": list(range(args.trials)),
         "resources": {"cpu": 1, "gpu": round(1 / concurrent, 4) if gpu else 0, "fuse": fuse},
         "max_concurrent": concurrent,
-        "target": {"metric": "train/loss"},
+        "target": {"metric": "train/lr"},  # run with --no-report: a metric every trial logs with the probes off
         "storage": str(folder / "ray"),
         "tracking": {"uri": f"sqlite:///{folder}/mlflow.db"},
     }

@@ -240,6 +240,21 @@ def test_ready_studies_validate_and_run_on_digits_with_set(path):
         assert study.spec.reference_for(arm) in study.spec.variants
 
 
+@pytest.mark.parametrize("gpu", [False, True])
+def test_the_studies_the_throughput_benchmark_writes_validate(tmp_path, gpu):
+    """``benchmarks/study_throughput.py`` runs studies it writes: each of its settings, at its default and smoke
+    sizes, must pass the checks a user's study does (the benchmark would otherwise fail only when run)."""
+    from argparse import Namespace
+
+    from benchmarks.study_throughput import study
+
+    for sizes in (dict(trials=8, epochs=3, images=50_000), dict(trials=2, epochs=1, images=256)):
+        args = Namespace(**sizes, concurrent=4 if gpu else 2, fuse=4)
+        for name, fuse in (("packed", 1), ("compiled", 1), ("fused", 4)):
+            path = study(tmp_path, f"throughput-{name}", args, gpu, compile_=name != "packed", fuse=fuse)
+            assert load_study(path).trials
+
+
 def test_quickstart_is_sized_for_a_cpu():
     study = load_study(ROOT / "studies" / "quickstart.yaml")
     assert study.spec.resources.gpu == 0 and all(t.config.data.name == "digits" for t in study.trials)
