@@ -83,12 +83,13 @@ def _directions(spec: StudySpec, problem) -> None:
             "target metric rises to its target; choose a metric where higher is better (an accuracy)",
         )
     searched = declared(spec.search.metric) if spec.search.kind == "optuna" else None
-    if searched is not None and spec.search.mode != ("max" if searched.higher_is_better else "min"):
-        better = "higher" if searched.higher_is_better else "lower"
+    if searched is None:
+        return
+    mode, better = ("max", "higher") if searched.higher_is_better else ("min", "lower")
+    if spec.search.mode != mode:
         problem(
             "search.mode",
-            f"{spec.search.mode} is invalid for {spec.search.metric}: {better} is better for it, "
-            f"so {'max' if searched.higher_is_better else 'min'}",
+            f"{spec.search.mode} is invalid for {spec.search.metric}: {better} is better for it, so {mode}",
         )
 
 

@@ -83,10 +83,10 @@ class Trainer:
         n = data.train_x.shape[0]
         if cfg.train.batch_size > n:
             raise ConfigError("train.batch_size", cfg.train.batch_size, f"at most the {n} training images")
-        probing = [p.switch for p in logged.probes() if logged.why_absent(cfg, p.name) is None]
-        if probing and data.num_classes < 2:
+        self.probes_on = tuple(p for p in logged.probes() if logged.why_absent(cfg, p.name) is None)
+        if self.probes_on and data.num_classes < 2:
             raise ConfigError(
-                probing[0],
+                self.probes_on[0].switch,
                 True,
                 f"the probes need labels, but {cfg.data.name} at {cfg.data.path} has "
                 f"{data.num_classes} class; set {' and '.join(p.switch for p in logged.probes())} to false",
@@ -207,7 +207,7 @@ class Trainer:
         (a stratified subset of) the pre-training images, scored on the test split (``eval/*``) and the
         validation split (``val/*``). Nothing at all (no feature pass) when every probe is off."""
         cfg, d = self.cfg.eval, self.data
-        on = [p for p in logged.probes() if logged.why_absent(self.cfg, p.name) is None]
+        on = self.probes_on
         if not on:
             return {}
         pick = stratified_subset(d.train_y, cfg.max_probe_train or d.train_y.numel(), self.cfg.data.split_seed)
