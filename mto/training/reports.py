@@ -32,6 +32,10 @@ class EpochReport:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     checkpoint: dict[str, Any] | None = None
     phase: str = "train"  # "train": the epoch's pre-training and probes; "finetune": its fine-tuning
+    # how the trial's steps run now ("compiled with CUDA graphs", "compiled", "eager": mto.training.fallback), and
+    # each way that failed to compile or capture, "<way> failed: <reason>"
+    step_way: str = ""
+    step_fallbacks: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         keys = (TRAIN_LOSS, LINEAR_TOP1, KNN_TOP1, FINETUNE_TOP1, "perf/epoch_s")

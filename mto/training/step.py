@@ -9,7 +9,8 @@ epochs run as one graph, compiled once (tests/mto/test_compiled_step.py counts g
 recompiles per method), and on CUDA the whole step is captured as one CUDA graph (``mode="reduce-overhead"``)
 and replayed. The gradients come from ``torch.autograd.grad``, traced into the same graph
 (``trace_autograd_ops``); AdamW is torch's own functional ``adamw`` on the optimiser's own state, so
-checkpoints keep ``torch.optim.AdamW``'s state dict.
+checkpoints keep ``torch.optim.AdamW``'s state dict. A compile or capture problem never fails the step: it runs
+on without CUDA graphs, then eagerly, from the state before the failed call (``mto.training.fallback``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch._dynamo
 from torch.optim.adamw import adamw
 
 from mto.methods.base import MaskedImageModel
+from mto.training.fallback import COMPILED, CUDA_GRAPHS, EAGER, Fallback, Way
 
 # Where trials compile: Inductor, with CUDA graphs on CUDA (the step is launch-bound at these model sizes).
 BACKEND = "inductor"
@@ -38,7 +40,8 @@ class TrainStep:
         model: the MIM model; optimizer: its AdamW (groups as ``mto.training.optim.param_groups``).
         grad_clip: max global gradient norm (0: none); autocast: the precision context.
         compile_backend: ``None`` runs eagerly; else ``torch.compile``'s backend (``"inductor"``, or a callable:
-            tests count graphs with one). On CUDA, Inductor captures the step as a CUDA graph.
+            tests count graphs with one). On CUDA, Inductor captures the step as a CUDA graph. Where compiling or
+            capturing fails, the step falls back (``fallback``: its ``way`` and ``failures``).
         loss_fn: replaces the model's own losses (benchmarks time hand-written references through the same step).
         cuda_graphs: compiled with Inductor on CUDA, capture the step as one CUDA graph (``train.cuda_graphs``).
     """
@@ -64,9 +67,27 @@ class TrainStep:
         # the per-tensor implementation only, compiled or not, so both give the same numbers
         self.capturable = device.type == "cuda"
         self.init_state()
+        ways = [Way(EAGER, self._step)]
         if self.compiled:
-            mode = CUDA_MODE if cuda_graphs and device.type == "cuda" and compile_backend == "inductor" else None
-            self._compiled = torch.compile(self._step, fullgraph=True, backend=compile_backend, mode=mode)
+            ways.insert(0, Way(COMPILED, self._traced(None)))
+            if cuda_graphs and device.type == "cuda" and compile_backend == "inductor":
+                ways.insert(0, Way(CUDA_GRAPHS, self._traced(CUDA_MODE)))
+        self.fallback = Fallback(ways, self.state)
+
+    def _traced(self, mode: str | None) -> Callable:
+        """The step compiled whole (one graph, its gradients traced into it), with Inductor's ``mode``."""
+        compiled = torch.compile(self._step, fullgraph=True, backend=self.backend, mode=mode)
+
+        def call(*args: torch.Tensor | None) -> dict[str, torch.Tensor]:
+            with torch._dynamo.config.patch(trace_autograd_ops=True):
+                return compiled(*args)
+
+        return call
+
+    def state(self) -> list[torch.Tensor]:
+        """Every tensor a step changes: the model's parameters and buffers, the optimiser's state."""
+        optimizer = [t for p in self.flat for t in self.optimizer.state[p].values() if isinstance(t, torch.Tensor)]
+        return [*self.model.parameters(), *self.model.buffers(), *optimizer]
 
     def init_state(self) -> None:
         """AdamW's state, made before the first step (the step count on the device), so the step never creates it.
@@ -90,11 +111,7 @@ class TrainStep:
         draws: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """One step; returns the step's losses (detached). The model's clock ticks after the step."""
-        if self.compiled:
-            with torch._dynamo.config.patch(trace_autograd_ops=True):
-                out = self._compiled(images, mask, schedule, draws)
-        else:
-            out = self._step(images, mask, schedule, draws)
+        out = self.fallback(images, mask, schedule, draws)
         self.model.tick()
         return out
 
@@ -124,7 +141,8 @@ class TrainStep:
             torch._foreach_mul_(grads, (self.grad_clip / (norm + 1e-6)).clamp(max=1.0))
         # a device tensor where the step is compiled or captured; eager on a CPU, a number (nothing to sync there),
         # which spares the per-tensor AdamW a dozen tensor operations per parameter
-        lr, start = (schedule[0] if self.compiled or self.capturable else float(schedule[0])), 0
+        traced = torch.compiler.is_compiling()
+        lr, start = (schedule[0] if traced or self.capturable else float(schedule[0])), 0
         for group, params in zip(self.optimizer.param_groups, self.params):
             state = [self.optimizer.state[p] for p in params]
             beta1, beta2 = group["betas"]

@@ -29,6 +29,7 @@ from torch.func import functional_call, vmap
 from mto.config import TrialConfig
 from mto.config.errors import NonFiniteLossError
 from mto.data.datasets import ImageData, load_data
+from mto.training.fallback import COMPILED, EAGER, Fallback, Way
 from mto.training.fusable import check_fusable
 from mto.training.logged import TRAIN_LR
 from mto.training.reports import EpochReport, TrialResult, UnitReport
@@ -104,8 +105,18 @@ class Unit:
         self.autocast = self.trainers[0].autocast
         compiler = compile_backend(configs[0], self.trainers[0].device, backend)
         if self.stacked:  # the stacked forward and its backward compiled; the members' updates run eagerly
-            self._losses = torch.compile(self._stacked_losses, backend=compiler) if compiler else self._stacked_losses
+            ways = [Way(EAGER, self._stacked_backward(self._stacked_losses))]
+            if compiler:
+                ways.insert(
+                    0, Way(COMPILED, self._stacked_backward(torch.compile(self._stacked_losses, backend=compiler)))
+                )
+            self.fused_step = Fallback(ways, lambda: [*self.params.values(), *self.buffers.values()])
             self._stack()
+
+    @property
+    def fallback(self) -> Fallback:
+        """How the unit's steps run: a lone trial's own step, or the fused unit's stacked forward and backward."""
+        return self.fused_step if self.stacked else self.trainers[self.alive[0]].train_step.fallback
 
     @property
     def epoch(self) -> int:
@@ -147,6 +158,16 @@ class Unit:
 
         return vmap(one)(params, buffers, images, masks)
 
+    def _stacked_backward(self, losses: Callable) -> Callable:
+        """The stacked losses through ``losses`` (compiled or not) and their backward into the stacked gradients."""
+
+        def run(images: torch.Tensor, masks: torch.Tensor, factor: torch.Tensor) -> dict[str, torch.Tensor]:
+            out = losses(self.params, self.buffers, images, masks, factor)
+            out["loss"].sum().backward()  # trials are independent: each slice gets its own trial's gradient
+            return {k: v.detach() for k, v in out.items()}
+
+        return run
+
     def step(self, inputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]]):
         """One optimisation step of every alive member on its own ``Trainer.step_inputs`` (images, mask, schedule
         row, draws); losses ``[K]`` per name."""
@@ -157,13 +178,12 @@ class Unit:
         with self.autocast, warnings.catch_warnings():
             # CPU attention has no batching rule and falls back to a per-trial loop (same result, slower)
             warnings.filterwarnings("ignore", message=".*batching rule.*")
-            out = self._losses(self.params, self.buffers, images, masks, inputs[0][2][1])
-            out["loss"].sum().backward()  # trials are independent: each slice gets its own trial's gradient
+            out = self.fused_step(images, masks, inputs[0][2][1])
         for k, (member, (_, _, schedule, _)) in enumerate(zip(self.members, inputs)):
             member.trainer.apply_gradients([self.params[name].grad[k] for name in member.names], schedule)
         for stacked in self.params.values():
             stacked.grad = None
-        return {k: v.detach() for k, v in out.items()}
+        return out
 
     def train_epoch(self) -> dict[int, dict[str, float] | NonFiniteLossError]:
         """One epoch of every alive member: the one loop over a trial's steps. Returns member index -> its
@@ -230,7 +250,13 @@ def run_unit(
     ``torch.compile`` backend where ``train.compile`` compiles (default Inductor; tests count graphs with their own).
     """
     unit = Unit(configs, data, resumes, backend)
-    report = report or (lambda reports, failures: None)
+    told = report or (lambda reports, failures: None)
+
+    def report(reports: dict[int, EpochReport], failures: dict[int, Exception]) -> None:
+        for r in reports.values():  # how the steps ran so far: a compile problem that fell back is said every epoch
+            r.step_way, r.step_fallbacks = unit.fallback.way, tuple(unit.fallback.failures)
+        told(reports, failures)
+
     if not unit.live[0].history:
         report({i: unit.trainers[i].start_report() for i in unit.alive}, {})
     failed: set[int] = set()
