@@ -53,6 +53,8 @@ OWN_FAILURES = ("NonFiniteLossError", "ConfigError", "GPUOutOfMemoryError")
 RESUMED = "ablation.resumed_from_epoch"  # set on a trial restarted from a checkpoint
 NODE_TAG = "ablation.node"  # on each trial run: the Ray node id it last ran on (a retried trial may move)
 FUSED_UNIT = "ablation.fused_unit"  # set on a trial trained in a fused unit (resources.fuse): the unit's name
+STEP_TAG = "ablation.step"  # on each trial run: how its steps run ("compiled with CUDA graphs", "compiled", "eager")
+STEP_FALLBACK_TAG = "ablation.step_fallback"  # on a trial whose step fell back: "<way> failed: <reason>; ..."
 # on the parent run: what the report compares
 TARGET_METRIC = "ablation.target.metric"
 TARGET_FRACTION = "ablation.target.fraction"
@@ -88,6 +90,8 @@ AFFINITY_DATA = "artifact/affinity"  # this epoch's affinity maps as .npz bytes:
 NODE = "node"  # the Ray node the trial ran this epoch on
 RESUMED_FROM = "resumed_from_epoch"  # set when the trial restarted from a checkpoint
 RESTORE_NOTE = "restore_note"  # set when the newest checkpoint could not be read: what was skipped, why
+STEP_WAY = "step_way"  # how the trial's steps run now (the STEP_TAG's value)
+STEP_FALLBACKS = "step_fallbacks"  # each way of the step that failed to compile or capture, "<way> failed: <reason>"
 MEMBERS = "members"  # every Ray trial is a unit of K >= 1 trials: {trial name: that trial's keys above and metrics}
 MEMBER_FAILURES = "member_failures"  # {trial name: reason} of the unit's members that failed this epoch
 PHASE = "phase"  # "train", or FINETUNE_PHASE for the fine-tuning result of an epoch (its second report)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ablations.contract import FINETUNE_TOP1, PROBE_METRICS
 from ablations.report.numbers import NUMBERS
+from ablations.report.record import TrialRecord
 from mto import declared
 
 _SPLITS = """\
@@ -37,6 +38,21 @@ def definitions(metric: str) -> str:
     )
     numbers = "".join(f"- {n.definition}\n" for n in NUMBERS if n.definition)
     return _metric(metric) + _SPLITS + proxies + numbers + _BUDGETS + _CELLS
+
+
+def step_fallbacks(trials: list[TrialRecord]) -> str:
+    """A legend line when a trial's compiled step fell back (it trained on, ``ablation.step_fallback`` says how);
+    "" when none did."""
+    fell = sorted(t.name for t in trials if t.step_fallback)
+    if not fell:
+        return ""
+    shown = ", ".join(f"`{n}`" for n in fell[:10]) + (f" and {len(fell) - 10} more" if len(fell) > 10 else "")
+    return (
+        f"- **Steps that fell back**: {len(fell)} of {len(trials)} trials could not run their compiled step and "
+        f"went on without CUDA graphs or eagerly, from the state before the failed step ({shown}; why: each run's "
+        "`ablation.step_fallback` tag). They computed the same steps another way (equal up to rounding), but their "
+        "`perf/*` throughput is not the compiled step's.\n"
+    )
 
 
 def _metric(metric: str) -> str:

@@ -36,6 +36,7 @@ from ablations.contract import (
     RESOLVED_TRIALS,
     ROLE,
     SEED,
+    STEP_FALLBACK_TAG,
     STUDY,
     TARGET_FRACTION,
     TARGET_METRIC,
@@ -120,6 +121,7 @@ def read_study_record(
                 val_by_run.get(run.run_id),
                 run.metric_keys,
                 run.params.get(DATA_PARAM, ""),
+                t.get(STEP_FALLBACK_TAG, ""),
             )
         )
     if not any(t.curve is not None for t in record.trials):

@@ -42,6 +42,7 @@ class TrialRecord:
     val_curve: Curve | None = None  # its validation-split counterpart: what selection reads
     metric_keys: list[str] = field(default_factory=list)  # every metric the run logged
     data: str = ""  # the data set (``data.name``)
+    step_fallback: str = ""  # where its compiled step fell back: "<way> failed: <reason>; ..." ("": it never did)
 
     @property
     def complete(self) -> bool:

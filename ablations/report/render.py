@@ -23,7 +23,7 @@ from ablations.contract import FINETUNE_TOP1, is_accuracy
 from ablations.report import plots
 from ablations.report.agreement import agreement_markdown
 from ablations.report.compute import Report
-from ablations.report.legend import caption, definitions
+from ablations.report.legend import caption, definitions, step_fallbacks
 from ablations.report.tables import AblationTable, trials_frame
 
 FORMATS = ("md", "csv", "tex", "html")
@@ -51,7 +51,7 @@ def sections(report: Report) -> list[Section]:
         out.append(Section(BUDGETS_TITLE, report.budget_table.markdown(), report.budget_table))
     if report.agreement:
         out.append(Section(AGREEMENT_TITLE, agreement_markdown(report.agreement, FINETUNE_TOP1)))
-    out.append(Section("Columns", definitions(report.record.metric)))
+    out.append(Section("Columns", definitions(report.record.metric) + step_fallbacks(report.record.trials)))
     left = report.left_out_lines()
     if left:
         out.append(Section("Left out of the aggregates", "\n".join(left) + "\n"))

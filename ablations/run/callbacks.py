@@ -29,6 +29,10 @@ from ablations.contract import (
     RESTORE_NOTE,
     RESUMED,
     RESUMED_FROM,
+    STEP_FALLBACK_TAG,
+    STEP_FALLBACKS,
+    STEP_TAG,
+    STEP_WAY,
     is_logged_metric,
 )
 from ablations.run.progress import TrialBoard
@@ -72,6 +76,7 @@ class DriverSession:
     resumed: set[str] = field(default_factory=set)  # trial names already tagged as resumed
     noted: set[str] = field(default_factory=set)  # trial names already tagged with a checkpoint fallback
     nodes: dict[str, str] = field(default_factory=dict)  # trial name -> the Ray node its runs tag says
+    ways: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)  # trial name -> its step's way, falls
     terminated: bool = False  # the driver got SIGTERM
     names: dict[str, str] = field(default_factory=dict)  # Ray trial id -> its unit's name
 
@@ -110,6 +115,8 @@ class DriverSession:
         if payload.get(NODE) and self.nodes.get(name) != payload[NODE]:
             self.nodes[name] = payload[NODE]
             self.tracker.set_tag(name, NODE_TAG, payload[NODE])
+        if payload.get(STEP_WAY):
+            self._step_way(name, payload[STEP_WAY], tuple(payload.get(STEP_FALLBACKS) or ()))
         if logged and payload.get(FINETUNE_CURVE):
             self.tracker.log_finetune_curve(name, epoch, payload[FINETUNE_CURVE])
         if RESUMED_FROM in payload and name not in self.resumed:
@@ -122,6 +129,19 @@ class DriverSession:
                 f"{name}: {payload[RESTORE_NOTE]}"
                 + (f"; resumed from epoch {payload[RESUMED_FROM]}" if RESUMED_FROM in payload else "")
             )
+
+    def _step_way(self, name: str, way: str, fallbacks: tuple[str, ...]) -> None:
+        """Tag how the trial's steps run when it changes; one line when it fell back (each way that failed, why)."""
+        before = self.ways.get(name, ("", ()))
+        if before == (way, fallbacks):
+            return
+        self.ways[name] = (way, fallbacks)
+        self.tracker.set_tag(name, STEP_TAG, way)
+        if fallbacks:
+            self.tracker.set_tag(name, STEP_FALLBACK_TAG, "; ".join(fallbacks))
+        new = fallbacks[len(before[1]) :] if fallbacks[: len(before[1])] == before[1] else fallbacks
+        if new:
+            self.board.warn(f"{name}: its step now runs {way} ({'; '.join(new)})")
 
     def _end(self, name: str, status: str, reason: str = "") -> None:
         if name in self.ended:

@@ -32,6 +32,8 @@ from ablations.contract import (
     PHASE,
     RESTORE_NOTE,
     RESUMED_FROM,
+    STEP_FALLBACKS,
+    STEP_WAY,
 )
 from ablations.run.gpu_usage import GPUUsage
 from ablations.study import Study
@@ -104,7 +106,7 @@ def _report(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
 
 class Payload:
     """One trial's per-epoch keys for the driver: metrics, the search objective carried forward between
-    evaluations, its affinity maps (bytes), the epoch it resumed from, the node it runs on."""
+    evaluations, its affinity maps (bytes), the epoch it resumed from, the node it runs on, how its steps run."""
 
     def __init__(self, metric: str, resume: dict[str, Any] | None, note: str = ""):
         self.metric, self.resume, self.note = metric, resume, note
@@ -113,7 +115,9 @@ class Payload:
         self.node = ray.get_runtime_context().get_node_id()
 
     def __call__(self, r: EpochReport) -> dict[str, Any]:
-        metrics: dict[str, Any] = {**r.metrics, EPOCH: r.epoch, NODE: self.node}
+        metrics: dict[str, Any] = {**r.metrics, EPOCH: r.epoch, NODE: self.node, STEP_WAY: r.step_way}
+        if r.step_fallbacks:
+            metrics[STEP_FALLBACKS] = list(r.step_fallbacks)
         if self.resume is not None:
             metrics[RESUMED_FROM] = int(self.resume["epoch"])
         if self.note:
@@ -196,12 +200,15 @@ def trial_function(
         _report(result, checkpoint)
         restored.clear()
 
-    usage = GPUUsage()
+    usage, oom = GPUUsage(), None
     try:
         results = run_unit([_with_threads(t.config, threads) for t in live], report, resumes=resumes)
     except torch.OutOfMemoryError as err:
-        raise GPUOutOfMemoryError(out_of_memory(err, live[0].config, study.spec.resources)) from None
+        oom = out_of_memory(err, live[0].config, study.spec.resources)
     finally:
         usage.stop()
+    if oom is not None:  # the failed step's tensors went with its traceback: their memory goes back to the GPU, for
+        torch.cuda.empty_cache()  # the trials that share it
+        raise GPUOutOfMemoryError(oom)
     if errors and all(r is None for r in results):  # no member left: the Ray trial fails with the last error
         raise errors[-1]

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from ablations.contract import REFERENCE_ARM, REPORT_EPOCHS, TARGET_FRACTION, TARGET_METRIC
+from ablations.contract import REFERENCE_ARM, REPORT_EPOCHS, STEP_FALLBACK_TAG, TARGET_FRACTION, TARGET_METRIC
 from ablations.report import build_report
 from ablations.report.cli import main
 from ablations.run.tracking import StudyTracker
@@ -69,6 +69,22 @@ def test_a_study_on_synthetic_images_is_reported_as_meaningless(store, tmp_path)
     assert report.notes[0].startswith(warning)
     assert warning in (tmp_path / "synthetic" / "ablation.md").read_text()
     assert warning in (tmp_path / "synthetic" / "report.html").read_text()
+
+
+def test_the_legend_says_which_trials_steps_fell_back(store, tmp_path):
+    uri, parent = store
+    said = "**Steps that fell back**"
+    build_report(uri, parent_run_id=parent, out=tmp_path / "a", log=False)
+    assert said not in (tmp_path / "a" / "ablation.md").read_text()
+    client = MlflowClient(uri)
+    fast = next(
+        r for r in client.search_runs([client.get_run(parent).info.experiment_id]) if r.info.run_name == "fast-s0"
+    )
+    client.set_tag(fast.info.run_id, STEP_FALLBACK_TAG, "compiled failed: RuntimeError: no working C++ compiler")
+    build_report(uri, parent_run_id=parent, out=tmp_path / "b", log=False)
+    legend = (tmp_path / "b" / "ablation.md").read_text()
+    assert f"- {said}: 1 of 7 trials could not run their compiled step" in legend and "(`fast-s0`;" in legend
+    assert "<strong>Steps that fell back</strong>" in (tmp_path / "b" / "report.html").read_text()
 
 
 def test_the_heterogeneity_epochs_are_the_studys_unless_the_command_line_says(store, tmp_path):

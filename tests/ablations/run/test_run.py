@@ -50,6 +50,7 @@ def test_study_logs_one_parent_and_a_nested_run_per_trial_and_survives_failing_t
         assert run.info.status == "FINISHED" and run.info.run_name == name
         assert tags["mlflow.parentRunId"] == parent.info.run_id and tags["ablation.arm"] == name[:-3]
         assert tags["ablation.seed"] == "0" and "code.version" in tags and "versions.torch" in tags
+        assert tags["ablation.step"] == "eager" and "ablation.step_fallback" not in tags  # compile auto: off on a CPU
         assert run.data.params["train.epochs"] == "3" and "mto.lambda_e" in run.data.params
         for metric in ("train/loss", "train/loss_mim", "perf/img_per_s"):
             assert steps(uri, run, metric) == [1, 2, 3], metric
