@@ -27,13 +27,13 @@ from benchmarks.harness import child_env  # noqa: E402
 
 CHILD = """
 import json, sys
-from benchmarks.harness import sized_config
+from benchmarks.harness import as_built_report, sized_config
 from mto.config import EvalConfig, MTOConfig
 from mto.training.trial import run_trial
 cfg = sized_config(mto=MTOConfig(lambda_e=0.1, lambda_r=0.1), smoke=sys.argv[2] == "smoke")
 cfg.train.compile, cfg.train.epochs = True, int(sys.argv[1])
 cfg.eval = EvalConfig(every=cfg.train.epochs, linear=False, knn=False, hetero_batch=16)
-print(json.dumps([h["perf/epoch_s"] for h in run_trial(cfg).history if "perf/epoch_s" in h]))
+print(json.dumps([h["perf/epoch_s"] for h in run_trial(cfg, as_built_report).history if "perf/epoch_s" in h]))
 """
 
 

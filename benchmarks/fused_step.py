@@ -20,7 +20,7 @@ import dataclasses  # noqa: E402
 
 import torch  # noqa: E402
 
-from benchmarks.harness import arguments, describe, device, interleaved, sized_config  # noqa: E402
+from benchmarks.harness import arguments, as_built, describe, device, interleaved, sized_config  # noqa: E402
 from mto.config import MTOConfig  # noqa: E402
 from mto.data.datasets import load_data  # noqa: E402
 from mto.training.trainer import Trainer  # noqa: E402
@@ -50,8 +50,9 @@ def main() -> None:
             fused.step(inputs)
 
     med = interleaved({"separate": one_by_one, "fused": stacked}, rounds=args.rounds, dev=dev)
+    as_built(fused.fallback, *(t.train_step.fallback for t in separate))
     images = args.trials * b * args.steps
-    print(f"device {describe(dev)}; {args.trials} trials x batch {b}, compiled={separate[0].train_step.compiled}")
+    print(f"device {describe(dev)}; {args.trials} trials x batch {b}, steps {fused.fallback.way}")
     for name in ("separate", "fused"):
         print(f"{name:8s} {images / med[name]:10.0f} img/s (all trials together)")
     print(f"RESULT fused_speedup {med['separate'] / med['fused']:.2f}")

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from benchmarks.harness import sized_config  # noqa: E402
+from benchmarks.harness import as_built_report, sized_config  # noqa: E402
 from mto.config import EvalConfig, MTOConfig  # noqa: E402
 from mto.training.trial import run_trial  # noqa: E402
 
@@ -31,7 +31,7 @@ def throughput(_: int) -> float:
     cfg = sized_config(mto=MTOConfig(lambda_e=0.1, lambda_r=0.1), dev=torch.device("cuda"))
     cfg.train.epochs = EPOCHS
     cfg.eval = EvalConfig(every=EPOCHS, linear=False, knn=False)
-    rates = [h["perf/img_per_s"] for h in run_trial(cfg).history[1:]]
+    rates = [h["perf/img_per_s"] for h in run_trial(cfg, as_built_report).history[1:]]
     return statistics.median(rates)
 
 

@@ -73,10 +73,24 @@ def sized_config(
     return TrialConfig(mim=mim_cfg, mto=mto or MTOConfig(), train=TrainConfig(batch_size=128))
 
 
+def as_built(*fallbacks) -> None:
+    """Stop the benchmark when a step it measures fell back (``mto.training.fallback``: a compile or capture
+    failure, after which the trial trains on another way): its figure would not be of the step it names."""
+    for f in fallbacks:
+        if f.failures:
+            raise SystemExit(f"a step fell back, so no figure of it: it ran {f.describe()}")
+
+
+def as_built_report(report) -> None:
+    """A ``run_trial`` report that stops the benchmark when the trial's step fell back (``as_built``)."""
+    if report.step_fallbacks:
+        raise SystemExit(f"a step fell back, so no figure of it: {'; '.join(report.step_fallbacks)}")
+
+
 def training_steps(trainer, steps: int, step=None) -> Callable[[], None]:
     """A closure running ``steps`` optimisation steps of ``trainer`` on one fixed batch at the current schedule
     row; ``step`` (a ``TrainStep`` over the trainer's model and optimiser) replaces the trainer's own (for
-    hand-written references)."""
+    hand-written references). It stops the benchmark when the step fell back (``as_built``)."""
     images, mask = trainer.fixed_batch(trainer.cfg.train.batch_size)
     schedule = torch.tensor(trainer.schedule_row(0), device=trainer.device)
     draws = trainer.model.step_draws(0, 1, images.shape[0])
@@ -86,6 +100,7 @@ def training_steps(trainer, steps: int, step=None) -> Callable[[], None]:
     def run() -> None:
         for _ in range(steps):
             step(images, mask, schedule, draws)
+        as_built(step.fallback)
 
     return run
 

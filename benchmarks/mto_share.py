@@ -19,7 +19,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
-from benchmarks.harness import arguments, describe, device, interleaved, sized_config, training_steps  # noqa: E402
+from benchmarks.harness import (  # noqa: E402
+    arguments,
+    as_built_report,
+    describe,
+    device,
+    interleaved,
+    sized_config,
+    training_steps,
+)
 from mto.config import DataConfig, EvalConfig, ModelConfig, MTOConfig, TrainConfig, TrialConfig  # noqa: E402
 from mto.training.trainer import Trainer  # noqa: E402
 from mto.training.trial import run_trial  # noqa: E402
@@ -49,7 +57,7 @@ def main() -> None:
     print(f"device {describe(dev)}")
     epochs = 1 if args.smoke else 2
     sized = smoke_sized if args.smoke else cifar_sized
-    history = run_trial(sized(MTO, epochs)).history
+    history = run_trial(sized(MTO, epochs), as_built_report).history
     print(
         f"SimMIM + MTO, {'smoke size' if args.smoke else 'ViT-Tiny/4 at 32x32, batch 256'}: "
         f"{history[-1]['perf/img_per_s']:.0f} img/s "

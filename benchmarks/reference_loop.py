@@ -199,7 +199,7 @@ def main() -> None:
         print(
             f"{method:8s} ours {med['ours'] / args.steps * 1e3:8.2f} ms  reference "
             f"{med['reference'] / args.steps * 1e3:8.2f} ms  ratio {ratio:.3f}  "
-            f"({'compiled' if ours.train_step.compiled else 'eager'}, both)",
+            f"({ours.train_step.fallback.way}, both)",
             flush=True,
         )
     print(f"RESULT reference_loop_max {worst:.3f}")

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from benchmarks.harness import child_env  # noqa: E402
+from benchmarks.harness import as_built_report, child_env  # noqa: E402
 
 
 def study(folder: Path, name: str, args: argparse.Namespace, gpu: bool, *, compile_: bool, fuse: int) -> Path:
@@ -63,19 +63,26 @@ def study(folder: Path, name: str, args: argparse.Namespace, gpu: bool, *, compi
     return path
 
 
-def trial_rates(uri: str, experiment: str) -> list[float]:
-    """Each trial's median training images/s over its epochs after the first."""
+def trial_rates(uri: str, experiment: str) -> tuple[list[float], set[str]]:
+    """Each trial's median training images/s over its epochs after the first, and how the trials' steps ran (their
+    ``ablation.step`` tags). Stops the benchmark where a trial's step fell back: its figure would not be the
+    setting's."""
     from mlflow import MlflowClient
+
+    from ablations.contract import STEP_FALLBACK_TAG, STEP_TAG
 
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
-    rates = []
+    rates, ways = [], set()
     for run in client.search_runs([exp.experiment_id], "tags.`ablation.role` = 'trial'"):
+        if STEP_FALLBACK_TAG in run.data.tags:
+            raise SystemExit(f"{run.info.run_name}: its step fell back ({run.data.tags[STEP_FALLBACK_TAG]}): no figure")
+        ways.add(run.data.tags.get(STEP_TAG, "?"))
         history = sorted(client.get_metric_history(run.info.run_id, "perf/img_per_s"), key=lambda m: m.step)
         values = [m.value for m in history[1:]] or [m.value for m in history]
         if values:
             rates.append(statistics.median(values))
-    return rates
+    return rates, ways
 
 
 def alone(path: Path) -> float:
@@ -83,7 +90,7 @@ def alone(path: Path) -> float:
     from ablations.study import load_study
     from mto.training.trial import run_trial
 
-    history = run_trial(load_study(path).trials[0].config).history
+    history = run_trial(load_study(path).trials[0].config, as_built_report).history
     rates = [h["perf/img_per_s"] for h in history if "perf/img_per_s" in h]
     return statistics.median(rates[1:] or rates)
 
@@ -131,11 +138,12 @@ def main() -> None:
                 raise SystemExit(f"setting {name}: the study failed (exit {proc.returncode})")
             batch = 256 if gpu else 128
             images = args.trials * args.epochs * (args.images // batch) * batch
-            rates = trial_rates(f"sqlite:///{folder}/mlflow.db", f"throughput-{name}")
+            rates, ways = trial_rates(f"sqlite:///{folder}/mlflow.db", f"throughput-{name}")
             best = max(best, images / wall)
             print(
                 f"{name:9s} wall {wall:7.1f} s  study {images / wall:9.0f} img/s  per trial (training) "
-                f"median {statistics.median(rates):8.0f} img/s over {len(rates)} trials"
+                f"median {statistics.median(rates):8.0f} img/s over {len(rates)} trials; "
+                f"steps {', '.join(sorted(ways))}"
             )
         print(f"one trial alone, in-process: {alone(path):.0f} img/s (training)")
     print(f"RESULT study_img_per_s {best:.0f}")

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ablations.study import load_study  # noqa: E402
-from benchmarks.harness import child_env  # noqa: E402
+from benchmarks.harness import as_built_report, child_env  # noqa: E402
 from mto.training.trial import run_trial  # noqa: E402
 
 
@@ -44,7 +44,7 @@ def main() -> None:
     for t in study.trials:
         cfg = dataclasses.replace(t.config, train=dataclasses.replace(t.config.train, num_threads=threads))
         start = time.perf_counter()
-        run_trial(cfg)
+        run_trial(cfg, as_built_report)
         serial += time.perf_counter() - start
     print(f"serial: {len(study.trials)} trials in one process, {threads} thread(s) each: {serial:.1f} s")
 

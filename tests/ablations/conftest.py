@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.ablations.helpers import pythonpath
+
 ROOT = Path(__file__).resolve().parents[2]
 
 # A study small enough for 2 CPU cores: a 2-block ViT on 256 digits, a few epochs.
@@ -36,7 +38,7 @@ def write_study(folder: Path, **fields) -> Path:
 
 def run_cli(*args: str, cwd: Path, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """``python -m ablations.run ...`` as a user runs it (a real Ray cluster, a real MLflow store)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    env = {**os.environ, "PYTHONPATH": pythonpath(), **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "ablations.run", *args],
         cwd=cwd,

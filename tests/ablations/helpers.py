@@ -34,9 +34,14 @@ def steps(uri: str, run, metric: str) -> list[int]:
     return [m.step for m in MlflowClient(uri).get_metric_history(run.info.run_id, metric)]
 
 
+def pythonpath() -> str:
+    """A child's PYTHONPATH: the checkout first, then this process's (where packages may come from a folder)."""
+    return os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")) if p)
+
+
 def start_driver(path, cwd, *args: str, env: dict | None = None) -> subprocess.Popen:
     """``python -m ablations.run PATH --no-report ARGS`` in the background, in its own process group (for signals)."""
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), **(env or {})}
+    env = {**os.environ, "PYTHONPATH": pythonpath(), **(env or {})}
     return subprocess.Popen(
         [sys.executable, "-m", "ablations.run", str(path), "--no-report", *args],
         cwd=cwd,

@@ -14,6 +14,7 @@ def test_without_cuda_nothing_is_sampled_or_reported():
     usage.stop()
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_with_cuda_each_take_reports_memory_and_utilisation():
     usage = GPUUsage(interval=0.05)
