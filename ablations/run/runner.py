@@ -12,7 +12,6 @@ stops a study as Ctrl-C does.
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import sys
@@ -166,7 +165,7 @@ def _tuner(
     from ray import tune
 
     spec = study.spec
-    threads = max(1, math.ceil(spec.resources.cpu))
+    threads = study.threads
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
     trainable = tune.with_resources(
         tune.with_parameters(trial_function, study=study, threads=threads, settled=settled), resources

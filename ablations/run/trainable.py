@@ -10,7 +10,6 @@ for the driver to write and attach: no worker's disk is read.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import os
 import tempfile
@@ -36,7 +35,7 @@ from ablations.contract import (
     STEP_WAY,
 )
 from ablations.run.gpu_usage import GPUUsage
-from ablations.study import Study
+from ablations.study import Study, with_threads
 from mto import GPUOutOfMemoryError, TrialConfig
 
 if TYPE_CHECKING:
@@ -45,12 +44,6 @@ if ray.is_initialized():  # in a trial's process, where Ray unpickles the trial 
     from mto import run_unit  # noqa: F401 - timm) loads as its worker starts; the driver imports this module first
 
 STATE_FILE = "state.pt"
-
-
-def _with_threads(config: TrialConfig, threads: int) -> TrialConfig:
-    if config.train.num_threads is not None:
-        return config
-    return dataclasses.replace(config, train=dataclasses.replace(config.train, num_threads=threads))
 
 
 def read_state(folder: str) -> dict[str, Any]:
@@ -202,7 +195,7 @@ def trial_function(
 
     usage, oom = GPUUsage(), None
     try:
-        results = run_unit([_with_threads(t.config, threads) for t in live], report, resumes=resumes)
+        results = run_unit([with_threads(t.config, threads) for t in live], report, resumes=resumes)
     except torch.OutOfMemoryError as err:
         oom = out_of_memory(err, live[0].config, study.spec.resources)
     finally:

@@ -7,7 +7,15 @@ and feasibility (``feasibility``); ``messages`` words every problem as one line.
 Ray or touches MLflow.
 """
 
-from ablations.study.expansion import Study, TrialSpec, apply_overrides, flatten, trial_name, unit_name
+from ablations.study.expansion import (
+    Study,
+    TrialSpec,
+    apply_overrides,
+    flatten,
+    trial_name,
+    unit_name,
+    with_threads,
+)
 from ablations.study.loading import apply_set, load_study, parse_yaml
 from ablations.study.messages import StudyError
 from ablations.study.schema import StudySpec
@@ -26,4 +34,5 @@ __all__ = [
     "trial_name",
     "unit_name",
     "validate_study",
+    "with_threads",
 ]

@@ -8,6 +8,7 @@ config) come from.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import itertools
 import math
@@ -90,6 +91,11 @@ class Study:
         """An arm's config with an Optuna sample applied (validated; raises ConfigError)."""
         return arm_config(self.spec, arm, {**sample, "train.seed": seed})
 
+    @property
+    def threads(self) -> int:
+        """The CPU threads of a trial that sets none (``train.num_threads``): the CPUs it is given, rounded up."""
+        return max(1, math.ceil(self.spec.resources.cpu))
+
     @functools.cached_property
     def units(self) -> dict[str, list[TrialSpec]]:
         """Unit name -> its trials, one Ray trial per unit, in study order of each unit's first trial: each
@@ -104,6 +110,13 @@ class Study:
         if SAMPLE_SEED not in params and params["trial"] in self.units:
             return self.units[params["trial"]]
         return [self.resolve(params, trial_id)]
+
+
+def with_threads(config: TrialConfig, threads: int) -> TrialConfig:
+    """``config`` as a Ray trial runs it: ``threads`` CPU threads (``Study.threads``) unless it sets its own."""
+    if config.train.num_threads is not None:
+        return config
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, num_threads=threads))
 
 
 def expand(spec: StudySpec, problems: Problems) -> list[TrialSpec]:

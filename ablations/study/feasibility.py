@@ -150,11 +150,9 @@ def _trial_level(spec: StudySpec, t: Any, problem) -> None:
 def _data_sizes(c: TrialConfig, at, problem) -> None:
     """Batches, probes and the heterogeneity batch that need more images than the trial's data set holds, and
     synthetic images that do not fit in this machine's memory."""
-    train, test = split_sizes(c)
-    if train is not None:
-        full = train
-        train -= validation_size(train, c.data.val_fraction)  # the validation split is carved from train
-        train = min(train, c.data.max_train or train)
+    full, test = split_sizes(c)
+    if full is not None:
+        train, _, _ = trial_images(c)
         capped = c.data.max_train is not None and c.data.max_train < full
         images = (
             f"the {train:,} training images ({c.data.name}{', data.max_train' if capped else ''}, less the "
@@ -193,6 +191,16 @@ def _data_sizes(c: TrialConfig, at, problem) -> None:
             f"{c.data.synthetic_size} images of {c.data.image_size}px take "
             f"{need / 2**30:,.1f} GiB of memory; this machine has {MEMORY / 2**30:,.1f} GiB",
         )
+
+
+def trial_images(c: TrialConfig) -> tuple[int, int, int] | None:
+    """The (pre-training, validation, test) images of the trial (``data.max_train`` and the validation split
+    carved from train applied), or None when only reading its data set tells (imagefolder)."""
+    full, test = split_sizes(c)
+    if full is None:
+        return None
+    val = validation_size(full, c.data.val_fraction)
+    return min(full - val, c.data.max_train or full), val, test
 
 
 def split_sizes(c: TrialConfig) -> tuple[int | None, int | None]:
