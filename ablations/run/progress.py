@@ -1,6 +1,10 @@
 """Progress of a study with rich: on a terminal, a live table with one row per Ray trial (status, epoch of
-total, latest metric, elapsed and ETA); elsewhere (a CI log, ``| tee``), one line per evaluation and one
-per finished trial, so a log shows progress from the first evaluation (epoch 0) on."""
+total, latest metric, elapsed and ETA) under a title with the study's time left; elsewhere (a CI log, ``| tee``),
+one line per evaluation and one per finished trial, so a log shows progress from the first evaluation (epoch 0) on.
+
+The study's time left comes from the pace of the epochs done so far: each running trial's own, a trial not yet
+started at the mean seconds per epoch measured, scheduled as many at a time as have run at once
+(``ablations.study.cost.makespan``)."""
 
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from ablations.study.cost import makespan
+
 
 @dataclass
 class Row:
@@ -26,11 +32,16 @@ class Row:
     first_epoch: int = 0  # epochs already done when this process picked the trial up (resume)
     reason: str = ""
 
-    def eta(self) -> float | None:
+    def pace(self) -> float | None:
+        """Seconds per epoch trained by this driver, None before the first."""
         done = self.epoch - self.first_epoch
-        if self.status != "running" or done <= 0:
+        return (time.monotonic() - self.started) / done if done > 0 else None
+
+    def eta(self) -> float | None:
+        pace = self.pace()
+        if self.status != "running" or pace is None:
             return None
-        return (time.monotonic() - self.started) / done * (self.epochs - self.epoch)
+        return pace * (self.epochs - self.epoch)
 
 
 def _clock(seconds: float | None) -> str:
@@ -48,6 +59,7 @@ class TrialBoard:
         self.title, self.metric, self.epochs = title, metric, epochs
         self.rows: dict[str, Row] = {}
         self.started = time.monotonic()
+        self.most_running = 1  # the most Ray trials seen running at once: the study's concurrency
         self._console = console
         self._live: Live | None = None
 
@@ -83,7 +95,22 @@ class TrialBoard:
         if row is None:
             row = self.rows[trial_id] = Row(name, self.epochs.get(name, self.epochs.get("*", 0)))
         row.status, row.started, row.first_epoch = "running", time.monotonic(), row.epoch
+        self.most_running = max(self.most_running, sum(r.status == "running" for r in self.rows.values()))
         self._refresh()
+
+    def time_left(self) -> float | None:
+        """Seconds until the study's trials end at the pace measured so far; None before any epoch is measured."""
+        paces = [p for p in (r.pace() for r in self.rows.values()) if p is not None]
+        if not paces:
+            return None
+        mean, named = sum(paces) / len(paces), {r.name for r in self.rows.values()}
+        left = [
+            r.eta() if r.eta() is not None else mean * (r.epochs - r.epoch)
+            for r in self.rows.values()
+            if r.status in ("running", "pending")
+        ]
+        left += [mean * epochs for name, epochs in self.epochs.items() if name != "*" and name not in named]
+        return makespan(left, self.most_running)
 
     def update(self, trial_id: str, epoch: int, metric: float | None) -> None:
         row = self.rows[trial_id]
@@ -95,7 +122,7 @@ class TrialBoard:
             if self._live is None:  # not a terminal: each evaluation is a line of the log
                 self._line(
                     f"[epoch] {row.name}  epoch {epoch}/{row.epochs}  {self.metric}={row.metric:.4f}  "
-                    f"elapsed {_clock(time.monotonic() - row.started)}"
+                    f"elapsed {_clock(time.monotonic() - row.started)}  study: {_clock(self.time_left())} left"
                 )
         self._refresh()
 
@@ -119,7 +146,7 @@ class TrialBoard:
         done = sum(r.status in ("done", "FAILED") for r in self.rows.values())
         table = Table(
             title=f"{self.title}: {done}/{max(len(self.rows), done)} trials finished, "
-            f"elapsed {_clock(time.monotonic() - self.started)}",
+            f"elapsed {_clock(time.monotonic() - self.started)}, about {_clock(self.time_left())} left",
             title_justify="left",
         )
         for col in ("trial", "status", "epoch", self.metric, "elapsed", "ETA"):

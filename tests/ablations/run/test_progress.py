@@ -3,6 +3,7 @@ finished trial, none for an epoch without one."""
 
 import io
 
+import pytest
 from rich.console import Console
 
 from ablations.run.progress import TrialBoard
@@ -23,3 +24,17 @@ def test_a_log_gets_one_line_per_evaluation_and_per_finished_trial():
         "[epoch] simmim-s0  epoch 3/3  eval/knn_top1=0.5000",
     ]
     assert lines[2:] == ["[done] simmim-s0  epoch 3/3  eval/knn_top1=0.5000"]
+
+
+def test_the_study_time_left_comes_from_the_pace_measured_so_far():
+    board = TrialBoard("demo", {"a": 4, "b": 4, "c": 4}, "eval/knn_top1", console=Console(file=io.StringIO()))
+    assert board.time_left() is None  # nothing measured yet
+    board.start("t1", "a")
+    board.start("t2", "b")
+    board.update("t1", 1, None)
+    board.update("t1", 2, None)
+    board.rows["t1"].started -= 10.0  # two epochs in 10 s: 5 s an epoch
+    # a: 2 epochs left at its own pace; b (no epoch yet) and c (not started): 4 epochs at the mean pace; 2 at a time
+    assert board.time_left() == pytest.approx(30.0, abs=0.5)  # a then c on one slot (10 + 20), b on the other (20)
+    board.finish("t1", "done")
+    assert board.time_left() == pytest.approx(20.0, abs=0.5)
