@@ -12,6 +12,8 @@ The methods reach the encoder's tokens through the functions here, so every meth
 
 from __future__ import annotations
 
+from typing import Any
+
 import timm
 import torch
 from timm.models.vision_transformer import VisionTransformer
@@ -24,42 +26,53 @@ from mto.methods.attention import call_block, check_supported
 Encoder = VisionTransformer | VisionTransformerRelPos
 
 
-def create_vit(cfg: ModelConfig, *, img_size: int, in_chans: int, num_classes: int = 0) -> Encoder:
-    """A randomly initialised timm ViT for the preset, sizes and position handling: no head, or
-    (``num_classes``) a linear head on the mean-pooled patch tokens of the normed last block (the probes' features).
+# model.pos_embed rel_bias: timm registers no model of exactly this backbone (one BEiT-style relative position bias
+# table, with class-token entries, shared by all blocks); it is timm's VisionTransformerRelPos, reached through this
+# registered name with every architectural argument given, so ``timm.create_model`` rebuilds it from those arguments
+REL_BIAS_ARCHITECTURE = "vit_relpos_base_patch16_cls_224"
 
-    Nothing is downloaded: ``pretrained=False`` always.
-    """
+
+def timm_architecture(cfg: ModelConfig, *, img_size: int, in_chans: int) -> tuple[str, dict[str, Any]]:
+    """The registered timm model name and the keyword arguments that build the encoder (without its head and
+    drop-path): ``timm.create_model(name, **kwargs)`` is the encoder, here and wherever its weights go.
+
+    Pooling is timm's ``avg`` without ``fc_norm``: the mean of the normed last block's patch tokens, the probes'
+    very features (``mto.methods.base.encode_patches``); it changes no module of the encoder."""
     name, dim, depth, heads = PRESETS[cfg.preset]
-    dim, depth, heads = cfg.embed_dim or dim, cfg.depth or depth, cfg.num_heads or heads
-    if dim % heads:
-        raise ValueError(f"model.embed_dim={dim} must be divisible by model.num_heads={heads}")
-    common = dict(
+    args: dict[str, Any] = dict(
         img_size=img_size,
         patch_size=cfg.patch_size,
         in_chans=in_chans,
-        embed_dim=dim,
-        depth=depth,
-        num_heads=heads,
-        drop_path_rate=cfg.drop_path,
+        embed_dim=cfg.embed_dim or dim,
+        depth=cfg.depth or depth,
+        num_heads=cfg.num_heads or heads,
         init_values=cfg.layer_scale,
-        num_classes=num_classes,
+        global_pool="avg",
+        fc_norm=False,
     )
     if cfg.pos_embed == "rel_bias":
-        model = VisionTransformerRelPos(
-            **common,
-            qkv_bias=True,
-            class_token=True,
-            fc_norm=False,
-            rel_pos_type="bias",
-            shared_rel_pos=True,
-            global_pool="avg" if num_classes else "",
-        )
-    else:
-        head = {"global_pool": "avg", "fc_norm": False} if num_classes else {}
-        model = timm.create_model(
-            name, pretrained=False, pos_embed="learn" if cfg.pos_embed == "abs" else "none", **common, **head
-        )
+        return REL_BIAS_ARCHITECTURE, {
+            **args,
+            "qkv_bias": True,
+            "class_token": True,
+            "rel_pos_type": "bias",
+            "shared_rel_pos": True,
+        }
+    return name, {**args, "pos_embed": "learn" if cfg.pos_embed == "abs" else "none"}
+
+
+def create_vit(cfg: ModelConfig, *, img_size: int, in_chans: int, num_classes: int = 0) -> Encoder:
+    """A randomly initialised timm ViT for the preset, sizes and position handling (``timm_architecture``): no
+    head, or (``num_classes``) a linear head on the mean-pooled patch tokens of the normed last block (the probes'
+    features, which the headless encoder returns as its output).
+
+    Nothing is downloaded: ``pretrained=False`` always.
+    """
+    name, args = timm_architecture(cfg, img_size=img_size, in_chans=in_chans)
+    dim, heads = args["embed_dim"], args["num_heads"]
+    if dim % heads:
+        raise ValueError(f"model.embed_dim={dim} must be divisible by model.num_heads={heads}")
+    model = timm.create_model(name, pretrained=False, num_classes=num_classes, drop_path_rate=cfg.drop_path, **args)
     check_supported(model.blocks)
     return model
 
