@@ -19,6 +19,9 @@ one way, lowest first: ``config`` (the settings, with the methods' torch-free de
   checks, the contract and the report read).
 - Whether a data set can be read, torch-free for the embedded digits: ``check_data``.
 - The trial loop, loaded with torch on first use: ``run_trial``, ``run_unit``, ``EpochReport``, ``TrialResult``.
+- A trial's encoder kept as timm's own files, loaded with torch on first use: ``save_encoder`` (from a trial's
+  checkpoint), ``load_encoder`` (a timm model), ``encoder_config`` (its config.json), ``finetune_encoder``
+  (``eval.finetune``'s recipe on any data set, no pre-training).
 """
 
 import importlib
@@ -46,8 +49,12 @@ from mto.training.logged import (
 _LAZY = {
     "EpochReport": "mto.training.reports",
     "TrialResult": "mto.training.reports",
+    "encoder_config": "mto.training.encoder",
+    "finetune_encoder": "mto.training.encoder",
+    "load_encoder": "mto.training.encoder",
     "run_trial": "mto.training.trial",
     "run_unit": "mto.training.unit",
+    "save_encoder": "mto.training.encoder",
 }
 
 __all__ = [
@@ -66,12 +73,16 @@ __all__ = [
     "TrialResult",
     "check_data",
     "declared",
+    "encoder_config",
+    "finetune_encoder",
     "flatten",
     "fused_groups",
     "is_accuracy",
+    "load_encoder",
     "registry",
     "run_trial",
     "run_unit",
+    "save_encoder",
     "section",
     "setting_defaults",
     "to_dict",

@@ -288,6 +288,8 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "history": list(self.history),
             "finetune_pending": self.finetune_pending,
+            # what an exported encoder records with its weights (mto.training.encoder); not read back on resume
+            "normalisation": {"mean": self.data.mean.cpu(), "std": self.data.std.cpu()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
