@@ -7,7 +7,7 @@ reports to the driver, and the rule that turns a tracking URI into the one every
 Layout in MLflow: the experiment is the study's name; one parent run per invocation of a study
 (``ROLE = "study"``) holds the study file and the report; one nested child run per trial
 (``ROLE = "trial"``, ``mlflow.parentRunId``) holds the trial's params (its config by dot path),
-its per-epoch metrics (``step`` = epoch) and its affinity maps.
+its per-epoch metrics (``step`` = epoch), its affinity maps and its encoder.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ NODE_TAG = "ablation.node"  # on each trial run: the Ray node id it last ran on 
 FUSED_UNIT = "ablation.fused_unit"  # set on a trial trained in a fused unit (resources.fuse): the unit's name
 STEP_TAG = "ablation.step"  # on each trial run: how its steps run ("compiled with CUDA graphs", "compiled", "eager")
 STEP_FALLBACK_TAG = "ablation.step_fallback"  # on a trial whose step fell back: "<way> failed: <reason>; ..."
+ENCODER_TAG = "ablation.encoder"  # on a trial run once its encoder is logged: the encoder's artifact path
 # on the parent run: what the report compares
 TARGET_METRIC = "ablation.target.metric"
 TARGET_FRACTION = "ablation.target.fraction"
@@ -81,6 +82,7 @@ RESOLVED_TRIALS = "resolved_trials.json"  # on the parent run: every trial's ful
 REPORT_FOLDER = "report"  # on the parent run: tables, report.html, figures
 AFFINITY_FOLDER = "affinity"  # on each trial run: affinity_eNNNN.npz
 FINETUNE_FOLDER = "finetune"  # on each trial run: loss_eNNNN.json, the fine-tuning loss per fine-tuning epoch
+ENCODER_FOLDER = "encoder"  # on each trial run that reached its last epoch: model.safetensors, config.json (timm's)
 
 # ---- what a Ray trial reports to the driver, beside its metrics ---------------------------------
 EPOCH = "epoch"
@@ -97,6 +99,7 @@ MEMBER_FAILURES = "member_failures"  # {trial name: reason} of the unit's member
 PHASE = "phase"  # "train", or FINETUNE_PHASE for the fine-tuning result of an epoch (its second report)
 FINETUNE_PHASE = "finetune"
 FINETUNE_CURVE = "artifact/finetune_loss"  # the fine-tuning loss per fine-tuning epoch (a list), for the driver
+ENCODER_DATA = "artifact/encoder"  # at the trial's last epoch: its encoder's files, {name: bytes}, for the driver
 
 
 def own_failure(reason: str) -> bool:

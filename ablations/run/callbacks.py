@@ -18,6 +18,7 @@ from ray import tune
 from ablations.contract import (
     AFFINITY_DATA,
     CHECKPOINT_FALLBACK,
+    ENCODER_DATA,
     EPOCH,
     FINETUNE_CURVE,
     FUSED_UNIT,
@@ -112,6 +113,9 @@ class DriverSession:
         data = payload.pop(AFFINITY_DATA, None)  # popped: Ray Tune's saved state need not carry it
         if logged and data:
             self.tracker.log_affinity(name, epoch, data)
+        encoder = payload.pop(ENCODER_DATA, None)  # with the last epoch's metrics: logged when they are, so once
+        if logged and encoder:
+            self.tracker.log_encoder(name, encoder)
         if payload.get(NODE) and self.nodes.get(name) != payload[NODE]:
             self.nodes[name] = payload[NODE]
             self.tracker.set_tag(name, NODE_TAG, payload[NODE])

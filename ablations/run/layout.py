@@ -10,7 +10,8 @@ rest stays under ``ray_results``)::
         <YYYYmmdd-HHMMSS>/                   Invocation.folder (``--resume`` picks the latest)
             ablation.json                    .state: parent run id, tracking URI, the study as run, driver and Ray pids
             pending_tracking.jsonl           .journal: trial writes kept while the tracking store is down
-            artifacts/<trial>/               .artifact(): files the driver attaches (affinity maps from the results)
+            artifacts/<trial>/               .artifact(): files the driver attaches (affinity maps from the results;
+                                             encoder/, removed once attached)
             arms/                            .experiment("arms"): Ray Tune experiment, variants x grid x seeds
             search/                          .experiment("search"): Ray Tune experiment, the Optuna search
 """

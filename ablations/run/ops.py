@@ -2,18 +2,20 @@
 the store cannot take yet is kept as it is (``ablations.run.journal``) and made later.
 
 Ops: ``create`` (the run, its tags and params), ``reopen`` (a resumed trial), ``epoch`` (one epoch's metrics),
-``artifact`` (a file the driver wrote), ``finetune_curve``, ``tag`` and ``end``.
+``artifact`` (a file the driver wrote), ``encoder`` (a folder the driver wrote: the trial's encoder),
+``finetune_curve``, ``tag`` and ``end``.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Collection
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
-from ablations.contract import AFFINITY_FOLDER, FAILED_BEFORE, FAILURE, FINETUNE_FOLDER
+from ablations.contract import AFFINITY_FOLDER, ENCODER_FOLDER, ENCODER_TAG, FAILED_BEFORE, FAILURE, FINETUNE_FOLDER
 from ablations.run.journal import Op
 
 
@@ -46,6 +48,11 @@ def make(client: MlflowClient, experiment_id: str, runs: dict[str, str], settled
     elif kind == "artifact":
         if os.path.isfile(op["path"]):
             client.log_artifact(run_id, op["path"], AFFINITY_FOLDER)
+    elif kind == "encoder":
+        if os.path.isdir(op["path"]):  # else attached already: this op was made before the journal noted it
+            client.log_artifacts(run_id, op["path"], ENCODER_FOLDER)
+            client.set_tag(run_id, ENCODER_TAG, ENCODER_FOLDER)  # after the files: the tag says they are all there
+            shutil.rmtree(op["path"])  # the driver's copy: the store has it now
     elif kind == "finetune_curve":
         client.log_dict(
             run_id, {"epoch": op["epoch"], "loss": op["loss"]}, f"{FINETUNE_FOLDER}/loss_e{op['epoch']:04d}.json"

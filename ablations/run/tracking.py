@@ -21,6 +21,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from ablations.contract import (
     ARM,
+    ENCODER_FOLDER,
     EPOCH_METRIC,
     FAILED_BEFORE,
     FAILURE,
@@ -221,6 +222,17 @@ class StudyTracker:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         self._op({"op": "artifact", "trial": trial, "path": str(path)})
+
+    def log_encoder(self, trial: str, files: dict[str, bytes]) -> None:
+        """Attach a trial's encoder (its files as bytes, from its last epoch's result) as the run's encoder folder,
+        written first to the invocation's folder so that a store that is down gets it later (the copy there is
+        removed once attached)."""
+        where = self.invocation or Invocation(Path(tempfile.mkdtemp()))
+        folder = where.artifact(trial, ENCODER_FOLDER)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            (folder / Path(name).name).write_bytes(data)
+        self._op({"op": "encoder", "trial": trial, "path": str(folder)})
 
     def set_tag(self, trial: str, key: str, value: str) -> None:
         self._op({"op": "tag", "trial": trial, "key": key, "value": value})

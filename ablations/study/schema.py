@@ -97,6 +97,9 @@ class ResourcesSpec(_Strict):
 class TrackingSpec(_Strict):
     uri: str = DEFAULT_TRACKING_URI  # relative sqlite paths are resolved against the working directory
     experiment: str | None = None  # default: the study's name
+    # last: each trial logs its encoder at its last epoch (what the study's answer was measured on; one per trial,
+    # ViT-Tiny 22 MB); none: no weights are kept
+    encoder: Literal["last", "none"] = "last"
 
 
 class TargetSpec(_Strict):

@@ -1,6 +1,6 @@
 """A study on a real ``mlflow server``, which is killed mid-study: the driver says so at once, keeps every
 write, ends with exit 3 and the resume command; once the server is back, ``--resume`` writes what was kept
-(each epoch once) and closes the runs, and the REST API (what the UI shows) serves them all."""
+(each epoch once, the trials' encoders) and closes the runs, and the REST API (what the UI shows) serves them all."""
 
 import signal
 import subprocess
@@ -93,6 +93,11 @@ def test_server_killed_mid_study_loses_nothing_and_resume_writes_it(tmp_path):
                 assert sorted(m["step"] for m in hist) == expected, key  # every epoch, once
             files = _api(base, f"/api/2.0/mlflow/artifacts/list?run_id={run['info']['run_id']}&path=affinity")
             assert [f["path"] for f in files["files"]] == ["affinity/affinity_e0003.npz"]
+            # the encoder, of the last epoch (kept while the server was down), and its tag
+            files = _api(base, f"/api/2.0/mlflow/artifacts/list?run_id={run['info']['run_id']}&path=encoder")
+            assert sorted(f["path"] for f in files["files"]) == ["encoder/config.json", "encoder/model.safetensors"]
+            assert tags["ablation.encoder"] == "encoder"
         assert not journals[0].read_text().strip()
+        assert not list(tmp_path.glob("ray/tiny/*/artifacts/*/encoder"))  # the driver's copies, once attached
     finally:
         _kill(server)
