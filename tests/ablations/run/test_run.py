@@ -1,8 +1,10 @@
 """End to end on a real local Ray cluster and a real MLflow store: ``python -m ablations.run``."""
 
+import json
 import os
 import signal
 import sys
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
@@ -129,12 +131,19 @@ def test_interrupted_study_resumes_without_redoing_or_duplicating_trials(tmp_pat
     assert len(parents) == 1 and parents[0].info.status == ("FAILED" if fused else "FINISHED")
     assert sorted(children) == sorted(f"{arm}-s{s}" for arm in ("long", "short", *diverges) for s in seeds)
     for name, run in children.items():
+        encoder = [a.path for a in MlflowClient(uri).list_artifacts(run.info.run_id, "encoder")]
         if name.startswith("diverges"):  # failed before the interrupt: still FAILED, with its reason, after it
             assert run.info.status == "FAILED", name
             assert run.data.tags["ablation.failure"].startswith("NonFiniteLossError"), name
             assert steps(uri, run, "train/loss") == [], name
+            assert encoder == [] and "ablation.encoder" not in run.data.tags, name
         else:
             assert run.info.status == "FINISHED", name
+            # its own encoder (each fused member's), of its last epoch, whether or not it was resumed
+            assert encoder == ["encoder/config.json", "encoder/model.safetensors"], name
+            assert run.data.tags["ablation.encoder"] == "encoder", name
+            about = json.loads(Path(MlflowClient(uri).download_artifacts(run.info.run_id, encoder[0])).read_text())
+            assert (about["mto"]["trial"], about["mto"]["epoch"]) == (name, {"s": 2}.get(name[0], long_epochs)), name
         if fused and not name.endswith("diverges-s1"):
             assert run.data.tags["ablation.fused_unit"] == {"s": "short-s0+1"}.get(name[0], "long-s0+2"), name
     assert children["short-s0"].info.end_time == short_end  # not run again
