@@ -136,5 +136,12 @@ def winner(rows: list[GroupRow]) -> GroupRow | None:
     return max(scored, key=_key) if scored else None
 
 
+def best_seed(row: GroupRow) -> TrialSummary | None:
+    """The row's trial with the highest validation final (the first in study order on a tie), or None without a
+    validation split: the one trial whose encoder stands for the row."""
+    scored = [s for s in row.summaries if s.values[SELECTION] is not None and not math.isnan(s.values[SELECTION])]
+    return max(scored, key=lambda s: s.values[SELECTION]) if scored else None
+
+
 def _key(r: GroupRow) -> float:
     return -math.inf if math.isnan(r.numbers[SELECTION].mean) else r.numbers[SELECTION].mean

@@ -3,7 +3,9 @@
 Pick the study by its file, its experiment name or its parent run id (the latest invocation by
 default). Writes Markdown, CSV, LaTeX and a self-contained HTML page with the figures, logs
 ``summary/*`` metrics on every trial run and the files as artifacts of the study's parent run,
-and prints the main table. Exit status 2 when the study, its reference or its metric is missing.
+and prints the main table. ``--register NAME`` then registers the encoder of the trial the report selects on
+validation in MLflow's Model Registry. Exit status 2 when the study, its reference or its metric is missing, or
+when ``--register`` finds no selected trial with an encoder.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from ablations.contract import DEFAULT_TRACKING_URI
+from ablations.contract import DEFAULT_TRACKING_URI, validation_twin
 from ablations.report.build import build_report
+from ablations.report.compute import Report
+from ablations.report.encoder import register_encoder
 from ablations.report.record import ReportError
 from ablations.report.render import FORMATS, print_summary
 from ablations.study import StudyError, load_study
@@ -34,6 +38,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fraction", type=float, help="target = reference final x fraction (default: the study's)")
     p.add_argument("--epochs", help="epochs for the heterogeneity-vs-depth figure, e.g. 1,10,30")
     p.add_argument("--no-log", action="store_true", help="write files only; log nothing to MLflow")
+    p.add_argument(
+        "--register",
+        metavar="NAME",
+        help="register the encoder of the trial selected on validation in the Model Registry as model NAME",
+    )
     return p.parse_args(argv)
 
 
@@ -72,4 +81,25 @@ def main(argv: list[str] | None = None) -> int:
     for line in report.left_out_lines():
         err.print(escape(line), soft_wrap=True, highlight=False)
     err.print(f"wrote {report.folder}/ ({', '.join(p.name for p in report.files)})", soft_wrap=True, highlight=False)
+    return register(report, args.register, err) if args.register else 0
+
+
+def register(report: Report, name: str, err: Console) -> int:
+    """Register the encoder of the trial ``report`` selects as model ``name``; 2 when there is none."""
+    trial, metric = report.selected, validation_twin(report.record.metric)
+    if trial is None or not trial.encoder:
+        why = f"trial {trial.name} kept no encoder" if trial else f"no trial is selected ({metric} was not logged)"
+        err.print(f"[red]error[/] --register {escape(name)}: {escape(why)}", soft_wrap=True)
+        return 2
+    try:
+        version = register_encoder(report.record.uri, trial, name, f"{metric} (highest mean over seeds, then seed)")
+    except ReportError as e:
+        err.print(f"[red]error[/] --register {escape(name)}: {escape(str(e))}", soft_wrap=True)
+        return 2
+    err.print(
+        f"registered the encoder of trial {trial.name} (run {trial.run_id}) as model {name}, version "
+        f"{version.version}: models:/{name}/{version.version}",
+        soft_wrap=True,
+        highlight=False,
+    )
     return 0

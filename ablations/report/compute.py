@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ablations.contract import FINETUNE_TOP1, HETERO_PREFIX, PROBE_METRICS, SYNTHETIC_DATA, validation_twin
-from ablations.report.aggregate import GroupRow, TrialSummary, aggregate, shown_rows, summarize, winner
+from ablations.report.aggregate import GroupRow, TrialSummary, aggregate, best_seed, shown_rows, summarize, winner
 from ablations.report.agreement import Agreement, study_agreement
 from ablations.report.budgets import BudgetRow, budget_rows, budget_table
 from ablations.report.formulas import MIN_SEEDS_FOR_INTERVAL, Curve
@@ -64,17 +64,33 @@ class Report:
                 f"Only {seeds} seed(s) per row: intervals over fewer than {MIN_SEEDS_FOR_INTERVAL} seeds are "
                 "not meaningful and are not shown; the means alone decide nothing."
             )
-        full = max(r.epochs for r in self.rows) if self.budget_rows else None  # a budget study: the full budget
-        best = winner([r for r in self.rows if full is None or r.epochs == full])
+        best, trial = self.selected_row, self.selected
         if best is None:
             out.append("No validation metric was logged (no validation split): no row is selected as best.")
         else:
             out.append(
                 f"Selected on validation ({validation_twin(self.record.metric)}, mean final over seeds): {best.label}."
             )
+        if trial is not None:
+            kept = f"its encoder is `runs:/{trial.run_id}/{trial.encoder}`" if trial.encoder else "it kept no encoder"
+            out.append(f"Its seed selected on validation: trial {trial.name}, run {trial.run_id}; {kept}.")
         if self.record.unread:
             out.append(f"{self.record.unread[0].upper()}{self.record.unread[1:]}: the figure is left out.")
         return out
+
+    @property
+    def selected_row(self) -> GroupRow | None:
+        """The row selected on validation (the highest mean validation final; a budget study's at its full budget),
+        or None without a validation split."""
+        full = max(r.epochs for r in self.rows) if self.budget_rows else None  # a budget study: the full budget
+        return winner([r for r in self.rows if full is None or r.epochs == full])
+
+    @property
+    def selected(self) -> TrialRecord | None:
+        """The selected row's trial with the highest validation final: the trial whose encoder the study offers."""
+        row = self.selected_row
+        best = best_seed(row) if row is not None else None
+        return best.trial if best is not None else None
 
     def left_out_lines(self) -> list[str]:
         """One Markdown bullet per trial left out of the aggregates, with the reason."""

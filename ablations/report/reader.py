@@ -23,6 +23,7 @@ from ablations.contract import (
     ARM,
     DATA_PARAM,
     DEFAULT_TARGET_METRIC,
+    ENCODER_TAG,
     EPOCHS_PARAM,
     FAILURE,
     FINETUNE_TOP1,
@@ -124,6 +125,7 @@ def read_study_record(
                 t.get(STEP_FALLBACK_TAG, ""),
             )
         )
+    _read_encoders(record, children)
     if not any(t.curve is not None for t in record.trials):
         raise ReportError(f"no trial of study run {parent.info.run_id} has the metric {record.metric!r}")
     if record.reference_arm and not any(t.arm == record.reference_arm and t.complete for t in record.trials):
@@ -155,6 +157,13 @@ def _read_figures_and_probes(client: MlflowClient, record: StudyRecord, threads:
             with np.load(client.download_artifacts(t.run_id, files[-1])) as z:
                 epoch = int(Path(files[-1]).stem.rsplit("_e", 1)[-1])
                 record.affinity[t.run_id] = Affinity(z["affinity"], int(z["num_masked"]), epoch)
+
+
+def _read_encoders(record: StudyRecord, children: list[RunRow]) -> None:
+    """Each trial's logged encoder: the artifact path its run's tag names, once the driver attached it."""
+    paths = {run.run_id: run.tags.get(ENCODER_TAG, "") for run in children}
+    for t in record.trials:
+        t.encoder = paths.get(t.run_id, "")
 
 
 PARAMS = (EPOCHS_PARAM, DATA_PARAM)  # the config values the report reads back

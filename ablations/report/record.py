@@ -43,6 +43,7 @@ class TrialRecord:
     metric_keys: list[str] = field(default_factory=list)  # every metric the run logged
     data: str = ""  # the data set (``data.name``)
     step_fallback: str = ""  # where its compiled step fell back: "<way> failed: <reason>; ..." ("": it never did)
+    encoder: str = ""  # the artifact path of its logged encoder ("" when it logged none)
 
     @property
     def complete(self) -> bool:

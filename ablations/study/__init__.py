@@ -14,6 +14,7 @@ from ablations.study.expansion import (
     flatten,
     trial_name,
     unit_name,
+    validate_trial,
     with_threads,
 )
 from ablations.study.loading import apply_set, load_study, parse_yaml
@@ -34,5 +35,6 @@ __all__ = [
     "trial_name",
     "unit_name",
     "validate_study",
+    "validate_trial",
     "with_threads",
 ]

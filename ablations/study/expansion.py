@@ -146,7 +146,7 @@ def expand(spec: StudySpec, problems: Problems) -> list[TrialSpec]:
                 name = trial_name(arm, seed, point, axes)
                 ref_name = trial_name(ref, seed, {k: point[k] for k in study_grid}, axes_of[ref])
                 try:
-                    cfg = _validate_trial(apply_overrides(base, {**fixed_of[arm], **point, "train.seed": seed}))
+                    cfg = validate_trial(apply_overrides(base, {**fixed_of[arm], **point, "train.seed": seed}))
                 except ConfigError as err:
                     problems.say(f"variants.{arm} (trial {name}): {err}")
                     continue
@@ -174,7 +174,7 @@ def check_search_space(spec: StudySpec, problems: Problems) -> None:
 def arm_config(spec: StudySpec, arm: str, overrides: dict[str, Any]) -> TrialConfig:
     """An arm's config (its fixed settings, not its grid) with dot-path ``overrides`` applied; raises ConfigError."""
     fixed, _ = arm_overrides(spec.variants[arm])
-    return _validate_trial(apply_overrides(to_dict(spec.base), {**fixed, **overrides}))
+    return validate_trial(apply_overrides(to_dict(spec.base), {**fixed, **overrides}))
 
 
 def arm_overrides(variant: dict[str, Any]) -> tuple[dict[str, Any], dict[str, list]]:
@@ -205,8 +205,9 @@ def short_value(v: Any) -> str:
 _TRIAL = TypeAdapter(TrialConfig)
 
 
-def _validate_trial(data: dict[str, Any]) -> TrialConfig:
-    """Validate nested dicts into a TrialConfig; the first problem is raised as a ConfigError."""
+def validate_trial(data: dict[str, Any]) -> TrialConfig:
+    """Validate nested dicts into a TrialConfig; the first problem is raised as a ConfigError (one line naming the
+    setting)."""
     try:
         return _TRIAL.validate_python(data)
     except ValidationError as err:

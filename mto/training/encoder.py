@@ -82,7 +82,7 @@ def encoder_folder(path: str | Path) -> Path:
     if missing:
         found = "nothing there" if not path.exists() else f"no {' or '.join(missing)} in {folder}"
         raise ConfigError(
-            "encoder", str(path), f"a folder with {' and '.join(ENCODER_FILES)} as a trial writes ({found})"
+            "encoder", str(path), f"a folder with {' and '.join(ENCODER_FILES)} as a trial writes them ({found})"
         )
     return folder
 

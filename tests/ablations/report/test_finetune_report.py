@@ -98,4 +98,7 @@ def test_budget_table_on_finetuned_accuracy_with_the_probes_agreement(tmp_path):
     assert "Which probe stands in for fine-tuning" in md and "Metric `finetune/top1`" in md
     assert "knn top1 @ 4 ep (%)" in md
     assert "Selected on validation (val/finetune_top1" in md
+    # its trial: the full budget's best row (mto), then its best seed on validation (seed 2); no encoder logged here
+    assert report.selected.name == "mto-s2-epochs=4" and report.selected.run_id in md
+    assert "trial mto-s2-epochs=4" in md and "it kept no encoder" in md
     assert "agreement" in [p.stem for p in report.files]

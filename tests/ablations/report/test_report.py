@@ -10,6 +10,7 @@ from mlflow import MlflowClient
 from ablations.contract import REFERENCE_ARM, REPORT_EPOCHS, STEP_FALLBACK_TAG, TARGET_FRACTION, TARGET_METRIC
 from ablations.report import build_report
 from ablations.report.cli import main
+from ablations.report.encoder import main as encoder_main
 from ablations.run.tracking import StudyTracker
 from ablations.study import TrialSpec
 from mto.config import DataConfig, TrialConfig
@@ -183,12 +184,30 @@ def test_report_cli_finds_the_latest_study_by_experiment(store, tmp_path, capsys
         (["--run", "0123456789abcdef"], "no run '0123456789abcdef'"),
         (["--experiment", "known", "--metric", "eval/missing"], "has the metric 'eval/missing'"),
         (["--experiment", "known", "--format", "pdf"], "--format 'pdf'"),
+        (["--experiment", "known", "--register", "enc"], "--register enc: no trial is selected (val/linear_top1 was"),
     ],
 )
 def test_report_refuses_missing_studies_and_metrics_with_exit_2(store, capsys, args, message):
     uri, _ = store
     assert main([*args, "--tracking-uri", uri, "--no-log"]) == 2
     assert message in " ".join(capsys.readouterr().err.split())
+
+
+def test_fetching_or_finetuning_an_encoder_refuses_runs_without_one_and_runs_that_do_not_exist(store, tmp_path, capsys):
+    uri, parent = store
+    trial = StudyTracker(uri, "known")
+    trial.start_study("known", "", {}, {}, resume_id=parent)
+    base = trial.run_id("base-s0")
+    for args, message in [
+        (["fetch", base], f"error: run {base} (base-s0) has no encoder: only a trial that reached its last epoch"),
+        (["fetch", parent], f"error: run {parent} (known-"),  # a study's parent run: no encoder either
+        (["fetch", "0123456789abcdef"], "error: no run '0123456789abcdef' in sqlite:///"),
+        (["finetune", "0123456789abcdef"], "error: no run '0123456789abcdef'"),
+        (["finetune", str(tmp_path)], f"error: encoder='{tmp_path}' is invalid: a folder with model.safetensors"),
+    ]:
+        assert encoder_main(["--tracking-uri", uri, *args]) == 2, args
+        err = capsys.readouterr().err
+        assert err.startswith(message) and err.count("\n") == 1, (args, err)
 
 
 def test_bulk_history_reading_equals_per_run_reading(store):

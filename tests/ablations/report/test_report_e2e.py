@@ -1,5 +1,12 @@
 """The quickstart study, shrunk, on real Ray and MLflow: its report is complete and its numbers
-match a recomputation straight from the MLflow histories."""
+match a recomputation straight from the MLflow histories; the commands of docs/encoders.md, run as written,
+register the selected trial's encoder, fetch it, load it with timm and fine-tune it."""
+
+import os
+import re
+import shlex
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -25,10 +32,29 @@ SHRINK = [
 ]
 
 
-def test_quickstart_report_has_every_format_and_numbers_from_the_histories(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def documented_commands() -> list[str]:
+    """The command lines of the bash block of docs/encoders.md."""
+    block = re.search(r"```bash\n(.*?)```", (ROOT / "docs" / "encoders.md").read_text(), re.DOTALL)
+    return [line for line in block.group(1).splitlines() if line.strip()]
+
+
+def run_documented(line: str, cwd, run_id: str = "") -> subprocess.CompletedProcess:
+    """One documented command as a user runs it: ``python`` is this interpreter, ``$RUN_ID`` the selected run."""
+    command = shlex.split(line.replace("$RUN_ID", run_id))
+    assert command[0] == "python", line
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, *command[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_quickstart_report_has_every_format_and_numbers_from_the_histories_and_its_encoder_is_usable(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"  # the quickstart's own store seen from tmp_path: sqlite:///mlflow.db
     sets = [*SHRINK, f"storage={tmp_path / 'ray'}", f"tracking.uri={uri}"]
-    proc = run_cli(str(ROOT / "studies" / "quickstart.yaml"), *[a for s in sets for a in ("--set", s)], cwd=tmp_path)
+    study = ROOT / "studies" / "quickstart.yaml"
+    ran = run_cli(str(study), "--no-report", *[a for s in sets for a in ("--set", s)], cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    (tmp_path / "studies").symlink_to(ROOT / "studies")  # the documented commands run where the quickstart ran
+    register, fetch, timm_line, finetune = documented_commands()
+    proc = run_documented(register, tmp_path)  # the report, then the selected trial's encoder registered
     assert proc.returncode == 0, proc.stderr
     (folder,) = (tmp_path / "reports" / "quickstart").iterdir()
     names = {p.name for p in folder.iterdir()}
@@ -77,3 +103,26 @@ def test_quickstart_report_has_every_format_and_numbers_from_the_histories(tmp_p
         assert table.loc[arm].final_mean == pytest.approx(mine.final.mean())
         assert table.loc[arm].auc_mean == pytest.approx(mine.auc.mean())
         assert np.isnan(table.loc[arm].final_ci_low)  # two seeds: no interval is claimed
+
+    # the trial selected on validation: the best seed of the selected row, named with its encoder
+    arm = re.search(r"Selected on validation \([^)]*, mean final over seeds\): (\S+)\.", proc.stdout).group(1)
+    chosen = trials[trials.arm == arm].selection_val_final.idxmax()
+    run_id = trials.loc[chosen].run_id
+    named = f"trial {chosen}, run {run_id}; its encoder is `runs:/{run_id}/encoder`"
+    assert named in (folder / "ablation.md").read_text()
+    said = " ".join(proc.stderr.split())
+    assert f"registered the encoder of trial {chosen} (run {run_id}) as model quickstart-encoder, version 1" in said
+    version = client.get_model_version("quickstart-encoder", "1")
+    assert version.run_id == run_id and version.status == "READY"  # the Models page links it to its run
+    assert client.get_run(run_id).info.status == "FINISHED"
+    for name, row in trials.iterrows():  # every trial kept its own
+        assert client.get_run(row.run_id).data.tags["ablation.encoder"] == "encoder", name
+
+    proc = run_documented(fetch, tmp_path, run_id)
+    assert proc.returncode == 0 and proc.stdout.strip() == str(tmp_path / "encoder"), proc.stderr
+    assert sorted(p.name for p in (tmp_path / "encoder").iterdir()) == ["config.json", "model.safetensors"]
+    proc = run_documented(timm_line, tmp_path, run_id)
+    assert proc.returncode == 0 and proc.stdout.strip() == "(1, 16, 16)", proc.stderr
+    proc = run_documented(finetune, tmp_path, run_id)
+    assert proc.returncode == 0, proc.stderr
+    assert "on digits: 5 epochs" in proc.stdout and re.search(r"^finetune/top1 0\.\d{4}$", proc.stdout, re.M)
