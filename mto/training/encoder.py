@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from timm.models import create_model, save_for_hf
 
 from mto.config import ConfigError, ModelConfig, TrialConfig
@@ -45,7 +46,8 @@ def save_encoder(cfg: TrialConfig, state: dict[str, Any], folder: str | Path, **
     """
     weights = {k[len(_PREFIX) :]: v for k, v in state["model"].items() if k.startswith(_PREFIX)}
     in_chans = int(weights["patch_embed.proj.weight"].shape[1])
-    vit = create_vit(cfg.model, img_size=cfg.data.image_size, in_chans=in_chans)
+    with torch.random.fork_rng(devices=[]):  # its random initialisation, overwritten, draws nothing of the caller's
+        vit = create_vit(cfg.model, img_size=cfg.data.image_size, in_chans=in_chans)
     try:
         vit.load_state_dict(weights)
     except RuntimeError as err:

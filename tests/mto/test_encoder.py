@@ -96,7 +96,9 @@ def test_timms_file_overlay_loads_it_too_and_finetuning_the_file_repeats_the_tri
 def test_no_encoder_a_broken_file_and_weights_of_another_architecture_are_refused_in_one_line(tmp_path):
     cfg = _config()
     state, _ = _trained(cfg)
+    drawn = torch.get_rng_state()
     folder = save_encoder(cfg, state, tmp_path / "encoder")
+    assert torch.equal(torch.get_rng_state(), drawn)  # saving draws nothing of the caller's (a trial may go on)
     with pytest.raises(ConfigError, match=r"^encoder='.*nowhere' is invalid: a folder with model.safetensors and"):
         load_encoder(tmp_path / "nowhere")
     (tmp_path / "half").mkdir()
