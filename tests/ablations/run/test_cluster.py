@@ -1,11 +1,11 @@
 """Studies on a Ray cluster of several real nodes (``--address``): Ray's own ``cluster_utils.Cluster`` started on
 this machine (tests/ablations/ray_nodes.py), each node a raylet with its own resources, and real MLflow.
 
-Trials spread over the nodes; every run and epoch reaches MLflow once, affinity maps included, through Ray's
-results; with ``storage`` on an S3 server (moto's, on 127.0.0.1) no file system is shared at all; declared GPUs
-pack fractional trials; a node killed mid-study restarts its trials elsewhere (``retries: 1``) or fails them
-with the reason (``retries: 0``); a driver killed and started again with ``--resume --address`` goes on from
-the cluster's state."""
+Trials spread over the nodes; every run and epoch reaches MLflow once, affinity maps and encoders included,
+through Ray's results; with ``storage`` on an S3 server (moto's, on 127.0.0.1) no file system is shared at all;
+declared GPUs pack fractional trials; a node killed mid-study restarts its trials elsewhere (``retries: 1``) or
+fails them with the reason (``retries: 0``); a driver killed and started again with ``--resume --address`` goes
+on from the cluster's state."""
 
 import os
 import re
@@ -81,10 +81,12 @@ def test_a_study_spreads_over_two_nodes_with_s3_storage_and_a_restarted_driver_g
         assert run.info.status == "FINISHED", name
         assert _epochs(client, run) == list(range(1, 13)), name  # each epoch once, across the two drivers
         assert [a.path for a in client.list_artifacts(run.info.run_id, "affinity")] == ["affinity/affinity_e0012.npz"]
+        assert len(client.list_artifacts(run.info.run_id, "encoder")) == 2, name  # from whichever node trained it
     assert {run.data.tags[NODE_TAG] for run in children.values()} == nodes  # trials ran on both nodes
     assert any(RESUMED in run.data.tags for run in children.values())  # the killed driver's trials went on
     assert any("/checkpoint_" in k for k in listing) and any("/experiment_state-" in k for k in listing)  # on S3
-    assert not any(k.endswith(".npz") for k in listing)  # affinity maps came through Ray's results, not storage
+    assert not any(k.endswith((".npz", ".safetensors")) for k in listing)  # affinity maps and encoders came
+    # through Ray's results, not storage
     assert len(list((tmp_path / "ray_results" / "tiny").glob("*/artifacts/*/affinity_e0012.npz"))) == 2  # the driver's
     assert client.list_artifacts(parents[0].info.run_id, "report")  # and the report was built
 

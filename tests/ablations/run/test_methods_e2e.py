@@ -1,5 +1,6 @@
 """Every MIM method trains on digits through ``python -m ablations.run``, on its authors' backbone (no
-absolute position embedding, one shared relative position bias, layer scale 0.1)."""
+absolute position embedding, one shared relative position bias, layer scale 0.1); with ``tracking.encoder: none``
+no trial keeps its weights."""
 
 import pytest
 from mlflow import MlflowClient
@@ -23,6 +24,7 @@ def test_each_method_lowers_its_loss_and_logs_probe_curves_through_the_suite(tmp
         base=authors,
         variants=variants,
         target={"reference": "simmim", "reference_of": {f"{m}+mto": m for m in with_mto}},
+        tracking={"uri": f"sqlite:///{tmp_path}/mlflow.db", "encoder": "none"},
     )
     proc = run_cli(str(path), "--no-report", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -37,6 +39,7 @@ def test_each_method_lowers_its_loss_and_logs_probe_curves_through_the_suite(tmp
         assert len(loss) == 3 and loss[-1] < loss[0], (name, loss)
         for probe in ("eval/linear_top1", "eval/knn_top1"):
             assert steps(uri, run, probe) == [0, 1, 2, 3], (name, probe)  # epoch 0: before training
+        assert client.list_artifacts(run.info.run_id, "encoder") == [] and "ablation.encoder" not in run.data.tags
     assert children["dtm-s0"].data.params["mim.method"] == "dtm"
     assert {children[n].data.params["model.pos_embed"] for n in children} == {"rel_bias"}
     assert children["dtm+mto-s0"].data.tags["ablation.reference_trial"] == "dtm-s0"

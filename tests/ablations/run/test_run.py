@@ -178,3 +178,6 @@ def test_optuna_search_runs_after_the_arms_and_logs_each_sample(tmp_path):
         assert 0.01 <= lam <= 1.0 and float(run.data.params["mto.lambda_e"]) == pytest.approx(lam)
         assert run.data.params["mto.layers_e"] in ("early:1", "early:2") and run.data.tags["ablation.arm"] == "mto"
         assert run.info.status == "FINISHED" and steps(uri, run, "train/loss")[0] == 1
+        # an encoder from a sample that reached its last epoch; one ASHA stopped early never got there
+        last = steps(uri, run, "train/loss")[-1] == 3
+        assert ("ablation.encoder" in run.data.tags) == last, (run.info.run_name, steps(uri, run, "train/loss"))
