@@ -8,10 +8,10 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import matplotlib
+import matplotlib.collections
 import matplotlib.ticker
 
 matplotlib.use("Agg")
@@ -75,25 +75,37 @@ def heterogeneity_depth(profiles: dict[str, dict[int, np.ndarray]], path: Path) 
 
 
 def affinity_maps(maps: dict[str, tuple[np.ndarray, int, int]], path: Path) -> Path:
-    """``maps[label] = (affinity [L+1, N, N] masked-first, masked count, epoch)``; rows = labels, columns = layers."""
+    """``maps[label] = (affinity [L+1, N, N] masked-first, masked count, epoch)``; rows = labels, columns = layers,
+    drawn as one image (one axes for all the maps: a figure of many rows is drawn at once)."""
     layers = max(m[0].shape[0] for m in maps.values())
-    fig, axes = plt.subplots(len(maps), layers, figsize=(1.9 * layers, 2.0 * len(maps) + 0.4), squeeze=False)
-    for r, (label, (aff, masked, epoch)) in enumerate(maps.items()):
-        for l in range(layers):
-            ax = axes[r][l]
-            ax.set_xticks([]), ax.set_yticks([])
-            if l >= aff.shape[0]:
-                ax.axis("off")
-                continue
+    n = max(m[0].shape[1] for m in maps.values())
+    step = n + max(1, n // 12)  # each map and the white gap after it
+    mosaic = np.full((len(maps) * step, layers * step), np.nan)
+    bounds = []  # the masked/visible boundary of each map: (x0, x1, y0, y1) of its two lines
+    for r, (aff, masked, _) in enumerate(maps.values()):
+        for l in range(aff.shape[0]):
             a = aff[l].copy()
             np.fill_diagonal(a, np.nan)  # self-affinity would dominate every map: hide it
-            a = normalise_blocks(a, masked)
-            ax.imshow(np.nan_to_num(a, nan=0.0), cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
-            ax.axhline(masked - 0.5, color="w", lw=0.6), ax.axvline(masked - 0.5, color="w", lw=0.6)
-            if r == 0:
-                ax.set_title(f"layer {l}", fontsize=9)
-            if l == 0:
-                ax.set_ylabel(f"{label}\n(epoch {epoch})", fontsize=8)
+            y, x, size = r * step, l * step, a.shape[0]
+            mosaic[y : y + size, x : x + size] = np.nan_to_num(normalise_blocks(a, masked), nan=0.0)
+            edge = masked - 0.5
+            bounds += [
+                [(x - 0.5, y + edge), (x + size - 0.5, y + edge)],
+                [(x + edge, y - 0.5), (x + edge, y + size - 0.5)],
+            ]
+    fig, ax = plt.subplots(figsize=(1.9 * layers + 1.6, 1.9 * len(maps) + 1.0))
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="white")
+    ax.imshow(
+        np.ma.masked_invalid(mosaic[: -step + n, : -step + n]), cmap=cmap, vmin=0, vmax=1, interpolation="nearest"
+    )
+    ax.add_collection(matplotlib.collections.LineCollection(bounds, colors="w", linewidths=0.6))
+    centres = [i * step + (n - 1) / 2 for i in range(max(layers, len(maps)))]
+    ax.set_xticks(centres[:layers], [f"layer {l}" for l in range(layers)], fontsize=9)
+    ax.xaxis.tick_top()
+    ax.set_yticks(centres[: len(maps)], [f"{label}\n(epoch {m[2]})" for label, m in maps.items()], fontsize=8)
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
     fig.suptitle(
         "Affinity maps: masked tokens first (top-left block), diagonal hidden;\n"
         "each block (masked-masked, masked-visible, ...) min-max normalised on its own",
@@ -122,25 +134,23 @@ def epochs_to_target(rows: list[GroupRow], path: Path, limit: int = 40) -> Path:
     """Mean epochs-to-target with 95% CI per row; rows where some seed never reached it drawn as ``> E``."""
     rows = rows[:limit]
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.2))
-    for y, row in enumerate(rows):
-        iv = row.epochs_to_target
-        color = "C0" if row.is_reference else "C1"
-        if iv is None:  # censored: a hatched bar over the whole training and an arrow past its end
-            ax.barh(y, row.epochs, height=0.5, color="none", edgecolor="gray", hatch="//", lw=0.8)
-            ax.annotate(
-                "", xy=(row.epochs * 1.08, y), xytext=(row.epochs, y), arrowprops=dict(arrowstyle="->", color="gray")
-            )
-            ax.text(
-                row.epochs * 1.1,
-                y,
-                f"> {row.epochs} ({row.reached}/{row.n} reached)",
-                va="center",
-                fontsize=8,
-                color="dimgray",
-            )
-        else:
-            err = None if math.isnan(iv.low) else [[iv.mean - iv.low], [iv.high - iv.mean]]
-            ax.errorbar(iv.mean, y, xerr=err, fmt="o", color=color, capsize=3)
+    for reference, color in ((True, "C0"), (False, "C1")):  # one errorbar call per colour: drawn at once
+        ys = [y for y, r in enumerate(rows) if r.is_reference == reference and r.epochs_to_target is not None]
+        ivs = [rows[y].epochs_to_target for y in ys]
+        if ys:
+            err = [[iv.mean - iv.low for iv in ivs], [iv.high - iv.mean for iv in ivs]]  # NaN: no interval, no bar
+            ax.errorbar([iv.mean for iv in ivs], ys, xerr=err, fmt="o", color=color, capsize=3)
+    censored = [y for y, r in enumerate(rows) if r.epochs_to_target is None]
+    if censored:  # a hatched bar over the whole training and an arrow past its end
+        widths = [rows[y].epochs for y in censored]
+        ax.barh(censored, widths, height=0.5, color="none", edgecolor="gray", hatch="//", lw=0.8)
+    for y in censored:
+        row = rows[y]
+        ax.annotate(
+            "", xy=(row.epochs * 1.08, y), xytext=(row.epochs, y), arrowprops=dict(arrowstyle="->", color="gray")
+        )
+        text = f"> {row.epochs} ({row.reached}/{row.n} reached)"
+        ax.text(row.epochs * 1.1, y, text, va="center", fontsize=8, color="dimgray")
     ax.set_yticks(range(len(rows)), [r.label for r in rows], fontsize=8)
     ax.set_ylim(len(rows) - 0.4, -0.6)  # top to bottom, every row clear of the axes
     ax.set_xlim(0, max(r.epochs for r in rows) * 1.6)  # room for the censored rows' labels
