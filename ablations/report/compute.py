@@ -2,7 +2,9 @@
 
 Per trial the declared numbers (``aggregate``), per arm and grid point their means over seeds, the budget
 table's rows when the study has several budgets, the probes' agreement with fine-tuning when it fine-tuned,
-what the figures show (learning curves, heterogeneity per layer, affinity maps) and the notes a reader needs.
+the rows the figures draw and the notes a reader needs (``compute_report``); then, once the reader has read
+what the figures draw for the trials they draw alone (``drawn``), heterogeneity per layer and the affinity
+maps (``add_figures``).
 """
 
 from __future__ import annotations
@@ -74,6 +76,12 @@ class Report:
         if trial is not None:
             kept = f"its encoder is `runs:/{trial.run_id}/{trial.encoder}`" if trial.encoder else "it kept no encoder"
             out.append(f"Its seed selected on validation: trial {trial.name}, run {trial.run_id}; {kept}.")
+        running = [t for t in self.record.trials if t.running]
+        if running:
+            out.append(
+                f"{len(running)} trial(s) still running when the study was read ({self.record.read_at}): this report "
+                f"is a snapshot of the {len(self.summaries)} complete then; the trials left out say how far each was."
+            )
         if self.record.unread:
             out.append(f"{self.record.unread[0].upper()}{self.record.unread[1:]}: the figure is left out.")
         return out
@@ -97,15 +105,20 @@ class Report:
         return [f"- {t.name}: {t.why_left_out()}" for t in sorted(self.left_out, key=lambda t: t.name)]
 
 
-def compute_report(record: StudyRecord, epochs: list[int] | None = None) -> Report:
-    """The report of ``record``; ``epochs``: the heterogeneity figure's (default: the study's ``report_epochs``).
+def compute_report(record: StudyRecord) -> Report:
+    """The report of ``record``, but for the figures' heterogeneity and affinity maps (``add_figures``).
 
     Raises:
         ReportError: no trial is complete.
     """
     summaries = summarize(record)
     if not summaries:
-        raise ReportError("no trial is complete yet: nothing to aggregate")
+        running = sum(t.running for t in record.trials)
+        raise ReportError(
+            "no trial is complete yet"
+            + (f" ({running} of {len(record.trials)} still running)" if running else "")
+            + ": nothing to aggregate"
+        )
     rows = aggregate(summaries)
     budgets = budget_rows(summaries, record.fraction)
     finetuned, probes = _finetuning(record, summaries)
@@ -124,6 +137,20 @@ def compute_report(record: StudyRecord, epochs: list[int] | None = None) -> Repo
         full = max(r.epochs for r in rows)
         rows = [r for r in rows if r.epochs == full]
     report.figure_rows, report.shown = rows, shown_rows(rows)
+    return report
+
+
+def drawn(report: Report) -> tuple[list[TrialRecord], list[TrialRecord]]:
+    """The trials the figures draw from: the first ``HETERO_SEEDS`` seeds of each shown row (heterogeneity per
+    layer), and the first one (affinity maps)."""
+    hetero = [s.trial for row in report.shown for s in row.summaries[:HETERO_SEEDS]]
+    return hetero, [row.summaries[0].trial for row in report.shown]
+
+
+def add_figures(report: Report, epochs: list[int] | None = None) -> None:
+    """The figures' heterogeneity per layer and affinity maps, from the record; ``epochs``: the heterogeneity
+    figure's (default: the study's ``report_epochs``)."""
+    record = report.record
     report.profiles = _heterogeneity_profiles(
         record, report.shown, epochs if epochs is not None else record.report_epochs
     )
@@ -133,7 +160,6 @@ def compute_report(record: StudyRecord, epochs: list[int] | None = None) -> Repo
         for row in report.shown
         if row.summaries[0].trial.run_id in record.affinity
     }
-    return report
 
 
 def _finetuning(record: StudyRecord, summaries: list[TrialSummary]) -> tuple[dict[str, Curve], dict[str, dict]]:

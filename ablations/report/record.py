@@ -1,5 +1,6 @@
-"""One study invocation as the report reads it from MLflow, once: every trial's tags, planned epochs and the
-metric histories and affinity maps the report needs. Plain data; ``reader`` fills it, ``compute`` reads it.
+"""One study invocation as the report reads it from MLflow, once: every trial's tags, status and planned epochs
+as listed, and the metric histories and affinity maps the report needs. Plain data; ``reader`` fills it,
+``compute`` reads it.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ablations.contract import EPOCH_METRIC
 from ablations.report.formulas import Curve
 
 HETERO_SEEDS = 3  # the heterogeneity figure averages over the first seeds of a row, up to this many; read for them
@@ -40,10 +42,18 @@ class TrialRecord:
     epochs: int  # planned epochs
     curve: Curve | None = None  # the target metric (test split) over evaluated epochs
     val_curve: Curve | None = None  # its validation-split counterpart: what selection reads
-    metric_keys: list[str] = field(default_factory=list)  # every metric the run logged
+    steps: dict[str, int] = field(default_factory=dict)  # every metric the run logged -> the step of its latest value
     data: str = ""  # the data set (``data.name``)
     step_fallback: str = ""  # where its compiled step fell back: "<way> failed: <reason>; ..." ("": it never did)
     encoder: str = ""  # the artifact path of its logged encoder ("" when it logged none)
+
+    @property
+    def metric_keys(self) -> list[str]:
+        return sorted(self.steps)
+
+    @property
+    def running(self) -> bool:
+        return self.status == "RUNNING"
 
     @property
     def complete(self) -> bool:
@@ -62,6 +72,12 @@ class TrialRecord:
             return f"stopped early at epoch {int(self.curve[0][-1])} of {self.epochs}"
         if self.status == "FINISHED":
             return "finished without any evaluation of the target metric"
+        if self.running:
+            epoch = self.steps.get(EPOCH_METRIC)
+            return (
+                f"still running ({'no epoch' if epoch is None else f'epoch {epoch} of {self.epochs}'} logged when "
+                "read; if its driver was stopped, resume the study with --resume)"
+            )
         return f"unfinished ({self.status}); resume the study with --resume"
 
 
@@ -80,6 +96,7 @@ class StudyRecord:
     curves: dict[str, dict[str, Curve]] = field(default_factory=dict)  # other metrics: metric -> run id -> curve
     affinity: dict[str, Affinity] = field(default_factory=dict)  # run id -> its latest affinity maps
     unread: str = ""  # what could not be read, and why (the report says so)
+    read_at: str = ""  # when the trial runs were listed (local time)
 
     def by_name(self) -> dict[str, TrialRecord]:
         return {t.name: t for t in self.trials}
@@ -88,14 +105,3 @@ class StudyRecord:
         """The complete trials in the study's order (then by name): the order of every table and figure."""
         rank = {n: i for i, n in enumerate(self.order)}
         return sorted((t for t in self.trials if t.complete), key=lambda t: (rank.get(t.name, len(rank)), t.name))
-
-    def first_seeds(self, seeds: int) -> list[TrialRecord]:
-        """The first ``seeds`` complete trials of each (arm, grid point), in the study's order: those whose
-        heterogeneity (all ``seeds``) and affinity maps (the first) a figure may show."""
-        taken: dict[tuple, int] = {}
-        out = []
-        for t in self.complete_in_order():
-            if taken.get(t.group, 0) < seeds:
-                taken[t.group] = taken.get(t.group, 0) + 1
-                out.append(t)
-        return out

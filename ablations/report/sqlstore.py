@@ -4,8 +4,8 @@ Over ``sqlite:///...`` MLflow's client answers through its SQLAlchemy store, bui
 object per row: searching 1,000 trial runs loads every param and tag of each (seconds), and
 writing the summary metrics back costs three transactions per run. Here the same rows are read
 and written with SQLAlchemy Core on MLflow's own tables (its ``dbmodels``, through the store's
-session), a handful of statements in all. The generic paths in ``reader`` and ``build`` (the
-client's API, e.g. over an ``mlflow server``) stay the reference: tests check both give the same
+session), a handful of statements in all. The generic paths in ``source`` and ``writeback`` (the
+client's public API) stay the reference: tests check both give the same
 runs, histories and written metrics and tags, including MLflow's latest-metric rule (a new value
 replaces the latest only when its (step, timestamp, value) is larger).
 """
@@ -36,7 +36,11 @@ class RunRow:
     status: str
     tags: dict[str, str]
     params: dict[str, str]  # only the params asked for
-    metric_keys: list[str]  # every metric the run logged
+    latest: dict[str, tuple[int, float]]  # every metric the run logged -> (step, value) of its latest value
+
+    @property
+    def metric_keys(self) -> list[str]:
+        return sorted(self.latest)
 
 
 def sql_store(client: MlflowClient) -> SqlAlchemyStore | None:
@@ -66,7 +70,7 @@ def child_runs(store: SqlAlchemyStore, experiment_id: str, parent_id: str, param
             )
             .order_by(SqlRun.start_time.desc(), SqlRun.run_uuid)
         ).all()
-        rows = {r: RunRow(r, name or "", status, {}, {}, []) for r, name, status in runs}
+        rows = {r: RunRow(r, name or "", status, {}, {}, {}) for r, name, status in runs}
         for run_id, key, value in session.execute(
             select(SqlTag.run_uuid, SqlTag.key, SqlTag.value).where(SqlTag.run_uuid.in_(children))
         ):
@@ -80,14 +84,18 @@ def child_runs(store: SqlAlchemyStore, experiment_id: str, parent_id: str, param
             ):
                 if run_id in rows:
                     rows[run_id].params[key] = value
-        for run_id, key in session.execute(
-            select(SqlLatestMetric.run_uuid, SqlLatestMetric.key).where(SqlLatestMetric.run_uuid.in_(children))
-        ):
+        latest = select(
+            SqlLatestMetric.run_uuid,
+            SqlLatestMetric.key,
+            SqlLatestMetric.step,
+            SqlLatestMetric.value,
+            SqlLatestMetric.is_nan,
+        ).where(SqlLatestMetric.run_uuid.in_(children))
+        for run_id, key, step, value, is_nan in session.execute(latest):
             if run_id in rows:
-                rows[run_id].metric_keys.append(key)
+                rows[run_id].latest[key] = (step, math.nan if is_nan else value)
     for row in rows.values():
         row.name = row.name or row.tags.get(MLFLOW_RUN_NAME, "")  # as MLflow's Run entity names it
-        row.metric_keys.sort()
     return list(rows.values())
 
 

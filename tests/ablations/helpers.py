@@ -129,6 +129,52 @@ def stop_server(server: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
 
 
 @contextmanager
+def public_api_gateway(upstream: str) -> Iterator[tuple[str, list[str]]]:
+    """A real HTTP gateway on 127.0.0.1 in front of ``upstream`` that forwards MLflow's public REST API (``/api/``)
+    alone and answers 404 to every other path (as a gateway exposing only the public API does). Yields its URL and
+    the list of the paths it refused."""
+    import threading
+    import urllib.error
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    refused: list[str] = []
+
+    class Forward(BaseHTTPRequestHandler):
+        def _forward(self) -> None:
+            if not self.path.startswith("/api/"):
+                refused.append(self.path)
+                self.send_error(404)
+                return
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) or None
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+            req = urllib.request.Request(upstream + self.path, body, headers, method=self.command)
+            try:
+                with urllib.request.urlopen(req, timeout=60) as resp:
+                    status, data, kind = resp.status, resp.read(), resp.headers.get("Content-Type", "")
+            except urllib.error.HTTPError as err:
+                status, data, kind = err.code, err.read(), err.headers.get("Content-Type", "")
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
+
+        def log_message(self, *args) -> None:  # quiet
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", refused
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextmanager
 def s3_server(bucket: str) -> Iterator[dict[str, str]]:
     """A real S3-compatible server (moto's ``moto_server``) on 127.0.0.1 holding an empty ``bucket``; yields the
     environment that points AWS clients (pyarrow's S3 file system, as Ray Tune uses it) at it."""

@@ -211,12 +211,12 @@ def test_fetching_or_finetuning_an_encoder_refuses_runs_without_one_and_runs_tha
 
 
 def test_bulk_history_reading_equals_per_run_reading(store):
-    from ablations.report.reader import histories
+    from ablations.report.source import Source
 
     uri, parent = store
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_run(parent).info.experiment_id], "tags.`ablation.role` = 'trial'")
-    got = histories(client, [r.info.run_id for r in runs], "eval/linear_top1")
+    got = Source(uri).histories({r.info.run_id: 8 for r in runs}, "eval/linear_top1")
     for r in runs:
         points = sorted((m.step, m.value) for m in client.get_metric_history(r.info.run_id, "eval/linear_top1"))
         assert got[r.info.run_id][0].tolist() == [s for s, _ in points]

@@ -11,6 +11,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, RunTag
 
 from ablations.report import build_report, reader, sqlstore
+from ablations.report.source import Source, curve
 from tests.ablations.report.test_report import store  # noqa: F401 - the known-curves study, a pytest fixture
 
 
@@ -44,29 +45,32 @@ def test_child_runs_and_histories_equal_search_runs_and_get_metric_history(store
         ],
     )
     parent = client.get_run(parent_id)
-    assert sqlstore.sql_store(client) is not None
-    fast = reader.trial_runs(client, parent)
+    assert Source(uri).sql is not None
+    fast = Source(uri).child_runs(parent, reader.PARAMS)
     ids = [r.run_id for r in fast]
-    fast_hist = {k: reader.histories(client, ids, k) for k in ("eval/linear_top1", "hetero/l01", "val/none")}
+    keys = ("eval/linear_top1", "hetero/l01", "val/none")
+    fast_hist = {k: Source(uri).histories({r.run_id: r.latest[k][0] for r in fast if k in r.latest}, k) for k in keys}
     _generic(monkeypatch)
-    assert reader.trial_runs(client, parent) == fast and len(fast) == 7  # same rows, same order
+    generic = Source(uri)
+    assert generic.sql is None and not generic.server
+    assert generic.child_runs(parent, reader.PARAMS) == fast and len(fast) == 7  # same rows, same order
     assert (
         fast[0].params == {"train.epochs": "8", "data.name": "digits"}
         and "ablation.arm" in fast[0].tags
-        and fast[0].metric_keys
+        and {r.name: r.latest["eval/linear_top1"] for r in fast}["fast-s0"] == (8, 0.9)
     )
     for key, got in fast_hist.items():
         want = {}
         for r in ids:  # get_metric_history per run: the generic path's own call
             points = sorted(client.get_metric_history(r, key), key=lambda m: (m.timestamp, m.step, m.value))
             if points:
-                want[r] = reader._curve([(m.step, m.value) for m in points])
+                want[r] = curve([(m.step, m.value) for m in points])
         assert got.keys() == want.keys()
         for r in want:
             assert got[r][0].tolist() == want[r][0].tolist()
             assert got[r][1].tolist() == pytest.approx(want[r][1].tolist(), nan_ok=True)
-    curve = fast_hist["eval/linear_top1"][run.info.run_id]
-    assert curve[1][-1] == 0.9 and math.isnan(curve[1][0]) and curve[1][2] == 1.7976931348623157e308
+    curve_ = fast_hist["eval/linear_top1"][run.info.run_id]
+    assert curve_[1][-1] == 0.9 and math.isnan(curve_[1][0]) and curve_[1][2] == 1.7976931348623157e308
 
 
 def _batches(ids: list[str], now: int) -> list[tuple[str, list[Metric], list[RunTag]]]:
@@ -94,7 +98,7 @@ def _batches(ids: list[str], now: int) -> list[tuple[str, list[Metric], list[Run
 def test_log_batches_writes_what_log_batch_writes(store, tmp_path):  # noqa: F811
     uri, parent_id = store
     fast_uri, slow_uri = _copy(uri, tmp_path, "fast.db"), _copy(uri, tmp_path, "slow.db")
-    ids = [r.run_id for r in reader.trial_runs(MlflowClient(uri), MlflowClient(uri).get_run(parent_id))]
+    ids = [r.run_id for r in Source(uri).child_runs(MlflowClient(uri).get_run(parent_id), ())]
     fast, slow = MlflowClient(fast_uri), MlflowClient(slow_uri)
     for now in (10**12, 10**12 + 5):  # twice: the second round meets the first one's rows (a report built again)
         assert sqlstore.log_batches(sqlstore.sql_store(fast), _batches(ids, now))
@@ -111,7 +115,7 @@ def test_log_batches_writes_what_log_batch_writes(store, tmp_path):  # noqa: F81
 def test_log_batches_leaves_a_deleted_run_to_log_batch(store):  # noqa: F811
     uri, parent_id = store
     client = MlflowClient(uri)
-    ids = [r.run_id for r in reader.trial_runs(client, client.get_run(parent_id))]
+    ids = [r.run_id for r in Source(uri).child_runs(client.get_run(parent_id), ())]
     client.delete_run(ids[1])
     before = _rows(uri, "metrics")
     assert not sqlstore.log_batches(sqlstore.sql_store(client), _batches(ids, 10**12))
