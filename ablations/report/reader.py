@@ -24,6 +24,7 @@ from mlflow.exceptions import MlflowException
 from ablations.contract import (
     AFFINITY_FOLDER,
     ARM,
+    CENSORED,
     DATA_PARAM,
     DEFAULT_TARGET_METRIC,
     ENCODER_TAG,
@@ -42,6 +43,7 @@ from ablations.contract import (
     SEED,
     STEP_FALLBACK_TAG,
     STUDY,
+    SUMMARY_PREFIX,
     TARGET_FRACTION,
     TARGET_METRIC,
     TRIAL,
@@ -122,6 +124,8 @@ def read_study_record(
                 data=run.params.get(DATA_PARAM, ""),
                 step_fallback=t.get(STEP_FALLBACK_TAG, ""),
                 encoder=t.get(ENCODER_TAG, ""),
+                written={k: v for k, (_, v) in run.latest.items() if k.startswith(SUMMARY_PREFIX)}
+                | ({CENSORED: t[CENSORED]} if CENSORED in t else {}),
             )
         )
     finished = [t for t in record.trials if t.status == "FINISHED"]  # never written again by the driver

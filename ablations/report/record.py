@@ -46,6 +46,7 @@ class TrialRecord:
     data: str = ""  # the data set (``data.name``)
     step_fallback: str = ""  # where its compiled step fell back: "<way> failed: <reason>; ..." ("": it never did)
     encoder: str = ""  # the artifact path of its logged encoder ("" when it logged none)
+    written: dict[str, float | str] = field(default_factory=dict)  # what a report wrote on the run before (as listed)
 
     @property
     def metric_keys(self) -> list[str]:

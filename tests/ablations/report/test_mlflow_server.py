@@ -6,6 +6,7 @@ through both, and the report says which trials are still running."""
 import io
 import json
 import shutil
+import sqlite3
 import urllib.request
 
 import numpy as np
@@ -97,7 +98,8 @@ def test_the_report_through_a_server_equals_the_report_from_its_file(served, tmp
     file, the report takes the SQLite fast paths; through the server, the public search endpoint and the UI's
     bulk history endpoint; through a gateway that forwards only the public API, the bulk endpoint answers 404 and
     the histories come from the public ``get_metric_history``. Every file of the three reports is the same (the
-    HTML page but for its time); the summary metrics written back through the server land on every run."""
+    HTML page but for its time); the summary metrics written back through the server land on every run, and a
+    report made again writes none of them again (the values read back through the server equal those written)."""
     file_uri, server = served
     parent = finetuned_budget_study(file_uri, tmp_path)
     with public_api_gateway(server) as (gateway, refused):
@@ -128,6 +130,19 @@ def test_the_report_through_a_server_equals_the_report_from_its_file(served, tmp
     assert any(k.startswith("arm/mto/") for k in client.get_run(parent).data.metrics)
     files = {f.path for f in client.list_artifacts(parent, "report")}
     assert {"report/ablation.md", "report/trials.csv", "report/learning_curves.png"} <= files
+
+    def trial_rows() -> int:  # metric and tag rows on the trial runs, in the server's file
+        ids = tuple(s.trial.run_id for s in report.summaries)
+        marks = ",".join("?" * len(ids))
+        with sqlite3.connect(file_uri[len("sqlite:///") :]) as db:
+            return sum(
+                db.execute(f"SELECT COUNT(*) FROM {t} WHERE run_uuid IN ({marks})", ids).fetchone()[0]
+                for t in ("metrics", "tags")
+            )
+
+    before = trial_rows()
+    build_report(server, parent_run_id=parent, out=tmp_path / "again")  # the same numbers: nothing to write again
+    assert trial_rows() == before
 
 
 @pytest.mark.parametrize("kind", ["file", "server"])
