@@ -7,6 +7,7 @@ target metric: values at the evaluated epochs only, in epoch order.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -126,11 +127,19 @@ def bootstrap_band(
     nan = np.full_like(mean, math.nan)
     if x.shape[0] < MIN_SEEDS_FOR_INTERVAL:
         return mean, nan, nan
-    idx = np.random.default_rng(seed).integers(0, x.shape[0], size=(RESAMPLES, x.shape[0]))
-    means = x[idx].mean(axis=1)  # [resamples, points]
+    means = x[_resamples(x.shape[0], seed)].mean(axis=1)  # [resamples, points]
     alpha = (1 - confidence) / 2
     low, high = np.quantile(means, [alpha, 1 - alpha], axis=0)
     return mean, low, high
+
+
+@functools.lru_cache(maxsize=64)
+def _resamples(n: int, seed: int) -> np.ndarray:
+    """``[RESAMPLES, n]``: the seeds of each resample of ``n`` seeds, drawn with replacement; drawn once per ``n``
+    (a report computes thousands of intervals over the same few seed counts)."""
+    drawn = np.random.default_rng(seed).integers(0, n, size=(RESAMPLES, n))
+    drawn.setflags(write=False)
+    return drawn
 
 
 def mean_ci(values: Sequence[float | None], confidence: float = 0.95, seed: int = 0) -> Interval:
