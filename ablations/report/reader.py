@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from mlflow.entities import Run
@@ -152,18 +153,17 @@ def read_study_record(
 
 
 def read_drawn(source: Source, record: StudyRecord, hetero: list[TrialRecord], affinity: list[TrialRecord]) -> None:
-    """What the figures draw, of the trials they draw alone: heterogeneity per layer of ``hetero``, the latest
-    affinity maps of ``affinity``."""
-    for key in sorted({k for t in hetero for k in t.steps if k.startswith(HETERO_PREFIX)}):
-        record.curves[key] = histories(source, hetero, key)
-    for t in affinity:
+    """What the figures draw, of the trials they draw alone, all read at once: heterogeneity per layer of
+    ``hetero``, the latest affinity maps of ``affinity``."""
+    keys = sorted({k for t in hetero for k in t.steps if k.startswith(HETERO_PREFIX)})
+    with ThreadPoolExecutor(source.threads) as pool:
+        curves = [pool.submit(histories, source, hetero, key) for key in keys]
+        maps = [pool.submit(read_affinity, source, t.run_id) for t in affinity]
+        record.curves.update({key: c.result() for key, c in zip(keys, curves)})
         try:
-            maps = read_affinity(source, t.run_id)
+            record.affinity.update({t.run_id: m.result() for t, m in zip(affinity, maps) if m.result() is not None})
         except MlflowException as err:  # e.g. a server's store read as a file: its artifacts need the server
             record.unread = f"the affinity maps could not be read ({str(err).splitlines()[0][:200]})"
-            return
-        if maps is not None:
-            record.affinity[t.run_id] = maps
 
 
 def read_affinity(source: Source, run_id: str) -> Affinity | None:
