@@ -50,11 +50,11 @@ def child_runs(uri: str, parent: Run, params: tuple[str, ...], windows: int = 8,
 
     The server spends its time building every run it returns (all its params and tags), one request on one of
     its workers: the runs are asked for in ``windows`` requests, ``threads`` at a time, each for the runs that
-    started in one slice of the time since the parent started (the first and the last slices open-ended, so
-    that every run is in exactly one, whatever the clocks)."""
+    started in one slice of the parent's time (from its start to its end, or now), the first and the last
+    slices open-ended, so that every run is in exactly one whatever the clocks."""
     creds = get_default_host_creds(uri)
-    begin, now = parent.info.start_time or 0, int(time.time() * 1000)
-    bounds = [begin + (now - begin) * i // windows for i in range(1, windows)]
+    begin, end = parent.info.start_time or 0, parent.info.end_time or int(time.time() * 1000)
+    bounds = [begin + (end - begin) * i // windows for i in range(1, windows)]
     base = f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent.info.run_id}'"
     ranges = [
         " AND ".join(
