@@ -2,8 +2,9 @@
 computed from. Only what the driver logged and the report shows is read, in two steps:
 
 - ``read_study_record``: the parent run's tags; every trial run's tags, status, ``train.epochs`` and ``data.name``
-  params and the step of each metric's latest value, listed once; then the histories of the trials listed as
-  finished: the target metric and its validation twin, fine-tuned top-1 and the probes when the study fine-tuned.
+  params and each metric's latest value and step (the summary metrics a report wrote before among them), listed
+  once; then the histories of the trials listed as finished: the target metric and its validation twin,
+  fine-tuned top-1 and the probes when the study fine-tuned.
 - ``read_drawn``: once the tables are computed, for the trials the figures draw alone (``compute.drawn``):
   heterogeneity per layer and each one's latest affinity maps (``read_affinity``).
 

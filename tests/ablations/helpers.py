@@ -1,5 +1,6 @@
 """Reading a study's runs back from a real MLflow store, driving a study in the background, and the real servers
-the tests start on 127.0.0.1 (mlflow server, an S3-compatible store)."""
+the tests start on 127.0.0.1 (mlflow server, a gateway that forwards MLflow's public API alone, an S3-compatible
+store)."""
 
 import os
 import signal
