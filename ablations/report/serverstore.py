@@ -3,7 +3,8 @@
 Through ``MlflowClient`` a report over 1,000 trial runs made one request per run and metric
 (``get_metric_history``) and parsed every run of the listing into protobuf messages and entities.
 Here the same rows come through two endpoints, with MLflow's own credentials and retries
-(``mlflow.utils.rest_utils``, as its REST store sends them):
+(``mlflow.utils.credentials`` and ``mlflow.utils.rest_utils``: MLflow's internal helpers, not its public
+API, as its REST store sends every request):
 
 - ``POST /api/2.0/mlflow/runs/search``: MLflow's PUBLIC REST API (what ``MlflowClient.search_runs``
   calls; its JSON is documented with the REST API), read here straight from the JSON.
