@@ -47,7 +47,7 @@ def measure_pace(cfg: TrialConfig, steps: int = STEPS) -> dict[str, float]:
     data_cfg = dataclasses.replace(cfg.data, max_train=min(cfg.data.max_train or cap, cap))
     if cfg.data.name == "synthetic":  # only what is read: a batch per step and a small test split
         data_cfg = dataclasses.replace(data_cfg, synthetic_size=[cap * 2, min(cfg.data.synthetic_size[1], 512)])
-    cfg = dataclasses.replace(cfg, data=data_cfg, train=dataclasses.replace(cfg.train, epochs=2))
+    cfg = dataclasses.replace(cfg, data=data_cfg)
     start = time.perf_counter()
     trainer = Trainer(cfg, load_data(data_cfg))
     device = trainer.device
