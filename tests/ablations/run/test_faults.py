@@ -389,7 +389,7 @@ def test_the_driver_loads_no_torch_to_run_a_study(tmp_path):
     Ray Tune, the trial function it ships, the tracker) starts seconds sooner without it."""
     study = tmp_path / "good.yaml"
     study.write_text(_good(tmp_path))
-    modules = "cli, runner, trainable, callbacks, tracking, cluster, hold, outcome"
+    modules = "cli, runner, phases, tuner, held_decisions, trainable, callbacks, tracking, cluster, hold, outcome"
     code = (
         f"import sys; from ablations.run import {modules}; from ablations.study import load_study; "
         f"load_study({str(study)!r}); print(sorted({{'torch', 'timm'}} & set(sys.modules)))"
