@@ -135,14 +135,6 @@ def main(argv: list[str] | None = None) -> int:
             err.print(f"[red]error[/] {escape(e.source)}: {escape(problem)}", highlight=False, soft_wrap=True)
         return EXIT_INVALID
 
-    if args.address:
-        from ablations.run.cluster import ClusterError, check_address
-
-        try:
-            check_address(args.address)
-        except ClusterError as e:
-            err.print(f"[red]error[/] {escape(args.study)}: {escape(str(e))}", highlight=False, soft_wrap=True)
-            return EXIT_INVALID
     if not args.address and "ray" not in sys.modules:
         # A local Ray node then listens on loopback only, not on the machine's network address (Ray reads
         # this when it is first imported; joining a cluster with --address needs the network).

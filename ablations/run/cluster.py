@@ -1,6 +1,10 @@
-"""The Ray cluster a study runs on: checked before any run exists (``--address`` names a cluster that answers,
-checked in seconds before Ray's own minute of retries; every trial's resources fit on one of its nodes), started
-or joined with the environment its workers need (Ray Tune's settings, ``torch.compile``'s shared caches)."""
+"""The Ray cluster a study runs on: checked before any run exists (``--address`` names a cluster that answers as
+Ray's head does, checked in seconds before Ray's own minutes of retries; every trial's resources fit on one of its
+nodes: the local node's, as Ray counts them, before Ray starts), started or joined with the environment its workers
+need (Ray Tune's settings, ``torch.compile``'s shared caches).
+
+Private names of Ray used here (``RAY_NAMES``): how ``auto`` is resolved, and how a local node counts its CPUs and
+GPUs before it starts."""
 
 from __future__ import annotations
 
@@ -15,6 +19,14 @@ from ablations.study import StudySpec
 
 ADDRESS = re.compile(r"^(?P<client>ray://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):(?P<port>\d{1,5})$")
 ADDRESS_FORMS = "auto (the cluster `ray start` started on this machine), HOST:PORT (its head) or ray://HOST:PORT"
+# Ray's head (its GCS) and its client server speak gRPC, so HTTP/2: to the client's connection preface and an empty
+# SETTINGS frame, such a server answers with its own SETTINGS frame (type 4), what an HTTP/1 server or a silent one
+# never sends.
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+SETTINGS_FRAME = 4
+RESOLVE_AUTO = "ray._private.services:canonicalize_bootstrap_address"
+LOCAL_NODE = "ray._private.resource_and_label_spec:ResourceAndLabelSpec.resolve"
+RAY_NAMES = (RESOLVE_AUTO, LOCAL_NODE)
 
 
 class ClusterError(RuntimeError):
@@ -43,23 +55,57 @@ def check_address(address: str, timeout: float = 3.0) -> None:
     if not m or not 1 <= int(m.group("port")) <= 65535:
         raise ClusterError(f"--address {shown} is not a Ray address: give {ADDRESS_FORMS}")
     host, port = m.group("host").strip("[]"), int(m.group("port"))
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
-    except OSError as err:
-        why = "nothing answered" if isinstance(err, TimeoutError) else (err.strerror or type(err).__name__)
+    why = _speaks_grpc(host, port, timeout)
+    if why:
         raise ClusterError(
-            f"--address {shown}: no Ray cluster answers at {host}:{port} ({why} within {timeout:g} s); start it "
-            "(ray start --head) or check the host and port"
-        ) from None
+            f"--address {shown}: no Ray cluster answers at {host}:{port} ({why}); start it (ray start --head) or "
+            "check the host and port"
+        )
 
 
-def check_resources(spec: StudySpec) -> None:
-    """Raise ClusterError when a trial asks for more of a resource than any alive node of the Ray cluster has (a
-    trial runs on one node; Ray would wait for such a node forever). Call after ``ray.init``."""
+def _speaks_grpc(host: str, port: int, timeout: float) -> str:
+    """Why nothing at ``host:port`` answers as Ray's head would ("" when it does): nothing listens, it stays silent,
+    or it answers but not in HTTP/2 (an HTTP/1 server: its first bytes are quoted)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as conn:
+            conn.settimeout(timeout)
+            conn.sendall(HTTP2_PREFACE)
+            head = b""
+            while len(head) < 9:
+                chunk = conn.recv(9 - len(head))
+                if not chunk:
+                    break
+                head += chunk
+    except TimeoutError:
+        return f"nothing answered within {timeout:g} s"
+    except OSError as err:
+        return err.strerror or type(err).__name__
+    if len(head) == 9 and head[3] == SETTINGS_FRAME:
+        return ""
+    said = head.decode("ascii", "replace").strip() or "it closed the connection"
+    return f"it answers, but not as Ray's head does (gRPC): {said!r}"
+
+
+def local_node() -> dict[str, float]:
+    """The CPUs and GPUs of the node ``ray.init()`` would start here, counted as Ray counts them (``num_cpus``
+    from the cores and cgroup limits, GPUs from the visible accelerators), without starting it."""
+    from ray._private.resource_and_label_spec import ResourceAndLabelSpec
+
+    spec = ResourceAndLabelSpec().resolve(is_head=True)
+    return {"CPU": float(spec.num_cpus), "GPU": float(spec.num_gpus or 0)}
+
+
+def cluster_nodes() -> list[dict[str, float]]:
+    """The resources of each alive node of the Ray cluster this driver joined."""
     import ray
 
-    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    return [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+
+
+def check_resources(spec: StudySpec, nodes: list[dict[str, float]]) -> None:
+    """Raise ClusterError when a trial asks for more of a resource than any of ``nodes`` has (a trial runs on one
+    node; Ray would wait for such a node forever): the local node before Ray starts (``local_node``), or the
+    cluster's joined with ``--address`` (``cluster_nodes``)."""
     for field, key, want, unit in (
         ("resources.cpu", "CPU", spec.resources.cpu, "CPUs"),
         ("resources.gpu", "GPU", spec.resources.gpu, "GPUs"),

@@ -6,7 +6,9 @@ A second ``run`` or ``--resume`` of the same study, on this machine or on anothe
 the lock taken and is refused (exit 2) with the holder's host, process and start time, read from the file. The
 kernel releases the lock of a process that dies (``kill -9``, a crash; on NFS the server does when the client's
 lease lapses), so a dead holder never blocks the next ``--resume``: the file still names it (a holder that ends
-normally empties it), and the new driver says it took the hold over. Standard library only.
+normally empties it), and the new driver says it took the hold over. A driver that refuses the study after taking the
+hold (its cluster lacks the resources) gives it up leaving nothing: the lock file and the folders the hold made are
+removed. Standard library only.
 """
 
 from __future__ import annotations
@@ -52,9 +54,30 @@ class StudyHold:
         self.study = study
         self.taken_over: Holder | None = None
         self._fd: int | None = None
+        self._made: list[Path] = []  # what take() created: folders, outermost first, then the lock file
 
     def take(self) -> StudyHold:
+        missing = [p for p in reversed(self.path.parents) if not p.exists()]
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._made = missing if self.path.exists() else [*missing, self.path]
+        while True:
+            fd = self._lock()
+            try:  # a driver that gave the hold up removed the file after this one opened it: lock the new one
+                if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        self.taken_over = _read(fd)  # still named: its holder died holding it
+        me = Holder.me()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(me.__dict__).encode(), 0)
+        os.fsync(fd)
+        self._fd = fd
+        return self
+
+    def _lock(self) -> int:
+        """The lock file, opened (created if missing) and locked; raises StudyHeld when another driver holds it."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -70,20 +93,21 @@ class StudyHold:
         except OSError as err:
             os.close(fd)
             raise StudyHeld(f"cannot lock {self.path} ({err.strerror}): the study's folder must allow locks") from None
-        self.taken_over = _read(fd)  # still named: its holder died holding it
-        me = Holder.me()
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(me.__dict__).encode(), 0)
-        os.fsync(fd)
-        self._fd = fd
-        return self
+        return fd
 
-    def release(self) -> None:
-        """Empty the file (a clean end), then let the lock go."""
+    def release(self, leave_nothing: bool = False) -> None:
+        """Empty the file (a clean end), then let the lock go. ``leave_nothing``: the study was refused, so the lock
+        file and the folders that ``take`` created are removed too (those still empty), before the lock goes."""
         if self._fd is None:
             return
         try:
             os.ftruncate(self._fd, 0)
+            if leave_nothing:
+                for made in reversed(self._made):
+                    try:
+                        made.unlink() if made == self.path else made.rmdir()
+                    except OSError:  # a folder something else has written in since stays
+                        break
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)

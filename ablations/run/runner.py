@@ -30,9 +30,12 @@ from ablations.run.callbacks import SESSIONS, DriverSession
 from ablations.run.cleanup import ray_pids, stop_stale_ray
 from ablations.run.cluster import (
     ClusterError,
+    check_address,
     check_resources,
+    cluster_nodes,
     compile_cache,
     init_ray,
+    local_node,
     ray_environment,
     shutdown_ray,
 )
@@ -44,7 +47,8 @@ from ablations.run.outcome import StudyOutcome, close_study
 from ablations.run.phases import phases
 from ablations.run.progress import TrialBoard
 from ablations.run.sigterm import stop_on_sigterm
-from ablations.run.store import check_tracking
+from ablations.run.storage import StorageError, check_storage
+from ablations.run.store import TrackingError, check_tracking
 from ablations.run.tracking import StudyTracker
 from ablations.run.tuner import make_tuner
 from ablations.study import Study, StudyError
@@ -89,21 +93,29 @@ def run_study(
     """Run (or resume) every trial of ``study`` on Ray Tune, tracked in MLflow, holding the study
     (``ablations.run.hold``) from before anything is written until every run is ended.
 
+    Everything this machine can refuse is refused before any MLflow store, run or invocation folder exists, and a
+    refusal leaves nothing (the hold's lock file included) and no Ray process behind.
+
     Raises:
-        StudyError: the study cannot start here (another driver holds it, nothing to resume, resources the
-            cluster lacks, changed study).
-        TrackingError: the tracking store is unreachable (checked before Ray starts).
+        StudyError: the study cannot start here (another driver holds it, nothing to resume, changed study, a
+            cluster address where no Ray answers, resources no node has, a storage URI that does not answer).
+        TrackingError: the tracking store is unusable (checked before Ray starts).
     """
     layout = study_layout(study)
     here = pick_invocation(layout, study, resume)
     state = interrupted_state(study, here) if resume else {}
     uri = resolve_tracking_uri(tracking_uri or state.get("tracking_uri") or study.spec.tracking.uri)
-    check_tracking(uri)
     hold = StudyHold(layout.lock, study.name)
     try:
-        hold.take()  # before anything is written
+        hold.take()  # first: a study another driver runs is refused as such, whatever else is wrong
     except StudyHeld as err:
         raise StudyError(study.source, [str(err)]) from None
+    try:
+        _start_ray(study, uri, address, layout)
+    except (StudyError, TrackingError):
+        shutdown_ray()
+        hold.release(leave_nothing=True)
+        raise
     if hold.taken_over:
         print(
             f"took over study {study.name} from {hold.taken_over}: that driver ended without letting it go "
@@ -111,21 +123,26 @@ def run_study(
             file=sys.stderr,
         )
     try:
-        return _run_held(study, resume, address, sets, layout, here, state, uri)
+        return _run_held(study, resume, address, sets, here, state, uri)
     finally:
         hold.release()
 
 
-def _run_held(
-    study: Study,
-    resume: bool,
-    address: str | None,
-    sets: list[str] | None,
-    layout: StudyLayout,
-    here: Invocation,
-    state: dict,
-    uri: str,
-) -> StudyOutcome:
+def _start_ray(study: Study, uri: str, address: str | None, layout: StudyLayout) -> None:
+    """Check what can be refused before Ray starts, then start or join Ray (and check the cluster joined).
+
+    Raises StudyError or TrackingError, each naming what is refused."""
+    spec = study.spec
+    check_tracking(uri)
+    try:
+        if address:
+            check_address(address)
+        if spec.storage_uri:
+            check_storage(spec.storage)
+        if address is None:
+            check_resources(spec, [local_node()])  # the node ray.init() would start, counted before it starts
+    except (ClusterError, StorageError) as err:
+        raise StudyError(study.source, [str(err)]) from None
     ray_environment()
     compile_env = compile_cache(layout.compile_cache)
     if address is None:
@@ -133,11 +150,22 @@ def _run_held(
         if stale:
             print(f"stopped {len(stale)} Ray processes left behind by a killed driver of this study", file=sys.stderr)
     init_ray(address, compile_env)
-    try:
-        check_resources(study.spec)
-    except ClusterError as err:
-        raise StudyError(study.source, [str(err)]) from None
+    if address:
+        try:
+            check_resources(spec, cluster_nodes())
+        except ClusterError as err:
+            raise StudyError(study.source, [str(err)]) from None
 
+
+def _run_held(
+    study: Study,
+    resume: bool,
+    address: str | None,
+    sets: list[str] | None,
+    here: Invocation,
+    state: dict,
+    uri: str,
+) -> StudyOutcome:
     tracker = StudyTracker(uri, study.spec.tracking.experiment or study.name, here)
     parent = _start_parent_run(study, tracker, resume_id=state.get("parent_run_id"))
     here.folder.mkdir(parents=True, exist_ok=True)
