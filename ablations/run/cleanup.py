@@ -16,6 +16,9 @@ from pathlib import Path
 
 from ablations.run.layout import Invocation
 
+# Private names of Ray read here ("module:qualified name"): the local node this driver started, and its processes.
+RAY_NAMES = ("ray._private.worker:_global_node", "ray._private.node:Node.all_processes")
+
 
 def ray_pids() -> list[int]:
     """The processes of the local Ray node this driver started: raylet, GCS, ... and the agents they

@@ -6,19 +6,20 @@ checkpoint was being saved leaves a held STOP that nothing pops (its save never 
 trains one epoch, its first save pops that STOP, and it ends TERMINATED with its remaining epochs untrained. No
 decision of an earlier driver applies to a trial it runs again, so none is restored.
 
-This relies on private names of Ray Tune, listed in ``RAY_NAMES``.
+This relies on private names of Ray Tune, listed in ``RAY_NAMES``; ``pyproject.toml`` bounds ``ray[tune]`` above by the
+newest minor release they were tested with, and ``tests/ablations/run/test_ray_names.py`` checks each is there.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-# The private names of Ray Tune used here: the controller class, the method that restores its state
-# (``TuneController.resume`` calls it), and the two attributes of that state that hold the decisions.
+# The private names of Ray Tune used here ("module:qualified name"): the controller class, the method that restores
+# its state (``TuneController.resume`` calls it), and the two attributes of that state that hold the decisions.
 CONTROLLER = "ray.tune.execution.tune_controller:TuneController"
 RESTORE = "__setstate__"
 DECISIONS = ("_cached_trial_decisions", "_queued_trial_decisions")
-RAY_NAMES = (CONTROLLER, f"{CONTROLLER}.{RESTORE}", *(f"{CONTROLLER} state {name}" for name in DECISIONS))
+RAY_NAMES = (f"{CONTROLLER}.{RESTORE}", *(f"{CONTROLLER}.{name}" for name in DECISIONS))
 
 
 def forget_held_decisions() -> None:

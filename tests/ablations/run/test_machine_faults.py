@@ -71,6 +71,9 @@ def test_resume_reruns_what_the_machine_failed_past_a_truncated_checkpoint_after
 
     # A worker killed while its checkpoint is being saved (as happens above at random) leaves a STOP that Ray
     # Tune held back for its trial in the experiment state; made certain here, it must not stop the resumed trial.
+    # Ray's private names this relies on: the experiment state file's "runner_data" (the TuneController's state,
+    # which TuneController.resume restores through TuneController.__setstate__) and "trial_data", and the state's
+    # _cached_trial_decisions (ablations.run.held_decisions.RAY_NAMES, checked by test_ray_names.py).
     state_file = sorted((tmp_path / "ray").glob("tiny/*/arms/experiment_state-*.json"))[-1]
     state = json.loads(state_file.read_text())
     trials = [json.loads(trial) for trial, _ in state["trial_data"]]
