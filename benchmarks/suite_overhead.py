@@ -36,7 +36,14 @@ def main() -> None:
     args = p.parse_args()
     if args.smoke:
         args.epochs = 1
-    sets = [f"base.train.epochs={args.epochs}", "base.eval.affinity_epochs=[1]"]  # the study's own may lie past the end
+    # the study's own epoch settings may lie past the end (its warm-up and evaluations every 2 epochs, affinity at 30)
+    short = min(2, args.epochs)
+    sets = [
+        f"base.train.epochs={args.epochs}",
+        f"base.train.warmup_epochs={short}",
+        f"base.eval.every={short}",
+        "base.eval.affinity_epochs=[1]",
+    ]
     study = load_study(args.study, sets)
     threads = max(1, math.ceil(study.spec.resources.cpu))
 

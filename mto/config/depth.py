@@ -35,6 +35,22 @@ def check_layer_schedule(path: str, schedule: Any) -> None:
     raise ConfigError(path, schedule, f"expected {_NAMED} (non-negative, not empty)")
 
 
+def check_layer_depth(path: str, schedule: LayerSchedule, num_layers: int, stack: str = "the stack") -> None:
+    """Raise ConfigError unless ``schedule`` (well formed) names only layers of a stack of ``num_layers`` blocks
+    (layers 0..L, 0 being its input): indices up to L, one weight per layer, ``early:k`` with k up to L + 1."""
+    n = num_layers + 1
+    blocks = f"{num_layers} block{'s' if num_layers != 1 else ''}"
+    layers = f"layers 0 to {num_layers} ({stack} has {blocks}; layer 0 is its input)"
+    if isinstance(schedule, list) and all(isinstance(v, int) for v in schedule):
+        if any(i >= n for i in schedule):
+            raise ConfigError(path, schedule, f"layer indices of {layers}")
+    elif isinstance(schedule, list):
+        if len(schedule) != n:
+            raise ConfigError(path, schedule, f"{n} weights, one for each of {layers}")
+    elif schedule.startswith("early:") and int(schedule.partition(":")[2]) > n:
+        raise ConfigError(path, schedule, f"early:k with k from 1 to {n}, the {layers}")
+
+
 def layer_weights(schedule: LayerSchedule, num_layers: int) -> list[float]:
     """Per-layer weights ``w_l`` for ``l = 0..L`` (0 = the initial embedding).
 
@@ -46,14 +62,10 @@ def layer_weights(schedule: LayerSchedule, num_layers: int) -> list[float]:
     """
     n = num_layers + 1
     check_layer_schedule("schedule", schedule)
+    check_layer_depth("schedule", schedule, num_layers)
     if isinstance(schedule, list):
         if all(isinstance(v, int) for v in schedule):
-            bad = [i for i in schedule if i >= n]
-            if bad:
-                raise ConfigError("schedule", schedule, f"layer indices must be < {n} (layers 0..{num_layers})")
             return [1.0 if l in schedule else 0.0 for l in range(n)]
-        if len(schedule) != n:
-            raise ConfigError("schedule", schedule, f"a weight list needs {n} entries (layers 0..{num_layers})")
         return [float(v) for v in schedule]
     kind, _, arg = schedule.partition(":")
     if kind == "all":

@@ -9,7 +9,7 @@ from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from typing import Any
 
 from mto.config.choices import AFFINITIES, DATASETS, LAMBDA_SCHEDULES, POS_EMBEDS, PRESETS, RECALIBRATIONS, preset_depth
-from mto.config.depth import LayerSchedule, check_layer_schedule, layer_weights
+from mto.config.depth import LayerSchedule, check_layer_depth, check_layer_schedule, layer_weights
 from mto.config.errors import check as _check
 from mto.config.errors import check_choice as _check_choice
 from mto.config.finetune import FinetuneConfig
@@ -284,12 +284,7 @@ class TrialConfig:
             self.mim.dtm_max_merges,
             f"at most the {patches} patches of an image, or null for all of them",
         )
-        _check(
-            all(e <= epochs for e in self.eval.affinity_epochs),
-            "eval.affinity_epochs",
-            self.eval.affinity_epochs,
-            f"epochs 1 to train.epochs={epochs}",
-        )
+        self._check_schedule(epochs)
         mps = self.mim.mask_patch_size
         _check(
             mps is None or (mps % patch == 0 and size % mps == 0),
@@ -297,6 +292,7 @@ class TrialConfig:
             mps,
             f"a multiple of model.patch_size={patch} that divides data.image_size={size}",
         )
+        self._check_depth()
         _check(
             self.mto.affinity == "cosine" or self._first_weighted_layer() != 0,
             "mto.affinity",
@@ -304,6 +300,53 @@ class TrialConfig:
             "attention affinity is undefined at layer 0: start layers_e/layers_r at 1 or use cosine",
         )
         self.eval.finetune.epochs_for(self.train.epochs)  # fine-tuning epochs inside the training
+
+    def _check_schedule(self, epochs: int) -> None:
+        """Every setting that names an epoch or a number of epochs lies within the training's ``epochs``."""
+        _check(
+            self.train.warmup_epochs <= epochs,
+            "train.warmup_epochs",
+            self.train.warmup_epochs,
+            f"an integer in [0, train.epochs={epochs}] (the learning rate reaches its base value at its end)",
+        )
+        _check(
+            self.eval.every <= epochs,
+            "eval.every",
+            self.eval.every,
+            f"an integer from 1 to train.epochs={epochs} (an evaluation every N epochs, and one at the last)",
+        )
+        _check(
+            all(e <= epochs for e in self.eval.affinity_epochs),
+            "eval.affinity_epochs",
+            self.eval.affinity_epochs,
+            f"epochs 1 to train.epochs={epochs}",
+        )
+        _check(
+            self.mto.lambda_warmup_epochs <= epochs,
+            "mto.lambda_warmup_epochs",
+            self.mto.lambda_warmup_epochs,
+            f"an integer in [0, train.epochs={epochs}] (the lambdas reach their values at its end)",
+        )
+        for name in ("momentum_ramp_epochs", "feature_weight_ramp_epochs"):  # a method's ramps
+            ramp = getattr(self.mim, name, None)
+            _check(
+                ramp is None or ramp <= epochs,
+                f"mim.{name}",
+                ramp,
+                f"a number of epochs from 0 to train.epochs={epochs} (the ramp ends within the training), or null",
+            )
+
+    def _check_depth(self) -> None:
+        """Every layer-depth schedule of an MTO loss that is on names only layers of the stack MTO acts on."""
+        stack = f"the {registry.get(self.mim.method).mto_on} of {self.mim.method}"
+        on = {
+            "layers_e": self.mto.lambda_e > 0,
+            "layers_r": self.mto.lambda_r > 0,
+            "layers_spa": self.mto.recalibration == "soft" and self.mto.lambda_spa > 0,
+        }
+        for name, used in on.items():
+            if used:
+                check_layer_depth(f"mto.{name}", getattr(self.mto, name), self.num_mto_layers, stack)
 
     @property
     def num_mto_layers(self) -> int:

@@ -294,8 +294,8 @@ def test_trainer_optimises_with_the_weight_decay_groups():
         data=DataConfig(max_train=64),
         model=ModelConfig(embed_dim=32, depth=2, num_heads=2),
         mim=MIMConfig(method="mae"),
-        train=TrainConfig(epochs=1, batch_size=32, weight_decay=0.1),
-        eval=EvalConfig(hetero_batch=8),
+        train=TrainConfig(epochs=1, batch_size=32, weight_decay=0.1, warmup_epochs=1),
+        eval=EvalConfig(every=1, hetero_batch=8),
     )
     trainer = Trainer(cfg)
     decays = [g["weight_decay"] for g in trainer.optimizer.param_groups]
@@ -409,8 +409,8 @@ def test_dtm_draws_follow_the_authors_rule_and_leave_the_trainers_randomness_alo
         data=DataConfig(max_train=64),
         model=ModelConfig(embed_dim=32, depth=2, num_heads=2),
         mim=MIMConfig(method="dtm"),
-        train=TrainConfig(epochs=1, batch_size=32),
-        eval=EvalConfig(hetero_batch=8),
+        train=TrainConfig(epochs=1, batch_size=32, warmup_epochs=1),
+        eval=EvalConfig(every=1, hetero_batch=8),
     )
     trainer = Trainer(cfg)
     gen, rng = trainer.generator.get_state(), torch.get_rng_state()

@@ -33,7 +33,7 @@ MTO = {
 HOST_FUNCTIONS = {torch.tensor, torch.as_tensor, torch.from_numpy, torch.Tensor.item, torch.Tensor.tolist}
 HOST_METHODS = {"item", "tolist", "numpy", "cpu", "cuda"}
 METHOD_OPTIONS = {  # ramps that move within the test's two epochs
-    "bootmae": {"momentum_ramp_epochs": 4, "feature_weight_ramp_epochs": 4},
+    "bootmae": {"momentum_ramp_epochs": 2, "feature_weight_ramp_epochs": 2},
 }
 
 
@@ -44,7 +44,7 @@ def _config(method: str, mto: str) -> TrialConfig:
         mim=MIMConfig(method=method, **METHOD_OPTIONS.get(method, {})),
         mto=MTO[mto],
         train=TrainConfig(epochs=2, batch_size=32, warmup_epochs=1, grad_clip=1.0, compile=True),
-        eval=EvalConfig(linear=False, knn=False, hetero_batch=8),
+        eval=EvalConfig(every=2, linear=False, knn=False, hetero_batch=8),
     )
 
 

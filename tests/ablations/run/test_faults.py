@@ -222,6 +222,37 @@ SETTINGS = {  # name -> (edit of the good study, words the one line must hold)
         ),
         "search.mode (line 8): min is invalid for val/knn_top1: higher is better for it, so max",
     ),
+    "a warm-up longer than the training": (
+        lambda t: t.replace("warmup_epochs: 1", "warmup_epochs: 1000"),
+        "base.train.warmup_epochs (line 4): 1000 is invalid: an integer in [0, train.epochs=3]",
+    ),
+    "evaluations further apart than the training": (
+        lambda t: t.replace("every: 1", "every: 5"),
+        "base.eval.every (line 4): 5 is invalid: an integer from 1 to train.epochs=3",
+    ),
+    "a layer beyond the encoder": (
+        lambda t: t.replace("mto.lambda_e: 0.1", "mto.lambda_e: 0.1, mto.layers_e: [0, 99]"),
+        "mto.layers_e=[0, 99] is invalid: layer indices of layers 0 to 2 (the encoder of simmim has 2 blocks",
+    ),
+    "layer weights for another depth": (
+        lambda t: t.replace("mto.lambda_e: 0.1", "mto.lambda_r: 0.1, mto.layers_r: [1.0, 0.5]"),
+        "mto.layers_r=[1.0, 0.5] is invalid: 3 weights, one for each of layers 0 to 2",
+    ),
+    "early layers beyond the decoder": (
+        lambda t: t.replace(
+            "mto.lambda_e: 0.1", "mim.method: mae, mim.decoder_depth: 1, mto.lambda_e: 0.1, mto.layers_e: 'early:3'"
+        ),
+        "mto.layers_e='early:3' is invalid: early:k with k from 1 to 2, the layers 0 to 1 (the decoder of mae has 1 "
+        "block;",
+    ),
+    "a lambda warm-up longer than the training": (
+        lambda t: t.replace("mto.lambda_e: 0.1", "mto.lambda_schedule: linear_warmup, mto.lambda_warmup_epochs: 10"),
+        "mto.lambda_warmup_epochs=10 is invalid: an integer in [0, train.epochs=3]",
+    ),
+    "a BootMAE ramp longer than the training": (
+        lambda t: t.replace("mto.lambda_e: 0.1", "mim.method: bootmae, mim.feature_weight_ramp_epochs: 10"),
+        "mim.feature_weight_ramp_epochs=10.0 is invalid: a number of epochs from 0 to train.epochs=3",
+    ),
     "MAE-family option on SimMIM": (
         lambda t: t + "  blocks: {mim.block_masking: true}\n",
         "mim.block_masking=True is invalid: null unless mim.method is mae or bootmae",
