@@ -50,6 +50,22 @@ FAILED_BEFORE = "ablation.failed_before"  # on a trial run again by --resume: wh
 CHECKPOINT_FALLBACK = "ablation.checkpoint_fallback"  # on a trial resumed past an unreadable checkpoint: which, why
 # raised by the trial's own numbers or config (mto): running it again fails the same way
 OWN_FAILURES = ("NonFiniteLossError", "ConfigError", "GPUOutOfMemoryError")
+# raised by Ray when the trial's machine was lost, not by the trial: its node lost, its worker killed by a signal or
+# Ray's OOM killer, its connection to the cluster lost. Never the trial's fault: --resume always runs it again.
+LOST_MACHINE_FAILURES = (
+    "ActorDiedError",
+    "ActorUnavailableError",
+    "RayActorError",
+    "NodeDiedError",
+    "WorkerCrashedError",
+    "LocalRayletDiedError",
+    "OutOfMemoryError",
+    "ObjectLostError",
+    "OwnerDiedError",
+    "RaySystemError",
+    "RpcError",
+    "ConnectionError",
+)
 RESUMED = "ablation.resumed_from_epoch"  # set on a trial restarted from a checkpoint
 NODE_TAG = "ablation.node"  # on each trial run: the Ray node id it last ran on (a retried trial may move)
 FUSED_UNIT = "ablation.fused_unit"  # set on a trial trained in a fused unit (resources.fuse): the unit's name
@@ -108,14 +124,21 @@ def own_failure(reason: str) -> bool:
     return reason.split(":", 1)[0].strip() in OWN_FAILURES
 
 
+def lost_machine(reason: str) -> bool:
+    """Whether a ``FAILURE`` reason says the trial's machine was lost (``LOST_MACHINE_FAILURES``): a failure that
+    counts against ``retries`` only, however often it comes, and never settles the trial."""
+    return reason.split(":", 1)[0].strip() in LOST_MACHINE_FAILURES
+
+
 def same_failure(reason: str, before: str) -> bool:
     """Whether two ``FAILURE`` reasons are the same failure: the same exception and message once numbers (process
-    ids, addresses, sizes) are left out. A trial the machine failed the same way twice fails for good."""
+    ids, addresses, sizes, Ray's hexadecimal ids) are left out. A trial failed the same way twice fails for good,
+    unless the machine was lost (``lost_machine``)."""
     return bool(reason) and _failure_kind(reason) == _failure_kind(before)
 
 
 def _failure_kind(reason: str) -> str:
-    return re.sub(r"0x[0-9a-fA-F]+|\d+", "#", reason.strip())
+    return re.sub(r"0x[0-9a-fA-F]+|\b[0-9a-fA-F]{8,}\b|\d+", "#", reason.strip())  # ids (hex) are numbers too
 
 
 def is_logged_metric(key: str) -> bool:

@@ -45,7 +45,13 @@ SESSIONS: dict[str, DriverSession] = {}
 
 
 def failure_reason(trial: Any) -> str:
-    """The exception at the end of the trial's traceback, e.g. ``NonFiniteLossError: non-finite training loss ...``."""
+    """The exception at the end of the trial's traceback, e.g. ``NonFiniteLossError: non-finite training loss ...``;
+    for a trial whose worker was lost (Ray's ``RayActorError``: its node lost, its process killed), Ray's error class
+    and what it says was lost, e.g. ``ActorUnavailableError: The actor <id> is unavailable`` (Ray's trial folder keeps
+    the rest in ``error.txt``)."""
+    lost = _lost_worker(trial)
+    if lost:
+        return lost
     text = ""
     try:  # the local error file is written before callbacks run; the synced copy may come later
         if trial.error_file and os.path.isfile(trial.error_file):
@@ -60,6 +66,27 @@ def failure_reason(trial: Any) -> str:
         if m:
             return f"{m.group(1)}: {m.group(2)}" if m.group(2) else m.group(1)
     return lines[-1] if lines else "unknown error (no traceback recorded)"
+
+
+def _lost_worker(trial: Any) -> str:
+    """``Class: what was lost`` of the trial's last error when it is a ``RayActorError`` (Ray keeps it pickled; its
+    text file holds the message alone), else ""."""
+    from ray import cloudpickle
+    from ray.exceptions import RayActorError
+
+    try:  # the local file is written before callbacks run; the synced copy may come later
+        path = trial.pickled_error_file
+        if path and os.path.isfile(path):
+            with open(path, "rb") as f:
+                err = cloudpickle.load(f)
+        else:
+            err = trial.get_pickled_error()
+    except Exception:  # noqa: BLE001 - an unreadable error file must not hide the failure itself
+        return ""
+    if not isinstance(err, RayActorError):
+        return ""
+    said = (str(err).strip().splitlines() or [""])[0].split(": ", 1)[0]  # what was lost; how is in error.txt
+    return f"{type(err).__name__}: {said}".strip()
 
 
 @dataclass

@@ -34,6 +34,7 @@ from ablations.contract import (
     SEED,
     STUDY,
     TRIAL,
+    lost_machine,
     own_failure,
     same_failure,
 )
@@ -122,15 +123,17 @@ class StudyTracker:
     def read_settled(self) -> tuple[dict[str, str], dict[str, str]]:
         """At resume: the trials an earlier driver ended for good are settled, not run again, their runs left as
         they are: FINISHED, FAILED on their own (``own_failure``), or FAILED the same way as when they were run
-        again before (``same_failure``: the reason and ``FAILED_BEFORE`` both kept). Returns (those the machine
-        failed once, which run again from their last checkpoint; those failed for good now), each with its reason.
-        Runs an earlier driver could not end (killed first) are neither: Ray Tune resumes their trials."""
+        again before (``same_failure``: the reason and ``FAILED_BEFORE`` both kept), unless that way is a lost
+        machine (``lost_machine``: a node lost, a worker killed, a connection lost), which never settles a trial.
+        Returns (those the machine failed, which run again from their last checkpoint; those failed for good now),
+        each with its reason. Runs an earlier driver could not end (killed first) are neither: Ray Tune resumes
+        their trials."""
         again, for_good = {}, {}
         for run in self._children():
             name, reason = run.data.tags.get(TRIAL), run.data.tags.get(FAILURE, "")
             if not name or run.info.status not in ("FINISHED", "FAILED"):
                 continue
-            twice = same_failure(reason, run.data.tags.get(FAILED_BEFORE, ""))
+            twice = same_failure(reason, run.data.tags.get(FAILED_BEFORE, "")) and not lost_machine(reason)
             if run.info.status == "FINISHED" or own_failure(reason) or twice:
                 self.settled[name] = (run.info.status, reason)
                 if twice and not own_failure(reason):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from ablations.contract import NODE_TAG, RESUMED, own_failure
+from ablations.contract import NODE_TAG, RESUMED, lost_machine, own_failure
 from tests.ablations.conftest import TINY_BASE, run_cli, write_study
 from tests.ablations.helpers import s3_server, start_driver, study_runs, wait_for
 from tests.ablations.ray_nodes import LOOPBACK, ray_nodes
@@ -116,13 +116,17 @@ def test_fractional_gpus_pack_two_trials_per_declared_gpu_and_whole_gpus_one(tmp
 
 @pytest.mark.parametrize("retries", [1, 0])
 def test_a_node_killed_mid_study(tmp_path, retries):
+    """retries 1: the trial of the lost node goes on elsewhere. retries 0: it is FAILED with the machine's reason,
+    and a lost machine is never the trial's fault: run again by --resume, it loses its node a second time, and the
+    next --resume still runs it (to the end), however alike the two losses read."""
     # long enough that the node dies while its trial still trains: epochs of the tiny model take a fraction of a second
     epochs = 16
     path = _study(
         tmp_path, epochs=epochs, seeds=[0], variants={"simmim": {}, "mto": {"mto.lambda_e": 0.1}}, retries=retries
     )
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    with ray_nodes(HEAD, {"num_cpus": 1}, {"num_cpus": 1}) as cluster:
+    workers = [{"num_cpus": 1}] * (2 if retries else 3)  # retries 0: a node for each of the victim's runs
+    with ray_nodes(HEAD, *workers) as cluster:
         driver = start_driver(path, tmp_path, "--address", cluster.address, env=LOOPBACK)
         children = wait_for(
             driver, uri, lambda c: len(c) == 2 and all(NODE_TAG in r.data.tags for r in c.values()) and _logged(c, 2)
@@ -132,6 +136,9 @@ def test_a_node_killed_mid_study(tmp_path, retries):
         cluster.remove(killed)
         output, _ = driver.communicate(timeout=600)
         survivor = cluster.nodes[1 - killed]
+        if not retries:
+            first_loss = study_runs(uri)[1][victim].data.tags["ablation.failure"]
+            second_loss, last = _lose_the_node_again(cluster, path, tmp_path, uri, victim)
     _, children = study_runs(uri)
     client = MlflowClient(uri)
     other = next(name for name in children if name != victim)
@@ -145,9 +152,31 @@ def test_a_node_killed_mid_study(tmp_path, retries):
         )  # its last checkpoint, elsewhere
     else:
         assert driver.returncode == 1, output[-3000:]
-        reason = run.data.tags["ablation.failure"]
-        assert run.info.status == "FAILED" and reason and not own_failure(reason), (
-            reason
-        )  # the machine's: --resume retries
         assert f"FAILED {victim}" in output and "resume with:" in output, output[-4000:]
-        assert max(_epochs(client, run)) >= 2
+        for reason in (first_loss, second_loss):
+            assert reason and not own_failure(reason) and lost_machine(reason), reason  # the machine's
+        assert last.returncode == 0, last.stderr[-3000:]
+        assert "running again from their last checkpoints 1 trials the machine failed" in last.stderr, last.stderr
+        assert "not running again" not in last.stderr, last.stderr
+        assert run.info.status == "FINISHED" and run.data.tags["ablation.failed_before"] == second_loss
+        assert _epochs(client, run) == list(range(1, epochs + 1))  # each epoch once, across three drivers
+
+
+def _lose_the_node_again(cluster, path, tmp_path, uri, victim):
+    """--resume runs the victim again; its node is lost again once it has trained an epoch there; a last --resume
+    runs it to the end. Returns (the second loss's reason, the last driver's completed process)."""
+    run = study_runs(uri)[1][victim]
+    before, lost = int(run.data.metrics.get("trial/epoch", 0)), run.data.tags[NODE_TAG]
+    driver = start_driver(path, tmp_path, "--resume", "--address", cluster.address, env=LOOPBACK)
+
+    def trains_elsewhere(c) -> bool:
+        r = c[victim]
+        return int(r.data.metrics.get("trial/epoch", 0)) > before and r.data.tags[NODE_TAG] != lost
+
+    children = wait_for(driver, uri, trains_elsewhere)
+    cluster.remove(cluster.nodes.index(children[victim].data.tags[NODE_TAG]))
+    output = driver.communicate(timeout=600)[0]
+    assert driver.returncode == 1, output[-3000:]
+    reason = study_runs(uri)[1][victim].data.tags["ablation.failure"]
+    last = run_cli(str(path), "--resume", "--no-report", "--address", cluster.address, cwd=tmp_path, env=LOOPBACK)
+    return reason, last

@@ -12,7 +12,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from ablations.contract import FAILED_BEFORE, FAILURE, own_failure, same_failure
+from ablations.contract import FAILED_BEFORE, FAILURE, lost_machine, own_failure, same_failure
 from ablations.run.tracking import StudyTracker
 from ablations.run.trainable import out_of_memory
 from ablations.study import load_study
@@ -57,7 +57,12 @@ def test_reasons_that_are_the_same_failure_and_the_trials_own():
     assert same_failure("ActorDiedError: worker 1234 at 0x7f00aa died", "ActorDiedError: worker 99 at 0x7f00bb died")
     assert not same_failure(BUG, "RuntimeError: CUDA error: an illegal memory access was encountered")
     assert not same_failure("", "")  # no reason recorded is no evidence
-    assert not own_failure(BUG)
+    assert not own_failure(BUG) and not lost_machine(BUG)  # a bug: run again once, failed for good the second time
+    for lost in ("ActorDiedError: The actor died unexpectedly", "NodeDiedError: node 3 died", "OutOfMemoryError: x"):
+        assert lost_machine(lost) and not own_failure(lost)  # never failed for good
+    unavailable = "ActorUnavailableError: The actor {} is unavailable: RpcError: RPC error: Socket closed rpc_code: 14"
+    first, second = unavailable.format("518d724470163001f82c2992"), unavailable.format("263cdb136d31311414a4f5f1")
+    assert same_failure(first, second) and lost_machine(second)  # two node losses alike: still not for good
     error = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.1 GiB total)")
     reason = out_of_memory(error, TrialConfig(), ResourcesSpec(gpu=0.25, fuse=4))
     assert reason.startswith("the GPU ran out of memory (CUDA out of memory. Tried to allocate 2.00 GiB")
