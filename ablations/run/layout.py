@@ -9,7 +9,7 @@ rest stays under ``ray_results``)::
         compile-cache/                       .compile_cache: torch.compile's caches, shared by the study's trials
         <YYYYmmdd-HHMMSS>/                   Invocation.folder (``--resume`` picks the latest)
             ablation.json                    .state: parent run id, tracking URI, the study as run, driver and Ray pids
-            pending_tracking.jsonl           .journal: trial writes kept while the tracking store is down
+            pending_tracking.jsonl           .journal: trial writes kept until the tracking store takes them
             artifacts/<trial>/               .artifact(): files the driver attaches (affinity maps from the results;
                                              encoder/, removed once attached)
             arms/                            .experiment("arms"): Ray Tune experiment, variants x grid x seeds

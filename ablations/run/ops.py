@@ -1,9 +1,10 @@
 """The trial writes the tracker makes in MLflow, one op each: a JSON-able dict naming its trial, so that a write
-the store cannot take yet is kept as it is (``ablations.run.journal``) and made later.
+is kept as it is until the store has taken it (``ablations.run.journal``).
 
 Ops: ``create`` (the run, its tags and params), ``reopen`` (a resumed trial), ``epoch`` (one epoch's metrics),
 ``artifact`` (a file the driver wrote), ``encoder`` (a folder the driver wrote: the trial's encoder),
-``finetune_curve``, ``tag`` and ``end``.
+``finetune_curve``, ``tag`` and ``end``. The journal makes them in groups: one op, or a run of one trial's epoch
+ops, logged as one batch.
 """
 
 from __future__ import annotations
@@ -16,14 +17,23 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
 from ablations.contract import AFFINITY_FOLDER, ENCODER_FOLDER, ENCODER_TAG, FAILED_BEFORE, FAILURE, FINETUNE_FOLDER
-from ablations.run.journal import Op
+from ablations.run.journal import BATCH, Op
 
 
-def make(client: MlflowClient, experiment_id: str, runs: dict[str, str], settled: Collection[str], op: Op) -> None:
-    """Make ``op`` in the store, idempotently (a run is created once, an epoch logged once).
+def make(
+    client: MlflowClient, experiment_id: str, runs: dict[str, str], settled: Collection[str], group: list[Op]
+) -> None:
+    """Make a group of ops in the store (``ablations.run.journal.groups``: one op, or epoch ops of one trial, logged
+    as one batch), idempotently (a run is created once; an epoch logged again is the same rows).
 
     ``runs`` maps trial names to their run ids (a created run is added); ``settled``: the trials an earlier
     driver ended for good, whose runs stay as they are."""
+    if len(group) > 1 or group[0]["op"] == "epoch":
+        batch = [Metric(k, v, op["time"], op["epoch"]) for op in group for k, v in op["metrics"].items()]
+        for i in range(0, len(batch), BATCH):
+            client.log_batch(runs[group[0]["trial"]], metrics=batch[i : i + BATCH])
+        return
+    op = group[0]
     name, kind = op["trial"], op["op"]
     if kind == "create":
         if name not in runs:
@@ -41,10 +51,6 @@ def make(client: MlflowClient, experiment_id: str, runs: dict[str, str], settled
             client.delete_tag(run_id, FAILURE)
         if run.info.status != "FINISHED" and name not in settled:
             client.update_run(run_id, status="RUNNING")
-    elif kind == "epoch":
-        batch = [Metric(k, v, op["time"], op["epoch"]) for k, v in op["metrics"].items()]
-        for i in range(0, len(batch), 1000):
-            client.log_batch(run_id, metrics=batch[i : i + 1000])
     elif kind == "artifact":
         if os.path.isfile(op["path"]):
             client.log_artifact(run_id, op["path"], AFFINITY_FOLDER)

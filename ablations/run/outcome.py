@@ -35,12 +35,15 @@ def close_study(
     """Read the trials' final states back from MLflow, mark runs left open as KILLED (resumable) and
     end the parent run as FINISHED, FAILED (some trial failed) or KILLED (interrupted).
 
-    When the tracking store is down, wait up to ``wait_s`` for it; if it stays down, the kept
-    writes stay in the journal for ``--resume`` and the outcome says so (the runs cannot be ended)."""
+    Every kept write is made first, however long a store that takes them needs. When the tracking store is busy or
+    does not answer, wait up to ``wait_s`` for it; if it stays so, the kept writes stay in the journal for
+    ``--resume`` and the outcome says so (the runs cannot be ended)."""
     outcome = StudyOutcome(tracker.parent_id, tracker.uri, folder, experiment_id=tracker.experiment_id or "")
     deadline = time.monotonic() + wait_s
-    while not tracker.flush() and time.monotonic() < deadline:
-        time.sleep(2)
+    while not tracker.flush(timeout=max(1.0, deadline - time.monotonic())):
+        if tracker.unavailable and time.monotonic() >= deadline:
+            break
+        time.sleep(1 if tracker.unavailable else 0)
     down = tracker.down
     for name, (status, reason) in (tracker.ended if down else tracker.close_trials()).items():
         if status == "FINISHED":

@@ -48,7 +48,7 @@ from ablations.run.phases import phases
 from ablations.run.progress import TrialBoard
 from ablations.run.sigterm import stop_on_sigterm
 from ablations.run.storage import StorageError, check_storage
-from ablations.run.store import TrackingError, check_tracking
+from ablations.run.store import TrackingError, check_tracking, prepare_store
 from ablations.run.tracking import StudyTracker
 from ablations.run.tuner import make_tuner
 from ablations.study import Study, StudyError
@@ -166,6 +166,7 @@ def _run_held(
     state: dict,
     uri: str,
 ) -> StudyOutcome:
+    prepare_store(uri)  # a new SQLite store's tables, made by one driver at a time
     tracker = StudyTracker(uri, study.spec.tracking.experiment or study.name, here)
     parent = _start_parent_run(study, tracker, resume_id=state.get("parent_run_id"))
     here.folder.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,11 @@
 """The tracking store, before and while a study writes to it: is it usable (checked before any run
-exists), does it answer now, and how a user opens it in the MLflow UI. Standard library only."""
+exists), is it made (a new SQLite store's tables, made once under a file lock), does it take writes now, and how a
+user opens it in the MLflow UI. Standard library only (MLflow itself to make a store)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 import sys
@@ -119,6 +121,56 @@ def ui_command(uri: str) -> str:
 def experiment_url(base: str, experiment_id: str) -> str:
     """The experiment's runs in the MLflow UI (``workflowType=machine_learning`` skips the GenAI view)."""
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
+
+
+def unavailable(err: BaseException, uri: str) -> str:
+    """Why the store did not take a write when that is the store's state, not the write's fault: it ``is busy``
+    (MLflow's TEMPORARILY_UNAVAILABLE: SQLite's write lock held by another process past its busy timeout, a
+    server's 503) or ``does not answer`` (the request was refused, reset or timed out, or the server's /health
+    fails). "" when the store answered with an error about the write itself."""
+    said = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]  # MLflow's SQL and parameters follow
+    seen: BaseException | None = err
+    while seen is not None:  # MLflow raises its own exception from within the handler of the cause
+        if getattr(seen, "error_code", "") == "TEMPORARILY_UNAVAILABLE" or "database is locked" in str(seen):
+            return f"is busy ({said})"
+        transport = type(seen).__module__.split(".")[0] in ("requests", "urllib3")
+        if transport or isinstance(seen, (ConnectionError, TimeoutError)):
+            return f"does not answer ({type(seen).__name__})"
+        seen = seen.__cause__ or seen.__context__
+    return "" if store_answers(uri) else f"does not answer ({type(err).__name__})"
+
+
+class _BusyStoreFilter(logging.Filter):
+    """Drops MLflow's traceback of a busy SQLite store (``database is locked``): the journal says it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "database is locked" not in record.getMessage()
+
+
+def quiet_busy_store() -> None:
+    """Keep MLflow from logging a traceback each time the SQLite store is busy (once per process)."""
+    log = logging.getLogger("mlflow.store.db.utils")
+    if not any(isinstance(f, _BusyStoreFilter) for f in log.filters):
+        log.addFilter(_BusyStoreFilter())
+
+
+def prepare_store(uri: str) -> None:
+    """Make a SQLite store's tables, if it is new, holding an OS lock (``flock``) on its file meanwhile: MLflow makes
+    them on first use, and two drivers making them at once (two studies started together in a fresh folder) would
+    fail in MLflow's table creation; the second waits until the first has made them. Other stores: nothing to do."""
+    if not uri.startswith("sqlite:///"):
+        return
+    import fcntl
+
+    from mlflow import MlflowClient
+
+    fd = os.open(uri[len("sqlite:///") :], os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        MlflowClient(uri).search_experiments(max_results=1)  # makes or upgrades the tables
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def store_answers(uri: str, timeout: float = 3.0) -> bool:

@@ -3,9 +3,10 @@
 One parent run per study invocation (``ablation.role = study``) and one nested child run per
 trial (``mlflow.parentRunId``, ``ablation.role = trial``, ``ablation.arm``, ``ablation.seed``),
 named after the trial. Callers name a trial by its name; its MLflow run id stays inside the tracker.
-A resumed invocation reopens its parent and its children, and never logs an epoch twice. Writes the
-store cannot take while it is down are kept in the invocation's journal (``ablations.run.journal``).
-The client is created lazily and dropped when pickled.
+A resumed invocation reopens its parent and its children, and never logs an epoch twice. Trial writes go
+through the invocation's journal (``ablations.run.journal``): kept there until the store takes them, made by its
+writer thread (a trial's epochs in batches), so a slow, busy or silent store never holds the driver up; every read
+of the store here waits for the writes before it. The client is created lazily and dropped when pickled.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from ablations.run.journal import Journal, Op
 from ablations.run.layout import Invocation
 from ablations.run.ops import make
 from ablations.run.provenance import environment_tags, flatten_config
+from ablations.run.store import quiet_busy_store
 from ablations.study import TrialSpec
 
 PHASE_MARKERS = {"train": EPOCH_METRIC, FINETUNE_PHASE: FINETUNE_EPOCH_METRIC}  # the metric each phase's log carries
@@ -53,7 +55,7 @@ class StudyTracker:
     Args:
         uri: tracking URI (resolved).
         experiment: MLflow experiment name (the study's name).
-        invocation: the invocation's folder: its journal keeps the writes made while the store is down, and
+        invocation: the invocation's folder: its journal keeps every write until the store takes it, and
             the files the driver attaches are written there first. None: memory and a temporary folder.
     """
 
@@ -63,10 +65,11 @@ class StudyTracker:
         self.experiment_id: str | None = None
         self._runs: dict[str, str] = {}  # trial name -> its run id, once the run exists in the store
         self._last_epoch: dict[tuple[str, str], int] = {}  # (trial, phase) -> last epoch logged (or kept to be)
-        self.journal = Journal(uri, invocation.journal if invocation else None)  # writes kept while the store is down
+        self.journal = Journal(uri, invocation.journal if invocation else None, self._apply)  # kept until made
         self.ended: dict[str, tuple[str, str]] = {}  # trial name -> (status, reason) as this driver saw it
         self.settled: dict[str, tuple[str, str]] = {}  # trial -> (status, reason): ended for good before a resume
         self._client, self._env = None, None  # MlflowClient, environment tags
+        quiet_busy_store()  # the journal says a busy store in one line
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_client": None}
@@ -109,6 +112,7 @@ class StudyTracker:
         return self.parent_id
 
     def end_study(self, status: str) -> None:
+        self.flush()
         self.client.set_terminated(self.parent_id, status)
 
     def _load_children(self) -> None:
@@ -145,6 +149,7 @@ class StudyTracker:
     def close_trials(self) -> dict[str, tuple[str, str]]:
         """The trials whose runs ended, with (status, reason) as MLflow has them, in the store's order; the runs
         left open are ended KILLED (resumable) and left out."""
+        self.flush()
         ended = {}
         for run in self._children():
             name = run.data.tags.get(TRIAL, run.info.run_name)
@@ -186,7 +191,9 @@ class StudyTracker:
         return name
 
     def run_id(self, trial: str) -> str | None:
-        """The MLflow run id of trial ``trial``; None until its run exists in the store."""
+        """The MLflow run id of trial ``trial`` once the writes before have been made; None while its run does not
+        exist in the store."""
+        self.flush()
         return self._runs.get(trial)
 
     def log_epoch(self, trial: str, epoch: int, metrics: dict[str, Any], phase: str = "train") -> bool:
@@ -247,7 +254,7 @@ class StudyTracker:
         self.ended[trial] = (status, reason or "")
         self._op({"op": "end", "trial": trial, "status": status, "reason": reason})
 
-    # ---- writes kept while the store is down ----------------------------------------------------
+    # ---- writes kept until the store takes them ------------------------------------------------
     @property
     def kept(self) -> int:
         """How many writes are kept in the journal, waiting for the store."""
@@ -255,16 +262,23 @@ class StudyTracker:
 
     @property
     def down(self) -> bool:
+        """Whether writes are still kept (after a ``flush``: the store is busy or does not answer)."""
         return self.kept > 0
 
-    def flush(self) -> bool:
-        """Make the kept writes if the store answers; True when none is left."""
-        return self.journal.flush(self._apply)
+    @property
+    def unavailable(self) -> str:
+        """Why the store did not take the last writes tried ("" when it did): it is busy, or does not answer."""
+        return self.journal.unavailable
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait for the kept writes to be made; True when none is left, False when the store is busy or does not
+        answer (or ``timeout`` passed). Raises the error of a write the store refused."""
+        return self.journal.flush(timeout)
 
     def replay(self) -> int:
         """On ``--resume``: make the writes an earlier driver kept in the journal (each epoch once); returns their
         count. Raises TrackingError when the store does not take them."""
-        return self.journal.replay(self._apply, self._not_logged)
+        return self.journal.replay(self._not_logged)
 
     def _not_logged(self, op: Op) -> bool:
         """Whether ``op`` is still to be made: an epoch once (noted as logged, or kept to be), any other op."""
@@ -277,7 +291,7 @@ class StudyTracker:
         return True
 
     def _op(self, op: Op) -> None:
-        self.journal.write(op, self._apply)
+        self.journal.write(op)
 
-    def _apply(self, op: Op) -> None:
-        make(self.client, self.experiment_id, self._runs, self.settled, op)
+    def _apply(self, group: list[Op]) -> None:
+        make(self.client, self.experiment_id, self._runs, self.settled, group)
