@@ -128,6 +128,8 @@ def _resources(node: dict[str, float]) -> dict[str, Refusal]:
             lambda d: _good(d) + f"resources: {{gpu: {gpus + 1:g}}}\n", f"resources.gpu={gpus + 1:g} is invalid"
         ),
     }
+    if gpus < 4:
+        out["4 GPUs"] = Refusal(lambda d: _good(d) + "resources: {gpu: 4}\n", "resources.gpu=4 is invalid")
     if gpus == 0:
         out["half a GPU on a machine without one"] = Refusal(
             lambda d: _good(d) + "resources: {gpu: 0.5}\n",
