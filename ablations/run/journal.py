@@ -65,6 +65,7 @@ class Journal:
         self._down = ""  # why the store takes no writes now; "" while it does
         self._error: BaseException | None = None  # a write the store refused: raised to the caller
         self._retry_at = 0.0
+        self._file_failed = False  # the journal file could not be written: said once
 
     def __len__(self) -> int:
         with self._cv:
@@ -87,9 +88,7 @@ class Journal:
         with self._cv:
             self._raise()
             self._ops.append(op)
-            if self.path is not None:
-                with open(self.path, "a") as f:
-                    f.write(json.dumps(op) + "\n")
+            self._file(lambda: self._append(op))
             self._cv.notify_all()
         self._start()
 
@@ -180,9 +179,24 @@ class Journal:
             made.update(group)
         return made, set(), None
 
+    def _append(self, op: Op) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(op) + "\n")
+
     def _save(self) -> None:
-        if self.path is not None:
-            self.path.write_text("".join(json.dumps(op) + "\n" for op in self._ops))
+        self._file(lambda: self.path.write_text("".join(json.dumps(op) + "\n" for op in self._ops)))
+
+    def _file(self, write: Callable[[], None]) -> None:
+        """Write the journal file (under the lock); a file that cannot be written (a full disk) leaves the ops in
+        memory alone, said once: the study goes on, and only a driver killed meanwhile would lose them."""
+        if self.path is None:
+            return
+        try:
+            write()
+        except OSError as err:
+            if not self._file_failed:
+                self._file_failed = True
+                _warn(f"the journal {self.path} cannot be written ({err.strerror}): writes are kept in memory only")
 
 
 def _warn(message: str) -> None:

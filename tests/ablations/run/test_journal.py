@@ -75,3 +75,13 @@ def test_a_write_the_store_refuses_fails_at_the_next_write_and_is_not_kept(track
         tracker.log_epoch(name, 1, {"train/loss": 1.0})
     kept = [json.loads(line) for line in tracker.invocation.journal.read_text().splitlines()]
     assert all(op["op"] != "tag" for op in kept), kept  # a --resume would not refuse it again
+
+
+def test_a_journal_file_that_cannot_be_written_leaves_the_writes_in_memory(tracker, capsys):
+    tracker, study, uri = tracker
+    tracker.invocation.journal.mkdir()  # a folder where the file would be: every write to it fails, as on a full disk
+    name = tracker.open_trial(study.trials[0])
+    assert tracker.log_epoch(name, 1, {"train/loss": 0.5})
+    assert tracker.flush()
+    assert [m.step for m in MlflowClient(uri).get_metric_history(tracker.run_id(name), "train/loss")] == [1]
+    assert capsys.readouterr().err.count("cannot be written") == 1  # said once
