@@ -1,9 +1,9 @@
 """``python -m ablations.run STUDY.yaml``: validate a study, run its trials on Ray Tune, track them in MLflow.
 
 Exit status: 0 every trial finished; 1 some trial failed (the others finished); 2 the study file,
-the data, the tracking store or the cluster is unusable, or another driver runs the study (nothing was
-started); 3 the tracking store stopped answering (the results are kept: ``--resume`` writes them); 130
-interrupted (``--resume``).
+the data, the tracking store, the storage or the cluster is unusable, or another driver runs the study
+(nothing was created); 3 the tracking store stopped taking writes, busy or silent (the results are kept:
+``--resume`` writes them); 130 interrupted (``--resume``).
 """
 
 from __future__ import annotations
@@ -161,9 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     again = resume_command(args)
     if outcome.tracking_down:
         err.print(
-            f"[red]the tracking store {escape(outcome.tracking_uri)} stopped answering[/]: {outcome.tracking_down} "
+            f"[red]the tracking store {escape(outcome.tracking_uri)} stopped taking writes (busy, or not answering)"
+            f"[/]: {outcome.tracking_down} "
             f"writes are kept in {escape(str(outcome.folder))} and the trials' checkpoints; the MLflow runs "
-            f"stay open until then.\nonce it answers again, write them with: {escape(again)}",
+            f"stay open until then.\nonce it takes writes again, make them with: {escape(again)}",
             highlight=False,
             soft_wrap=True,
         )

@@ -21,7 +21,7 @@ class StudyOutcome:
     failed: dict[str, str] = field(default_factory=dict)  # trial name -> reason
     interrupted: bool = False
     experiment_id: str = ""
-    tracking_down: int = 0  # writes kept in the invocation's journal because the store stopped answering
+    tracking_down: int = 0  # writes kept in the invocation's journal: the store stopped taking them (busy, silent)
     terminated: bool = False  # stopped by SIGTERM (exit 143), not Ctrl-C (exit 130)
 
 

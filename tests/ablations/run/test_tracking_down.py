@@ -65,7 +65,7 @@ def test_server_killed_mid_study_loses_nothing_and_resume_writes_it(tmp_path):
         if driver.poll() is None:
             driver.kill()
     assert driver.returncode == 3, err[-3000:]
-    assert "does not answer" in err and "stopped answering" in err and "--resume" in err, err[-3000:]
+    assert "does not answer" in err and "stopped taking writes" in err and "--resume" in err, err[-3000:]
     assert "Traceback" not in err, err[-3000:]
     journals = list(tmp_path.glob("ray/tiny/*/pending_tracking.jsonl"))
     assert journals and journals[0].read_text().strip()
