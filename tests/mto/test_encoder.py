@@ -27,7 +27,7 @@ def _config(method="simmim", pos_embed="abs", **eval_) -> TrialConfig:
         model=ModelConfig(embed_dim=32, depth=2, num_heads=2, pos_embed=pos_embed),
         mim=MIMConfig(method=method),
         train=TrainConfig(epochs=1, batch_size=16, warmup_epochs=0),
-        eval=EvalConfig(linear=False, knn=False, hetero_batch=8, **eval_),
+        eval=EvalConfig(every=1, linear=False, knn=False, hetero_batch=8, **eval_),
     )
 
 

@@ -26,7 +26,7 @@ CFG = TrialConfig(
     model=ModelConfig(embed_dim=32, depth=2, num_heads=2, drop_path=0.1),
     mto=MTOConfig(lambda_e=0.1, lambda_r=0.1, recalibration="hard"),
     train=TrainConfig(epochs=2, batch_size=32, warmup_epochs=1, grad_clip=1.0, compile=True),
-    eval=EvalConfig(linear=False, knn=False, hetero_batch=8),
+    eval=EvalConfig(every=1, linear=False, knn=False, hetero_batch=8),
 )
 EAGER_CFG = replace(CFG, train=replace(CFG.train, compile=False))
 

@@ -50,7 +50,7 @@ def _config(method: str, mto: str, precision: str, compile_: bool) -> TrialConfi
         train=TrainConfig(
             epochs=2, batch_size=32, warmup_epochs=1, grad_clip=1.0, precision=precision, compile=compile_
         ),
-        eval=EvalConfig(linear=False, knn=False, hetero_batch=8),
+        eval=EvalConfig(every=1, linear=False, knn=False, hetero_batch=8),
     )
 
 
@@ -120,7 +120,7 @@ def test_a_fused_unit_of_four_simmim_trials_trains_compiled(data):
 
 def test_a_checkpoint_written_on_the_gpu_resumes_on_the_cpu(data):
     gpu = _config(registry.DEFAULT, "hard", "bf16", True)
-    gpu = replace(gpu, train=replace(gpu.train, epochs=1), eval=EvalConfig(hetero_batch=8, probe_steps=10))
+    gpu = replace(gpu, train=replace(gpu.train, epochs=1), eval=EvalConfig(every=1, hetero_batch=8, probe_steps=10))
     reports = []
     torch._dynamo.reset()
     run_trial(gpu, reports.append, data=data)

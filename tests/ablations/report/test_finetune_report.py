@@ -57,6 +57,7 @@ def test_a_finetuning_result_is_logged_once_at_its_epoch_beside_that_epochs_metr
     assert tracker.log_epoch(name, 2, {"finetune/top1": 0.7}, "finetune")
     tracker.log_finetune_curve(name, 2, [2.3, 1.9])
     assert not tracker.log_epoch(name, 2, {"finetune/top1": 0.1}, "finetune")  # a repeated report
+    assert tracker.flush()  # the writer thread has made them all, as a driver's end waits for it
     reopened = StudyTracker(uri, "ft")  # a resumed driver reads back what was logged
     reopened.start_study("ft", "", {}, {}, resume_id=tracker.parent_id)
     reopened.open_trial(TrialSpec("a-s0", "a", 0, {}, TrialConfig(), "a-s0"))

@@ -37,6 +37,7 @@ def test_the_run_says_how_its_steps_ran_and_the_driver_prints_each_fallback_once
     session._log(falls, 2, {STEP_WAY: "compiled", STEP_FALLBACKS: [CUDA_GRAPHS_FAILED]})  # said already
     session._log(falls, 3, {STEP_WAY: "eager", STEP_FALLBACKS: [CUDA_GRAPHS_FAILED, COMPILED_FAILED]})
 
+    assert tracker.flush()  # the journal's writer thread has made every write
     client = MlflowClient(uri)
     tags = {name: client.get_run(tracker.run_id(name)).data.tags for name in (steady, falls)}
     assert tags[steady][STEP_TAG] == "eager" and STEP_FALLBACK_TAG not in tags[steady]
