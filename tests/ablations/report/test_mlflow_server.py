@@ -170,6 +170,7 @@ def test_a_study_still_running_is_read_as_one_snapshot_and_its_running_trials_ar
     for e in range(3):
         tracker.log_epoch(running, e, {"eval/linear_top1": 0.1 * e})
     uri, parent = file_uri if kind == "file" else server, tracker.parent_id
+    assert tracker.flush()  # the driver's journal has made every write so far
     before = build_report(uri, parent_run_id=parent, out=tmp_path / "before", log=False)
 
     listed = Source.child_runs
@@ -180,6 +181,7 @@ def test_a_study_still_running_is_read_as_one_snapshot_and_its_running_trials_ar
             tracker.log_epoch(running, e, {"eval/linear_top1": 0.9})
         tracker.end_trial(running, "FINISHED")
         tracker.log_epoch(_trial(tracker, "mto", 3, 4), 0, {"eval/linear_top1": 0.0})
+        assert tracker.flush()  # in the store before the report reads on
         return rows
 
     monkeypatch.setattr(Source, "child_runs", then_the_driver_writes)
