@@ -76,6 +76,7 @@ ENCODER_TAG = "ablation.encoder"  # on a trial run once its encoder is logged: t
 TARGET_METRIC = "ablation.target.metric"
 TARGET_FRACTION = "ablation.target.fraction"
 REFERENCE_ARM = "ablation.reference"
+ETA = "ablation.eta"  # while the study runs: its time left and when it ends, from the pace measured so far
 REPORT_EPOCHS = "ablation.report_epochs"  # the heterogeneity figure's epochs, comma-separated ("": first, middle, last)
 
 # ---- params and metrics -------------------------------------------------------------------------

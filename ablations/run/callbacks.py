@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from ablations.contract import (
     CHECKPOINT_FALLBACK,
     ENCODER_DATA,
     EPOCH,
+    ETA,
     FINETUNE_CURVE,
     FUSED_UNIT,
     MEMBER_FAILURES,
@@ -36,10 +38,11 @@ from ablations.contract import (
     STEP_WAY,
     is_logged_metric,
 )
-from ablations.run.progress import TrialBoard
+from ablations.run.progress import TrialBoard, duration
 from ablations.run.tracking import StudyTracker
 from ablations.study import Study, unit_name
 
+ETA_EVERY_S = 30.0  # the parent run's ETA tag is written at most this often
 _EXCEPTION_LINE = re.compile(r"^(?:\w+\.)*(\w+(?:Error|Exception|Interrupt|Exit))(?::\s*(.*))?$")
 SESSIONS: dict[str, DriverSession] = {}
 
@@ -107,6 +110,7 @@ class DriverSession:
     ways: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)  # trial name -> its step's way, falls
     terminated: bool = False  # the driver got SIGTERM
     names: dict[str, str] = field(default_factory=dict)  # Ray trial id -> its unit's name
+    eta: tuple[float, str] = (-ETA_EVERY_S, "")  # when the ETA tag was last looked at, and what it says
 
     def members_of(self, trial: Any) -> list[str]:
         """The names of the Ray trial's unit, their runs opened the first time it is asked."""
@@ -133,6 +137,20 @@ class DriverSession:
             self._end(name, "FAILED", reason)
         shown = next(iter(members.values()), {}).get(self.metric)
         self.board.update(trial.trial_id, epoch, shown)
+        self._tag_eta()
+
+    def _tag_eta(self) -> None:
+        """The parent run's ``ETA`` tag (the MLflow UI shows when the study will end): the board's time left at the
+        pace measured so far, looked at every ``ETA_EVERY_S`` seconds at most and written when it changes."""
+        now, (at, said) = time.monotonic(), self.eta
+        left = self.board.time_left() if now - at >= ETA_EVERY_S else None
+        if left is None:
+            return
+        ends = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(time.time() + left))
+        text = f"about {duration(left)} left, ends about {ends}"
+        self.eta = (now, text)
+        if text != said:
+            self.tracker.set_study_tag(ETA, text)
 
     def _log(self, name: str, epoch: int, payload: dict) -> None:
         metrics = {k: v for k, v in payload.items() if is_logged_metric(k)}

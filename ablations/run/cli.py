@@ -129,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
                 for path, d in study.spec.search.space.items():
                     out.print(f"  search {path}: {d.model_dump(exclude_none=True)}", highlight=False, soft_wrap=True)
             load_study(args.study, args.sets)
+            from ablations.run.estimate import cost
+
+            for line in cost(study, measure_missing=True, say=lambda s: err.print(s, highlight=False, soft_wrap=True)):
+                out.print(line, highlight=False, soft_wrap=True)
             return EXIT_OK
     except StudyError as e:
         for problem in e.problems:

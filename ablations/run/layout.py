@@ -7,6 +7,7 @@ rest stays under ``ray_results``)::
     <storage>/<study>/                       StudyLayout.root
         driver.lock                          .lock: the hold of one driver (ablations.run.hold)
         compile-cache/                       .compile_cache: torch.compile's caches, shared by the study's trials
+            paces.json                       .paces: each model shape's pace here, for the study's cost
         <YYYYmmdd-HHMMSS>/                   Invocation.folder (``--resume`` picks the latest)
             ablation.json                    .state: parent run id, tracking URI, the study as run, driver and Ray pids
             pending_tracking.jsonl           .journal: trial writes kept until the tracking store takes them
@@ -86,6 +87,11 @@ class StudyLayout:
     @property
     def compile_cache(self) -> Path:
         return self.root / "compile-cache"
+
+    @property
+    def paces(self) -> Path:
+        """The pace of each model shape measured on this machine (``ablations.run.estimate``)."""
+        return self.compile_cache / "paces.json"
 
     def invocation(self, name: str) -> Invocation:
         uri = f"{self.tune_uri}/{self.study}/{name}" if self.tune_uri else None

@@ -44,6 +44,15 @@ class Row:
         return pace * (self.epochs - self.epoch)
 
 
+def duration(seconds: float) -> str:
+    """``seconds`` in words a reader takes in at once: "40 s", "12 min", "3.5 h"."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def _clock(seconds: float | None) -> str:
     if seconds is None:
         return "-"

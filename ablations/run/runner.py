@@ -15,9 +15,11 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 from ablations.contract import (
+    ETA,
     REFERENCE_ARM,
     REPORT_EPOCHS,
     RESOLVED_TRIALS,
@@ -39,6 +41,7 @@ from ablations.run.cluster import (
     ray_environment,
     shutdown_ray,
 )
+from ablations.run.estimate import cost
 from ablations.run.files import dump_json
 from ablations.run.hold import StudyHeld, StudyHold
 from ablations.run.invocations import interrupted_state, pick_invocation, study_layout
@@ -196,6 +199,8 @@ def _run_held(
         ray_pids=ray_pids() if address is None else [],
     )
     here.state.write_text(dump_json(state))
+    for line in cost(study, measure_missing=False, cluster=address is not None):  # the first lines of a run
+        print(line, file=sys.stderr)
 
     metric = study.spec.target.metric
     epochs = {name: unit[0].config.train.epochs for name, unit in study.units.items()}
@@ -218,6 +223,8 @@ def _run_held(
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
         terminated = SESSIONS.pop(key).terminated
+        stopped = "interrupted" if interrupted or terminated else "ended"
+        tracker.set_study_tag(ETA, f"{stopped} {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
         try:
             outcome = close_study(tracker, study, here.folder, interrupted or terminated)
         finally:

@@ -46,6 +46,7 @@ from ablations.run.provenance import environment_tags, flatten_config
 from ablations.run.store import quiet_busy_store
 from ablations.study import TrialSpec
 
+PARENT = ""  # the name the journal's writes give the study's parent run (no trial has it)
 PHASE_MARKERS = {"train": EPOCH_METRIC, FINETUNE_PHASE: FINETUNE_EPOCH_METRIC}  # the metric each phase's log carries
 
 
@@ -100,13 +101,13 @@ class StudyTracker:
         else:
             self.experiment_id = exp.experiment_id
         if resume_id:
-            self.parent_id = resume_id
+            self.parent_id = self._runs[PARENT] = resume_id
             self.client.update_run(resume_id, status="RUNNING")
             self._load_children()
             return resume_id
         tags = {ROLE: "study", STUDY: name, "mlflow.note.content": description, **target, **self.env}
         run = self.client.create_run(self.experiment_id, run_name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}", tags=tags)
-        self.parent_id = run.info.run_id
+        self.parent_id = self._runs[PARENT] = run.info.run_id
         for fname, text in files.items():
             self.client.log_text(self.parent_id, text, fname)
         return self.parent_id
@@ -243,6 +244,10 @@ class StudyTracker:
         for name, data in files.items():
             (folder / Path(name).name).write_bytes(data)
         self._op({"op": "encoder", "trial": trial, "path": str(folder)})
+
+    def set_study_tag(self, key: str, value: str) -> None:
+        """A tag on the study's parent run, kept and made like the trials' writes."""
+        self._op({"op": "tag", "trial": PARENT, "key": key, "value": value})
 
     def set_tag(self, trial: str, key: str, value: str) -> None:
         self._op({"op": "tag", "trial": trial, "key": key, "value": value})

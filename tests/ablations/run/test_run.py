@@ -42,6 +42,9 @@ def test_study_logs_one_parent_and_a_nested_run_per_trial_and_survives_failing_t
     assert len(parents) == 1 and sorted(children) == ["crashes-s0", "diverges-s0", "mto-s0", "simmim-s0"]
     parent = parents[0]
     assert parent.info.status == "FAILED"
+    assert "work: 4 trials, 9 pre-training epochs" in proc.stderr  # the run's first lines: its cost
+    assert "; 1 on an image folder not counted" in proc.stderr  # its size is known only by reading it
+    assert parent.data.tags["ablation.eta"].startswith("ended ")  # while it ran: its time left
     assert {a.path for a in MlflowClient(uri).list_artifacts(parent.info.run_id)} >= {
         "study.yaml",
         "resolved_trials.json",
