@@ -149,7 +149,6 @@ def is_logged_metric(key: str) -> bool:
 
 # ---- written by the report -----------------------------------------------------------------------
 REACHED = "summary/reached"  # on each trial run: 1 when it reached the target, 0 when censored (never reached)
-CENSORED = "ablation.censored"  # on each trial run: "true" when it never reached the target, else "false"
 ARM_METRIC_PREFIX = (
     "arm/"  # on the parent run: arm/<arm>[/<axis>_<value>...]/{rauc,final,auc,epochs_to_target,reached,speedup}
 )

@@ -92,11 +92,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+PORT = free_port()  # one port for every server of a run: MLflow keeps an artifact repository per artifact URI, and
+# the rounds read copies of one store (the same runs), so a second server elsewhere would be sent the first's requests
+
+
 @contextmanager
 def mlflow_server(db: Path, artifacts: Path) -> Iterator[str]:
-    """``mlflow server`` over the SQLite file ``db`` on 127.0.0.1 (its default workers), artifacts proxied from
-    ``artifacts``; yields its URL and stops it, and every process it started, after."""
-    port = free_port()
+    """``mlflow server`` over the SQLite file ``db`` on 127.0.0.1:``PORT`` (its default workers), artifacts proxied
+    from ``artifacts``; yields its URL and stops it, and every process it started, after."""
+    port = PORT
     server = subprocess.Popen(
         [
             str(Path(sys.executable).with_name("mlflow")),

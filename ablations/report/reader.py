@@ -26,7 +26,6 @@ from mlflow.exceptions import MlflowException
 from ablations.contract import (
     AFFINITY_FOLDER,
     ARM,
-    CENSORED,
     DATA_PARAM,
     DEFAULT_TARGET_METRIC,
     ENCODER_TAG,
@@ -126,8 +125,7 @@ def read_study_record(
                 data=run.params.get(DATA_PARAM, ""),
                 step_fallback=t.get(STEP_FALLBACK_TAG, ""),
                 encoder=t.get(ENCODER_TAG, ""),
-                written={k: v for k, (_, v) in run.latest.items() if k.startswith(SUMMARY_PREFIX)}
-                | ({CENSORED: t[CENSORED]} if CENSORED in t else {}),
+                written={k: v for k, (_, v) in run.latest.items() if k.startswith(SUMMARY_PREFIX)},
             )
         )
     finished = [t for t in record.trials if t.status == "FINISHED"]  # never written again by the driver

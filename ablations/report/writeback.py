@@ -1,11 +1,11 @@
 """The report's last step: its numbers and files written back to MLflow.
 
-On each trial run the ``summary/*`` numbers (``numbers.NUMBERS`` marked ``summary``), ``summary/reached`` and the
-``ablation.censored`` tag, each only where the run does not hold that value already (a report made again writes
-nothing there); on the study's parent run each row's ``arm/*`` means and the report's files. Over a SQLite store
-in one transaction (``sqlstore.log_batches``), else one asynchronous ``log_batch`` per run: through a server
-backed by SQLite each costs the server a commit or two, so the first report of 1,000 trials spends most of its time
-there.
+On each trial run the ``summary/*`` numbers (``numbers.NUMBERS`` marked ``summary``) and ``summary/reached``, each
+only where the run does not hold that value already (a report made again writes nothing there); on the study's
+parent run each row's ``arm/*`` means and the report's files. Over a SQLite store in one transaction
+(``sqlstore.log_batches``), else one asynchronous ``log_batch`` per run: through a server backed by SQLite each
+costs the server a commit, so the first report of 1,000 trials spends about half its time there. Metrics alone, no
+tag: a tag would cost the server a second commit per run and say what ``summary/reached`` says.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, RunTag
+from mlflow.entities import Metric
 
-from ablations.contract import ARM_METRIC_PREFIX, CENSORED, REACHED, REPORT_FOLDER, SUMMARY_PREFIX
+from ablations.contract import ARM_METRIC_PREFIX, REACHED, REPORT_FOLDER, SUMMARY_PREFIX
 from ablations.report import sqlstore
 from ablations.report.aggregate import GroupRow
 from ablations.report.compute import Report
@@ -26,26 +26,22 @@ from ablations.report.numbers import CENSORED_BY, NUMBERS
 
 
 def log_numbers(client: MlflowClient, report: Report) -> list:
-    """Write every trial's ``summary/*`` metrics (and the censored tag) and the parent's ``arm/*`` metrics.
-    Returns the futures of the asynchronous writes to wait for (none over SQLite)."""
+    """Write every trial's ``summary/*`` metrics (``summary/reached``: 1 reached the target, 0 censored) and the
+    parent's ``arm/*`` metrics. Returns the futures of the asynchronous writes to wait for (none over SQLite)."""
     now = int(time.time() * 1000)
     batches = []
     for s in report.summaries:
         values = {SUMMARY_PREFIX + n.key: s.values[n.key] for n in NUMBERS if n.summary}
-        tags = []
         if not math.isnan(s.values["target"]):  # a target exists: say whether it was reached (censored otherwise)
-            reached = s.values[CENSORED_BY] is not None
-            values[REACHED] = float(reached)
-            tags = [RunTag(CENSORED, "false" if reached else "true")]
+            values[REACHED] = float(s.values[CENSORED_BY] is not None)
         had = s.trial.written
         metrics = [
             Metric(k, float(v), now, 0)
             for k, v in values.items()
             if v is not None and not math.isnan(v) and had.get(k) != v
         ]
-        tags = [t for t in tags if had.get(t.key) != t.value]
-        if metrics or tags:
-            batches.append((s.trial.run_id, metrics, tags))
+        if metrics:
+            batches.append((s.trial.run_id, metrics, []))
     batches.append((report.record.parent_run_id, arm_metrics(report.rows, now), []))
     store = sqlstore.sql_store(client)
     if store is not None and sqlstore.log_batches(store, batches):

@@ -151,7 +151,10 @@ def test_dry_run_prints_the_trials_and_creates_nothing(tmp_path, capsys, monkeyp
     assert main([str(path), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "8 trials" in out and "mto-s1-tau=0.05" in out
-    assert not (tmp_path / "ray").exists() and not (tmp_path / "mlflow.db").exists()
+    # the one file a dry run keeps: the pace it measured, so the next dry run and the run say the cost at once
+    made = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.glob("ray/**/*") if p.is_file())
+    assert made == ["ray/tiny/compile-cache/paces.json"], made
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 def test_fused_units_group_only_fusable_trials_and_the_dry_run_shows_them(tmp_path, capsys, monkeypatch):
