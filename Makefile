@@ -22,7 +22,9 @@ quickstart: $(VENV)/.runtime  ## pre-train baseline vs MTO on digits over Ray Tu
 docs-quickstart: $(VENV)/.runtime  ## run the quickstart afresh: its report into docs/quickstart/, its table into README.md
 	$(BIN)/python docs/quickstart/refresh.py
 
-PYTEST := $(BIN)/python -m pytest --durations=20  # the slowest tests, for the suite's time budget
+# two processes, each taking whole test files (a file's tests share its fixtures, Ray starts and servers): the suite
+# is mostly waiting on Ray, MLflow and subprocesses, so two share two cores well; --durations: the slowest tests
+PYTEST := $(BIN)/python -m pytest -n 2 --dist loadfile --durations=20
 
 lint: install  ## ruff: lint rules and formatting, checked (configured in pyproject.toml)
 	$(BIN)/ruff check .

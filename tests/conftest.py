@@ -20,3 +20,11 @@ def tiny_config():
         train=TrainConfig(epochs=3, batch_size=64, warmup_epochs=1, base_lr=2e-3),
         eval=EvalConfig(every=1, probe_steps=30, hetero_batch=16),
     )
+
+
+def pytest_collection_modifyitems(items):
+    """The files holding slow end-to-end tests first, each file's tests in their own order: ``make test`` hands whole
+    files to its two processes in this order, so both end on short unit tests together instead of one waiting for
+    the other's last long study."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
