@@ -22,16 +22,12 @@ import argparse
 import io
 import os
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -44,6 +40,7 @@ from ablations.report import build_report  # noqa: E402
 from ablations.run.layout import Invocation  # noqa: E402
 from ablations.run.tracking import StudyTracker  # noqa: E402
 from ablations.study import TrialSpec  # noqa: E402
+from benchmarks.mlflow_server import free_port, serving  # noqa: E402
 from mto.config import TrainConfig, TrialConfig  # noqa: E402
 
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no "View run ..." line per run ended
@@ -86,57 +83,14 @@ def build_store(uri: str, trials: int, epochs: int, folder: Path) -> str:
     return parent
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 PORT = free_port()  # one port for every server of a run: MLflow keeps an artifact repository per artifact URI, and
 # the rounds read copies of one store (the same runs), so a second server elsewhere would be sent the first's requests
 
 
-@contextmanager
-def mlflow_server(db: Path, artifacts: Path) -> Iterator[str]:
+def mlflow_server(db: Path, artifacts: Path) -> AbstractContextManager[str]:
     """``mlflow server`` over the SQLite file ``db`` on 127.0.0.1:``PORT`` (its default workers), artifacts proxied
-    from ``artifacts``; yields its URL and stops it, and every process it started, after."""
-    port = PORT
-    server = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("mlflow")),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{db}",
-            "--artifacts-destination",
-            str(artifacts),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=2).read()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("mlflow server did not start") from None
-                time.sleep(0.3)
-        yield url
-    finally:
-        try:
-            os.killpg(server.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        server.wait(timeout=60)
+    from ``artifacts``: a context yielding its URL."""
+    return serving(f"sqlite:///{db}", PORT, artifacts)
 
 
 def prepare(folder: Path, server: bool, trials: int, epochs: int) -> str:

@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,8 +26,10 @@ sys.path.insert(0, str(ROOT))
 
 from ablations.run.tracking import StudyTracker  # noqa: E402
 from ablations.study import TrialSpec  # noqa: E402
+from benchmarks.mlflow_server import serving  # noqa: E402
 from mto import TrialConfig  # noqa: E402
 
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no "View run ..." line per run ended
 METRICS = [
     "train/loss",
     "train/loss_mim",
@@ -47,31 +46,6 @@ METRICS = [
 ]  # with trial/epoch, which the tracker adds: 18 values per epoch
 
 
-def serve(store: Path) -> tuple[subprocess.Popen, str]:
-    """``mlflow server`` on a free port of 127.0.0.1 over the SQLite store ``store``, once /health answers."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port)]
-        + ["--backend-store-uri", f"sqlite:///{store}", "--workers", "1"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"{base}/health", timeout=2).read()
-            return server, base
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                sys.exit("the mlflow server did not start")
-            time.sleep(0.3)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--trials", type=int, default=200)
@@ -81,8 +55,7 @@ def main() -> None:
     if args.smoke:
         args.trials, args.epochs = 4, 5
     with tempfile.TemporaryDirectory() as tmp:
-        server, base = serve(Path(tmp) / "server.db")
-        try:
+        with serving(f"sqlite:///{tmp}/server.db", workers=1) as base:
             tracker = StudyTracker(base, "scale")
             tracker.start_study("scale", "", {"study.yaml": ""}, {})
             start = time.perf_counter()
@@ -102,9 +75,6 @@ def main() -> None:
             tracker.flush()
             tracker.end_study("FINISHED")
             total = time.perf_counter() - start
-        finally:
-            server.terminate()
-            server.wait(timeout=60)
     epochs = args.trials * args.epochs
     print(f"{args.trials} trials x {args.epochs} epochs ({epochs} epochs, {len(METRICS) + 1} values each) to {base}")
     print(f"callers in log_epoch: {calls:.2f} s ({1000 * calls / epochs:.2f} s per 1,000 epochs)")

@@ -2,8 +2,9 @@
 the tests start on 127.0.0.1 (mlflow server, a gateway that forwards MLflow's public API alone, an S3-compatible
 store)."""
 
+import io
 import os
-import signal
+import shutil
 import subprocess
 import sys
 import time
@@ -17,6 +18,9 @@ from mlflow import MlflowClient
 from ablations.contract import REFERENCE_ARM, TARGET_FRACTION, TARGET_METRIC
 from ablations.run.tracking import StudyTracker
 from ablations.study import TrialSpec
+from benchmarks import mlflow_server
+from benchmarks.mlflow_server import free_port
+from benchmarks.mlflow_server import stop as stop_server
 from mto import TrialConfig
 
 
@@ -70,39 +74,55 @@ def wait_for(driver: subprocess.Popen, uri: str, ready, timeout: float = 300) ->
             return children
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def serve_mlflow(backend_uri: str, port: int, artifacts: Path | None = None) -> subprocess.Popen:
-    """``mlflow server`` on 127.0.0.1:``port`` in its own process group, once ``/health`` answers. MLflow's job
-    runner (huey consumers, which a stopped server leaves running) is off: tracking does not use it."""
-    args = ["--artifacts-destination", str(artifacts)] if artifacts else []
+    """``mlflow server`` on 127.0.0.1:``port`` with one worker, once ``/health`` answers."""
+    return mlflow_server.start(backend_uri, port, artifacts, workers=1)
+
+
+def driver_session(folder: Path, schema: Path, epochs: int, out: io.StringIO | None = None):
+    """The driver's session of the tiny study written in ``folder`` (each trial ``epochs`` long) on a real tracker
+    over a copy of the empty store ``schema``, its board printing to ``out``: (study, store URI, tracker, board,
+    session)."""
+    from rich.console import Console
+
+    from ablations.run.callbacks import DriverSession
+    from ablations.run.progress import TrialBoard
+    from ablations.study import load_study
+    from tests.ablations.conftest import write_study
+
+    shutil.copy(schema, folder / "mlflow.db")
+    study = load_study(write_study(folder))
+    uri = f"sqlite:///{folder}/mlflow.db"
+    tracker = StudyTracker(uri, "tiny")
+    tracker.start_study("tiny", "", {}, {})
+    board = TrialBoard("tiny", {t.name: epochs for t in study.trials}, "eval/knn_top1", console=Console(file=out))
+    return study, uri, tracker, board, DriverSession(study, tracker, board, "eval/knn_top1")
+
+
+@contextmanager
+def plain_http_server(folder: Path) -> Iterator[str]:
+    """A plain HTTP file server on 127.0.0.1 (its /health answers 200: a file) that is neither MLflow nor Ray."""
+    root = folder.parent / f"{folder.name}-www"
+    root.mkdir()
+    (root / "health").write_text("OK")
+    port = free_port()
     server = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("mlflow")),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            backend_uri,
-            "--workers",
-            "1",
-            *args,
-        ],
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=root,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
-    answered(server, urllib.request.Request(f"http://127.0.0.1:{port}/health"), "mlflow server", timeout=120)
-    return server
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).read()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
 def answered(server: subprocess.Popen, request: urllib.request.Request, name: str, timeout: float) -> None:
@@ -117,16 +137,6 @@ def answered(server: subprocess.Popen, request: urllib.request.Request, name: st
                 stop_server(server)
                 raise AssertionError(f"{name} did not start") from None
             time.sleep(0.3)
-
-
-def stop_server(server: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
-    """Stop a server started in its own process group, and every process it started (``signal.SIGKILL``: as a
-    crash would)."""
-    try:
-        os.killpg(server.pid, sig)
-    except ProcessLookupError:
-        pass
-    server.wait(timeout=30)
 
 
 @contextmanager

@@ -4,22 +4,19 @@ parent run's ETA tag follows the board's time left while the study runs."""
 
 import io
 import json
-import shutil
 import time
 
 import pytest
 from mlflow import MlflowClient
-from rich.console import Console
 
 from ablations.contract import ETA
-from ablations.run.callbacks import ETA_EVERY_S, DriverSession
+from ablations.run.callbacks import ETA_EVERY_S
 from ablations.run.estimate import estimate, keep, summary
 from ablations.run.invocations import study_layout
-from ablations.run.progress import TrialBoard
-from ablations.run.tracking import StudyTracker
 from ablations.study import load_study
 from ablations.study.cost import PACE_KEYS, study_work
 from tests.ablations.conftest import ROOT, run_cli, write_study
+from tests.ablations.helpers import driver_session
 
 
 @pytest.mark.slow
@@ -54,13 +51,7 @@ def test_a_study_far_too_long_for_this_machine_is_said_to_be_and_one_needing_gpu
 
 
 def test_the_parent_run_says_when_the_study_will_end(tmp_path, mlflow_schema):
-    shutil.copy(mlflow_schema, tmp_path / "mlflow.db")
-    study = load_study(write_study(tmp_path))
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    tracker = StudyTracker(uri, "tiny")
-    tracker.start_study("tiny", "", {}, {})
-    board = TrialBoard("tiny", {t.name: 4 for t in study.trials}, "eval/knn_top1", console=Console(file=io.StringIO()))
-    session = DriverSession(study, tracker, board, "eval/knn_top1")
+    study, uri, tracker, board, session = driver_session(tmp_path, mlflow_schema, epochs=4, out=io.StringIO())
     session._tag_eta()  # nothing measured yet: no tag
     board.start("t1", study.trials[0].name)
     board.update("t1", 1, None)

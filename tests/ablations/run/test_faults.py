@@ -11,6 +11,7 @@ import yaml
 
 from ablations.run.cli import main
 from tests.ablations.conftest import ROOT, TINY_BASE
+from tests.ablations.helpers import plain_http_server
 
 
 def _good(tmp_path, **base_sections) -> str:
@@ -297,32 +298,8 @@ def test_a_refusal_imports_none_of_the_heavy_libraries(tmp_path, edit, heavy):
 @pytest.fixture
 def not_mlflow(tmp_path):
     """A plain HTTP file server on 127.0.0.1 whose /health answers 200 (a file), but which is not MLflow."""
-    import socket
-
-    root = tmp_path / "www"
-    root.mkdir()
-    (root / "health").write_text("OK")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
-        cwd=root,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    import time
-    import urllib.request
-
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).read()
-            break
-        except OSError:
-            time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}"
-    server.terminate()
-    server.wait(timeout=10)
+    with plain_http_server(tmp_path) as address:
+        yield f"http://{address}"
 
 
 TRACKING = {  # name -> (tracking URI given a tmp folder, words the one line must hold)

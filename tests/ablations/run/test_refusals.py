@@ -8,10 +8,7 @@ too; refusals that need a cluster of several nodes are ``test_cluster.py``'s."""
 
 import os
 import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -21,7 +18,7 @@ from ablations.run.cleanup import parents
 from ablations.run.cli import main
 from ablations.run.cluster import local_node
 from ablations.run.hold import StudyHold
-from tests.ablations.helpers import free_port
+from tests.ablations.helpers import plain_http_server
 from tests.ablations.run.test_faults import ADDRESSES, FILES, SETTINGS, TRACKING, _good
 
 STUDY = "bad.yaml"
@@ -71,32 +68,6 @@ def _teacher(folder: Path) -> Iterator[None]:
     vit = create_vit(ModelConfig(embed_dim=32, depth=3, num_heads=2), img_size=16, in_chans=1)
     torch.save(vit.state_dict(), folder / "teacher.pt")
     yield
-
-
-@contextmanager
-def _http_server(folder: Path) -> Iterator[str]:
-    """A plain HTTP file server on 127.0.0.1 (its /health answers 200: a file) that is neither MLflow nor Ray."""
-    root = folder.parent / f"{folder.name}-www"
-    root.mkdir()
-    (root / "health").write_text("OK")
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
-        cwd=root,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).read()
-                break
-            except OSError:
-                time.sleep(0.1)
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 @contextmanager
@@ -192,10 +163,10 @@ def refusals() -> dict[str, Refusal]:
             _good,
             "answers, but not as an MLflow tracking server",
             lambda d, x: ["--tracking-uri", f"http://{x}"],
-            setup=_http_server,
+            setup=plain_http_server,
         ),
         "an HTTP server at --address": Refusal(
-            _good, "no Ray cluster answers at 127.0.0.1:", lambda d, x: ["--address", x], setup=_http_server
+            _good, "no Ray cluster answers at 127.0.0.1:", lambda d, x: ["--address", x], setup=plain_http_server
         ),
         "a silent server at --address": Refusal(
             _good, "(nothing answered within 3 s)", lambda d, x: ["--address", x], setup=_silent_server

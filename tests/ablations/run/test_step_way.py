@@ -3,31 +3,19 @@ and a real SQLite store, given the keys a trial reports (a real unit's ``EpochRe
 through the trial function's ``Payload`` shape), tags the run and prints one line when the step fell back."""
 
 import io
-import shutil
 
 from mlflow import MlflowClient
-from rich.console import Console
 
 from ablations.contract import STEP_FALLBACK_TAG, STEP_FALLBACKS, STEP_TAG, STEP_WAY
-from ablations.run.callbacks import DriverSession
-from ablations.run.progress import TrialBoard
-from ablations.run.tracking import StudyTracker
-from ablations.study import load_study
-from tests.ablations.conftest import write_study
+from tests.ablations.helpers import driver_session
 
 CUDA_GRAPHS_FAILED = "compiled with CUDA graphs failed: RuntimeError: CUDA graph capture failed"
 COMPILED_FAILED = "compiled failed: BackendCompilerFailed: RuntimeError: no working C++ compiler"
 
 
 def test_the_run_says_how_its_steps_ran_and_the_driver_prints_each_fallback_once(tmp_path, mlflow_schema):
-    shutil.copy(mlflow_schema, tmp_path / "mlflow.db")
-    study = load_study(write_study(tmp_path))
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    tracker = StudyTracker(uri, "tiny")
-    tracker.start_study("tiny", "", {}, {})
     out = io.StringIO()
-    board = TrialBoard("tiny", {t.name: 3 for t in study.trials}, "eval/knn_top1", console=Console(file=out))
-    session = DriverSession(study, tracker, board, "eval/knn_top1")
+    study, uri, tracker, _, session = driver_session(tmp_path, mlflow_schema, epochs=3, out=out)
     steady, falls = (tracker.open_trial(t) for t in study.trials)
 
     for epoch in (0, 1, 2):
