@@ -51,7 +51,9 @@ CHECKPOINT_FALLBACK = "ablation.checkpoint_fallback"  # on a trial resumed past 
 # raised by the trial's own numbers or config (mto): running it again fails the same way
 OWN_FAILURES = ("NonFiniteLossError", "ConfigError", "GPUOutOfMemoryError")
 # raised by Ray when the trial's machine was lost, not by the trial: its node lost, its worker killed by a signal or
-# Ray's OOM killer, its connection to the cluster lost. Never the trial's fault: --resume always runs it again.
+# Ray's OOM killer, its connection to the cluster lost. Never the trial's fault: --resume always runs it again. Ray's
+# own classes alone: Python's ConnectionError is left out (a trial's own code raises it), and torch's OutOfMemoryError
+# never reaches a reason (the trial names it GPUOutOfMemoryError, its own failure).
 LOST_MACHINE_FAILURES = (
     "ActorDiedError",
     "ActorUnavailableError",
@@ -64,7 +66,6 @@ LOST_MACHINE_FAILURES = (
     "OwnerDiedError",
     "RaySystemError",
     "RpcError",
-    "ConnectionError",
 )
 RESUMED = "ablation.resumed_from_epoch"  # set on a trial restarted from a checkpoint
 NODE_TAG = "ablation.node"  # on each trial run: the Ray node id it last ran on (a retried trial may move)

@@ -144,12 +144,20 @@ def main(argv: list[str] | None = None) -> int:
         # this when it is first imported; joining a cluster with --address needs the network).
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     from ablations.run.runner import run_study  # deferred: Ray and MLflow load only once the study is valid
-    from ablations.run.store import TrackingError, experiment_url, ui_command
+    from ablations.run.store import StoreDown, TrackingError, experiment_url, ui_command
 
     try:
         outcome = run_study(
             study, resume=args.resume, tracking_uri=args.tracking_uri, address=args.address, sets=args.sets
         )
+    except StoreDown as e:
+        err.print(
+            f"[red]error[/] {escape(args.study)}: {escape(str(e))}; they stay kept. Once it takes writes again, "
+            f"resume with: {escape(resume_command(args))}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return EXIT_TRACKING_DOWN
     except (StudyError, TrackingError) as e:
         for problem in getattr(e, "problems", [str(e)]):
             err.print(f"[red]error[/] {escape(args.study)}: {escape(problem)}", highlight=False, soft_wrap=True)

@@ -90,8 +90,9 @@ class StudyHold:
                 f"end, or stop it (Ctrl-C, or kill -TERM {holder.pid if holder else '<pid>'} on its host) and "
                 "resume with --resume"
             ) from None
-        except OSError as err:
+        except OSError as err:  # no driver can lock here: what take() made goes (no other driver holds it)
             os.close(fd)
+            self._remove_made()
             raise StudyHeld(f"cannot lock {self.path} ({err.strerror}): the study's folder must allow locks") from None
         return fd
 
@@ -103,15 +104,19 @@ class StudyHold:
         try:
             os.ftruncate(self._fd, 0)
             if leave_nothing:
-                for made in reversed(self._made):
-                    try:
-                        made.unlink() if made == self.path else made.rmdir()
-                    except OSError:  # a folder something else has written in since stays
-                        break
+                self._remove_made()
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+    def _remove_made(self) -> None:
+        """Remove the lock file and the folders that ``take`` created, innermost first, while they are empty."""
+        for made in reversed(self._made):
+            try:
+                made.unlink() if made == self.path else made.rmdir()
+            except OSError:  # a folder something else has written in since stays
+                break
 
     def __enter__(self) -> StudyHold:
         return self.take()

@@ -15,13 +15,14 @@ which). No MLflow here: the caller passes ``make``, which makes one group in the
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ablations.run.store import TrackingError, unavailable
+from ablations.run.store import StoreDown, unavailable
 
 Op = dict[str, Any]
 Make = Callable[[list[Op]], None]
@@ -111,7 +112,7 @@ class Journal:
 
     def replay(self, wanted: Callable[[Op], bool]) -> int:
         """On ``--resume``: make the ops an earlier driver kept in the file, those ``wanted`` (asked once per op, in
-        order). Returns how many the file held. Raises TrackingError when the store does not take them (they stay
+        order). Returns how many the file held. Raises StoreDown when the store does not take them (they stay
         in the file)."""
         if self.path is None or not self.path.is_file():
             return 0
@@ -125,7 +126,7 @@ class Journal:
             self._ops = [op for op in ops if wanted(op)]
             self._save()
         if not self.flush():
-            raise TrackingError(f"tracking store {self.uri} does not take the {len(self)} kept writes in {self.path}")
+            raise StoreDown(f"tracking store {self.uri} does not take the {len(self)} kept writes in {self.path}")
         return len(ops)
 
     def _raise(self) -> None:
@@ -138,6 +139,14 @@ class Journal:
             self._thread.start()
 
     def _work(self) -> None:
+        try:
+            self._rounds_forever()
+        except Exception as err:  # noqa: BLE001 - a fault of the writer itself: raised to the caller, never a hang
+            with self._cv:
+                self._error = err
+                self._cv.notify_all()
+
+    def _rounds_forever(self) -> None:
         while True:
             with self._cv:
                 while not self._ops or self._error is not None or time.monotonic() < self._retry_at:
@@ -184,7 +193,15 @@ class Journal:
             f.write(json.dumps(op) + "\n")
 
     def _save(self) -> None:
-        self._file(lambda: self.path.write_text("".join(json.dumps(op) + "\n" for op in self._ops)))
+        """The file rewritten to hold the kept ops: a new file moved over the old one, so that a driver killed
+        meanwhile leaves either whole."""
+
+        def write() -> None:
+            new = self.path.with_name(self.path.name + ".new")
+            new.write_text("".join(json.dumps(op) + "\n" for op in self._ops))
+            os.replace(new, self.path)
+
+        self._file(write)
 
     def _file(self, write: Callable[[], None]) -> None:
         """Write the journal file (under the lock); a file that cannot be written (a full disk) leaves the ops in

@@ -51,7 +51,7 @@ from ablations.run.phases import phases
 from ablations.run.progress import TrialBoard
 from ablations.run.sigterm import stop_on_sigterm
 from ablations.run.storage import StorageError, check_storage
-from ablations.run.store import TrackingError, check_tracking, prepare_store
+from ablations.run.store import StoreDown, check_tracking, prepare_store
 from ablations.run.tracking import StudyTracker
 from ablations.run.tuner import make_tuner
 from ablations.study import Study, StudyError
@@ -102,7 +102,8 @@ def run_study(
     Raises:
         StudyError: the study cannot start here (another driver holds it, nothing to resume, changed study, a
             cluster address where no Ray answers, resources no node has, a storage URI that does not answer).
-        TrackingError: the tracking store is unusable (checked before Ray starts).
+        TrackingError: the tracking store is unusable (checked before Ray starts); ``StoreDown`` on ``--resume``
+            when it takes none of the writes an earlier driver kept (they stay kept, and nothing has run).
     """
     layout = study_layout(study)
     here = pick_invocation(layout, study, resume)
@@ -110,12 +111,12 @@ def run_study(
     uri = resolve_tracking_uri(tracking_uri or state.get("tracking_uri") or study.spec.tracking.uri)
     hold = StudyHold(layout.lock, study.name)
     try:
-        hold.take()  # first: a study another driver runs is refused as such, whatever else is wrong
+        hold.take()  # before the store, cluster, storage and resource checks: a held study is refused as such
     except StudyHeld as err:
         raise StudyError(study.source, [str(err)]) from None
     try:
         _start_ray(study, uri, address, layout)
-    except (StudyError, TrackingError):
+    except BaseException:  # refused, or Ray could not start: nothing is left, the hold's file included
         shutdown_ray()
         hold.release(leave_nothing=True)
         raise
@@ -174,7 +175,11 @@ def _run_held(
     parent = _start_parent_run(study, tracker, resume_id=state.get("parent_run_id"))
     here.folder.mkdir(parents=True, exist_ok=True)
     if resume:
-        tracker.replay()  # what an earlier driver could not write (the store was down)
+        try:
+            tracker.replay()  # what an earlier driver could not write (the store was down)
+        except StoreDown:
+            shutdown_ray()  # they stay kept; nothing has run
+            raise
         again, for_good = tracker.read_settled()
         if again:
             print(
@@ -206,7 +211,7 @@ def _run_held(
     epochs = {name: unit[0].config.train.epochs for name, unit in study.units.items()}
     if study.spec.search.kind == "optuna":
         epochs["*"] = study.search_config(study.search_arm, study.spec.seeds[0], {}).train.epochs
-    board = TrialBoard(study.name, epochs, metric)
+    board = TrialBoard(study.name, epochs, metric, samples=study.search_samples)
     key = str(here.folder)
     SESSIONS[key] = DriverSession(study, tracker, board, metric)
     interrupted, previous = False, stop_on_sigterm(SESSIONS[key])
@@ -224,8 +229,8 @@ def _run_held(
             signal.signal(signal.SIGTERM, previous)
         terminated = SESSIONS.pop(key).terminated
         stopped = "interrupted" if interrupted or terminated else "ended"
-        tracker.set_study_tag(ETA, f"{stopped} {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
         try:
+            tracker.set_study_tag(ETA, f"{stopped} {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
             outcome = close_study(tracker, study, here.folder, interrupted or terminated)
         finally:
             shutdown_ray()  # now, not at the interpreter's exit: a second sooner, and the report runs without it

@@ -19,6 +19,11 @@ class TrackingError(RuntimeError):
     """The tracking store cannot be used (reported before any trial starts)."""
 
 
+class StoreDown(TrackingError):
+    """The tracking store took none of the writes an earlier driver kept (busy, or not answering): they stay kept,
+    and a later ``--resume`` makes them."""
+
+
 # The driver's MLflow HTTP client: give up on a dead server in seconds, not minutes (MLflow's
 # defaults retry 7 times with exponential backoff and wait 120 s per request). Writes that fail
 # are kept and made later (StudyTracker), so nothing is lost by giving up early.

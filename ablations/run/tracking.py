@@ -281,8 +281,8 @@ class StudyTracker:
         return self.journal.flush(timeout)
 
     def replay(self) -> int:
-        """On ``--resume``: make the writes an earlier driver kept in the journal (each epoch once); returns their
-        count. Raises TrackingError when the store does not take them."""
+        """On ``--resume``: make the writes an earlier driver kept in the journal (each epoch once, those already
+        logged skipped); returns how many the journal held. Raises StoreDown when the store does not take them."""
         return self.journal.replay(self._not_logged)
 
     def _not_logged(self, op: Op) -> bool:

@@ -85,3 +85,35 @@ def test_a_journal_file_that_cannot_be_written_leaves_the_writes_in_memory(track
     assert tracker.flush()
     assert [m.step for m in MlflowClient(uri).get_metric_history(tracker.run_id(name), "train/loss")] == [1]
     assert capsys.readouterr().err.count("cannot be written") == 1  # said once
+
+
+def test_a_fault_of_the_writer_itself_reaches_the_caller_instead_of_a_hang(tmp_path, monkeypatch):
+    from ablations.run import journal as journal_module
+
+    def classify(err, uri):  # a fault of the writer's own code, outside the store's writes
+        raise RuntimeError("the writer's own fault")
+
+    def make(group):
+        raise ConnectionRefusedError("no store")
+
+    monkeypatch.setattr(journal_module, "unavailable", classify)
+    kept = journal_module.Journal("http://127.0.0.1:9", tmp_path / "journal.jsonl", make)
+    kept.write(_epoch("a", 0))
+    with pytest.raises(RuntimeError, match="the writer's own fault"):
+        kept.flush()  # no timeout: it must come back
+    with pytest.raises(RuntimeError, match="the writer's own fault"):
+        kept.write(_epoch("a", 1))
+    assert [json.loads(line)["epoch"] for line in (tmp_path / "journal.jsonl").read_text().splitlines()] == [0]
+
+
+def test_the_journal_file_is_replaced_whole_as_the_store_takes_its_writes(tmp_path):
+    from ablations.run.journal import Journal
+
+    made = []
+    kept = Journal("sqlite:///x", tmp_path / "journal.jsonl", made.extend)
+    for epoch in range(3):
+        kept.write(_epoch("a", epoch))
+    assert kept.flush(timeout=30)
+    assert [op["epoch"] for op in made] == [0, 1, 2]
+    assert (tmp_path / "journal.jsonl").read_text() == ""  # rewritten with what is left: nothing
+    assert [p.name for p in tmp_path.iterdir()] == ["journal.jsonl"]  # no half-written copy beside it
