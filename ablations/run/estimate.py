@@ -85,11 +85,15 @@ def measure(configs: list[TrialConfig], compile_cache: Path, gpu: bool) -> list[
         out, err = proc.communicate(pickle.dumps(configs), timeout=MEASURE_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         proc.kill()
+        proc.communicate()  # reaped, its pipes closed
         raise RuntimeError(f"measuring took longer than {MEASURE_TIMEOUT_S:.0f} s") from None
     if proc.returncode != 0:
         said = err.decode(errors="replace").strip().splitlines()
         raise RuntimeError(said[-1] if said else f"the measuring process exited {proc.returncode}")
-    return [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
+    paces = [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
+    if len(paces) != len(configs):
+        raise RuntimeError(f"the measuring process gave {len(paces)} paces for {len(configs)} model shapes")
+    return paces
 
 
 def estimate(

@@ -54,9 +54,7 @@ def close_study(
         outcome.tracking_down = tracker.kept
         outcome.interrupted = True
         return outcome
-    expected = len(study.trials) + (
-        study.spec.search.num_samples * len(study.spec.search_seeds) if study.spec.search.kind == "optuna" else 0
-    )
+    expected = len(study.trials) + study.search_samples
     outcome.interrupted = interrupted or len(outcome.finished) + len(outcome.failed) < expected
     tracker.end_study("KILLED" if outcome.interrupted else ("FAILED" if outcome.failed else "FINISHED"))
     return outcome

@@ -53,7 +53,7 @@ def phases(study: Study) -> list[Phase]:
             repeat=seeds,
             set_index=True,
         )
-        kwargs = dict(common, search_alg=searcher, num_samples=search.num_samples * seeds)
+        kwargs = dict(common, search_alg=searcher, num_samples=study.search_samples)
         if search.asha:
             epochs = study.search_config(study.search_arm, study.spec.seeds[0], {}).train.epochs
             kwargs["scheduler"] = ASHAScheduler(

@@ -62,10 +62,15 @@ def _clock(seconds: float | None) -> str:
 
 
 class TrialBoard:
-    """The table of trials; live on a terminal, otherwise one line per evaluation and per finished trial."""
+    """The table of trials; live on a terminal, otherwise one line per evaluation and per finished trial.
 
-    def __init__(self, title: str, epochs: dict[str, int], metric: str, console: Console | None = None):
-        self.title, self.metric, self.epochs = title, metric, epochs
+    ``epochs``: each Ray trial's epochs by name, and under ``"*"`` those of each of the ``samples`` search samples
+    (named as Ray Tune draws them)."""
+
+    def __init__(
+        self, title: str, epochs: dict[str, int], metric: str, console: Console | None = None, samples: int = 0
+    ):
+        self.title, self.metric, self.epochs, self.samples = title, metric, epochs, samples
         self.rows: dict[str, Row] = {}
         self.started = time.monotonic()
         self.most_running = 1  # the most Ray trials seen running at once: the study's concurrency
@@ -108,7 +113,8 @@ class TrialBoard:
         self._refresh()
 
     def time_left(self) -> float | None:
-        """Seconds until the study's trials end at the pace measured so far; None before any epoch is measured."""
+        """Seconds until the study's trials end at the pace measured so far (search samples not drawn yet at their
+        full length: ASHA may stop them sooner); None before any epoch is measured."""
         paces = [p for p in (r.pace() for r in self.rows.values()) if p is not None]
         if not paces:
             return None
@@ -119,6 +125,8 @@ class TrialBoard:
             if r.status in ("running", "pending")
         ]
         left += [mean * epochs for name, epochs in self.epochs.items() if name != "*" and name not in named]
+        drawn = len(named - set(self.epochs))
+        left += [mean * self.epochs.get("*", 0)] * max(0, self.samples - drawn)
         return makespan(left, self.most_running)
 
     def update(self, trial_id: str, epoch: int, metric: float | None) -> None:

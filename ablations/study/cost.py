@@ -164,7 +164,7 @@ def study_work(study: Study) -> StudyWork:
     spec = study.spec
     if spec.search.kind == "optuna":
         w = trial_work(next(t for t in study.trials if t.arm == study.search_arm), study.threads)
-        samples = [w] * (spec.search.num_samples * len(spec.search_seeds)) if w is not None else []
+        samples = [w] * study.search_samples if w is not None else []
     return StudyWork(known, unknown, samples)
 
 

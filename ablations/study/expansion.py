@@ -87,6 +87,12 @@ class Study:
     def search_arm(self) -> str:
         return self.spec.search_arm
 
+    @property
+    def search_samples(self) -> int:
+        """The trials the Optuna search draws: its samples, each run with every search seed (0 without a search)."""
+        search = self.spec.search
+        return search.num_samples * len(self.spec.search_seeds) if search.kind == "optuna" else 0
+
     def search_config(self, arm: str, seed: int, sample: dict[str, Any]) -> TrialConfig:
         """An arm's config with an Optuna sample applied (validated; raises ConfigError)."""
         return arm_config(self.spec, arm, {**sample, "train.seed": seed})
