@@ -20,8 +20,8 @@ one way, lowest first: ``config`` (the settings, with the methods' torch-free de
 - Whether a data set can be read, torch-free for the embedded digits: ``check_data``.
 - The trial loop, loaded with torch on first use: ``run_trial``, ``run_unit``, ``EpochReport``, ``TrialResult``.
 - A trial's encoder kept as timm's own files, loaded with torch on first use: ``save_encoder`` (from a trial's
-  checkpoint), ``load_encoder`` (a timm model), ``encoder_config`` (its config.json), ``finetune_encoder``
-  (``eval.finetune``'s recipe on any data set, no pre-training).
+  checkpoint), ``load_encoder`` (a timm model), ``encoder_config`` (its config.json), ``encoder_about``
+  (what that says of its trial), ``finetune_encoder`` (``eval.finetune``'s recipe on any data set, no pre-training).
 """
 
 import importlib
@@ -49,6 +49,7 @@ from mto.training.logged import (
 _LAZY = {
     "EpochReport": "mto.training.reports",
     "TrialResult": "mto.training.reports",
+    "encoder_about": "mto.training.encoder",
     "encoder_config": "mto.training.encoder",
     "finetune_encoder": "mto.training.encoder",
     "load_encoder": "mto.training.encoder",
@@ -73,6 +74,7 @@ __all__ = [
     "TrialResult",
     "check_data",
     "declared",
+    "encoder_about",
     "encoder_config",
     "finetune_encoder",
     "flatten",

@@ -68,11 +68,11 @@ def register_encoder(uri: str, trial: TrialRecord, name: str, selected_on: str) 
     import torch
     from mlflow.models import infer_signature
 
-    from mto import encoder_config, load_encoder
+    from mto import encoder_about, encoder_config, load_encoder
 
     folder = fetch_encoder(uri, trial.run_id)
     config = encoder_config(folder)
-    about = {k: v for k, v in config.get("mto", {}).items() if k != "config"}
+    about = {k: v for k, v in encoder_about(config).items() if k != "config"}
     model = load_encoder(folder).eval()
     channels, height, width = config["pretrained_cfg"]["input_size"]
     images = torch.zeros(2, channels, height, width)  # normalised images; the batch size is free
@@ -117,7 +117,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def finetune_settings(config: dict[str, Any], sets: list[str]) -> Any:
     """The encoder's trial settings with ``sets`` applied (``key=value``, values YAML), validated: a TrialConfig.
     The model is the encoder's: a ``model.*`` edit is refused."""
-    raw = config.get("mto", {}).get("config", {})
+    from mto import encoder_about
+
+    raw = encoder_about(config).get("config", {})
     for item in sets:
         if item.partition("=")[0].split(".")[0] == "model":
             raise ConfigError(item.partition("=")[0], item.partition("=")[2], "the encoder's own (model.* is fixed)")

@@ -1,7 +1,7 @@
 """Fast paths for an ``mlflow server``: the report's reads in a few requests.
 
-Through ``MlflowClient`` a report over 1,000 trial runs made one request per run and metric
-(``get_metric_history``) and parsed every run of the listing into protobuf messages and entities.
+Through ``MlflowClient`` a report over 1,000 trial runs would make one request per run and metric
+(``get_metric_history``) and parse every run of the listing into protobuf messages and entities.
 Here the same rows come through two endpoints, with MLflow's own credentials and retries
 (``mlflow.utils.credentials`` and ``mlflow.utils.rest_utils``: MLflow's internal helpers, not its public
 API, as its REST store sends every request):

@@ -3,9 +3,10 @@
 On each trial run the ``summary/*`` numbers (``numbers.NUMBERS`` marked ``summary``) and ``summary/reached``, each
 only where the run does not hold that value already (a report made again writes nothing there); on the study's
 parent run each row's ``arm/*`` means and the report's files. Over a SQLite store in one transaction
-(``sqlstore.log_batches``), else one asynchronous ``log_batch`` per run: through a server backed by SQLite each
-costs the server a commit, so the first report of 1,000 trials spends about half its time there. Metrics alone, no
-tag: a tag would cost the server a second commit per run and say what ``summary/reached`` says.
+(``sqlstore.log_batches``), else one asynchronous ``log_batch`` per run (MLflow has no write to several runs at
+once), sent while the report renders: through a server backed by SQLite each costs the server a commit, the bulk of
+a first report's time there. Metrics alone, no tag: a tag would cost the server a second commit per run and say
+what ``summary/reached`` says.
 """
 
 from __future__ import annotations

@@ -102,6 +102,12 @@ def encoder_config(path: str | Path) -> dict[str, Any]:
     return config
 
 
+def encoder_about(config: dict[str, Any]) -> dict[str, Any]:
+    """The section of an encoder's config.json (``encoder_config``) that timm does not read: the method, epoch, study,
+    trial, data and ``config`` (the trial's settings); empty when the file has none."""
+    return config.get(_ABOUT, {})
+
+
 def load_encoder(path: str | Path, num_classes: int = 0, **kwargs: Any) -> Encoder:
     """The encoder at ``path`` (its folder or one of its files) as a timm model, every weight loaded (strictly)
     through timm's own ``local-dir:`` loader; ``num_classes`` > 0 adds a new linear head on its pooled features.
@@ -136,7 +142,7 @@ def finetune_encoder(
         ConfigError: no encoder at ``path``, or images of another size or channel count than it was trained on.
     """
     config = encoder_config(path)
-    settings = config.get(_ABOUT, {}).get("config", {})
+    settings = encoder_about(config).get("config", {})
     if "model" not in settings:
         raise ConfigError("encoder", str(path), "an encoder a trial wrote (config.json has no mto.config.model)")
     model = ModelConfig(**settings["model"])
@@ -152,7 +158,7 @@ def finetune_encoder(
             "data.name", cfg.data.name, f"images of {args['in_chans']} channels, as the encoder was trained on"
         )
     encoder = load_encoder(path).to(device)
-    epoch = int(config.get(_ABOUT, {}).get("epoch", 0))
+    epoch = int(encoder_about(config).get("epoch", 0))
     return finetune(cfg, encoder, data, from_epoch=epoch, autocast=_autocast(device, cfg.train.precision))
 
 

@@ -88,10 +88,10 @@ def _batches(ids: list[str], now: int) -> list[tuple[str, list[Metric], list[Run
                 Metric("summary/nan", math.nan, now, 0),
                 Metric("summary/inf", -math.inf, now, 0),
             ],
-            [RunTag("ablation.censored", "true"), RunTag("ablation.arm", "renamed")],
+            [RunTag("ablation.note", "true"), RunTag("ablation.arm", "renamed")],
         ),  # a new tag, an updated one
         (b, [Metric("summary/x", 3.0, now, 0)], []),
-        (c, [], [RunTag("ablation.censored", "false")]),
+        (c, [], [RunTag("ablation.note", "false")]),
     ]
 
 
