@@ -31,12 +31,12 @@ from mto.training.trial import run_trial  # noqa: E402
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--study", default=str(ROOT / "studies" / "quickstart.yaml"))
-    p.add_argument("--epochs", type=int, default=10, help="epochs per trial (the quickstart has 30)")
+    p.add_argument("--epochs", type=int, default=10, help="epochs per trial (the quickstart has 20)")
     p.add_argument("--smoke", action="store_true", help="one epoch per trial: checks that it runs")
     args = p.parse_args()
     if args.smoke:
         args.epochs = 1
-    # the study's own epoch settings may lie past the end (its warm-up and evaluations every 2 epochs, affinity at 30)
+    # the study's own epoch settings may lie past the end (its warm-up, evaluations and affinity epochs)
     short = min(2, args.epochs)
     sets = [
         f"base.train.epochs={args.epochs}",
