@@ -27,10 +27,16 @@ from mto import validation_twin as validation_twin  # eval/x -> val/x: tables te
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # relative to the working directory
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` store; None for any other URI."""
+    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
+
+
 def resolve_tracking_uri(uri: str) -> str:
     """Make a relative SQLite or file store absolute, so every process and ``mlflow ui`` agree."""
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return "sqlite:///" + str(Path(uri[len("sqlite:///") :]).resolve())
+    db = sqlite_path(uri)
+    if db is not None and not db.is_absolute():
+        return "sqlite:///" + str(db.resolve())
     if "://" not in uri:
         return str(Path(uri).resolve())
     return uri

@@ -134,18 +134,24 @@ def ray_environment() -> None:
         os.environ.setdefault(key, value)
 
 
-def compile_cache(folder: Path) -> dict[str, str]:
-    """``torch.compile``'s caches (Inductor's FX graphs, AOTAutograd) in ``folder`` (``StudyLayout.compile_cache``),
-    shared by every trial of the study and kept across its invocations: a model shape compiled once is loaded, not
-    compiled, by the trials after it. Set here for the local workers; returned for the workers of a cluster joined
-    with ``--address`` (each node keeps its own copy where ``storage`` is not shared)."""
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
-    os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
-    os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
+def compile_env(folder: Path) -> dict[str, str]:
+    """The environment that puts ``torch.compile``'s caches (Inductor's FX graphs, AOTAutograd) in ``folder``
+    (``StudyLayout.compile_cache``), both on unless this process's environment turns one off."""
     return {
-        k: os.environ[k]
-        for k in ("TORCHINDUCTOR_CACHE_DIR", "TORCHINDUCTOR_FX_GRAPH_CACHE", "TORCHINDUCTOR_AUTOGRAD_CACHE")
+        "TORCHINDUCTOR_CACHE_DIR": str(folder),
+        "TORCHINDUCTOR_FX_GRAPH_CACHE": os.environ.get("TORCHINDUCTOR_FX_GRAPH_CACHE", "1"),
+        "TORCHINDUCTOR_AUTOGRAD_CACHE": os.environ.get("TORCHINDUCTOR_AUTOGRAD_CACHE", "1"),
     }
+
+
+def compile_cache(folder: Path) -> dict[str, str]:
+    """``torch.compile``'s caches in ``folder`` (``compile_env``), shared by every trial of the study and kept across
+    its invocations: a model shape compiled once is loaded, not compiled, by the trials after it. Set here for the
+    local workers; returned for the workers of a cluster joined with ``--address`` (each node keeps its own copy
+    where ``storage`` is not shared)."""
+    env = compile_env(folder)
+    os.environ.update(env)
+    return env
 
 
 def init_ray(address: str | None, env: dict[str, str]) -> None:

@@ -20,6 +20,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ablations.run.cluster import compile_env
 from ablations.run.progress import duration
 from ablations.study import Study, with_threads
 from ablations.study.cost import PACE_KEYS, StudyWork, shape, slots, study_seconds, study_work
@@ -70,7 +71,7 @@ def measure(configs: list[TrialConfig], compile_cache: Path, gpu: bool) -> list[
     study's compile cache; without ``gpu`` the child sees no GPU, as a trial given none. Raises RuntimeError when
     the child fails or runs out of time."""
     root = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(compile_cache), "TORCHINDUCTOR_FX_GRAPH_CACHE": "1"}
+    env = {**os.environ, **compile_env(compile_cache)}  # the caches the study's trials share
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     if not gpu:
         env["CUDA_VISIBLE_DEVICES"] = ""

@@ -1,6 +1,6 @@
 """The tracking store, before and while a study writes to it: is it usable (checked before any run
 exists), is it made (a new SQLite store's tables, made once under a file lock), does it take writes now, and how a
-user opens it in the MLflow UI. Standard library only (MLflow itself to make a store)."""
+user opens it in the MLflow UI. Standard library and the contract only (MLflow itself to make a store)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from ablations.contract import sqlite_path
 
 
 class TrackingError(RuntimeError):
@@ -51,9 +53,10 @@ def check_tracking(uri: str, timeout: float = 5.0) -> None:
     if scheme in ("http", "https"):
         _check_server(uri, timeout)
     elif scheme == "sqlite":
-        if not uri.startswith("sqlite:///"):
+        db = sqlite_path(uri)
+        if db is None:
             raise TrackingError(f"tracking URI {uri[:200]!r}: a SQLite store is sqlite:/// followed by a file path")
-        _check_sqlite(Path(uri[len("sqlite:///") :]))
+        _check_sqlite(db)
     elif scheme == "file":
         folder = Path(uri[len("file://") :] if uri.startswith("file://") else uri)
         if folder.exists() and not folder.is_dir():
@@ -163,13 +166,14 @@ def prepare_store(uri: str) -> None:
     """Make a SQLite store's tables, if it is new, holding an OS lock (``flock``) on its file meanwhile: MLflow makes
     them on first use, and two drivers making them at once (two studies started together in a fresh folder) would
     fail in MLflow's table creation; the second waits until the first has made them. Other stores: nothing to do."""
-    if not uri.startswith("sqlite:///"):
+    db = sqlite_path(uri)
+    if db is None:
         return
     import fcntl
 
     from mlflow import MlflowClient
 
-    fd = os.open(uri[len("sqlite:///") :], os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(db, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         MlflowClient(uri).search_experiments(max_results=1)  # makes or upgrades the tables

@@ -38,6 +38,7 @@ from ablations.contract import (
     lost_machine,
     own_failure,
     same_failure,
+    sqlite_path,
 )
 from ablations.run.journal import Journal, Op
 from ablations.run.layout import Invocation
@@ -94,9 +95,9 @@ class StudyTracker:
         """Create the parent run (or reopen ``resume_id``) and attach the study files as artifacts."""
         exp = self.client.get_experiment_by_name(self.experiment)
         if exp is None:
-            location = None
-            if self.uri.startswith("sqlite:///"):  # keep artifacts beside the database, not in the cwd
-                location = (Path(self.uri[len("sqlite:///") :]).parent / "mlartifacts" / self.experiment).as_uri()
+            db, location = sqlite_path(self.uri), None
+            if db is not None:  # keep artifacts beside the database, not in the cwd
+                location = (db.parent / "mlartifacts" / self.experiment).as_uri()
             self.experiment_id = self.client.create_experiment(self.experiment, artifact_location=location)
         else:
             self.experiment_id = exp.experiment_id
