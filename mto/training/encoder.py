@@ -142,7 +142,8 @@ def finetune_encoder(
         ConfigError: no encoder at ``path``, or images of another size or channel count than it was trained on.
     """
     config = encoder_config(path)
-    settings = encoder_about(config).get("config", {})
+    about = encoder_about(config)
+    settings = about.get("config", {})
     if "model" not in settings:
         raise ConfigError("encoder", str(path), "an encoder a trial wrote (config.json has no mto.config.model)")
     model = ModelConfig(**settings["model"])
@@ -158,7 +159,7 @@ def finetune_encoder(
             "data.name", cfg.data.name, f"images of {args['in_chans']} channels, as the encoder was trained on"
         )
     encoder = load_encoder(path).to(device)
-    epoch = int(encoder_about(config).get("epoch", 0))
+    epoch = int(about.get("epoch", 0))
     return finetune(cfg, encoder, data, from_epoch=epoch, autocast=_autocast(device, cfg.train.precision))
 
 
